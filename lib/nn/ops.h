@@ -1,0 +1,45 @@
+#pragma once
+// Thin helpers over ATen for the layers every model uses. Activations are [B, S, ...] row-major;
+// attention takes the diffusers layout [B, S, H, D].
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace ditgen::nn {
+
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b = std::nullopt) {
+  return b ? at::linear(x, w, *b) : at::linear(x, w);
+}
+
+// LayerNorm over the last dim without affine parameters (FLUX.2 blocks); statistics in fp32.
+at::Tensor layer_norm(const at::Tensor& x, double eps);
+
+// torch.nn.RMSNorm semantics: normalise in fp32, multiply by the weight, cast back.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// HF Llama/Mistral RMSNorm: normalise in fp32, cast to the input dtype, then multiply the weight.
+at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// Scaled dot-product attention. q [B, Sq, H, D], k/v [B, Sk, Hk, D] with H % Hk == 0 (grouped
+// query heads: query head h uses key head h / (H/Hk)). `mask` (optional) is boolean, broadcastable
+// to [B, H, Sq, Sk], true = attend; a query row that sees no key returns 0.
+// Returns [B, Sq, H, D] in q's dtype.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::optional<at::Tensor>& mask = std::nullopt);
+
+// Attention that also returns the log-sum-exp of the scaled scores, [B, Sq, H] float32, for Ring
+// attention's merge. No mask.
+struct AttentionLse {
+  at::Tensor out;  // [B, Sq, H, D], q's dtype
+  at::Tensor lse;  // [B, Sq, H] float32
+};
+AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// Interleaved-pair rotary embedding (FLUX.2 DiT): x [B, S, H, D], cos/sin [S, D] float32 with
+// repeated pairs; computed in fp32, returned in x's dtype.
+at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// Half-split ("rotate_half") rotary embedding (Mistral / Qwen / Gemma): x [B, S, H, D], cos/sin
+// [B or 1, S, D] in x's dtype.
+at::Tensor rope_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+}  // namespace ditgen::nn

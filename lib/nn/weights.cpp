@@ -1,0 +1,163 @@
+#include "lib/nn/weights.h"
+
+#include <cmath>
+
+#include "lib/runtime/error.h"
+
+namespace ditgen::nn {
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+// ---- CheckpointSource -------------------------------------------------------------------------
+
+CheckpointSource::CheckpointSource(std::shared_ptr<io::TensorStore> store, std::string root,
+                                   std::vector<std::string> ignore_prefixes)
+    : store_(std::move(store)), root_(std::move(root)), ignore_(std::move(ignore_prefixes)) {}
+
+bool CheckpointSource::has(const std::string& key) const { return store_->has(root_ + key); }
+
+at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
+                                  const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
+                                  Init) {
+  const std::string full = root_ + key;
+  DITGEN_CHECK(store_->has(full), "missing tensor '{}' (expected shape {}) in '{}'", full,
+               io::shape_str(full_shape), store_->location());
+  const auto& info = store_->info(full);
+  DITGEN_CHECK(info.shape == full_shape, "tensor '{}' in '{}' has shape {} but the model config needs {}",
+               full, store_->file_of(full), io::shape_str(info.shape), io::shape_str(full_shape));
+  used_.insert(full);
+  return store_->read(full, slice, dtype, device);
+}
+
+void CheckpointSource::check_all_used() const {
+  std::vector<std::string> unexpected;
+  for (const auto& k : store_->keys()) {
+    if (used_.count(k)) continue;
+    bool ignored = false;
+    for (const auto& p : ignore_) ignored = ignored || starts_with(k, p) || (p[0] == '.' && ends_with(k, p));
+    if (!ignored) unexpected.push_back(k);
+  }
+  if (unexpected.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < unexpected.size() && i < 8; ++i) list += (i ? ", " : "") + unexpected[i];
+  if (unexpected.size() > 8) list += fmt::format(", ... ({} in all)", unexpected.size());
+  fail("unexpected tensor(s) in '{}' that the model config does not declare: {} (does config.json match "
+       "the weights?)",
+       store_->location(), list);
+}
+
+// ---- RandomSource -----------------------------------------------------------------------------
+
+at::Tensor RandomSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
+                              const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
+                              Init init) {
+  // Large tensors are drawn on the target device (benchmarks at real size); small ones on the CPU
+  // so that tiny models are identical on every device and mesh.
+  int64_t numel = 1;
+  for (auto d : full_shape) numel *= d;
+  const bool on_device = device.is_cuda() && numel >= (1 << 20);
+  at::Generator gen = on_device ? at::Generator() : at::detail::createCPUGenerator(seed_ ^ fnv1a(key));
+  at::TensorOptions opt = at::TensorOptions().dtype(at::kFloat).device(on_device ? device : at::Device(at::kCPU));
+  at::Tensor t;
+#ifdef DITGEN_CUDA
+  if (on_device) {
+    gen = at::cuda::detail::createCUDAGenerator(device.index());
+    gen.set_current_seed(seed_ ^ fnv1a(key));
+  }
+#endif
+  auto normal = [&] { return at::randn(full_shape, gen, opt); };
+  switch (init) {
+    case Init::Linear: {
+      const int64_t fan_in = full_shape.size() >= 2 ? numel / full_shape[0] : 1;
+      t = normal().mul_(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(fan_in, 1))));
+      break;
+    }
+    case Init::Norm: t = normal().mul_(0.1).add_(1.0); break;
+    case Init::Bias: t = normal().mul_(0.02); break;
+    case Init::Embedding: t = normal(); break;
+    case Init::Mean: t = normal().mul_(0.1); break;
+    case Init::Variance: t = normal().abs_().add_(0.5); break;
+  }
+  if (!slice.is_whole()) {
+    std::vector<at::Tensor> parts;
+    for (auto [start, len] : slice.ranges) parts.push_back(t.narrow(slice.dim, start, len));
+    t = parts.size() == 1 ? parts[0].contiguous() : at::cat(parts, slice.dim);
+  }
+  return t.to(device, dtype).contiguous();
+}
+
+// ---- Weights ----------------------------------------------------------------------------------
+
+Weights::Weights(std::shared_ptr<WeightSource> source, at::ScalarType dtype, at::Device device, TpGroup tp)
+    : source_(std::move(source)), dtype_(dtype), device_(device), tp_(tp) {}
+
+Weights Weights::pp(const std::string& name) const {
+  Weights w = *this;
+  w.prefix_ = key(name);
+  return w;
+}
+
+Weights Weights::with_dtype(at::ScalarType dtype) const {
+  Weights w = *this;
+  w.dtype_ = dtype;
+  return w;
+}
+
+Weights Weights::with_tp(TpGroup tp) const {
+  Weights w = *this;
+  w.tp_ = tp;
+  return w;
+}
+
+io::Slice Weights::slice_for(const std::string& k, const std::vector<int64_t>& full_shape,
+                             const Shard& shard) const {
+  if (shard.is_replicated() || tp_.size == 1) return io::Slice::whole();
+  DITGEN_CHECK(shard.dim < static_cast<int>(full_shape.size()), "cannot shard '{}' of shape {} along dim {}",
+               k, io::shape_str(full_shape), shard.dim);
+  std::vector<int64_t> segments = shard.segments;
+  if (segments.empty()) segments = {full_shape[shard.dim]};
+  int64_t sum = 0;
+  for (auto s : segments) sum += s;
+  DITGEN_CHECK(sum == full_shape[shard.dim], "internal: segments of '{}' sum to {} but dim {} is {}", k, sum,
+               shard.dim, full_shape[shard.dim]);
+  io::Slice slice;
+  slice.dim = shard.dim;
+  int64_t offset = 0;
+  for (auto s : segments) {
+    DITGEN_CHECK(s % tp_.size == 0,
+                 "tensor '{}' (shape {}): a segment of length {} along dim {} cannot be divided over {} "
+                 "tensor-parallel ranks; choose a --tp that divides {}",
+                 k, io::shape_str(full_shape), s, shard.dim, tp_.size, s);
+    const int64_t piece = s / tp_.size;
+    slice.ranges.emplace_back(offset + tp_.rank * piece, piece);
+    offset += s;
+  }
+  return slice;
+}
+
+at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& full_shape, const Shard& shard,
+                        Init init) const {
+  const std::string k = key(name);
+  return source_->load(k, full_shape, slice_for(k, full_shape, shard), dtype_, device_, init);
+}
+
+std::optional<at::Tensor> Weights::get_optional(const std::string& name, const std::vector<int64_t>& full_shape,
+                                                const Shard& shard, Init init) const {
+  if (!has(name)) return std::nullopt;
+  return get(name, full_shape, shard, init);
+}
+
+}  // namespace ditgen::nn

@@ -1,0 +1,138 @@
+#pragma once
+// Declared weights. A module asks for each of its tensors by checkpoint name, full shape, how it is
+// divided over tensor-parallel ranks, and how a random model initialises it:
+//
+//   Weights wb = ...;                       // prefix "transformer_blocks.3.attn"
+//   auto w = wb.get("to_q.weight", {D, D}, Shard::rows());
+//
+// The same declarations serve a checkpoint (only this rank's slice is read from disk) and the
+// built-in random models (seeded per key, so every mesh sees the same values).
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "lib/io/checkpoint.h"
+
+namespace ditgen::nn {
+
+// How a tensor is divided over the ranks of a tensor-parallel group. The dim is split into
+// `segments` (consecutive lengths summing to the dim; empty = one segment), each segment is divided
+// evenly, and rank r holds its piece of every segment, concatenated. Fused projections such as
+// [q | k | v | gate | up] are thereby permuted per rank at load time.
+struct Shard {
+  int dim = -1;  // -1: replicated
+  std::vector<int64_t> segments;
+
+  static Shard replicated() { return {}; }
+  static Shard rows(std::vector<int64_t> segments = {}) { return {0, std::move(segments)}; }  // output features
+  static Shard cols(std::vector<int64_t> segments = {}) { return {1, std::move(segments)}; }  // input features
+  bool is_replicated() const { return dim < 0; }
+};
+
+// How a random model fills a tensor (ignored when reading a checkpoint).
+enum class Init {
+  Linear,    // N(0, 1/fan_in): keeps activations O(1) through deep stacks
+  Norm,      // 1 + 0.1 N(0,1): norm scales
+  Bias,      // 0.02 N(0,1)
+  Embedding, // N(0,1)
+  Mean,      // 0.1 N(0,1): running means
+  Variance,  // 0.5 + |N(0,1)|: running variances
+};
+
+struct TpGroup {
+  int rank = 0;
+  int size = 1;
+};
+
+// Where tensors come from: a checkpoint component or a seeded random generator.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& key) const = 0;
+  // Reads `slice` of `key`, after checking the stored shape equals `full_shape`.
+  virtual at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape,
+                          const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
+                          Init init) = 0;
+  // Throws if the source holds tensors nobody asked for (besides `ignore` patterns).
+  virtual void check_all_used() const = 0;
+  virtual uint64_t bytes_read() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+// A checkpoint component. `root` is prepended to every requested key (e.g. "language_model.model."),
+// which is how differently prefixed checkpoint generations map onto one module tree.
+class CheckpointSource : public WeightSource {
+ public:
+  CheckpointSource(std::shared_ptr<io::TensorStore> store, std::string root = "",
+                   std::vector<std::string> ignore_prefixes = {});
+  bool has(const std::string& key) const override;
+  at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
+                  at::ScalarType dtype, const at::Device& device, Init init) override;
+  void check_all_used() const override;
+  uint64_t bytes_read() const override { return store_->bytes_read(); }
+  std::string describe() const override { return store_->location(); }
+  io::TensorStore& store() { return *store_; }
+
+ private:
+  std::shared_ptr<io::TensorStore> store_;
+  std::string root_;
+  std::vector<std::string> ignore_;  // full-key prefixes or suffixes (".num_batches_tracked") not to report
+  std::set<std::string> used_;
+};
+
+// Seeded random tensors: the value of a key depends only on (seed, key), never on the mesh.
+class RandomSource : public WeightSource {
+ public:
+  explicit RandomSource(uint64_t seed) : seed_(seed) {}
+  bool has(const std::string&) const override { return true; }
+  at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
+                  at::ScalarType dtype, const at::Device& device, Init init) override;
+  void check_all_used() const override {}
+  uint64_t bytes_read() const override { return 0; }
+  std::string describe() const override { return "random weights (seed " + std::to_string(seed_) + ")"; }
+
+ private:
+  uint64_t seed_;
+};
+
+// A view of a source with a key prefix, a dtype, a device and a TP group (the candle VarBuilder idea).
+class Weights {
+ public:
+  Weights(std::shared_ptr<WeightSource> source, at::ScalarType dtype, at::Device device, TpGroup tp = {});
+
+  Weights pp(const std::string& name) const;  // child prefix "a.b" -> "a.b.name"
+  Weights pp(int64_t index) const { return pp(std::to_string(index)); }
+  Weights with_dtype(at::ScalarType dtype) const;
+  Weights with_tp(TpGroup tp) const;
+
+  // A required tensor: its full (unsharded) shape, its sharding and its random init.
+  at::Tensor get(const std::string& name, const std::vector<int64_t>& full_shape,
+                 const Shard& shard = Shard::replicated(), Init init = Init::Linear) const;
+  // An optional tensor: std::nullopt when the source lacks it.
+  std::optional<at::Tensor> get_optional(const std::string& name, const std::vector<int64_t>& full_shape,
+                                         const Shard& shard = Shard::replicated(),
+                                         Init init = Init::Linear) const;
+  bool has(const std::string& name) const { return source_->has(key(name)); }
+  std::string key(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
+
+  at::ScalarType dtype() const { return dtype_; }
+  const at::Device& device() const { return device_; }
+  const TpGroup& tp() const { return tp_; }
+  WeightSource& source() const { return *source_; }
+
+  // The slice of `full_shape` this rank holds under `shard` (validates divisibility).
+  io::Slice slice_for(const std::string& key, const std::vector<int64_t>& full_shape, const Shard& shard) const;
+
+ private:
+  std::shared_ptr<WeightSource> source_;
+  std::string prefix_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  TpGroup tp_;
+};
+
+}  // namespace ditgen::nn

@@ -1,0 +1,39 @@
+#pragma once
+// A golden case folder (see ../shared/fixtures/README.md): config.json, case.json, io.safetensors
+// with `in.*` inputs and `out.*` references, plus weight files.
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "lib/io/safetensors.h"
+
+namespace ditgen::verify {
+
+struct CaseOptions {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  double tolerance = 0;  // 0: the kind's default
+};
+
+class Case {
+ public:
+  explicit Case(const std::string& dir);  // throws if the folder lacks io.safetensors
+
+  const std::string& dir() const { return dir_; }
+  const std::string& name() const { return name_; }  // folder base name
+  const nlohmann::json& config() const { return config_; }  // {} when there is no config.json
+  const nlohmann::json& case_json() const { return case_json_; }
+  std::string file(const std::string& name) const;         // dir/name
+  bool has(const std::string& key) const { return io_->has(key); }
+  at::Tensor tensor(const std::string& key) const;        // CPU, stored dtype
+  double scalar(const std::string& key) const;            // case.json "scalars"
+
+ private:
+  std::string dir_, name_;
+  nlohmann::json config_, case_json_;
+  std::shared_ptr<io::SafetensorsFile> io_;
+};
+
+}  // namespace ditgen::verify

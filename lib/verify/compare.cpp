@@ -1,0 +1,60 @@
+#include "lib/verify/compare.h"
+
+#include <cmath>
+
+#include "lib/io/safetensors.h"
+#include "lib/runtime/log.h"
+
+namespace ditgen::verify {
+
+bool Report::ok() const {
+  if (checks.empty()) return false;  // a case that checked nothing did not pass
+  for (const auto& c : checks)
+    if (!c.pass) return false;
+  return true;
+}
+
+void Report::print() const {
+  for (const auto& c : checks) {
+    std::string line = fmt::format("{} {}/{}", c.pass ? "PASS" : "FAIL", case_name, c.name);
+    if (c.tolerance > 0) line += fmt::format("  rel {:.2e} (tol {:.0e})", c.rel_error, c.tolerance);
+    if (!c.detail.empty()) line += "  " + c.detail;
+    log::info_line(line);
+  }
+  if (checks.empty()) log::info_line(fmt::format("FAIL {}: no checks ran", case_name));
+}
+
+double rel_error(const at::Tensor& ours, const at::Tensor& ref) {
+  at::Tensor a = ours.detach().to(at::kCPU, at::kDouble), b = ref.detach().to(at::kCPU, at::kDouble);
+  if (a.sizes() != b.sizes()) return NAN;
+  if (!at::isfinite(a).all().item<bool>()) return NAN;
+  const double num = (a - b).norm().item<double>();
+  const double den = b.norm().item<double>();
+  return den > 0 ? num / den : num;
+}
+
+void compare(Report& report, const std::string& name, const at::Tensor& ours, const at::Tensor& ref,
+             double tolerance) {
+  Check c;
+  c.name = name;
+  c.tolerance = tolerance;
+  if (ours.sizes() != ref.sizes()) {
+    c.rel_error = NAN;
+    c.detail = fmt::format("shape {} vs reference {}", io::shape_str(ours.sizes()), io::shape_str(ref.sizes()));
+  } else {
+    c.rel_error = rel_error(ours, ref);
+    if (std::isnan(c.rel_error)) c.detail = "non-finite values";
+  }
+  c.pass = !std::isnan(c.rel_error) && c.rel_error <= tolerance;
+  report.checks.push_back(c);
+}
+
+void expect_equal(Report& report, const std::string& name, bool equal, const std::string& detail) {
+  Check c;
+  c.name = name;
+  c.pass = equal;
+  c.detail = equal ? "exact" : detail;
+  report.checks.push_back(c);
+}
+
+}  // namespace ditgen::verify

@@ -1,0 +1,64 @@
+#include "models/verify_cases.h"
+
+#include <functional>
+#include <map>
+
+#include "lib/io/json.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/text/verify_tokenizer.h"
+#include "lib/verify/compare.h"
+#include "models/flux2/verify.h"
+#include "models/llm/verify.h"
+
+namespace ditgen {
+
+namespace {
+
+using Runner = std::function<void(const verify::Case&, const verify::CaseOptions&, verify::Report&)>;
+
+// Folder-name prefix -> runner. Longest prefix wins.
+const std::map<std::string, Runner>& runners() {
+  static const std::map<std::string, Runner> r = {
+      {"flux2_transformer", flux2::verify_transformer},
+      {"flux2_vae", flux2::verify_vae},
+      {"flux2_pipeline", flux2::verify_pipeline},
+      {"text_encoder_mistral", llm::verify_text_encoder},
+      {"tokenizer", text::verify_tokenizer},
+  };
+  return r;
+}
+
+}  // namespace
+
+std::vector<std::string> verify_kinds() {
+  std::vector<std::string> out;
+  for (const auto& kv : runners()) out.push_back(kv.first);
+  return out;
+}
+
+int run_verify(const VerifyRequest& req) {
+  if (!io::dir_exists(req.dir)) {
+    log::info("SKIP {}: fixture folder not found", req.dir);
+    return 77;
+  }
+  verify::Case c(req.dir);
+  std::string kind = req.kind;
+  if (kind.empty()) {
+    for (const auto& kv : runners())
+      if (c.name().rfind(kv.first, 0) == 0 && kv.first.size() > kind.size()) kind = kv.first;
+  }
+  auto it = runners().find(kind);
+  if (it == runners().end()) {
+    std::string known;
+    for (const auto& k : verify_kinds()) known += (known.empty() ? "" : ", ") + k;
+    fail("cannot tell the kind of case '{}' from its name; pass --kind (one of: {})", c.name(), known);
+  }
+  verify::Report report;
+  report.case_name = c.name();
+  it->second(c, req.options, report);
+  report.print();
+  return report.ok() ? 0 : 1;
+}
+
+}  // namespace ditgen

@@ -1,0 +1,53 @@
+# Finds every third-party dependency. Order per dependency: the system package (Debian 12), then a
+# -D<DEP>_ROOT folder of headers. No third-party source lives in this repository.
+
+find_package(Torch REQUIRED)           # Debian libtorch-dev (CPU) or a CUDA PyTorch's LibTorch
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(ZLIB REQUIRED)
+
+# CLI11 (header-only)
+find_package(CLI11 CONFIG QUIET)
+if(NOT TARGET CLI11::CLI11)
+  find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp HINTS ${CLI11_ROOT} ${CLI11_ROOT}/include REQUIRED)
+  add_library(CLI11::CLI11 INTERFACE IMPORTED)
+  target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
+endif()
+
+# stb_image_write (header-only)
+find_path(STB_INCLUDE_DIR stb_image_write.h HINTS ${STB_ROOT} PATH_SUFFIXES stb REQUIRED)
+add_library(stb::stb INTERFACE IMPORTED)
+target_include_directories(stb::stb INTERFACE ${STB_INCLUDE_DIR})
+
+# utf8proc: NFC normalisation and Unicode categories for the tokenizer
+find_path(UTF8PROC_INCLUDE_DIR utf8proc.h HINTS ${UTF8PROC_ROOT} ${UTF8PROC_ROOT}/include)
+find_library(UTF8PROC_LIBRARY utf8proc HINTS ${UTF8PROC_ROOT} ${UTF8PROC_ROOT}/lib)
+if(NOT UTF8PROC_INCLUDE_DIR OR NOT UTF8PROC_LIBRARY)
+  message(FATAL_ERROR "utf8proc not found: apt-get install libutf8proc-dev, or pass -DUTF8PROC_ROOT=<prefix>")
+endif()
+add_library(utf8proc::utf8proc UNKNOWN IMPORTED)
+set_target_properties(utf8proc::utf8proc PROPERTIES IMPORTED_LOCATION ${UTF8PROC_LIBRARY}
+                      INTERFACE_INCLUDE_DIRECTORIES ${UTF8PROC_INCLUDE_DIR})
+
+# Catch2 (tests only)
+if(DITGEN_TESTS)
+  find_package(Catch2 QUIET)
+  if(NOT TARGET Catch2::Catch2)
+    find_path(CATCH2_INCLUDE_DIR catch2/catch.hpp HINTS ${CATCH2_ROOT} ${CATCH2_ROOT}/include REQUIRED)
+    add_library(Catch2::Catch2 INTERFACE IMPORTED)
+    target_include_directories(Catch2::Catch2 INTERFACE ${CATCH2_INCLUDE_DIR})
+  endif()
+endif()
+
+# NCCL (CUDA build only): system header + library, or -DNCCL_ROOT
+if(DITGEN_CUDA)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} ${NCCL_ROOT}/include /usr/include /usr/local/cuda/include)
+  find_library(NCCL_LIBRARY nccl HINTS ${NCCL_ROOT} ${NCCL_ROOT}/lib /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64)
+  if(NOT NCCL_INCLUDE_DIR OR NOT NCCL_LIBRARY)
+    message(FATAL_ERROR "NCCL not found: pass -DNCCL_ROOT=<prefix with include/nccl.h and lib/libnccl.so>")
+  endif()
+  add_library(nccl::nccl UNKNOWN IMPORTED)
+  set_target_properties(nccl::nccl PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
+                        INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR})
+endif()
