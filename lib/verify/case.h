@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lib/io/safetensors.h"
+#include "lib/parallel/context.h"
 
 namespace ditgen::verify {
 
@@ -15,6 +16,8 @@ struct CaseOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   double tolerance = 0;  // 0: the kind's default
+  // The mesh the case runs under (one process when null); results must match the single run.
+  std::shared_ptr<parallel::Context> parallel;
 };
 
 class Case {

@@ -1,0 +1,154 @@
+#include "lib/parallel/context.h"
+
+#include "lib/nn/ops.h"
+#include "lib/runtime/error.h"
+
+namespace ditgen::parallel {
+
+std::shared_ptr<Context> Context::single() {
+  auto ctx = std::make_shared<Context>();
+  ctx->mesh_ = dist::Mesh(dist::MeshShape{}, 1, 0);
+  ctx->world_ = dist::make_self_communicator("world");
+  ctx->tp_ = dist::make_self_communicator("tp");
+  ctx->ulysses_ = dist::make_self_communicator("ulysses");
+  ctx->ring_ = dist::make_self_communicator("ring");
+  ctx->cp_ = dist::make_self_communicator("cp");
+  ctx->model_ = dist::make_self_communicator("model");
+  return ctx;
+}
+
+std::shared_ptr<Context> Context::create(std::shared_ptr<dist::Communicator> world, const dist::MeshShape& shape) {
+  auto ctx = std::make_shared<Context>();
+  ctx->mesh_ = dist::Mesh(shape, world->size(), world->rank());
+  const auto& m = ctx->mesh_;
+  ctx->world_ = world;
+  // Same split order on every rank.
+  ctx->tp_ = world->split(m.tp_color(), m.tp_index(), "tp");
+  ctx->ulysses_ = world->split(m.ulysses_color(), m.ulysses_index(), "ulysses");
+  ctx->ring_ = world->split(m.ring_color(), m.ring_index(), "ring");
+  ctx->cp_ = world->split(m.cp_color(), m.cp_index(), "cp");
+  ctx->model_ = world->split(m.model_color(), m.rank() % m.model_size(), "model");
+  return ctx;
+}
+
+std::vector<int64_t> chunk_sizes(int64_t n, const Context& ctx) { return dist::split_sizes(n, ctx.mesh().cp_size()); }
+
+at::Tensor split_sequence(const at::Tensor& x, int64_t dim, const Context& ctx) {
+  if (ctx.mesh().cp_size() == 1) return x;
+  const auto sizes = chunk_sizes(x.size(dim), ctx);
+  int64_t offset = 0;
+  for (int i = 0; i < ctx.mesh().cp_index(); ++i) offset += sizes[i];
+  return x.narrow(dim, offset, sizes[ctx.mesh().cp_index()]).contiguous();
+}
+
+at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t full_len, const Context& ctx) {
+  if (ctx.mesh().cp_size() == 1) return x;
+  return ctx.cp().all_gather(x.contiguous(), dim, chunk_sizes(full_len, ctx));
+}
+
+void tp_all_reduce(at::Tensor& partial, const Context& ctx) {
+  if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, dist::ReduceOp::Sum);
+}
+
+namespace {
+
+// Merges a new partial attention result into the running one, in fp32:
+// out = out - sigmoid(lse_new - lse) * (out - out_new); lse = log(exp(lse) + exp(lse_new)).
+void merge_partial(at::Tensor& out, at::Tensor& lse, const at::Tensor& out_new, const at::Tensor& lse_new) {
+  at::Tensor l_new = lse_new.to(at::kFloat);
+  at::Tensor w = at::sigmoid(l_new - lse).unsqueeze(-1);  // [B, S, H, 1]
+  out = out - w * (out - out_new.to(at::kFloat));
+  lse = at::logaddexp(lse, l_new);
+}
+
+// Ring attention over the ring group. q [B, Sq, h, D]; k/v [B, Sk_r, h, D] where block r' has
+// `block_lens[r']` tokens. Returns [B, Sq, h, D] in q's dtype.
+at::Tensor ring_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const std::vector<int64_t>& block_lens, const Context& ctx) {
+  dist::Communicator& ring = ctx.ring();
+  const int n = ring.size(), me = ring.rank();
+  at::Tensor kv = at::stack({k, v}, 0).contiguous();  // [2, B, S, h, D]
+  at::Tensor out, lse;
+  for (int step = 0; step < n; ++step) {
+    const int block = ((me - step) % n + n) % n;  // whose K/V we hold now
+    std::unique_ptr<dist::Work> work;
+    at::Tensor next;
+    if (step < n - 1) {
+      const int incoming = ((me - step - 1) % n + n) % n;
+      auto shape = kv.sizes().vec();
+      shape[2] = block_lens[incoming];
+      next = at::empty(shape, kv.options());
+      work = ring.send_recv(kv, (me + 1) % n, next, (me - 1 + n) % n);
+    }
+    if (block_lens[block] > 0 && q.size(1) > 0) {
+      auto part = nn::attention_with_lse(q, kv[0], kv[1]);
+      if (!out.defined()) {
+        out = part.out.to(at::kFloat);
+        lse = part.lse.to(at::kFloat);
+      } else {
+        merge_partial(out, lse, part.out, part.lse);
+      }
+    }
+    if (work) {
+      work->wait();
+      kv = next;
+    }
+  }
+  if (!out.defined()) return at::zeros_like(q);
+  return out.to(q.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::vector<int64_t>& local_lens, const Context& ctx) {
+  const auto& m = ctx.mesh();
+  const int U = m.shape().ulysses, R = m.shape().ring;
+  if (U == 1 && R == 1) return nn::attention(q, k, v);
+
+  at::Tensor qu = q, ku = k, vu = v;
+  std::vector<int64_t> ring_lens(R, 0);  // sequence length each ring block holds after Ulysses
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < U; ++u) ring_lens[r] += local_lens[r * U + u];
+
+  const int64_t heads = q.size(2);
+  if (U > 1) {
+    DITGEN_CHECK(heads % U == 0, "attention: {} local heads cannot be split over ulysses {}", heads, U);
+    const int64_t h = heads / U;
+    at::Tensor qkv = at::stack({q, k, v}, 0);  // [3, B, S, H, D]
+    std::vector<at::Tensor> send;
+    std::vector<std::vector<int64_t>> recv_shapes;
+    for (int u = 0; u < U; ++u) {
+      send.push_back(qkv.narrow(3, u * h, h).contiguous());
+      auto shape = qkv.sizes().vec();
+      shape[2] = local_lens[m.ring_index() * U + u];
+      shape[3] = h;
+      recv_shapes.push_back(shape);
+    }
+    at::Tensor full = at::cat(ctx.ulysses().all_to_all(send, recv_shapes), 2);  // [3, B, S_ring, h, D]
+    qu = full[0];
+    ku = full[1];
+    vu = full[2];
+  }
+
+  at::Tensor o = R > 1 ? ring_attention(qu, ku, vu, ring_lens, ctx) : nn::attention(qu, ku, vu);
+
+  if (U > 1) {
+    std::vector<at::Tensor> send;
+    std::vector<std::vector<int64_t>> recv_shapes;
+    int64_t offset = 0;
+    const int64_t mine = local_lens[m.cp_index()];
+    for (int u = 0; u < U; ++u) {
+      const int64_t len = local_lens[m.ring_index() * U + u];
+      send.push_back(o.narrow(1, offset, len).contiguous());
+      offset += len;
+      auto shape = o.sizes().vec();
+      shape[1] = mine;
+      recv_shapes.push_back(shape);
+    }
+    o = at::cat(ctx.ulysses().all_to_all(send, recv_shapes), 2);  // [B, S_local, H_local, D]
+  }
+  return o;
+}
+
+}  // namespace ditgen::parallel

@@ -1,0 +1,60 @@
+#pragma once
+// What a model sees of the parallel world: the mesh and one communicator per axis. Models never call
+// a communicator directly; they call the entry points below (sequence split/gather, context-parallel
+// attention, tensor-parallel reduction), which are the identity on one process.
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <vector>
+
+#include "lib/dist/communicator.h"
+#include "lib/dist/mesh.h"
+#include "lib/nn/weights.h"
+
+namespace ditgen::parallel {
+
+class Context {
+ public:
+  // One process: every group has size 1.
+  static std::shared_ptr<Context> single();
+  // Splits `world` into the mesh's groups (collective over `world`).
+  static std::shared_ptr<Context> create(std::shared_ptr<dist::Communicator> world, const dist::MeshShape& shape);
+
+  const dist::Mesh& mesh() const { return mesh_; }
+  dist::Communicator& world() const { return *world_; }
+  dist::Communicator& tp() const { return *tp_; }
+  dist::Communicator& ulysses() const { return *ulysses_; }
+  dist::Communicator& ring() const { return *ring_; }
+  dist::Communicator& cp() const { return *cp_; }
+  dist::Communicator& model() const { return *model_; }  // the ranks of one DiT replica
+  nn::TpGroup tp_group() const { return {mesh_.tp_index(), mesh_.shape().tp}; }
+
+ private:
+  dist::Mesh mesh_;
+  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_, model_;
+};
+
+// ---- context parallelism -------------------------------------------------------------------------
+
+// Lengths of every CP rank's chunk of a length-n sequence (uneven allowed), indexed by chunk.
+std::vector<int64_t> chunk_sizes(int64_t n, const Context& ctx);
+// This rank's chunk of `x` along `dim` (no communication).
+at::Tensor split_sequence(const at::Tensor& x, int64_t dim, const Context& ctx);
+// The full sequence from every CP rank's chunk along `dim`; `full_len` is the global length.
+at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t full_len, const Context& ctx);
+
+// Non-causal attention over the sequence spread across the CP group.
+// q, k, v: [B, S_local, H_local, D] with H_local = H / tp; `local_lens[i]` is the local sequence
+// length of CP chunk i (every rank passes the same vector). Ulysses turns sequence chunks into head
+// groups with one all-to-all each way; Ring passes K/V round the ring and merges partial results
+// with their log-sum-exp in fp32, sending the next block while computing the current one.
+// Returns [B, S_local, H_local, D].
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::vector<int64_t>& local_lens, const Context& ctx);
+
+// ---- tensor parallelism --------------------------------------------------------------------------
+
+// Sums a row-parallel layer's partial outputs over the TP group (in place).
+void tp_all_reduce(at::Tensor& partial, const Context& ctx);
+
+}  // namespace ditgen::parallel

@@ -1,0 +1,54 @@
+#include "lib/sched/flow_match.h"
+
+#include <cmath>
+
+#include "lib/runtime/error.h"
+
+namespace ditgen::sched {
+
+double flux2_empirical_mu(int64_t image_seq_len, int64_t num_steps) {
+  const double a1 = 8.73809524e-05, b1 = 1.89833333;
+  const double a2 = 0.00016927, b2 = 0.45666666;
+  const double n = static_cast<double>(image_seq_len);
+  if (image_seq_len > 4300) return a2 * n + b2;
+  const double m200 = a2 * n + b2, m10 = a1 * n + b1;
+  const double a = (m200 - m10) / 190.0;
+  const double b = m200 - 200.0 * a;
+  return a * static_cast<double>(num_steps) + b;
+}
+
+namespace {
+// numpy.linspace(1, 1/N, N) in float64, then rounded to float32 as set_timesteps does.
+std::vector<float> base_sigmas(int64_t n) {
+  DITGEN_CHECK(n >= 1, "--steps must be at least 1, got {}", n);
+  std::vector<float> s(n);
+  const double start = 1.0, stop = 1.0 / static_cast<double>(n);
+  const double step = n > 1 ? (stop - start) / static_cast<double>(n - 1) : 0.0;
+  for (int64_t i = 0; i < n; ++i) s[i] = static_cast<float>(i == n - 1 && n > 1 ? stop : start + step * i);
+  return s;
+}
+
+Schedule finish(std::vector<float> sigmas) {
+  Schedule out;
+  for (float s : sigmas) out.timesteps.push_back(s * 1000.0f);
+  sigmas.push_back(0.0f);
+  out.sigmas = std::move(sigmas);
+  return out;
+}
+}  // namespace
+
+Schedule exponential_shift_schedule(int64_t num_steps, double mu) {
+  std::vector<float> s = base_sigmas(num_steps);
+  const float e = static_cast<float>(std::exp(mu));
+  for (float& v : s) v = e / (e + (1.0f / v - 1.0f));
+  return finish(std::move(s));
+}
+
+Schedule static_shift_schedule(int64_t num_steps, double shift) {
+  std::vector<float> s = base_sigmas(num_steps);
+  const float k = static_cast<float>(shift);
+  for (float& v : s) v = k * v / (1.0f + (k - 1.0f) * v);
+  return finish(std::move(s));
+}
+
+}  // namespace ditgen::sched

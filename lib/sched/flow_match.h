@@ -1,0 +1,23 @@
+#pragma once
+// Flow-matching Euler schedules (diffusers FlowMatchEulerDiscreteScheduler semantics, in fp32).
+#include <cstdint>
+#include <vector>
+
+namespace ditgen::sched {
+
+struct Schedule {
+  std::vector<float> sigmas;     // N + 1 values, the last is 0
+  std::vector<float> timesteps;  // N values, sigma * 1000
+};
+
+// FLUX.2's empirical mu (flux2.md §5.3): depends on the packed image token count and the steps.
+double flux2_empirical_mu(int64_t image_seq_len, int64_t num_steps);
+
+// sigmas_in = linspace(1, 1/N, N) in fp32, shifted exponentially by mu:
+// s = e^mu / (e^mu + (1/s_in - 1)), timesteps = s * 1000, then a terminal 0.
+Schedule exponential_shift_schedule(int64_t num_steps, double mu);
+
+// Static shift (use_dynamic_shifting = false): s = shift*s_in / (1 + (shift-1)*s_in).
+Schedule static_shift_schedule(int64_t num_steps, double shift);
+
+}  // namespace ditgen::sched

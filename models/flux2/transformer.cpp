@@ -1,0 +1,306 @@
+#include "models/flux2/transformer.h"
+
+#include <cmath>
+
+#include "lib/io/json.h"
+#include "lib/nn/ops.h"
+#include "lib/runtime/error.h"
+
+namespace ditgen::flux2 {
+
+using nn::Init;
+using nn::Shard;
+
+TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  TransformerConfig c;
+  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
+  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
+  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);
+  c.num_layers = io::json_get<int64_t>(j, "num_layers", c.num_layers, where);
+  c.num_single_layers = io::json_get<int64_t>(j, "num_single_layers", c.num_single_layers, where);
+  c.attention_head_dim = io::json_get<int64_t>(j, "attention_head_dim", c.attention_head_dim, where);
+  c.num_attention_heads = io::json_get<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
+  c.joint_attention_dim = io::json_get<int64_t>(j, "joint_attention_dim", c.joint_attention_dim, where);
+  c.timestep_guidance_channels =
+      io::json_get<int64_t>(j, "timestep_guidance_channels", c.timestep_guidance_channels, where);
+  c.mlp_ratio = io::json_get<double>(j, "mlp_ratio", c.mlp_ratio, where);
+  c.axes_dims_rope = io::json_get<std::vector<int64_t>>(j, "axes_dims_rope", c.axes_dims_rope, where);
+  c.rope_theta = io::json_get<double>(j, "rope_theta", c.rope_theta, where);
+  c.eps = io::json_get<double>(j, "eps", c.eps, where);
+  c.guidance_embeds = io::json_get<bool>(j, "guidance_embeds", c.guidance_embeds, where);
+
+  int64_t axes = 0;
+  for (auto a : c.axes_dims_rope) {
+    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}", where, a);
+    axes += a;
+  }
+  DITGEN_CHECK(axes == c.attention_head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where,
+               axes, c.attention_head_dim);
+  DITGEN_CHECK(c.axes_dims_rope.size() == 4, "{}: axes_dims_rope must have 4 entries (t, h, w, l), has {}", where,
+               c.axes_dims_rope.size());
+  DITGEN_CHECK(c.timestep_guidance_channels % 2 == 0, "{}: timestep_guidance_channels must be even, got {}", where,
+               c.timestep_guidance_channels);
+  DITGEN_CHECK(c.num_attention_heads > 0 && c.attention_head_dim > 0 && c.num_layers >= 0 &&
+                   c.num_single_layers >= 0 && c.patch_size >= 1,
+               "{}: head counts, dims and layer counts must be positive", where);
+  return c;
+}
+
+void TransformerConfig::check_mesh(const dist::Mesh& mesh) const {
+  const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
+  DITGEN_CHECK(num_attention_heads % tp == 0,
+               "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,
+               num_attention_heads, num_attention_heads);
+  DITGEN_CHECK(mlp_hidden() % tp == 0, "--tp {} does not divide the transformer's MLP width {}", tp, mlp_hidden());
+  const int64_t local = num_attention_heads / tp;
+  DITGEN_CHECK(local % u == 0,
+               "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses "
+               "and tp whose product divides {}",
+               u, local, num_attention_heads, tp, num_attention_heads);
+}
+
+// ---- embeddings ---------------------------------------------------------------------------------
+
+at::Tensor timestep_features(const at::Tensor& v, int64_t channels) {
+  // Reproduces diffusers' fp32 arithmetic bit for bit (flux2.md §10.1): the exponent is an fp32
+  // product and quotient, exp is correctly rounded, the argument an fp32 product.
+  const int64_t half = channels / 2;
+  std::vector<float> freqs(half);
+  const float neg_log = static_cast<float>(-std::log(10000.0));
+  for (int64_t k = 0; k < half; ++k) {
+    float e = neg_log * static_cast<float>(k);
+    e = e / static_cast<float>(half);
+    freqs[k] = static_cast<float>(std::exp(static_cast<double>(e)));
+  }
+  at::Tensor vf = v.to(at::kCPU, at::kFloat).contiguous();
+  const int64_t b = vf.size(0);
+  at::Tensor out = at::empty({b, channels}, at::kFloat);
+  const float* vp = vf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t k = 0; k < half; ++k) {
+      const float arg = vp[i] * freqs[k];
+      op[i * channels + k] = static_cast<float>(std::cos(static_cast<double>(arg)));
+      op[i * channels + half + k] = static_cast<float>(std::sin(static_cast<double>(arg)));
+    }
+  }
+  return out.to(v.device());
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& ids, const std::vector<int64_t>& axes, double theta) {
+  // Angles in float64 (§2), stored as float32 with each frequency repeated for its pair.
+  at::Tensor pos = ids.to(at::kCPU, at::kDouble);  // [S, 4]
+  std::vector<at::Tensor> cos, sin;
+  for (size_t a = 0; a < axes.size(); ++a) {
+    const int64_t d = axes[a];
+    at::Tensor k = at::arange(0, d, 2, at::kDouble).narrow(0, 0, d / 2);
+    at::Tensor freqs = 1.0 / at::pow(theta, k / static_cast<double>(d));  // [d/2]
+    at::Tensor ang = at::outer(pos.select(1, static_cast<int64_t>(a)), freqs);  // [S, d/2]
+    cos.push_back(at::cos(ang).repeat_interleave(2, 1));
+    sin.push_back(at::sin(ang).repeat_interleave(2, 1));
+  }
+  return {at::cat(cos, 1).to(at::kFloat).to(ids.device()), at::cat(sin, 1).to(at::kFloat).to(ids.device())};
+}
+
+// ---- construction -------------------------------------------------------------------------------
+
+Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in,
+                         std::shared_ptr<parallel::Context> ctx)
+    : cfg_(config), ctx_(std::move(ctx)) {
+  cfg_.check_mesh(ctx_->mesh());
+  const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
+  const int64_t D = cfg_.inner_dim(), F = cfg_.mlp_hidden(), hd = cfg_.attention_head_dim;
+  const int tp = ctx_->mesh().shape().tp;
+  heads_local_ = cfg_.num_attention_heads / tp;
+  mlp_local_ = F / tp;
+  const int64_t in = cfg_.in_channels * cfg_.patch_size * cfg_.patch_size;
+
+  x_embedder_ = wb.get("x_embedder.weight", {D, in});
+  context_embedder_ = wb.get("context_embedder.weight", {D, cfg_.joint_attention_dim});
+  const int64_t tc = cfg_.timestep_guidance_channels;
+  t_lin1_ = wb.get("time_guidance_embed.timestep_embedder.linear_1.weight", {D, tc});
+  t_lin2_ = wb.get("time_guidance_embed.timestep_embedder.linear_2.weight", {D, D});
+  if (cfg_.guidance_embeds) {
+    g_lin1_ = wb.get("time_guidance_embed.guidance_embedder.linear_1.weight", {D, tc});
+    g_lin2_ = wb.get("time_guidance_embed.guidance_embedder.linear_2.weight", {D, D});
+  }
+  mod_img_ = wb.get("double_stream_modulation_img.linear.weight", {6 * D, D});
+  mod_txt_ = wb.get("double_stream_modulation_txt.linear.weight", {6 * D, D});
+  mod_single_ = wb.get("single_stream_modulation.linear.weight", {3 * D, D});
+  norm_out_ = wb.get("norm_out.linear.weight", {2 * D, D});
+  proj_out_ = wb.get("proj_out.weight", {cfg_.out_dim(), D});
+
+  // Column-parallel projections are split by output rows, row-parallel ones by input columns;
+  // fused layouts are permuted so each rank holds its heads' q, k, v and its MLP slice.
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    const nn::Weights b = wb.pp("transformer_blocks").pp(i);
+    DoubleBlock d;
+    d.to_q = b.get("attn.to_q.weight", {D, D}, Shard::rows());
+    d.to_k = b.get("attn.to_k.weight", {D, D}, Shard::rows());
+    d.to_v = b.get("attn.to_v.weight", {D, D}, Shard::rows());
+    d.to_out = b.get("attn.to_out.0.weight", {D, D}, Shard::cols());
+    d.add_q = b.get("attn.add_q_proj.weight", {D, D}, Shard::rows());
+    d.add_k = b.get("attn.add_k_proj.weight", {D, D}, Shard::rows());
+    d.add_v = b.get("attn.add_v_proj.weight", {D, D}, Shard::rows());
+    d.to_add_out = b.get("attn.to_add_out.weight", {D, D}, Shard::cols());
+    d.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
+    d.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
+    d.norm_added_q = b.get("attn.norm_added_q.weight", {hd}, Shard::replicated(), Init::Norm);
+    d.norm_added_k = b.get("attn.norm_added_k.weight", {hd}, Shard::replicated(), Init::Norm);
+    d.ff_in = b.get("ff.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
+    d.ff_out = b.get("ff.linear_out.weight", {D, F}, Shard::cols());
+    d.ff_ctx_in = b.get("ff_context.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
+    d.ff_ctx_out = b.get("ff_context.linear_out.weight", {D, F}, Shard::cols());
+    double_blocks_.push_back(std::move(d));
+  }
+  for (int64_t i = 0; i < cfg_.num_single_layers; ++i) {
+    const nn::Weights b = wb.pp("single_transformer_blocks").pp(i);
+    SingleBlock s;
+    s.qkv_mlp = b.get("attn.to_qkv_mlp_proj.weight", {3 * D + 2 * F, D}, Shard::rows({D, D, D, F, F}));
+    s.to_out = b.get("attn.to_out.weight", {D, D + F}, Shard::cols({D, F}));
+    s.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
+    s.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
+    single_blocks_.push_back(std::move(s));
+  }
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+
+at::Tensor Transformer::embed_time(const at::Tensor& v, const at::Tensor& w1, const at::Tensor& w2,
+                                   at::ScalarType dt) const {
+  at::Tensor f = timestep_features(v, cfg_.timestep_guidance_channels).to(dt);  // [B, 256]
+  return nn::linear(at::silu(nn::linear(f, w1)), w2);                           // [B, D]
+}
+
+at::Tensor Transformer::row_linear(const at::Tensor& x, const at::Tensor& w) const {
+  at::Tensor y = nn::linear(x, w);
+  parallel::tp_all_reduce(y, *ctx_);
+  return y;
+}
+
+Transformer::State Transformer::prepare(const TransformerInput& in) const {
+  const at::ScalarType dt = x_embedder_.scalar_type();
+  const at::Device dev = x_embedder_.device();
+  const auto& ctx = *ctx_;
+  State s;
+  const int64_t n_img = in.hidden_states.size(1), n_txt = in.encoder_hidden_states.size(1);
+  DITGEN_CHECK(in.hidden_states.dim() == 3 && in.hidden_states.size(2) == x_embedder_.size(1),
+               "transformer: hidden_states must be [B, N, {}], got {}", x_embedder_.size(1),
+               io::shape_str(in.hidden_states.sizes()));
+  DITGEN_CHECK(in.encoder_hidden_states.dim() == 3 && in.encoder_hidden_states.size(2) == cfg_.joint_attention_dim,
+               "transformer: encoder_hidden_states must be [B, L, {}], got {}", cfg_.joint_attention_dim,
+               io::shape_str(in.encoder_hidden_states.sizes()));
+  s.img_full = n_img;
+
+  // Time and guidance embedding (model dtype, as the reference).
+  at::Tensor t = in.timestep.to(dev, dt) * 1000;
+  s.temb = embed_time(t, t_lin1_, t_lin2_, dt);
+  if (cfg_.guidance_embeds) {
+    DITGEN_CHECK(in.guidance.defined(), "transformer: this model embeds guidance; pass --guidance");
+    at::Tensor g = in.guidance.to(dev, dt) * 1000;
+    s.temb = s.temb + embed_time(g, g_lin1_, g_lin2_, dt);
+  }
+  at::Tensor st = at::silu(s.temb);
+  auto chunks = [](const at::Tensor& m, int64_t k) {
+    auto parts = m.unsqueeze(1).chunk(k, -1);  // k x [B, 1, D]
+    return std::vector<at::Tensor>(parts.begin(), parts.end());
+  };
+  s.mod_img = chunks(nn::linear(st, mod_img_), 6);
+  s.mod_txt = chunks(nn::linear(st, mod_txt_), 6);
+  s.mod_single = chunks(nn::linear(st, mod_single_), 3);
+
+  // Split text and image tokens over the CP group once; positions stay global through the ids.
+  auto ids2d = [](const at::Tensor& ids) { return ids.dim() == 3 ? ids[0] : ids; };
+  at::Tensor img_ids = parallel::split_sequence(ids2d(in.img_ids), 0, ctx);
+  at::Tensor txt_ids = parallel::split_sequence(ids2d(in.txt_ids), 0, ctx);
+  s.x = nn::linear(parallel::split_sequence(in.hidden_states, 1, ctx).to(dev, dt), x_embedder_);
+  s.c = nn::linear(parallel::split_sequence(in.encoder_hidden_states, 1, ctx).to(dev, dt), context_embedder_);
+  s.txt_local = s.c.size(1);
+
+  const auto txt_sizes = parallel::chunk_sizes(n_txt, ctx), img_sizes = parallel::chunk_sizes(n_img, ctx);
+  for (size_t i = 0; i < txt_sizes.size(); ++i) s.local_lens.push_back(txt_sizes[i] + img_sizes[i]);
+
+  auto [cos, sin] = rope_tables(at::cat({txt_ids, img_ids}, 0), cfg_.axes_dims_rope, cfg_.rope_theta);
+  s.rope_cos = cos.to(dev);
+  s.rope_sin = sin.to(dev);
+  return s;
+}
+
+void Transformer::double_block(const DoubleBlock& b, State& s) const {
+  const auto& m = s.mod_img;  // shift, scale, gate (attn) then shift, scale, gate (mlp)
+  const auto& mc = s.mod_txt;
+  const int64_t B = s.x.size(0), N = s.x.size(1), L = s.c.size(1), hd = cfg_.attention_head_dim;
+  const double eps = cfg_.eps;
+
+  at::Tensor nx = nn::layer_norm(s.x, eps) * (1 + m[1]) + m[0];
+  at::Tensor nc = nn::layer_norm(s.c, eps) * (1 + mc[1]) + mc[0];
+  auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({B, len, heads_local_, hd}); };
+  at::Tensor q = nn::rms_norm(heads(nn::linear(nx, b.to_q), N), b.norm_q, eps);
+  at::Tensor k = nn::rms_norm(heads(nn::linear(nx, b.to_k), N), b.norm_k, eps);
+  at::Tensor v = heads(nn::linear(nx, b.to_v), N);
+  at::Tensor qc = nn::rms_norm(heads(nn::linear(nc, b.add_q), L), b.norm_added_q, eps);
+  at::Tensor kc = nn::rms_norm(heads(nn::linear(nc, b.add_k), L), b.norm_added_k, eps);
+  at::Tensor vc = heads(nn::linear(nc, b.add_v), L);
+
+  // Joint attention over [text, image]; RoPE on Q and K only.
+  at::Tensor Q = nn::rope_interleaved(at::cat({qc, q}, 1), s.rope_cos, s.rope_sin);  // [B, L+N, h, hd]
+  at::Tensor K = nn::rope_interleaved(at::cat({kc, k}, 1), s.rope_cos, s.rope_sin);
+  at::Tensor V = at::cat({vc, v}, 1);
+  at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_).reshape({B, L + N, heads_local_ * hd});
+
+  s.x = s.x + m[2] * row_linear(O.narrow(1, L, N), b.to_out);
+  at::Tensor ff = nn::linear(nn::layer_norm(s.x, eps) * (1 + m[4]) + m[3], b.ff_in);  // [B, N, 2F/tp]
+  s.x = s.x + m[5] * row_linear(at::silu(ff.narrow(-1, 0, mlp_local_)) * ff.narrow(-1, mlp_local_, mlp_local_), b.ff_out);
+
+  s.c = s.c + mc[2] * row_linear(O.narrow(1, 0, L), b.to_add_out);
+  at::Tensor fc = nn::linear(nn::layer_norm(s.c, eps) * (1 + mc[4]) + mc[3], b.ff_ctx_in);
+  s.c = s.c + mc[5] * row_linear(at::silu(fc.narrow(-1, 0, mlp_local_)) * fc.narrow(-1, mlp_local_, mlp_local_),
+                                 b.ff_ctx_out);
+}
+
+void Transformer::single_block(const SingleBlock& b, State& s) const {
+  const auto& m = s.mod_single;  // shift, scale, gate
+  const int64_t B = s.h.size(0), S = s.h.size(1), hd = cfg_.attention_head_dim;
+  const int64_t dl = heads_local_ * hd;
+  at::Tensor n = nn::layer_norm(s.h, cfg_.eps) * (1 + m[1]) + m[0];
+  at::Tensor P = nn::linear(n, b.qkv_mlp);  // [B, S, 3 D/tp + 2 F/tp]: [q | k | v | gate | up]
+  auto heads = [&](int64_t off) { return P.narrow(-1, off, dl).reshape({B, S, heads_local_, hd}); };
+  at::Tensor q = nn::rope_interleaved(nn::rms_norm(heads(0), b.norm_q, cfg_.eps), s.rope_cos, s.rope_sin);
+  at::Tensor k = nn::rope_interleaved(nn::rms_norm(heads(dl), b.norm_k, cfg_.eps), s.rope_cos, s.rope_sin);
+  at::Tensor v = heads(2 * dl);
+  at::Tensor mlp = at::silu(P.narrow(-1, 3 * dl, mlp_local_)) * P.narrow(-1, 3 * dl + mlp_local_, mlp_local_);
+  at::Tensor a = parallel::attention(q, k, v, s.local_lens, *ctx_).reshape({B, S, dl});
+  s.h = s.h + m[2] * row_linear(at::cat({a, mlp}, -1), b.to_out);
+}
+
+void Transformer::run_double_blocks(State& s, int64_t begin, int64_t end) const {
+  for (int64_t i = begin; i < end; ++i) double_block(double_blocks_[i], s);
+}
+
+void Transformer::join_streams(State& s) const {
+  s.h = at::cat({s.c, s.x}, 1);
+  s.x = at::Tensor();
+  s.c = at::Tensor();
+}
+
+void Transformer::run_single_blocks(State& s, int64_t begin, int64_t end) const {
+  for (int64_t i = begin; i < end; ++i) single_block(single_blocks_[i], s);
+}
+
+at::Tensor Transformer::finish(const State& s) const {
+  at::Tensor h = s.h.narrow(1, s.txt_local, s.h.size(1) - s.txt_local);
+  auto e = nn::linear(at::silu(s.temb), norm_out_).chunk(2, -1);  // (scale, shift): scale first
+  h = nn::layer_norm(h, cfg_.eps) * (1 + e[0].unsqueeze(1)) + e[1].unsqueeze(1);
+  at::Tensor out = nn::linear(h, proj_out_);  // [B, N_loc, out_dim]
+  return parallel::gather_sequence(out, 1, s.img_full, *ctx_);
+}
+
+at::Tensor Transformer::forward(const TransformerInput& in) const {
+  State s = prepare(in);
+  run_double_blocks(s, 0, cfg_.num_layers);
+  join_streams(s);
+  run_single_blocks(s, 0, cfg_.num_single_layers);
+  return finish(s);
+}
+
+}  // namespace ditgen::flux2
