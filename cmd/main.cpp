@@ -1,25 +1,157 @@
 // ditgen: the command line. Parses flags, then makes one call into the engine.
 #include <CLI/CLI.hpp>
 
+#include "lib/dist/launch.h"
+#include "lib/parallel/context.h"
+#include "lib/pipeline/output.h"
+#include "lib/pipeline/request.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
+#include "models/flux2/pipeline.h"
 #include "models/verify_cases.h"
 
-int main(int argc, char** argv) {
-  CLI::App app{"ditgen: diffusion transformers on many GPUs"};
-  app.require_subcommand(1);
+namespace {
 
+// Mesh flags shared by every command that runs a model.
+struct MeshFlags {
+  std::string preset;
+  int ulysses = 0, ring = 0, tp = 0, cfg = 0;
+  double timeout_s = 300;
+
+  void add(CLI::App* app) {
+    std::string names;
+    for (const auto& n : ditgen::dist::preset_names()) names += (names.empty() ? "" : ", ") + n;
+    app->add_option("--parallel", preset, "parallelism preset for the launched ranks: " + names);
+    app->add_option("--ulysses", ulysses, "Ulysses (all-to-all) context-parallel degree")->check(CLI::PositiveNumber);
+    app->add_option("--ring", ring, "Ring context-parallel degree")->check(CLI::PositiveNumber);
+    app->add_option("--tp", tp, "tensor-parallel degree")->check(CLI::PositiveNumber);
+    app->add_option("--cfg", cfg, "CFG-parallel degree (1 or 2; true-CFG models only)")->check(CLI::Range(1, 2));
+    app->add_option("--comm-timeout", timeout_s, "seconds any collective may wait for its peers before the job ends")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+  }
+
+  // Explicit degrees override the preset's; unset axes are 1 (or the preset's).
+  ditgen::dist::MeshShape resolve(int world) const {
+    ditgen::dist::MeshShape s;
+    if (!preset.empty()) s = ditgen::dist::preset_shape(preset, world);
+    if (ulysses) s.ulysses = ulysses;
+    if (ring) s.ring = ring;
+    if (tp) s.tp = tp;
+    if (cfg) s.cfg = cfg;
+    return s;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const ditgen::dist::LaunchInfo launch = ditgen::dist::launch(&argc, &argv);
+
+  CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ditgen 0.1");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "print debug information");
+
+  // ---- ditgen flux2 ----
+  ditgen::pipeline::GenerateRequest req;
+  MeshFlags gen_mesh;
+  auto* flux2 = app.add_subcommand("flux2", "Generate images with FLUX.2-dev (built-in tiny model without --model-path)");
+  flux2->add_option("--model-path", req.model_path, "diffusers FLUX.2 folder (model_index.json, transformer/, vae/, ...)");
+  flux2->add_flag("--random-weights", req.random_weights,
+                  "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
+  flux2->add_option("-p,--prompt", req.prompt, "text prompt (default: the preset prompt)");
+  flux2->add_option("-H,--height", req.height, "image height in pixels (default 1024; tiny 128)")->check(CLI::PositiveNumber);
+  flux2->add_option("-W,--width", req.width, "image width in pixels (default 1024; tiny 128)")->check(CLI::PositiveNumber);
+  flux2->add_option("--steps,--num-inference-steps", req.steps, "denoising steps (default 28)")->check(CLI::PositiveNumber);
+  flux2->add_option("--guidance,--guidance-scale", req.guidance, "embedded guidance scale (default 4.0)")
+      ->check(CLI::NonNegativeNumber);
+  flux2->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str();
+  flux2->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(CLI::PositiveNumber);
+  flux2->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens (default 512)")
+      ->check(CLI::PositiveNumber);
+  flux2->add_option("--text-encoder-out-layers", req.text_encoder_out_layers,
+                    "text-encoder layers whose hidden states feed the transformer (default 10 20 30)")
+      ->delimiter(',');
+  flux2->add_option("-o,--output,--save-path", req.output,
+                    "output .png file, or a folder for an auto-named one (default: current folder)");
+  flux2->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
+  flux2->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();
+  flux2->add_option("--warmup", req.warmup, "untimed full runs before the timed ones")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  flux2->add_option("--warmup-steps", req.warmup_steps, "steps per warmup run (default: --steps)")
+      ->check(CLI::PositiveNumber);
+  flux2->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  flux2->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
+  flux2->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str();
+  gen_mesh.add(flux2);
+
+  // ---- ditgen verify ----
   ditgen::VerifyRequest vreq;
+  std::string vdtype = "fp32", vdevice = "cpu";
+  MeshFlags verify_mesh;
   auto* verify = app.add_subcommand("verify", "Check a golden case folder against our implementation");
   verify->add_option("case", vreq.dir, "case folder (config.json, io.safetensors, weights)")->required();
   verify->add_option("--kind", vreq.kind, "case kind, when the folder name does not tell");
+  verify->add_option("--tolerance", vreq.options.tolerance, "relative-error bound (default: per kind)");
+  verify->add_option("--dtype", vdtype, "fp32, bf16 or fp16")->capture_default_str();
+  verify->add_option("--device", vdevice, "cpu or cuda")->capture_default_str();
+  verify_mesh.add(verify);
 
-  CLI11_PARSE(app, argc, argv);
+  // ---- ditgen export-tiny ----
+  std::string export_model = "flux2", export_dir;
+  int export_shards = 3;
+  auto* export_tiny = app.add_subcommand("export-tiny", "Write a built-in tiny model as a diffusers folder");
+  export_tiny->add_option("model", export_model, "model family")->check(CLI::IsMember({"flux2"}))->required();
+  export_tiny->add_option("dir", export_dir, "output folder")->required();
+  export_tiny->add_option("--shards", export_shards, "safetensors files for the transformer")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  int code = 0;
   try {
-    if (verify->parsed()) return ditgen::run_verify(vreq);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      const int rc = app.exit(e);  // prints help or the error
+      if (rc != 0 && launch.world > 1) ditgen::dist::abort_job(rc);
+      ditgen::dist::shutdown();
+      return rc;
+    }
+    ditgen::log::set_verbose(verbose);
+
+    if (flux2->parsed()) {
+      req.model = "flux2";
+      req.mesh = gen_mesh.resolve(launch.world);
+      auto world = ditgen::dist::make_world(launch, ditgen::pipeline::resolve_device(req, ditgen::dist::Mesh(req.mesh, launch.world, launch.rank)).first.is_cuda(),
+                                            gen_mesh.timeout_s);
+      auto ctx = ditgen::parallel::Context::create(world, req.mesh);
+      ditgen::flux2::generate(req, ctx);
+    } else if (verify->parsed()) {
+      auto shape = verify_mesh.resolve(launch.world);
+      ditgen::pipeline::GenerateRequest probe;
+      probe.device = vdevice;
+      probe.dtype = vdtype;
+      const auto [device, dtype] = ditgen::pipeline::resolve_device(probe, ditgen::dist::Mesh(shape, launch.world, launch.rank));
+      vreq.options.device = device;
+      vreq.options.dtype = dtype;
+      auto world = ditgen::dist::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);
+      vreq.options.parallel = ditgen::parallel::Context::create(world, shape);
+      code = ditgen::run_verify(vreq);
+    } else if (export_tiny->parsed()) {
+      if (launch.rank == 0) ditgen::flux2::export_tiny(export_dir, export_shards);
+    }
   } catch (const ditgen::Error& e) {
     ditgen::log::error_line(e.what());
-    return 2;
+    code = 2;
+  } catch (const std::exception& e) {
+    ditgen::log::error_line(std::string("internal error: ") + e.what());
+    code = 3;
   }
-  return 0;
+  if (code == 2 || code == 3) {
+    if (launch.world > 1) ditgen::dist::abort_job(code);
+  }
+  ditgen::dist::shutdown();
+  return code;
 }

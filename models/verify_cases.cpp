@@ -24,6 +24,8 @@ const std::map<std::string, Runner>& runners() {
       {"flux2_vae", flux2::verify_vae},
       {"flux2_pipeline", flux2::verify_pipeline},
       {"text_encoder_mistral", llm::verify_text_encoder},
+      {"text_encoder_qwen25vl", llm::verify_text_encoder},
+      {"text_encoder_gemma3", llm::verify_text_encoder},
       {"tokenizer", text::verify_tokenizer},
   };
   return r;

@@ -9,6 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libstb-dev catch2
   libutf8proc-dev zlib1g-dev
+  libopenblas0-openmp     # optimised BLAS for LibTorch's CPU matmuls (Debian defaults to reference BLAS)
 )
 
 missing=()

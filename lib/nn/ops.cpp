@@ -36,23 +36,34 @@ at::Tensor expand_kv(const at::Tensor& t, int64_t heads) {
   return t.repeat_interleave(heads / hk, 2);
 }
 
-// Reference math path: fp32 softmax with max subtraction; rows with no visible key give 0.
+// Reference math path in fp32, over blocks of queries so the score matrix stays cache-sized.
+// Rows with no visible key give 0 and an lse of -inf.
 AttentionLse math_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const std::optional<at::Tensor>& mask) {
+                            const std::optional<at::Tensor>& mask, bool want_lse) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  const int64_t B = q.size(0), Sq = q.size(1), H = q.size(2), Sk = k.size(1);
   at::Tensor qh = q.transpose(1, 2).to(at::kFloat);                          // [B, H, Sq, D]
-  at::Tensor kh = expand_kv(k, q.size(2)).transpose(1, 2).to(at::kFloat);    // [B, H, Sk, D]
-  at::Tensor vh = expand_kv(v, q.size(2)).transpose(1, 2).to(at::kFloat);
-  at::Tensor s = at::matmul(qh, kh.transpose(-1, -2)).mul_(scale);           // [B, H, Sq, Sk]
-  if (mask) s.masked_fill_(mask->logical_not(), -std::numeric_limits<float>::infinity());
-  at::Tensor m = std::get<0>(s.max(-1, /*keepdim=*/true));
-  m = at::where(at::isinf(m), at::zeros_like(m), m);
-  at::Tensor p = at::exp(s - m);
-  at::Tensor denom = p.sum(-1, /*keepdim=*/true);
-  at::Tensor out = at::matmul(p, vh) / at::clamp_min(denom, 1e-38);
-  out = at::where(denom > 0, out, at::zeros_like(out));
-  at::Tensor lse = (m + at::log(denom)).squeeze(-1);                         // [B, H, Sq]
-  return {out.transpose(1, 2).to(q.scalar_type()), lse.transpose(1, 2).contiguous()};
+  at::Tensor kt = expand_kv(k, H).transpose(1, 2).to(at::kFloat).transpose(-1, -2);  // [B, H, D, Sk]
+  at::Tensor vh = expand_kv(v, H).transpose(1, 2).to(at::kFloat);            // [B, H, Sk, D]
+  at::Tensor out = at::empty({B, H, Sq, q.size(-1)}, qh.options());
+  at::Tensor lse = want_lse ? at::empty({B, H, Sq}, qh.options()) : at::Tensor();
+  at::Tensor m = mask ? mask->expand({B, H, Sq, Sk}) : at::Tensor();
+  const int64_t block = std::max<int64_t>(16, (int64_t{1} << 21) / std::max<int64_t>(B * H * Sk, 1));
+  for (int64_t s0 = 0; s0 < Sq; s0 += block) {
+    const int64_t n = std::min(block, Sq - s0);
+    at::Tensor s = at::matmul(qh.narrow(2, s0, n), kt).mul_(scale);          // [B, H, n, Sk]
+    at::Tensor visible;
+    if (mask) {
+      at::Tensor mb = m.narrow(2, s0, n);
+      s.masked_fill_(mb.logical_not(), -std::numeric_limits<float>::infinity());
+      visible = mb.any(-1, /*keepdim=*/true);                                   // [B, H, n, 1]
+    }
+    if (want_lse) lse.narrow(2, s0, n).copy_(at::logsumexp(s, -1));
+    at::Tensor p = at::softmax(s, -1);
+    if (mask) p = at::where(visible, p, at::zeros({}, p.options()));  // softmax of all -inf is NaN
+    out.narrow(2, s0, n).copy_(at::matmul(p, vh));
+  }
+  return {out.transpose(1, 2).to(q.scalar_type()), want_lse ? lse.transpose(1, 2).contiguous() : at::Tensor()};
 }
 
 }  // namespace
@@ -75,7 +86,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return out;
   }
 #endif
-  return math_attention(q, k, v, mask).out;
+  return math_attention(q, k, v, mask, /*want_lse=*/false).out;
 }
 
 AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -86,7 +97,7 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
     return {std::get<0>(r).transpose(1, 2), std::get<1>(r).transpose(1, 2).contiguous()};
   }
 #endif
-  return math_attention(q, k, v, std::nullopt);
+  return math_attention(q, k, v, std::nullopt, /*want_lse=*/true);
 }
 
 at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

@@ -99,6 +99,16 @@ at::Tensor RandomSource::load(const std::string& key, const std::vector<int64_t>
   return t.to(device, dtype).contiguous();
 }
 
+// ---- RecordingSource --------------------------------------------------------------------------
+
+at::Tensor RecordingSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
+                                 const io::Slice& slice, at::ScalarType dtype, const at::Device& device, Init init) {
+  DITGEN_CHECK(slice.is_whole(), "internal: recording '{}' needs whole tensors (tp 1)", key);
+  at::Tensor t = inner_->load(key, full_shape, slice, dtype, device, init);
+  recorded_[key] = t.to(at::kCPU).clone();
+  return t;
+}
+
 // ---- Weights ----------------------------------------------------------------------------------
 
 Weights::Weights(std::shared_ptr<WeightSource> source, at::ScalarType dtype, at::Device device, TpGroup tp)

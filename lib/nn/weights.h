@@ -9,6 +9,7 @@
 // built-in random models (seeded per key, so every mesh sees the same values).
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -97,6 +98,24 @@ class RandomSource : public WeightSource {
 
  private:
   uint64_t seed_;
+};
+
+// Passes loads through to `inner` and keeps a copy of every tensor it returns (whole tensors only):
+// how the built-in tiny models are exported as checkpoint folders.
+class RecordingSource : public WeightSource {
+ public:
+  explicit RecordingSource(std::shared_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
+  bool has(const std::string& key) const override { return inner_->has(key); }
+  at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
+                  at::ScalarType dtype, const at::Device& device, Init init) override;
+  void check_all_used() const override { inner_->check_all_used(); }
+  uint64_t bytes_read() const override { return inner_->bytes_read(); }
+  std::string describe() const override { return inner_->describe(); }
+  const std::map<std::string, at::Tensor>& recorded() const { return recorded_; }
+
+ private:
+  std::shared_ptr<WeightSource> inner_;
+  std::map<std::string, at::Tensor> recorded_;
 };
 
 // A view of a source with a key prefix, a dtype, a device and a TP group (the candle VarBuilder idea).

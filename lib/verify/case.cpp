@@ -9,8 +9,7 @@ Case::Case(const std::string& dir) : dir_(dir) {
   std::string d = dir;
   while (d.size() > 1 && d.back() == '/') d.pop_back();
   name_ = d.substr(d.find_last_of('/') + 1);
-  DITGEN_CHECK(io::file_exists(file("io.safetensors")), "case folder '{}' has no io.safetensors", dir);
-  io_ = io::SafetensorsFile::open(file("io.safetensors"));
+  if (io::file_exists(file("io.safetensors"))) io_ = io::SafetensorsFile::open(file("io.safetensors"));
   config_ = io::file_exists(file("config.json")) ? io::read_json_file(file("config.json")) : nlohmann::json::object();
   case_json_ = io::file_exists(file("case.json")) ? io::read_json_file(file("case.json")) : nlohmann::json::object();
 }
@@ -18,7 +17,7 @@ Case::Case(const std::string& dir) : dir_(dir) {
 std::string Case::file(const std::string& name) const { return io::join_path(dir_, name); }
 
 at::Tensor Case::tensor(const std::string& key) const {
-  DITGEN_CHECK(io_->has(key), "case '{}': io.safetensors has no tensor '{}'", dir_, key);
+  DITGEN_CHECK(io_ && io_->has(key), "case '{}': io.safetensors has no tensor '{}'", dir_, key);
   return io_->read(key);
 }
 

@@ -22,14 +22,14 @@ struct CaseOptions {
 
 class Case {
  public:
-  explicit Case(const std::string& dir);  // throws if the folder lacks io.safetensors
+  explicit Case(const std::string& dir);  // io.safetensors is optional (tokenizer cases have none)
 
   const std::string& dir() const { return dir_; }
   const std::string& name() const { return name_; }  // folder base name
   const nlohmann::json& config() const { return config_; }  // {} when there is no config.json
   const nlohmann::json& case_json() const { return case_json_; }
   std::string file(const std::string& name) const;         // dir/name
-  bool has(const std::string& key) const { return io_->has(key); }
+  bool has(const std::string& key) const { return io_ && io_->has(key); }
   at::Tensor tensor(const std::string& key) const;        // CPU, stored dtype
   double scalar(const std::string& key) const;            // case.json "scalars"
 

@@ -2,6 +2,8 @@
 
 #include "lib/io/checkpoint.h"
 #include "lib/nn/weights.h"
+#include "lib/runtime/error.h"
+#include "models/flux2/pipeline.h"
 #include "models/flux2/transformer.h"
 
 namespace ditgen::flux2 {
@@ -29,8 +31,30 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
   verify::compare(report, "out.sample", out, c.tensor("out.sample"), opt.tolerance > 0 ? opt.tolerance : 1e-4);
 }
 
-void verify_pipeline(const verify::Case&, const verify::CaseOptions&, verify::Report& report) {
-  verify::expect_equal(report, "pipeline", false, "not implemented yet");
+void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  const std::string where = c.file("config.json");
+  DITGEN_CHECK(c.config().contains("transformer") && c.config().contains("vae"),
+               "{}: a pipeline case needs 'transformer' and 'vae' sections", where);
+  auto tcfg = TransformerConfig::from_json(c.config()["transformer"], where + " transformer");
+  auto vcfg = VaeConfig::from_json(c.config()["vae"], where + " vae");
+  auto scfg = SchedulerConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler");
+  auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
+  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
+                                                     std::vector<std::string>{".num_batches_tracked", "encoder.", "quant_conv."});
+  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
+                context_of(opt));
+  tsrc->check_all_used();
+  vsrc->check_all_used();
+
+  const at::Tensor noise = c.tensor("in.latents");  // [B, C_p, h, w] patchified
+  const int64_t steps = static_cast<int64_t>(c.scalar("num_inference_steps"));
+  auto result = pipe.denoise(c.tensor("in.prompt_embeds"), noise, steps, c.scalar("guidance_scale"));
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
+  verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
+  verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
+  verify::compare(report, "out.final_latents", result.latents, c.tensor("out.final_latents"), tol);
+  const at::Tensor image = pipe.decode(result.latents, noise.size(2), noise.size(3));
+  verify::compare(report, "out.image", image, c.tensor("out.image"), tol);
 }
 
 }  // namespace ditgen::flux2

@@ -1,7 +1,26 @@
+// Golden check of the FLUX.2 VAE (fixtures models/flux2_vae_*): decode(latents) and the encoder's
+// posterior mean against diffusers' AutoencoderKLFlux2.
+#include "lib/io/checkpoint.h"
+#include "lib/nn/weights.h"
+#include "models/flux2/vae.h"
 #include "models/flux2/verify.h"
 
 namespace ditgen::flux2 {
-void verify_vae(const verify::Case&, const verify::CaseOptions&, verify::Report& report) {
-  verify::expect_equal(report, "vae", false, "not implemented yet");
+
+void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-4;
+  const VaeConfig config = VaeConfig::from_json(c.config(), c.file("config.json"));
+
+  auto store = io::TensorStore::open_files({c.file("weights.safetensors")});
+  auto source =
+      std::make_shared<nn::CheckpointSource>(store, "", std::vector<std::string>{".num_batches_tracked"});
+  const Vae vae(config, nn::Weights(source, opt.dtype, opt.device));
+  source->check_all_used();  // an unexpected tensor means the module tree is wrong
+
+  const at::Tensor latents = c.tensor("in.latents");  // [B, L, h, w]
+  verify::compare(report, "out.decoded", vae.decode(latents), c.tensor("out.decoded"), tol);
+  const at::Tensor image = c.tensor("in.image");  // [B, 3, H, W]
+  verify::compare(report, "out.encoded_mean", vae.encode_mean(image), c.tensor("out.encoded_mean"), tol);
 }
+
 }  // namespace ditgen::flux2

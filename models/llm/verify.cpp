@@ -1,7 +1,48 @@
 #include "models/llm/verify.h"
 
+#include "lib/io/checkpoint.h"
+#include "lib/nn/weights.h"
+#include "lib/runtime/error.h"
+#include "models/llm/decoder.h"
+
 namespace ditgen::llm {
-void verify_text_encoder(const verify::Case&, const verify::CaseOptions&, verify::Report& report) {
-  verify::expect_equal(report, "text_encoder", false, "not implemented yet");
+
+namespace {
+
+// text_encoder_<family>[_anything] -> family.
+DecoderFamily family_of_case(const std::string& name) {
+  const std::string prefix = "text_encoder_";
+  DITGEN_CHECK(name.rfind(prefix, 0) == 0, "case '{}': expected a name starting with '{}'", name, prefix);
+  std::string rest = name.substr(prefix.size());
+  for (const char* f : {"mistral", "qwen25vl", "gemma3"})
+    if (rest.rfind(f, 0) == 0) return *family_from_name(f);
+  fail("case '{}': unknown text-encoder family (expected text_encoder_mistral, _qwen25vl or _gemma3)", name);
 }
+
+}  // namespace
+
+void verify_text_encoder(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  const DecoderConfig cfg =
+      DecoderConfig::from_json(c.config(), c.file("config.json"), family_of_case(c.name()));
+  auto store = io::TensorStore::open_files({c.file("weights.safetensors")});
+  auto source = open_decoder_source(store, cfg, cfg.num_hidden_layers);
+  const DecoderLM lm(cfg, nn::Weights(source, opt.dtype, opt.device), cfg.num_hidden_layers);
+  source->check_all_used();  // anything besides the ignored vision tower / lm_head is a config mismatch
+
+  std::vector<int> wanted;
+  for (int k = 0; k <= cfg.num_hidden_layers; ++k)
+    if (c.has("out.hidden_states." + std::to_string(k))) wanted.push_back(k);
+  if (wanted.empty()) {
+    verify::expect_equal(report, "out.hidden_states", false, "no out.hidden_states.N in io.safetensors");
+    return;
+  }
+
+  const auto ours = lm.forward(c.tensor("in.input_ids"), c.tensor("in.attention_mask"), wanted);
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-4;
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    const std::string name = "out.hidden_states." + std::to_string(wanted[i]);
+    verify::compare(report, name, ours[i].to(at::kCPU), c.tensor(name), tol);
+  }
+}
+
 }  // namespace ditgen::llm

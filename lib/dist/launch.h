@@ -1,0 +1,30 @@
+#pragma once
+// Process launch: detects mpirun, initialises MPI (and NCCL for GPU runs), builds the world
+// communicator and the parallel context, and ends the whole job cleanly on errors.
+#include <memory>
+#include <string>
+
+#include "lib/dist/communicator.h"
+#include "lib/dist/mesh.h"
+
+namespace ditgen::dist {
+
+struct LaunchInfo {
+  int rank = 0;
+  int world = 1;
+  bool mpi = false;  // started by mpirun (MPI initialised)
+};
+
+// Initialises MPI when the process was started by an MPI launcher; sets the log rank prefix.
+LaunchInfo launch(int* argc, char*** argv);
+// MPI_Finalize when it was initialised.
+void shutdown();
+// Ends every rank of the job after this rank printed its error: a short grace period so that
+// peers failing the same check print theirs, then MPI_Abort. Returns only without MPI.
+void abort_job(int code);
+
+// The world communicator for tensors on `cuda ? GPU : CPU`: NCCL (bootstrapped over MPI) or MPI,
+// or a self communicator for one process. `timeout_s` bounds every operation.
+std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s);
+
+}  // namespace ditgen::dist

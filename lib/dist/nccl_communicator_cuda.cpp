@@ -1,0 +1,279 @@
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "lib/dist/nccl_communicator.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/runtime/metrics.h"
+
+namespace ditgen::dist {
+
+namespace {
+
+#define NCCL_CHECK(cmd, what)                                                                            \
+  do {                                                                                                   \
+    ncclResult_t r_ = (cmd);                                                                             \
+    if (r_ != ncclSuccess) fail("[nccl] {} failed: {}", what, ncclGetErrorString(r_));                   \
+  } while (0)
+
+ncclDataType_t nccl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return ncclFloat32;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kDouble: return ncclFloat64;
+    case at::kLong: return ncclInt64;
+    case at::kInt: return ncclInt32;
+    case at::kByte: return ncclUint8;
+    case at::kChar: return ncclInt8;
+    default: fail("[nccl] unsupported tensor type {}", c10::toString(t));
+  }
+}
+
+// One process-wide watchdog: operations register their completion event; an operation still
+// incomplete after its deadline ends the job on this rank with a message naming it (peers then
+// fail or time out the same way, and mpirun ends the rest).
+class Watchdog {
+ public:
+  static Watchdog& get() {
+    static Watchdog w;
+    return w;
+  }
+  void watch(std::shared_ptr<at::cuda::CUDAEvent> ev, std::string what, double timeout_s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back({std::move(ev), std::move(what), runtime::now_seconds() + timeout_s, timeout_s});
+  }
+  ~Watchdog() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Item {
+    std::shared_ptr<at::cuda::CUDAEvent> ev;
+    std::string what;
+    double deadline, timeout;
+  };
+  Watchdog() : thread_([this] { loop(); }) {}
+  void loop() {
+    while (!stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::lock_guard<std::mutex> lock(mu_);
+      while (!pending_.empty() && pending_.front().ev->query()) pending_.pop_front();
+      if (!pending_.empty() && runtime::now_seconds() > pending_.front().deadline) {
+        log::error_line(fmt::format("[nccl] {} timed out after {:.0f} s: a peer rank is stuck or gone (--comm-timeout)",
+                                    pending_.front().what, pending_.front().timeout));
+        int mpi = 0;
+        MPI_Initialized(&mpi);
+        if (mpi) MPI_Abort(MPI_COMM_WORLD, 4);
+        std::_Exit(4);
+      }
+    }
+  }
+  std::mutex mu_;
+  std::deque<Item> pending_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+class NcclWork : public Work {
+ public:
+  NcclWork(std::shared_ptr<at::cuda::CUDAEvent> ev, std::vector<at::Tensor> keep) : ev_(std::move(ev)), keep_(std::move(keep)) {}
+  void wait() override {
+    ev_->block(c10::cuda::getCurrentCUDAStream());
+    keep_.clear();
+  }
+
+ private:
+  std::shared_ptr<at::cuda::CUDAEvent> ev_;
+  std::vector<at::Tensor> keep_;
+};
+
+class NcclCommunicator : public Communicator {
+ public:
+  NcclCommunicator(MPI_Comm mpi, std::string name, double timeout) : mpi_(mpi), name_(std::move(name)), timeout_(timeout) {
+    MPI_Comm_rank(mpi_, &rank_);
+    MPI_Comm_size(mpi_, &size_);
+    int world_rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    members_.resize(size_);
+    MPI_Allgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, mpi_);
+    device_ = c10::cuda::current_device();
+    ncclUniqueId id;
+    if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id), "ncclGetUniqueId for " + this->name());
+    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_);
+    NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank for " + this->name());
+    stream_ = std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_));
+  }
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommDestroy(comm_);
+    if (mpi_ != MPI_COMM_WORLD) {
+      int finalized = 0;
+      MPI_Finalized(&finalized);
+      if (!finalized) MPI_Comm_free(&mpi_);
+    }
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "nccl"; }
+  std::string name() const override {
+    std::string s = name_ + " {";
+    for (int i = 0; i < size_; ++i) s += (i ? "," : "") + std::to_string(members_[i]);
+    return s + "}";
+  }
+
+  std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
+    MPI_Comm c;
+    MPI_Comm_split(mpi_, color, key, &c);
+    return std::make_shared<NcclCommunicator>(c, name, timeout_);
+  }
+
+  void all_reduce(at::Tensor& t, ReduceOp op) override {
+    at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
+    begin();
+    const ncclRedOp_t rop = op == ReduceOp::Sum ? ncclSum : op == ReduceOp::Avg ? ncclAvg : ncclMax;
+    NCCL_CHECK(ncclAllReduce(buf.data_ptr(), buf.data_ptr(), buf.numel(), nccl_type(buf.scalar_type()), rop, comm_,
+                             stream()),
+               what("all_reduce"));
+    end_and_wait(what("all_reduce"));
+    if (!buf.is_same(t)) t.copy_(buf);
+  }
+
+  at::Tensor all_gather(const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes) override {
+    at::Tensor src = t.movedim(dim, 0).contiguous();
+    int64_t total = 0;
+    bool even = true;
+    for (auto s : sizes) {
+      total += s;
+      even = even && s == sizes[0];
+    }
+    auto shape = src.sizes().vec();
+    shape[0] = total;
+    at::Tensor out = at::empty(shape, src.options());
+    const int64_t row = src.numel() / std::max<int64_t>(src.size(0), 1);
+    int64_t inner = 1;
+    for (size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
+    begin();
+    if (even) {
+      NCCL_CHECK(ncclAllGather(src.data_ptr(), out.data_ptr(), src.numel(), nccl_type(src.scalar_type()), comm_, stream()),
+                 what("all_gather"));
+    } else {
+      // Uneven chunks: every rank sends its chunk to every peer.
+      (void)row;
+      NCCL_CHECK(ncclGroupStart(), what("all_gather"));
+      int64_t off = 0;
+      const size_t esz = src.element_size();
+      for (int r = 0; r < size_; ++r) {
+        char* dst = static_cast<char*>(out.data_ptr()) + off * inner * esz;
+        if (sizes[r] > 0) {
+          NCCL_CHECK(ncclRecv(dst, sizes[r] * inner * esz, ncclUint8, r, comm_, stream()), what("all_gather"));
+        }
+        if (src.numel() > 0) {
+          NCCL_CHECK(ncclSend(src.data_ptr(), src.numel() * esz, ncclUint8, r, comm_, stream()), what("all_gather"));
+        }
+        off += sizes[r];
+      }
+      NCCL_CHECK(ncclGroupEnd(), what("all_gather"));
+    }
+    end_and_wait(what("all_gather"));
+    return out.movedim(0, dim).contiguous();
+  }
+
+  std::vector<at::Tensor> all_to_all(const std::vector<at::Tensor>& send,
+                                     const std::vector<std::vector<int64_t>>& recv_shapes) override {
+    std::vector<at::Tensor> sendc, out;
+    for (const auto& s : send) sendc.push_back(s.contiguous());
+    for (const auto& shape : recv_shapes) out.push_back(at::empty(shape, sendc[0].options()));
+    begin();
+    NCCL_CHECK(ncclGroupStart(), what("all_to_all"));
+    for (int r = 0; r < size_; ++r) {
+      const size_t sb = sendc[r].numel() * sendc[r].element_size();
+      const size_t rb = out[r].numel() * out[r].element_size();
+      if (sb) NCCL_CHECK(ncclSend(sendc[r].data_ptr(), sb, ncclUint8, r, comm_, stream()), what("all_to_all"));
+      if (rb) NCCL_CHECK(ncclRecv(out[r].data_ptr(), rb, ncclUint8, r, comm_, stream()), what("all_to_all"));
+    }
+    NCCL_CHECK(ncclGroupEnd(), what("all_to_all"));
+    end_and_wait(what("all_to_all"));
+    return out;
+  }
+
+  std::unique_ptr<Work> send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override {
+    at::Tensor s = send.contiguous();
+    begin();
+    NCCL_CHECK(ncclGroupStart(), what("send_recv"));
+    NCCL_CHECK(ncclSend(s.data_ptr(), s.numel() * s.element_size(), ncclUint8, dst, comm_, stream()), what("send_recv"));
+    NCCL_CHECK(ncclRecv(recv.data_ptr(), recv.numel() * recv.element_size(), ncclUint8, src, comm_, stream()),
+               what("send_recv"));
+    NCCL_CHECK(ncclGroupEnd(), what("send_recv"));
+    auto ev = record(what("send_recv"));
+    return std::make_unique<NcclWork>(ev, std::vector<at::Tensor>{s, recv});
+  }
+
+  void broadcast(at::Tensor& t, int root) override {
+    begin();
+    NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel() * t.element_size(), ncclUint8, root, comm_, stream()),
+               what("broadcast"));
+    end_and_wait(what("broadcast"));
+  }
+
+  void barrier() override {
+    at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, device_));
+    all_reduce(one, ReduceOp::Sum);
+    c10::cuda::getCurrentCUDAStream().synchronize();
+  }
+
+ private:
+  cudaStream_t stream() const { return stream_->stream(); }
+  std::string what(const char* op) const {
+    return fmt::format("[rank {}/{}] {} on group {}", log::rank(), log::world(), op, name());
+  }
+  // The communicator stream waits for the compute stream's pending work (inputs are ready).
+  void begin() {
+    at::cuda::CUDAEvent ready;
+    ready.record(c10::cuda::getCurrentCUDAStream());
+    ready.block(*stream_);
+  }
+  std::shared_ptr<at::cuda::CUDAEvent> record(const std::string& what) {
+    auto done = std::make_shared<at::cuda::CUDAEvent>();
+    done->record(*stream_);
+    Watchdog::get().watch(done, what, timeout_);
+    return done;
+  }
+  // The compute stream waits for the operation (no host synchronisation).
+  void end_and_wait(const std::string& what) { record(what)->block(c10::cuda::getCurrentCUDAStream()); }
+
+  MPI_Comm mpi_;
+  std::string name_;
+  double timeout_;
+  int rank_ = 0, size_ = 1;
+  c10::DeviceIndex device_ = 0;
+  std::vector<int> members_;
+  ncclComm_t comm_ = nullptr;
+  std::unique_ptr<c10::cuda::CUDAStream> stream_;
+};
+
+}  // namespace
+
+std::shared_ptr<Communicator> make_nccl_world(double timeout_s) {
+  int rank = 0, gpus = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  gpus = static_cast<int>(c10::cuda::device_count());
+  DITGEN_CHECK(gpus > 0, "[nccl] no GPU visible to rank {}", rank);
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(rank % gpus));
+  return std::make_shared<NcclCommunicator>(MPI_COMM_WORLD, "world", timeout_s);
+}
+
+}  // namespace ditgen::dist

@@ -1,0 +1,15 @@
+#pragma once
+// PNG output. Images arrive as float [3, H, W] in [0, 1] and are quantised with round-half-even,
+// as the reference pipelines do.
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace ditgen::io {
+
+// [3, H, W] float in [0, 1] -> [H, W, 3] uint8 (round half to even).
+at::Tensor to_uint8_hwc(const at::Tensor& image);
+// Writes through a temporary file and a rename (no half-written PNG under the final name).
+void write_png(const std::string& path, const at::Tensor& image_chw);
+
+}  // namespace ditgen::io

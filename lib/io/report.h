@@ -1,0 +1,48 @@
+#pragma once
+// The run report: per-stage latency, per-step denoise times, per-rank load and memory numbers.
+// Printed as a table on rank 0 and written as JSON next to the output.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ditgen::dist {
+class Communicator;
+}
+
+namespace ditgen::io {
+
+struct RankStats {
+  int rank = 0;
+  double load_seconds = 0;
+  uint64_t bytes_read = 0;
+  int64_t host_rss_peak = 0;
+  int64_t device_allocated_peak = 0;
+  int64_t device_reserved_peak = 0;
+};
+
+struct RunReport {
+  std::string model;                                    // "flux2", "flux2-tiny"
+  std::string device;                                   // "NVIDIA H100 80GB HBM3 x 4", "cpu x 1"
+  nlohmann::json settings = nlohmann::json::object();   // prompt, size, steps, mesh, dtype...
+  std::vector<std::pair<std::string, double>> stages;   // in order: load, text_encode, denoise, vae_decode, write
+  std::vector<double> step_seconds;                     // each denoising step of the timed run
+  std::vector<RankStats> ranks;                         // every rank, gathered on rank 0
+  std::vector<std::string> outputs;
+
+  void add_stage(const std::string& name, double seconds);
+  double stage(const std::string& name) const;  // 0 when absent
+  nlohmann::json to_json() const;
+  std::string table() const;
+};
+
+// Gathers every rank's stats onto every rank (collective over `world`).
+std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicator& world);
+
+std::string human_bytes(double bytes);
+
+// Writes `text` to `path` through a temporary file and a rename, so a crash never leaves a
+// half-written file under the final name.
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace ditgen::io

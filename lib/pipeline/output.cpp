@@ -1,0 +1,115 @@
+#include "lib/pipeline/output.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "lib/io/json.h"
+#include "lib/runtime/error.h"
+
+#ifdef DITGEN_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace ditgen::pipeline {
+
+std::pair<at::Device, at::ScalarType> resolve_device(const GenerateRequest& req, const dist::Mesh& mesh) {
+  int gpus = 0;
+#ifdef DITGEN_CUDA
+  gpus = static_cast<int>(c10::cuda::device_count());
+#endif
+  bool cuda;
+  if (req.device == "auto") {
+    cuda = gpus > 0;
+  } else if (req.device == "cuda") {
+    DITGEN_CHECK(gpus > 0, "--device cuda: {}", gpus == 0 ? "this build has no CUDA or sees no GPU" : "");
+    cuda = true;
+  } else {
+    DITGEN_CHECK(req.device == "cpu", "--device must be cpu, cuda or auto, got '{}'", req.device);
+    cuda = false;
+  }
+  at::Device device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(mesh.rank() % gpus)) : at::Device(at::kCPU);
+  at::ScalarType dt;
+  if (req.dtype == "auto") {
+    dt = cuda ? at::kBFloat16 : at::kFloat;
+  } else if (req.dtype == "bf16" || req.dtype == "bfloat16") {
+    dt = at::kBFloat16;
+  } else if (req.dtype == "fp16" || req.dtype == "float16") {
+    dt = at::kHalf;
+  } else if (req.dtype == "fp32" || req.dtype == "float32") {
+    dt = at::kFloat;
+  } else {
+    fail("--dtype must be bf16, fp16, fp32 or auto, got '{}'", req.dtype);
+  }
+  return {device, dt};
+}
+
+std::string device_description(const at::Device& device, int world) {
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device.index()) == cudaSuccess)
+      return fmt::format("{} x {}", prop.name, world);
+  }
+#endif
+  return fmt::format("{} x {}", device.is_cuda() ? "cuda" : "cpu", world);
+}
+
+void check_image_size(int64_t height, int64_t width, int64_t m) {
+  auto check = [m](const char* flag, int64_t v) {
+    DITGEN_CHECK(v >= m, "{} {} is too small: the model needs at least {} pixels", flag, v, m);
+    const int64_t lo = v / m * m;
+    DITGEN_CHECK(v % m == 0, "{} {} is not a multiple of {} (the VAE's 2x2-patched latent grid); use {} or {}", flag, v,
+                 m, lo, lo + m);
+  };
+  check("--height", height);
+  check("--width", width);
+}
+
+std::string run_tag(const dist::Mesh& mesh, bool cache) {
+  std::string tag = "C0";
+  if (cache) tag += "_DBCache";
+  const std::string mt = mesh.tag();
+  if (!mt.empty()) tag += "_" + mt;
+  return tag;
+}
+
+void make_dirs(const std::string& dir) {
+  std::string partial;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!partial.empty() && !io::dir_exists(partial))
+        DITGEN_CHECK(mkdir(partial.c_str(), 0755) == 0 || errno == EEXIST, "cannot create output folder '{}': {}",
+                     partial, std::strerror(errno));
+    }
+    if (i < dir.size()) partial += dir[i];
+  }
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& e) {
+  return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+}
+}  // namespace
+
+OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
+                         const std::string& tag, int64_t batch) {
+  std::string base;  // path without ".png"
+  if (ends_with(output, ".png")) {
+    base = output.substr(0, output.size() - 4);
+    const auto slash = base.find_last_of('/');
+    if (slash != std::string::npos) make_dirs(base.substr(0, slash));
+  } else {
+    const std::string dir = output.empty() ? "." : output;
+    make_dirs(dir);
+    base = io::join_path(dir, fmt::format("{}.{}x{}.{}", model, height, width, tag));
+  }
+  OutputPaths p;
+  for (int64_t b = 0; b < batch; ++b) p.images.push_back(batch == 1 ? base + ".png" : fmt::format("{}_{}.png", base, b));
+  p.report = base + ".json";
+  return p;
+}
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,38 @@
+#pragma once
+// Choices every generate command shares: device and dtype, image-size checks, output names that
+// carry the configuration (cache-dit style: flux2.1024x1024.C0_Ulysses4_TP2.png).
+#include <ATen/ATen.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lib/dist/mesh.h"
+#include "lib/pipeline/request.h"
+
+namespace ditgen::pipeline {
+
+// --device / --dtype: "auto" picks the rank's GPU (rank % visible GPUs) with bf16 when the build
+// has CUDA and a GPU is present, else the CPU with fp32.
+std::pair<at::Device, at::ScalarType> resolve_device(const GenerateRequest& req, const dist::Mesh& mesh);
+std::string device_description(const at::Device& device, int world);
+
+// Fails with the nearest valid sizes when height or width is not a positive multiple of `multiple`.
+void check_image_size(int64_t height, int64_t width, int64_t multiple);
+
+// "C0" + "_" + mesh tag (+ "_cache" tag later): the configuration part of output names.
+std::string run_tag(const dist::Mesh& mesh, bool cache);
+
+// mkdir -p.
+void make_dirs(const std::string& dir);
+
+struct OutputPaths {
+  std::vector<std::string> images;  // one per batch item
+  std::string report;               // the JSON report
+};
+// `output` empty: the current folder; ending in ".png": that file (batch items get _0, _1, ...);
+// otherwise a folder (created if missing) that receives "{model}.{H}x{W}.{tag}.png".
+OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
+                         const std::string& tag, int64_t batch);
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,37 @@
+#pragma once
+// What the CLI asks the engine for (model-independent). Zero / empty fields mean "the model
+// preset's default" (configs/<model>.json).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lib/dist/mesh.h"
+
+namespace ditgen::pipeline {
+
+struct GenerateRequest {
+  std::string model = "flux2";
+  std::string model_path;       // diffusers folder; empty = built-in tiny model
+  bool random_weights = false;  // the real config from the preset, seeded random weights (benchmarks)
+  uint64_t weight_seed = 0;
+
+  std::string prompt;           // empty = preset prompt
+  int64_t batch = 1;            // images per prompt
+  int64_t height = 0, width = 0, steps = 0;
+  double guidance = -1;         // < 0: preset
+  uint64_t seed = 0;
+  int64_t max_sequence_length = 0;
+  std::vector<int> text_encoder_out_layers;  // hidden states fed to the DiT; empty = preset
+
+  std::string output;           // a .png path, or a folder for an auto-named file
+  std::string dtype = "auto";   // bf16 | fp16 | fp32 | auto (bf16 on GPU, fp32 on CPU)
+  std::string device = "auto";  // cpu | cuda | auto
+  int warmup = 1;               // full untimed runs before the timed ones (cache-dit default)
+  int warmup_steps = 0;         // steps of each warmup run; 0 = --steps
+  int repeat = 1;               // timed runs; the report gives their mean
+  bool track_memory = false;
+
+  dist::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
+};
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,75 @@
+#include "lib/runtime/metrics.h"
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#ifdef DITGEN_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace ditgen::runtime {
+
+double now_seconds() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+void synchronize(const at::Device& device) {
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#else
+  (void)device;
+#endif
+}
+
+namespace {
+int64_t proc_status_kb(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, key.size(), key) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
+  return 0;
+}
+}  // namespace
+
+MemoryReading read_memory(const at::Device& device) {
+  MemoryReading r;
+  r.host_rss = proc_status_kb("VmRSS");
+  r.host_rss_peak = proc_status_kb("VmHWM");
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) {
+    using namespace c10::cuda::CUDACachingAllocator;
+    const auto stats = getDeviceStats(device.index());
+    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    r.device_allocated = stats.allocated_bytes[agg].current;
+    r.device_allocated_peak = stats.allocated_bytes[agg].peak;
+    r.device_reserved_peak = stats.reserved_bytes[agg].peak;
+  }
+#else
+  (void)device;
+#endif
+  return r;
+}
+
+void reset_peaks(const at::Device& device) {
+  std::ofstream("/proc/self/clear_refs") << "5";  // resets VmHWM; harmless where not allowed
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#else
+  (void)device;
+#endif
+}
+
+void Stopwatch::restart() {
+  synchronize(device_);
+  start_ = now_seconds();
+}
+
+double Stopwatch::seconds() const {
+  synchronize(device_);
+  return now_seconds() - start_;
+}
+
+}  // namespace ditgen::runtime

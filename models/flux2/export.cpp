@@ -1,0 +1,98 @@
+// `ditgen export-tiny flux2 DIR`: the built-in tiny FLUX.2 written as a diffusers folder, so that
+// tests (and users) exercise the real checkpoint path: index files, shards, prefixes, configs.
+#include "lib/io/json.h"
+#include "lib/io/report.h"
+#include "lib/io/safetensors.h"
+#include "lib/pipeline/output.h"
+#include "lib/runtime/embedded_configs.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/text/tiny_tokenizer.h"
+#include "models/flux2/pipeline.h"
+
+namespace ditgen::flux2 {
+
+namespace {
+
+void write_json(const std::string& path, const nlohmann::json& j) { io::write_file_atomic(path, j.dump(2) + "\n"); }
+
+// Splits `tensors` into `shards` files named like diffusers' and writes the index.
+void write_sharded(const std::string& dir, const std::string& stem, const std::map<std::string, at::Tensor>& tensors,
+                   int shards) {
+  if (shards <= 1) {
+    io::write_safetensors(io::join_path(dir, stem + ".safetensors"), tensors);
+    return;
+  }
+  std::vector<std::map<std::string, at::Tensor>> parts(static_cast<size_t>(shards));
+  int i = 0;
+  for (const auto& kv : tensors) parts[static_cast<size_t>(i++ % shards)].insert(kv);
+  nlohmann::json index;
+  uint64_t total = 0;
+  for (int s = 0; s < shards; ++s) {
+    const std::string name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", stem, s + 1, shards);
+    io::write_safetensors(io::join_path(dir, name), parts[static_cast<size_t>(s)]);
+    for (const auto& kv : parts[static_cast<size_t>(s)]) {
+      index["weight_map"][kv.first] = name;
+      total += static_cast<uint64_t>(kv.second.numel() * kv.second.element_size());
+    }
+  }
+  index["metadata"] = {{"total_size", total}};
+  write_json(io::join_path(dir, stem + ".safetensors.index.json"), index);
+}
+
+}  // namespace
+
+void export_tiny(const std::string& dir, int transformer_shards) {
+  std::map<std::string, std::shared_ptr<nn::RecordingSource>> rec;
+  LoadOptions lo;
+  lo.wrap_source = [&](const std::string& component, std::shared_ptr<nn::WeightSource> src) {
+    auto r = std::make_shared<nn::RecordingSource>(std::move(src));
+    rec[component] = r;
+    return std::static_pointer_cast<nn::WeightSource>(r);
+  };
+  Pipeline pipe(lo, parallel::Context::single());
+  const auto preset = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json")["tiny"];
+
+  for (const char* sub : {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"})
+    pipeline::make_dirs(io::join_path(dir, sub));
+
+  write_json(io::join_path(dir, "model_index.json"),
+             {{"_class_name", "Flux2Pipeline"},
+              {"_diffusers_version", "0.36.0"},
+              {"scheduler", {"diffusers", "FlowMatchEulerDiscreteScheduler"}},
+              {"text_encoder", {"transformers", "Mistral3ForConditionalGeneration"}},
+              {"tokenizer", {"transformers", "PixtralProcessor"}},
+              {"transformer", {"diffusers", "Flux2Transformer2DModel"}},
+              {"vae", {"diffusers", "AutoencoderKLFlux2"}}});
+
+  nlohmann::json tcfg = preset["transformer"];
+  tcfg["_class_name"] = "Flux2Transformer2DModel";
+  write_json(io::join_path(dir, "transformer/config.json"), tcfg);
+  write_sharded(io::join_path(dir, "transformer"), "diffusion_pytorch_model", rec["transformer"]->recorded(),
+                transformer_shards);
+
+  nlohmann::json vcfg = preset["vae"];
+  vcfg["_class_name"] = "AutoencoderKLFlux2";
+  write_json(io::join_path(dir, "vae/config.json"), vcfg);
+  auto vae = rec["vae"]->recorded();
+  vae["bn.num_batches_tracked"] = at::zeros({}, at::kLong);  // real checkpoints carry it
+  write_sharded(io::join_path(dir, "vae"), "diffusion_pytorch_model", vae, 1);
+
+  // Mistral3ForConditionalGeneration layout: the language model under `language_model.model.`.
+  nlohmann::json te = {{"architectures", {"Mistral3ForConditionalGeneration"}},
+                       {"model_type", "mistral3"},
+                       {"text_config", pipe.te_json_}};
+  te["text_config"]["model_type"] = "mistral";
+  write_json(io::join_path(dir, "text_encoder/config.json"), te);
+  std::map<std::string, at::Tensor> te_tensors;
+  for (const auto& kv : rec["text_encoder"]->recorded()) te_tensors["language_model.model." + kv.first] = kv.second;
+  write_sharded(io::join_path(dir, "text_encoder"), "model", te_tensors, 2);
+
+  write_json(io::join_path(dir, "tokenizer/tokenizer.json"), text::tiny_tekken_tokenizer_json());
+  nlohmann::json sched = preset["scheduler"];
+  sched["_class_name"] = "FlowMatchEulerDiscreteScheduler";
+  write_json(io::join_path(dir, "scheduler/scheduler_config.json"), sched);
+  log::info("wrote the tiny FLUX.2 to {}", dir);
+}
+
+}  // namespace ditgen::flux2

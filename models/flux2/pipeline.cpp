@@ -1,0 +1,235 @@
+#include "models/flux2/pipeline.h"
+
+#include <sys/stat.h>
+
+#include "lib/io/checkpoint.h"
+#include "lib/io/image.h"
+#include "lib/io/json.h"
+#include "lib/runtime/embedded_configs.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/runtime/metrics.h"
+#include "lib/runtime/progress.h"
+#include "lib/text/tiny_tokenizer.h"
+#include "models/flux2/prompt.h"
+
+namespace ditgen::flux2 {
+
+// ---- scheduler ----------------------------------------------------------------------------------
+
+SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  SchedulerConfig c;
+  c.use_dynamic_shifting = io::json_get<bool>(j, "use_dynamic_shifting", c.use_dynamic_shifting, where);
+  c.shift = io::json_get<double>(j, "shift", c.shift, where);
+  const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
+  DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (FLUX.2 uses 'exponential')",
+               where, kind);
+  return c;
+}
+
+sched::Schedule SchedulerConfig::schedule(int64_t steps, int64_t image_seq_len) const {
+  // Flux2Pipeline always passes its empirical mu; without dynamic shifting the scheduler ignores it.
+  if (use_dynamic_shifting)
+    return sched::exponential_shift_schedule(steps, sched::flux2_empirical_mu(image_seq_len, steps));
+  return sched::static_shift_schedule(steps, shift);
+}
+
+// ---- ids ----------------------------------------------------------------------------------------
+
+at::Tensor image_ids(int64_t h, int64_t w) {
+  at::Tensor rows = at::arange(h, at::kLong).repeat_interleave(w);
+  at::Tensor cols = at::arange(w, at::kLong).repeat({h});
+  at::Tensor zero = at::zeros({h * w}, at::kLong);
+  return at::stack({zero, rows, cols, zero}, 1);
+}
+
+at::Tensor text_ids(int64_t length) {
+  at::Tensor zero = at::zeros({length}, at::kLong);
+  return at::stack({zero, zero, zero, at::arange(length, at::kLong)}, 1);
+}
+
+// ---- loading ------------------------------------------------------------------------------------
+
+namespace {
+
+const nlohmann::json& preset() {
+  static const nlohmann::json p = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
+  return p;
+}
+
+uint64_t component_seed(uint64_t seed, const std::string& component) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (unsigned char c : component) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+
+}  // namespace
+
+Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
+                   const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), name_("flux2"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
+  transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  vae_ = std::make_unique<Vae>(vcfg, vw, /*with_encoder=*/false);
+}
+
+Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+  const bool from_folder = !opt.model_path.empty();
+  const bool tiny = !from_folder && !opt.random_weights;
+  name_ = tiny ? "flux2-tiny" : (from_folder && !opt.random_weights ? "flux2" : "flux2-random");
+  const nlohmann::json& p = preset();
+  defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
+  text_layers_ = opt.text_layers.empty() ? defaults_["text_encoder_out_layers"].get<std::vector<int>>() : opt.text_layers;
+  for (int l : text_layers_) DITGEN_CHECK(l >= 1, "--text-encoder-out-layers: layer {} is not a decoder layer (1-based)", l);
+
+  TransformerConfig tcfg;
+  VaeConfig vcfg;
+  nlohmann::json te_json;
+  std::string te_where;
+  std::shared_ptr<nn::WeightSource> tsrc, vsrc, tesrc;
+
+  if (from_folder) {
+    const std::string root = opt.model_path;
+    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
+    const std::string index = io::join_path(root, "model_index.json");
+    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?",
+                 root);
+    const auto mi = io::read_json_file(index);
+    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
+    DITGEN_CHECK(cls == p["model_index_class"].get<std::string>(),
+                 "{} names pipeline class '{}', but `ditgen flux2` needs a Flux2Pipeline folder", index, cls);
+    auto component = [&](const std::string& name) {
+      const std::string dir = io::join_path(root, name);
+      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
+      return dir;
+    };
+    const std::string tdir = component("transformer"), vdir = component("vae"), tedir = component("text_encoder");
+    tcfg = TransformerConfig::from_json(io::read_json_file(io::join_path(tdir, "config.json")),
+                                        io::join_path(tdir, "config.json"));
+    vcfg = VaeConfig::from_json(io::read_json_file(io::join_path(vdir, "config.json")), io::join_path(vdir, "config.json"));
+    te_where = io::join_path(tedir, "config.json");
+    te_json = io::read_json_file(te_where);
+    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
+    scheduler_ = SchedulerConfig::from_json(io::read_json_file(sched_path), sched_path);
+    if (opt.load_text_encoder) tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
+    if (!opt.random_weights) {
+      tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir));
+      vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(vdir), "",
+                                                    std::vector<std::string>{".num_batches_tracked", "encoder.", "quant_conv."});
+      if (opt.load_text_encoder) {
+        auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
+        const int needed = *std::max_element(text_layers_.begin(), text_layers_.end());
+        tesrc = llm::open_decoder_source(io::TensorStore::open_dir(tedir), te_cfg, needed);
+      }
+    }
+  } else {
+    const nlohmann::json& cfgs = tiny ? p["tiny"] : p;
+    if (tiny) {
+      tcfg = TransformerConfig::from_json(cfgs["transformer"], "configs/flux2.json tiny.transformer");
+      vcfg = VaeConfig::from_json(cfgs["vae"], "configs/flux2.json tiny.vae");
+      te_json = cfgs["text_encoder"];
+    } else {
+      te_json = p["text_encoder"];  // FLUX.2-dev's Mistral-Small language model
+    }
+    te_where = tiny ? "configs/flux2.json tiny.text_encoder" : "configs/flux2.json text_encoder";
+    scheduler_ = SchedulerConfig::from_json(tiny ? cfgs["scheduler"] : p["scheduler"], "configs/flux2.json scheduler");
+    tokenizer_ = text::Tokenizer::from_json(text::tiny_tekken_tokenizer_json(), "built-in tiny tokenizer");
+    if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
+  }
+  if (!tsrc) {
+    tsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "transformer"));
+    vsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "vae"));
+    tesrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
+  }
+  te_json_ = te_json;
+
+  if (opt.wrap_source) {
+    tsrc = opt.wrap_source("transformer", tsrc);
+    vsrc = opt.wrap_source("vae", vsrc);
+    if (tesrc) tesrc = opt.wrap_source("text_encoder", tesrc);
+  }
+  transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+  tsrc->check_all_used();
+  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/false);
+  vsrc->check_all_used();
+  DITGEN_CHECK(tcfg.in_channels * tcfg.patch_size * tcfg.patch_size == vcfg.patched_channels(),
+               "the transformer takes {} input channels but the VAE's patchified latents have {}",
+               tcfg.in_channels, vcfg.patched_channels());
+  if (opt.load_text_encoder) {
+    auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
+    const int needed = *std::max_element(text_layers_.begin(), text_layers_.end());
+    DITGEN_CHECK(needed <= te_cfg.num_hidden_layers,
+                 "{}: FLUX.2 reads text-encoder layer {} but the encoder has {} layers", te_where, needed,
+                 te_cfg.num_hidden_layers);
+    DITGEN_CHECK(static_cast<int64_t>(text_layers_.size()) * te_cfg.hidden_size == tcfg.joint_attention_dim,
+                 "{} text-encoder layers of width {} give {} features, but the transformer's joint_attention_dim "
+                 "is {}",
+                 text_layers_.size(), te_cfg.hidden_size, text_layers_.size() * te_cfg.hidden_size,
+                 tcfg.joint_attention_dim);
+    text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, nn::Weights(tesrc, dtype_, device_), needed);
+    tesrc->check_all_used();
+  }
+  bytes_read_ = tsrc->bytes_read() + vsrc->bytes_read() + (tesrc ? tesrc->bytes_read() : 0);
+}
+
+// ---- stages -------------------------------------------------------------------------------------
+
+at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts, int64_t max_sequence_length) const {
+  DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
+  TokenBatch tokens = flux2_tokenize(*tokenizer_, prompts, max_sequence_length);
+  auto hs = text_encoder_->forward(tokens.input_ids.to(device_), tokens.attention_mask.to(device_), text_layers_);
+  at::Tensor stacked = at::stack(hs, 2);  // [B, L, layers, hidden]: features [layer a | layer b | ...]
+  return stacked.reshape({stacked.size(0), stacked.size(1), -1}).to(dtype_);
+}
+
+at::Tensor Pipeline::initial_noise(int64_t batch, int64_t height, int64_t width, uint64_t seed) const {
+  const int64_t m = pixel_multiple();
+  const int64_t c = transformer_->config().in_channels;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  at::Tensor noise;
+  try {
+    noise = at::randn({batch, c, height / m, width / m}, gen, at::TensorOptions().dtype(dtype_));
+  } catch (const c10::Error&) {  // older CPU kernels lack low-precision normal_
+    noise = at::randn({batch, c, height / m, width / m}, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype_);
+  }
+  return noise.to(device_);
+}
+
+Pipeline::DenoiseResult Pipeline::denoise(const at::Tensor& prompt_embeds, const at::Tensor& noise, int64_t steps,
+                                          double guidance, const StepCallback& on_step) const {
+  const int64_t B = noise.size(0), h = noise.size(2), w = noise.size(3);
+  DenoiseResult r;
+  at::Tensor latents = pack_latents(noise.to(device_, dtype_));  // [B, h*w, C_p]
+  const at::ScalarType dt = latents.scalar_type();
+  r.schedule = scheduler_.schedule(steps, h * w);
+
+  TransformerInput in;
+  in.encoder_hidden_states = prompt_embeds.to(device_, dtype_);
+  in.img_ids = image_ids(h, w).to(device_);
+  in.txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
+  in.guidance = at::full({B}, guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
+
+  for (int64_t i = 0; i < steps; ++i) {
+    runtime::Stopwatch sw(device_);
+    // The reference quantises the timestep to the latents' dtype before dividing by 1000.
+    at::Tensor t = at::full({B}, r.schedule.timesteps[i], at::TensorOptions().dtype(at::kFloat).device(device_)).to(dt);
+    in.hidden_states = latents;
+    in.timestep = t / 1000;
+    at::Tensor v = transformer_->forward(in);
+    // Euler step: dt * v is evaluated in v's dtype, added in fp32, rounded back (flux2.md §5.4).
+    const double dsigma = static_cast<double>(r.schedule.sigmas[i + 1] - r.schedule.sigmas[i]);
+    latents = (latents.to(at::kFloat) + v.mul(dsigma)).to(dt);
+    const double s = sw.seconds();
+    r.step_seconds.push_back(s);
+    if (on_step) on_step(i, s);
+  }
+  r.latents = latents;
+  return r;
+}
+
+at::Tensor Pipeline::decode(const at::Tensor& latents, int64_t h, int64_t w) const {
+  return vae_->decode_to_image(latents, h, w);
+}
+
+}  // namespace ditgen::flux2

@@ -1,0 +1,446 @@
+#include "models/flux2/vae.h"
+
+#include <fmt/ranges.h>
+
+#include <optional>
+
+#include "lib/io/json.h"
+#include "lib/io/safetensors.h"
+#include "lib/nn/ops.h"
+#include "lib/runtime/error.h"
+
+namespace ditgen::flux2 {
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+namespace {
+
+// A positive integer list, or a single integer repeated `n` times (diffusers accepts both for
+// patch_size / sample_size).
+std::vector<int64_t> int_or_list(const nlohmann::json& j, const std::string& key,
+                                 std::vector<int64_t> fallback, size_t n, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_number_integer()) return std::vector<int64_t>(n, it->get<int64_t>());
+  return io::json_get<std::vector<int64_t>>(j, key, fallback, where);
+}
+
+// `key` must be absent or a list of `expected` strings, one per block.
+void check_block_types(const nlohmann::json& j, const std::string& key, const std::string& expected,
+                       size_t blocks, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return;
+  auto types = io::json_get<std::vector<std::string>>(j, key, {}, where);
+  DITGEN_CHECK(types.size() == blocks, "{}: key '{}' has {} entries but block_out_channels has {}", where,
+               key, types.size(), blocks);
+  for (size_t i = 0; i < types.size(); ++i)
+    DITGEN_CHECK(types[i] == expected, "{}: key '{}' entry {} is '{}'; only {} is supported", where, key, i,
+                 types[i], expected);
+}
+
+}  // namespace
+
+VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
+  VaeConfig c;
+  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
+  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
+  c.block_out_channels =
+      io::json_get<std::vector<int64_t>>(j, "block_out_channels", c.block_out_channels, where);
+  c.layers_per_block = io::json_get<int64_t>(j, "layers_per_block", c.layers_per_block, where);
+  c.latent_channels = io::json_get<int64_t>(j, "latent_channels", c.latent_channels, where);
+  c.norm_num_groups = io::json_get<int64_t>(j, "norm_num_groups", c.norm_num_groups, where);
+  c.use_quant_conv = io::json_get<bool>(j, "use_quant_conv", c.use_quant_conv, where);
+  c.use_post_quant_conv = io::json_get<bool>(j, "use_post_quant_conv", c.use_post_quant_conv, where);
+  c.mid_block_add_attention =
+      io::json_get<bool>(j, "mid_block_add_attention", c.mid_block_add_attention, where);
+  c.batch_norm_eps = io::json_get<double>(j, "batch_norm_eps", c.batch_norm_eps, where);
+  c.patch_size = int_or_list(j, "patch_size", c.patch_size, 2, where);
+  c.sample_size = int_or_list(j, "sample_size", {c.sample_size}, 1, where).at(0);
+
+  const size_t blocks = c.block_out_channels.size();
+  DITGEN_CHECK(blocks >= 1, "{}: key 'block_out_channels' is empty", where);
+  DITGEN_CHECK(c.in_channels > 0, "{}: key 'in_channels' must be positive, got {}", where, c.in_channels);
+  DITGEN_CHECK(c.out_channels > 0, "{}: key 'out_channels' must be positive, got {}", where, c.out_channels);
+  DITGEN_CHECK(c.latent_channels > 0, "{}: key 'latent_channels' must be positive, got {}", where,
+               c.latent_channels);
+  DITGEN_CHECK(c.layers_per_block >= 1, "{}: key 'layers_per_block' must be at least 1, got {}", where,
+               c.layers_per_block);
+  DITGEN_CHECK(c.norm_num_groups > 0, "{}: key 'norm_num_groups' must be positive, got {}", where,
+               c.norm_num_groups);
+  for (int64_t ch : c.block_out_channels)
+    DITGEN_CHECK(ch > 0 && ch % c.norm_num_groups == 0,
+                 "{}: key 'block_out_channels' value {} is not a positive multiple of norm_num_groups {}",
+                 where, ch, c.norm_num_groups);
+  DITGEN_CHECK(c.batch_norm_eps >= 0, "{}: key 'batch_norm_eps' must not be negative, got {}", where,
+               c.batch_norm_eps);
+  // patchify/unpatchify and the pipeline's token grid are written for 2x2 patches.
+  DITGEN_CHECK(c.patch_size == std::vector<int64_t>({2, 2}), "{}: key 'patch_size' must be [2, 2]; got [{}]",
+               where, fmt::join(c.patch_size, ", "));
+
+  check_block_types(j, "down_block_types", "DownEncoderBlock2D", blocks, where);
+  check_block_types(j, "up_block_types", "UpDecoderBlock2D", blocks, where);
+  const auto act = io::json_get<std::string>(j, "act_fn", "silu", where);
+  DITGEN_CHECK(act == "silu", "{}: key 'act_fn' is '{}'; only 'silu' is supported", where, act);
+  auto dboc = j.find("decoder_block_out_channels");
+  if (dboc != j.end() && !dboc->is_null()) {
+    auto d = io::json_get<std::vector<int64_t>>(j, "decoder_block_out_channels", {}, where);
+    DITGEN_CHECK(d == c.block_out_channels,
+                 "{}: key 'decoder_block_out_channels' differs from block_out_channels; not supported",
+                 where);
+  }
+  // Ignored on purpose: force_upcast (Flux2Pipeline never upcasts), batch_norm_momentum (the BN is
+  // never run), sample_size (only tiling would use it).
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latent bookkeeping (flux2.md 3.6)
+
+at::Tensor patchify(const at::Tensor& z) {
+  DITGEN_CHECK(z.dim() == 4, "patchify: expected [B, C, H, W], got {} dims", z.dim());
+  const int64_t b = z.size(0), c = z.size(1), h = z.size(2), w = z.size(3);
+  DITGEN_CHECK(h % 2 == 0 && w % 2 == 0, "patchify: latent size {}x{} is not even", h, w);
+  // [B, C, h/2, dy, w/2, dx] -> [B, C, dy, dx, h/2, w/2]: channel = c*4 + dy*2 + dx
+  return z.reshape({b, c, h / 2, 2, w / 2, 2}).permute({0, 1, 3, 5, 2, 4}).reshape({b, c * 4, h / 2, w / 2});
+}
+
+at::Tensor unpatchify(const at::Tensor& z) {
+  DITGEN_CHECK(z.dim() == 4, "unpatchify: expected [B, 4C, h, w], got {} dims", z.dim());
+  const int64_t b = z.size(0), c4 = z.size(1), h = z.size(2), w = z.size(3);
+  DITGEN_CHECK(c4 % 4 == 0, "unpatchify: {} channels is not a multiple of 4", c4);
+  // [B, C, dy, dx, h, w] -> [B, C, h, dy, w, dx]
+  return z.reshape({b, c4 / 4, 2, 2, h, w}).permute({0, 1, 4, 2, 5, 3}).reshape({b, c4 / 4, h * 2, w * 2});
+}
+
+at::Tensor pack_latents(const at::Tensor& z) {
+  DITGEN_CHECK(z.dim() == 4, "pack_latents: expected [B, C, h, w], got {} dims", z.dim());
+  return z.flatten(2).transpose(1, 2).contiguous();  // [B, h*w, C]
+}
+
+at::Tensor unpack_latents(const at::Tensor& x, int64_t h, int64_t w) {
+  DITGEN_CHECK(x.dim() == 3 && x.size(1) == h * w, "unpack_latents: expected [B, {}*{}, C], got {}", h, w,
+               io::shape_str(x.sizes()));
+  return x.transpose(1, 2).reshape({x.size(0), x.size(2), h, w}).contiguous();  // [B, C, h, w]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks (flux2.md 3.2)
+
+namespace {
+
+constexpr double kGroupNormEps = 1e-6;  // every GroupNorm of the VAE
+
+using nn::Init;
+using nn::Shard;
+
+// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions and matmuls in that precision (a
+// 3x3x32 conv loses ~2%, 8x the rounding of its output); on the CPU such layers compute in fp32 and
+// round once. GPU kernels accumulate in fp32 themselves, so GPU activations are never upcast.
+bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+
+// [B, S, in] -> [B, S, out]
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (!cpu_reduced(x)) return at::linear(x, w, b);
+  return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)).to(x.scalar_type());
+}
+
+struct Conv2d {
+  at::Tensor weight, bias;  // [cout, cin, k, k], [cout]
+  int64_t stride = 1, padding = 0;
+
+  static Conv2d load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t kernel, int64_t stride,
+                     int64_t padding) {
+    return {wb.get("weight", {cout, cin, kernel, kernel}, Shard::replicated(), Init::Linear),
+            wb.get("bias", {cout}, Shard::replicated(), Init::Bias), stride, padding};
+  }
+  // [B, cin, H, W] -> [B, cout, H', W']
+  at::Tensor operator()(const at::Tensor& x) const {
+    if (!cpu_reduced(x)) return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+    return at::conv2d(x.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {stride, stride},
+                      {padding, padding})
+        .to(x.scalar_type());
+  }
+};
+
+struct GroupNorm {
+  at::Tensor weight, bias;  // [C]
+  int64_t groups = 32;
+
+  static GroupNorm load(const nn::Weights& wb, int64_t channels, int64_t groups) {
+    return {wb.get("weight", {channels}, Shard::replicated(), Init::Norm),
+            wb.get("bias", {channels}, Shard::replicated(), Init::Bias), groups};
+  }
+  // [B, C, H, W] -> [B, C, H, W], a new tensor.
+  at::Tensor operator()(const at::Tensor& x) const {
+    // Statistics in fp32 (CUDA kernels do that themselves for bf16 inputs).
+    if (!cpu_reduced(x)) return at::group_norm(x, groups, weight, bias, kGroupNormEps);
+    return at::group_norm(x.to(at::kFloat), groups, weight.to(at::kFloat), bias.to(at::kFloat), kGroupNormEps)
+        .to(x.scalar_type());
+  }
+  // silu(GN(x)), the SiLU applied in place on the fresh normalised tensor.
+  at::Tensor silu(const at::Tensor& x) const {
+    at::Tensor t = (*this)(x);
+    at::silu_(t);
+    return t;
+  }
+};
+
+// ResnetBlock2D without time embedding: shortcut(x) + conv2(silu(GN2(conv1(silu(GN1(x)))))).
+struct ResnetBlock {
+  GroupNorm norm1, norm2;
+  Conv2d conv1, conv2;
+  std::optional<Conv2d> conv_shortcut;  // 1x1, iff cin != cout
+
+  static ResnetBlock load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t groups) {
+    ResnetBlock r{GroupNorm::load(wb.pp("norm1"), cin, groups), GroupNorm::load(wb.pp("norm2"), cout, groups),
+                  Conv2d::load(wb.pp("conv1"), cin, cout, 3, 1, 1),
+                  Conv2d::load(wb.pp("conv2"), cout, cout, 3, 1, 1), std::nullopt};
+    if (cin != cout) r.conv_shortcut = Conv2d::load(wb.pp("conv_shortcut"), cin, cout, 1, 1, 0);
+    return r;
+  }
+  // [B, cin, H, W] -> [B, cout, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor h = conv1(norm1.silu(x));
+    h = conv2(norm2.silu(h));
+    return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
+  }
+};
+
+// Mid-block self-attention: one head of width C over the H*W pixels, residual kept.
+struct MidAttention {
+  GroupNorm group_norm;
+  at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;  // [C, C], [C]
+
+  static MidAttention load(const nn::Weights& wb, int64_t c, int64_t groups) {
+    auto w = [&](const std::string& name) {
+      return wb.get(name + ".weight", {c, c}, Shard::replicated(), Init::Linear);
+    };
+    auto b = [&](const std::string& name) {
+      return wb.get(name + ".bias", {c}, Shard::replicated(), Init::Bias);
+    };
+    return {GroupNorm::load(wb.pp("group_norm"), c, groups),
+            w("to_q"),
+            b("to_q"),
+            w("to_k"),
+            b("to_k"),
+            w("to_v"),
+            b("to_v"),
+            w("to_out.0"),
+            b("to_out.0")};
+  }
+  // [B, C, H, W] -> [B, C, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    at::Tensor t = group_norm(x).flatten(2).transpose(1, 2);  // [B, HW, C]
+    at::Tensor q = linear(t, q_w, q_b).unsqueeze(2);          // [B, HW, 1, C]
+    at::Tensor k = linear(t, k_w, k_b).unsqueeze(2);
+    at::Tensor v = linear(t, v_w, v_b).unsqueeze(2);
+    t = at::Tensor();
+    at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), o_w, o_b);  // [B, HW, C]
+    return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
+  }
+};
+
+// UNetMidBlock2D: resnet -> (attention) -> resnet, width C throughout.
+struct MidBlock {
+  ResnetBlock resnet0, resnet1;
+  std::optional<MidAttention> attention;
+
+  static MidBlock load(const nn::Weights& wb, int64_t c, int64_t groups, bool add_attention) {
+    MidBlock m{ResnetBlock::load(wb.pp("resnets").pp(0), c, c, groups),
+               ResnetBlock::load(wb.pp("resnets").pp(1), c, c, groups), std::nullopt};
+    if (add_attention) m.attention = MidAttention::load(wb.pp("attentions").pp(0), c, groups);
+    return m;
+  }
+  // [B, C, H, W] -> [B, C, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor h = resnet0(x);
+    if (attention) h = (*attention)(h);
+    return resnet1(h);
+  }
+};
+
+// A DownEncoderBlock2D or UpDecoderBlock2D: resnets, then an optional resampling conv.
+struct ResnetStage {
+  std::vector<ResnetBlock> resnets;
+  std::optional<Conv2d> resample;  // downsamplers.0.conv (stride 2, pad 0) / upsamplers.0.conv (pad 1)
+};
+
+}  // namespace
+
+struct Vae::Encoder {
+  Conv2d conv_in;
+  std::vector<ResnetStage> down_blocks;
+  MidBlock mid_block;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+  std::optional<Conv2d> quant_conv;
+
+  // [B, in, H, W] -> [B, 2L, H/sf, W/sf] (moments after quant_conv)
+  at::Tensor operator()(const at::Tensor& image) const {
+    at::Tensor x = conv_in(image);
+    for (const auto& block : down_blocks) {
+      for (const auto& r : block.resnets) x = r(x);
+      // Downsample2D with padding 0: zero-pad right and bottom by one, then a stride-2 conv.
+      if (block.resample) x = (*block.resample)(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
+    }
+    x = mid_block(x);
+    x = conv_out(conv_norm_out.silu(x));
+    return quant_conv ? (*quant_conv)(x) : x;
+  }
+};
+
+struct Vae::Decoder {
+  std::optional<Conv2d> post_quant_conv;
+  Conv2d conv_in;
+  MidBlock mid_block;
+  std::vector<ResnetStage> up_blocks;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+
+  // [B, L, h, w] -> [B, out, h*sf, w*sf]
+  at::Tensor operator()(const at::Tensor& z) const {
+    at::Tensor x = conv_in(post_quant_conv ? (*post_quant_conv)(z) : z);
+    x = mid_block(x);
+    for (const auto& block : up_blocks) {
+      for (const auto& r : block.resnets) x = r(x);
+      if (block.resample) {
+        // Upsample2D: nearest x2 (exact in any dtype), then a 3x3 conv.
+        const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
+        x = (*block.resample)(at::upsample_nearest2d(x, size));
+      }
+    }
+    return conv_out(conv_norm_out.silu(x));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Vae
+
+Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
+    : config_(config), dtype_(wb.dtype()), device_(wb.device()) {
+  const auto& boc = config_.block_out_channels;
+  const int64_t blocks = static_cast<int64_t>(boc.size());
+  const int64_t groups = config_.norm_num_groups;
+  const int64_t lat = config_.latent_channels;
+
+  if (with_encoder) {
+    const nn::Weights e = wb.pp("encoder");
+    auto enc = std::make_shared<Encoder>(
+        Encoder{Conv2d::load(e.pp("conv_in"), config_.in_channels, boc[0], 3, 1, 1),
+                {},
+                MidBlock::load(e.pp("mid_block"), boc.back(), groups, config_.mid_block_add_attention),
+                GroupNorm::load(e.pp("conv_norm_out"), boc.back(), groups),
+                Conv2d::load(e.pp("conv_out"), boc.back(), 2 * lat, 3, 1, 1),
+                std::nullopt});
+    int64_t cin = boc[0];
+    for (int64_t i = 0; i < blocks; ++i) {
+      const nn::Weights bw = e.pp("down_blocks").pp(i);
+      ResnetStage stage;
+      for (int64_t j = 0; j < config_.layers_per_block; ++j)
+        stage.resnets.push_back(
+            ResnetBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : boc[i], boc[i], groups));
+      if (i + 1 < blocks)
+        stage.resample = Conv2d::load(bw.pp("downsamplers").pp(0).pp("conv"), boc[i], boc[i], 3, 2, 0);
+      enc->down_blocks.push_back(std::move(stage));
+      cin = boc[i];
+    }
+    if (config_.use_quant_conv)
+      enc->quant_conv = Conv2d::load(wb.pp("quant_conv"), 2 * lat, 2 * lat, 1, 1, 0);
+    encoder_ = std::move(enc);
+  }
+
+  {
+    const nn::Weights d = wb.pp("decoder");
+    auto dec = std::make_shared<Decoder>(
+        Decoder{std::nullopt,
+                Conv2d::load(d.pp("conv_in"), lat, boc.back(), 3, 1, 1),
+                MidBlock::load(d.pp("mid_block"), boc.back(), groups, config_.mid_block_add_attention),
+                {},
+                GroupNorm::load(d.pp("conv_norm_out"), boc[0], groups),
+                Conv2d::load(d.pp("conv_out"), boc[0], config_.out_channels, 3, 1, 1)});
+    if (config_.use_post_quant_conv)
+      dec->post_quant_conv = Conv2d::load(wb.pp("post_quant_conv"), lat, lat, 1, 1, 0);
+    // The decoder walks the channels in reverse with layers_per_block + 1 resnets per block and
+    // upsamples after every block but the last (flux2.md 10 item 6).
+    int64_t cin = boc.back();
+    for (int64_t i = 0; i < blocks; ++i) {
+      const int64_t cout = boc[blocks - 1 - i];
+      const nn::Weights bw = d.pp("up_blocks").pp(i);
+      ResnetStage stage;
+      for (int64_t j = 0; j <= config_.layers_per_block; ++j)
+        stage.resnets.push_back(ResnetBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout, groups));
+      if (i + 1 < blocks)
+        stage.resample = Conv2d::load(bw.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3, 1, 1);
+      dec->up_blocks.push_back(std::move(stage));
+      cin = cout;
+    }
+    decoder_ = std::move(dec);
+  }
+
+  // Only the buffers of the BatchNorm are used; kept in the weights' dtype like diffusers' buffers.
+  const nn::Weights bn = wb.pp("bn");
+  bn_mean_ = bn.get("running_mean", {config_.patched_channels()}, Shard::replicated(), Init::Mean);
+  bn_var_ = bn.get("running_var", {config_.patched_channels()}, Shard::replicated(), Init::Variance);
+}
+
+at::Tensor Vae::decode(const at::Tensor& z) const {
+  DITGEN_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels,
+               "VAE decode: expected latents [B, {}, h, w], got {}", config_.latent_channels,
+               io::shape_str(z.sizes()));
+  return (*decoder_)(z.to(device_, dtype_).contiguous());  // [B, out, h*sf, w*sf]
+}
+
+at::Tensor Vae::encode_mean(const at::Tensor& image) const {
+  DITGEN_CHECK(encoder_ != nullptr, "VAE encode: the VAE was loaded without its encoder");
+  DITGEN_CHECK(image.dim() == 4 && image.size(1) == config_.in_channels,
+               "VAE encode: expected an image [B, {}, H, W], got {}", config_.in_channels,
+               io::shape_str(image.sizes()));
+  at::Tensor moments = (*encoder_)(image.to(device_, dtype_).contiguous());  // [B, 2L, h, w]
+  // Posterior = (mean, logvar) along channels; the mean is the first half.
+  return moments.narrow(1, 0, config_.latent_channels).contiguous();  // [B, L, h, w]
+}
+
+namespace {
+void check_patched(const at::Tensor& z_p, int64_t channels, const char* what) {
+  DITGEN_CHECK(z_p.dim() == 4 && z_p.size(1) == channels,
+               "{}: expected patchified latents [B, {}, h, w], got {}", what, channels,
+               io::shape_str(z_p.sizes()));
+}
+}  // namespace
+
+// The pipeline computes sqrt(running_var + eps) in the statistics' own dtype and then casts both
+// statistics to the latents' dtype and device (flux2.md 3.5, 3.7). Returns {mean, std}, [1, 4L, 1, 1].
+std::pair<at::Tensor, at::Tensor> Vae::bn_stats(const at::Tensor& like) const {
+  const auto cast = [&](const at::Tensor& t) {
+    return t.to(like.device(), like.scalar_type()).view({1, -1, 1, 1});
+  };
+  return {cast(bn_mean_), cast(at::sqrt(bn_var_ + config_.batch_norm_eps))};
+}
+
+at::Tensor Vae::bn_denormalize(const at::Tensor& z_p) const {
+  check_patched(z_p, config_.patched_channels(), "VAE bn_denormalize");
+  const auto [mean, std] = bn_stats(z_p);
+  return z_p * std + mean;  // [B, 4L, h, w]
+}
+
+at::Tensor Vae::bn_normalize(const at::Tensor& z_p) const {
+  check_patched(z_p, config_.patched_channels(), "VAE bn_normalize");
+  const auto [mean, std] = bn_stats(z_p);
+  return (z_p - mean) / std;  // [B, 4L, h, w]
+}
+
+at::Tensor Vae::decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w) const {
+  DITGEN_CHECK(packed_latents.dim() == 3 && packed_latents.size(2) == config_.patched_channels(),
+               "VAE decode_to_image: expected packed latents [B, {}*{}, {}], got {}", h, w,
+               config_.patched_channels(), io::shape_str(packed_latents.sizes()));
+  at::Tensor z = unpack_latents(packed_latents, h, w);          // [B, 4L, h, w]
+  z = unpatchify(bn_denormalize(z));                            // [B, L, 2h, 2w]
+  at::Tensor img = decode(z).to(packed_latents.scalar_type());  // [B, 3, 2h*sf, 2w*sf]
+  img.mul_(0.5).add_(0.5).clamp_(0, 1);                         // in the latents' dtype, like the reference
+  return img.to(at::kFloat);
+}
+
+}  // namespace ditgen::flux2

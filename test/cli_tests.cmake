@@ -1,0 +1,45 @@
+# Command-line tests: the tiny demo, loading an exported diffusers folder, and bad input that must
+# end the run with a message naming the file, key, flag or number (never a hang, never exit 0).
+set(CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli)
+set(DITGEN_EXE $<TARGET_FILE:ditgen>)
+
+add_test(NAME cli.tiny_demo
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DWORK=${CLI_WORK}/demo -P ${CMAKE_CURRENT_SOURCE_DIR}/run_tiny_demo.cmake)
+
+add_test(NAME cli.prepare_models COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/make_bad_models.sh ${DITGEN_EXE} ${CLI_WORK}/models)
+set_tests_properties(cli.prepare_models PROPERTIES FIXTURES_SETUP cli_models)
+
+# The exported folder loads through the checkpoint path (3 transformer shards with an index,
+# Mistral3-prefixed text encoder) and gives the built-in model's image exactly.
+add_test(NAME cli.load_exported_folder
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CLI_WORK}/load
+                 -DMODEL=${CLI_WORK}/models/good -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
+set_tests_properties(cli.load_exported_folder PROPERTIES FIXTURES_REQUIRED cli_models)
+
+set(FAIL ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh)
+set(RUN ${DITGEN_EXE} flux2 --warmup 0 --steps 1 -H 128 -W 128 --text-encoder-out-layers 1,2,3 -o ${CLI_WORK}/out/)
+set(M ${CLI_WORK}/models)
+add_test(NAME cli.error.unknown_flag COMMAND ${FAIL} "--bogus" ${DITGEN_EXE} flux2 --bogus 1)
+add_test(NAME cli.error.bad_height COMMAND ${FAIL} "--height 130 is not a multiple of 4" ${RUN} -H 130)
+add_test(NAME cli.error.bad_width COMMAND ${FAIL} "--width 2 is too small" ${RUN} -W 2)
+add_test(NAME cli.error.zero_steps COMMAND ${FAIL} "steps" ${RUN} --steps 0)
+add_test(NAME cli.error.bad_dtype COMMAND ${FAIL} "--dtype must be" ${RUN} --dtype int8)
+add_test(NAME cli.error.bad_parallel COMMAND ${FAIL} "unknown --parallel 'foo'" ${RUN} --parallel foo)
+add_test(NAME cli.error.mesh_size COMMAND ${FAIL} "does not match the 1 launched ranks" ${RUN} --tp 2)
+add_test(NAME cli.error.missing_folder COMMAND ${FAIL} "--model-path '/nonexistent/flux2' is not a folder" ${RUN} --model-path /nonexistent/flux2)
+add_test(NAME cli.error.truncated_shard COMMAND ${FAIL} "diffusion_pytorch_model-00002-of-00003.safetensors' is truncated" ${RUN} --model-path ${M}/truncated)
+add_test(NAME cli.error.corrupt_shard COMMAND ${FAIL} "diffusion_pytorch_model-00002-of-00003.safetensors' is (truncated or )?corrupt" ${RUN} --model-path ${M}/corrupt)
+add_test(NAME cli.error.bad_index COMMAND ${FAIL} "safetensors.index.json' is not valid JSON" ${RUN} --model-path ${M}/badjson)
+add_test(NAME cli.error.missing_shard COMMAND ${FAIL} "names shard .*00002-of-00003.safetensors', which does not exist" ${RUN} --model-path ${M}/noshard)
+add_test(NAME cli.error.missing_tensor COMMAND ${FAIL} "missing tensor 'transformer_blocks.2.attn.to_q.weight'" ${RUN} --model-path ${M}/missing)
+add_test(NAME cli.error.unexpected_tensor COMMAND ${FAIL} "unexpected tensor\\(s\\) in .*single_transformer_blocks.1" ${RUN} --model-path ${M}/unexpected)
+add_test(NAME cli.error.misshaped_tensor COMMAND ${FAIL} "tensor 'context_embedder.weight' in .* has shape \\[64, 96\\] but the model config needs \\[64, 64\\]" ${RUN} --model-path ${M}/misshaped)
+add_test(NAME cli.error.missing_component COMMAND ${FAIL} "is missing its 'vae' folder" ${RUN} --model-path ${M}/novae)
+add_test(NAME cli.error.wrong_pipeline COMMAND ${FAIL} "needs a Flux2Pipeline folder" ${RUN} --model-path ${M}/wrongclass)
+add_test(NAME cli.error.bad_tokenizer COMMAND ${FAIL} "tokenizer.json" ${RUN} --model-path ${M}/badtok)
+get_property(all_tests DIRECTORY PROPERTY TESTS)
+foreach(t ${all_tests})
+  if(t MATCHES "^cli\\.error\\.")
+    set_tests_properties(${t} PROPERTIES FIXTURES_REQUIRED cli_models LABELS cli TIMEOUT 120)
+  endif()
+endforeach()

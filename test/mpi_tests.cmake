@@ -1,0 +1,67 @@
+# Parallel-equivalence tests under mpirun on the CPU (MPI backend, oversubscribed). Each mesh must
+# reproduce the single-process result: the transformer to 1e-5 (random odd-length inputs and the
+# golden fixture), the whole tiny pipeline to 1/255 per pixel.
+set(MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none)
+set(FLUX2_FIXTURE ${DITGEN_FIXTURES}/models/flux2_transformer_b1_h6w8_t20)
+
+# name  np  mesh flags...
+set(MESHES
+  "np2_tp|2|--parallel,tp"
+  "np2_ulysses|2|--parallel,ulysses"
+  "np2_ring|2|--parallel,ring"
+  "np4_tp|4|--parallel,tp"
+  "np4_ulysses|4|--parallel,ulysses"
+  "np4_ring|4|--parallel,ring"
+  "np4_usp|4|--parallel,usp"
+  "np4_ulysses_tp|4|--parallel,ulysses_tp"
+  "np4_tp_ulysses|4|--parallel,tp_ulysses"
+  "np4_ring_tp|4|--parallel,ring_tp"
+  "np4_tp_ring|4|--parallel,tp_ring"
+  "np8_usp_tp|8|--parallel,usp_tp"
+  "np8_u4_tp2|8|--ulysses,4,--tp,2"
+  "np8_u2_tp4|8|--ulysses,2,--tp,4"
+  "np8_r2_tp4|8|--ring,2,--tp,4"
+  "np8_tp8|8|--tp,8"
+  "np8_u8|8|--ulysses,8"
+  "np8_r8|8|--ring,8"
+)
+
+foreach(entry ${MESHES})
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 np)
+  list(SUBLIST parts 2 -1 flags)
+  string(REPLACE "," ";" flags "${flags}")
+  # Random inputs with odd lengths: 35 image tokens (5x7), 13 text tokens, batch 2.
+  add_test(NAME mpi.transformer_odd.${name}
+           COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen_parallel_check> ${flags} --img-h 5 --img-w 7 --txt 13 --batch 2)
+  # The golden transformer fixture (48 image + 20 text tokens).
+  add_test(NAME mpi.transformer_fixture.${name}
+           COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen_parallel_check> ${flags} --fixture ${FLUX2_FIXTURE})
+  # The fixture checked against its reference through `ditgen verify` under the mesh.
+  add_test(NAME mpi.verify_fixture.${name}
+           COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${FLUX2_FIXTURE} ${flags})
+  # The whole tiny pipeline: same PNG as the single-process run (at most 1/255 per channel).
+  add_test(NAME mpi.pipeline.${name}
+           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}"
+                   -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/${name}
+                   -DREFERENCE=${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/single.png
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/run_pipeline_mesh.cmake)
+  set_tests_properties(mpi.transformer_odd.${name} mpi.transformer_fixture.${name} mpi.verify_fixture.${name}
+                       mpi.pipeline.${name} PROPERTIES TIMEOUT 300 LABELS mpi SKIP_RETURN_CODE 77 PROCESSORS ${np})
+  set_tests_properties(mpi.pipeline.${name} PROPERTIES FIXTURES_REQUIRED single_pipeline)
+endforeach()
+
+# The single-process tiny pipeline image every mesh is compared with.
+add_test(NAME mpi.pipeline_single_reference
+         COMMAND $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 4 -o ${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/single.png)
+set_tests_properties(mpi.pipeline_single_reference PROPERTIES FIXTURES_SETUP single_pipeline LABELS mpi TIMEOUT 300)
+
+# Meshes that cannot work are refused at start-up on every rank, with a message, never a hang.
+add_test(NAME mpi.bad_mesh.product COMMAND ${MPIRUN} -np 2 $<TARGET_FILE:ditgen> flux2 --warmup 0 --ulysses 4)
+add_test(NAME mpi.bad_mesh.heads COMMAND ${MPIRUN} -np 3 $<TARGET_FILE:ditgen> flux2 --warmup 0 --tp 3)
+add_test(NAME mpi.bad_mesh.usp_tp COMMAND ${MPIRUN} -np 4 $<TARGET_FILE:ditgen> flux2 --warmup 0 --parallel usp_tp)
+set_tests_properties(mpi.bad_mesh.product PROPERTIES PASS_REGULAR_EXPRESSION "does not match the 2 launched ranks")
+set_tests_properties(mpi.bad_mesh.heads PROPERTIES PASS_REGULAR_EXPRESSION "--tp 3 does not divide")
+set_tests_properties(mpi.bad_mesh.usp_tp PROPERTIES PASS_REGULAR_EXPRESSION "needs exactly 8 ranks")
+set_tests_properties(mpi.bad_mesh.product mpi.bad_mesh.heads mpi.bad_mesh.usp_tp PROPERTIES TIMEOUT 120 LABELS mpi)
