@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev            # LibTorch 1.13, CPU
   libopenmpi-dev openmpi-bin
-  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libstb-dev catch2
+  libcli11-dev libfmt-dev nlohmann-json3-dev libstb-dev catch2
   libutf8proc-dev zlib1g-dev
   libopenblas0-openmp     # optimised BLAS for LibTorch's CPU matmuls (Debian defaults to reference BLAS)
 )

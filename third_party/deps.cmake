@@ -3,9 +3,24 @@
 
 find_package(Torch REQUIRED)           # Debian libtorch-dev (CPU) or a CUDA PyTorch's LibTorch
 find_package(MPI REQUIRED COMPONENTS C)
-find_package(nlohmann_json 3 REQUIRED)
-find_package(spdlog REQUIRED)
-find_package(ZLIB REQUIRED)
+find_package(ZLIB REQUIRED)            # -DZLIB_INCLUDE_DIR / -DZLIB_LIBRARY where no -dev package exists
+
+# nlohmann-json (header-only)
+find_package(nlohmann_json 3 QUIET)
+if(NOT TARGET nlohmann_json::nlohmann_json)
+  find_path(NLOHMANN_JSON_INCLUDE_DIR nlohmann/json.hpp HINTS ${NLOHMANN_JSON_ROOT} ${NLOHMANN_JSON_ROOT}/include REQUIRED)
+  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
+  target_include_directories(nlohmann_json::nlohmann_json INTERFACE ${NLOHMANN_JSON_INCLUDE_DIR})
+endif()
+
+# {fmt}: the Debian library, or its headers in header-only mode
+find_package(fmt QUIET)
+if(NOT TARGET fmt::fmt)
+  find_path(FMT_INCLUDE_DIR fmt/format.h HINTS ${FMT_ROOT} ${FMT_ROOT}/include REQUIRED)
+  add_library(fmt::fmt INTERFACE IMPORTED)
+  target_include_directories(fmt::fmt INTERFACE ${FMT_INCLUDE_DIR})
+  target_compile_definitions(fmt::fmt INTERFACE FMT_HEADER_ONLY=1)
+endif()
 
 # CLI11 (header-only)
 find_package(CLI11 CONFIG QUIET)

@@ -142,6 +142,12 @@ class NcclCommunicator : public Communicator {
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {
+    if (!t.is_cuda()) {  // small host values (reports, flags): through the device and back
+      at::Tensor d = t.to(at::Device(at::kCUDA, device_));
+      all_reduce(d, op);
+      t.copy_(d.cpu());
+      return;
+    }
     at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
     begin();
     const ncclRedOp_t rop = op == ReduceOp::Sum ? ncclSum : op == ReduceOp::Avg ? ncclAvg : ncclMax;
@@ -153,6 +159,7 @@ class NcclCommunicator : public Communicator {
   }
 
   at::Tensor all_gather(const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes) override {
+    if (!t.is_cuda()) return all_gather(t.to(at::Device(at::kCUDA, device_)), dim, sizes).cpu();
     at::Tensor src = t.movedim(dim, 0).contiguous();
     int64_t total = 0;
     bool even = true;
@@ -223,6 +230,12 @@ class NcclCommunicator : public Communicator {
   }
 
   void broadcast(at::Tensor& t, int root) override {
+    if (!t.is_cuda()) {
+      at::Tensor d = t.to(at::Device(at::kCUDA, device_));
+      broadcast(d, root);
+      t.copy_(d.cpu());
+      return;
+    }
     begin();
     NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel() * t.element_size(), ncclUint8, root, comm_, stream()),
                what("broadcast"));

@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#ifdef DITGEN_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
 #include "lib/runtime/error.h"
 
 namespace ditgen::nn {

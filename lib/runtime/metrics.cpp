@@ -42,7 +42,7 @@ MemoryReading read_memory(const at::Device& device) {
   if (device.is_cuda()) {
     using namespace c10::cuda::CUDACachingAllocator;
     const auto stats = getDeviceStats(device.index());
-    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    const size_t agg = 0;  // StatType::AGGREGATE (its namespace moved between LibTorch versions)
     r.device_allocated = stats.allocated_bytes[agg].current;
     r.device_allocated_peak = stats.allocated_bytes[agg].peak;
     r.device_reserved_peak = stats.reserved_bytes[agg].peak;

@@ -10,6 +10,7 @@
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/parallel/context.h"
+#include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   int ulysses = 0, ring = 0, tp = 0;
   int64_t img_h = 5, img_w = 7, txt = 13, batch = 2;
   double tol = 1e-5;
+  std::string device_name = "cpu", dtype_name = "fp32";
   app.add_option("--parallel", preset);
   app.add_option("--ulysses", ulysses);
   app.add_option("--ring", ring);
@@ -37,6 +39,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch);
   app.add_option("--fixture", fixture, "a flux2_transformer case folder instead of random inputs");
   app.add_option("--tolerance", tol);
+  app.add_option("--device", device_name, "cpu (MPI backend) or cuda (NCCL backend)");
+  app.add_option("--dtype", dtype_name, "fp32 or bf16");
   CLI11_PARSE(app, argc, argv);
 
   int code = 0;
@@ -46,7 +50,11 @@ int main(int argc, char** argv) {
     if (ulysses) shape.ulysses = ulysses;
     if (ring) shape.ring = ring;
     if (tp) shape.tp = tp;
-    auto world = dist::make_world(launch, false, 120);
+    pipeline::GenerateRequest probe;
+    probe.device = device_name;
+    probe.dtype = dtype_name;
+    const auto [device, dtype] = pipeline::resolve_device(probe, dist::Mesh(shape, launch.world, launch.rank));
+    auto world = dist::make_world(launch, device.is_cuda(), 120);
     auto ctx = parallel::Context::create(world, shape);
 
     flux2::TransformerConfig cfg;
@@ -84,13 +92,13 @@ int main(int argc, char** argv) {
       label = fmt::format("random b{} img {}x{} txt {}", batch, img_h, img_w, txt);
     }
 
-    flux2::Transformer single(cfg, nn::Weights(source, at::kFloat, at::kCPU), parallel::Context::single());
+    flux2::Transformer single(cfg, nn::Weights(source, dtype, device), parallel::Context::single());
     const at::Tensor ref = single.forward(in);
-    flux2::Transformer meshed(cfg, nn::Weights(source, at::kFloat, at::kCPU), ctx);
+    flux2::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
     const at::Tensor out = meshed.forward(in);
 
     verify::Report report;
-    report.case_name = fmt::format("{} [{}]", label, ctx->mesh().describe());
+    report.case_name = fmt::format("{} [{}] {} {}", label, ctx->mesh().describe(), device.str(), c10::toString(dtype));
     verify::compare(report, "mesh_vs_single", out, ref, tol);
     // Every rank must agree; rank 0 prints.
     at::Tensor ok = at::tensor({report.ok() ? 1.0 : 0.0}, at::kDouble);

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
+# Needs the dependency bundle in .gpu/ (headers, libutf8proc, fixture cases; see bench/README.md).
+# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|bench|all]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_CUDA_ARCH_LIST=9.0a
+what=${1:-all}
+G=$PWD/.gpu
+B=build-gpu
+MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
+summary=$OUT/summary.txt; : > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+if [[ $what == build || $what == all ]]; then
+  nvidia-smi -L | tee "$OUT/gpus.txt"
+  TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+  t0=$(date +%s)
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
+    -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
+    -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
+    -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
+    -DDITGEN_FIXTURES=$G/fixtures > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  ninja -C $B ditgen ditgen_parallel_check > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A5 "$OUT/build.log" | head -60; exit 1; }
+  note "build: $(( $(date +%s) - t0 )) s"
+fi
+
+if [[ $what == checks || $what == all ]]; then
+  D=$B/ditgen; P=$B/test/ditgen_parallel_check; F=$G/fixtures
+  for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/text_encoder_mistral pipelines/flux2_pipeline_64x96_s4; do
+    $D verify $F/$c --device cuda --dtype fp32 2>&1 | sed 's/^/[1gpu fp32] /' | tee -a "$summary"
+    $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed 's/^/[1gpu bf16] /' | tee -a "$summary"
+  done
+  ngpu=$(nvidia-smi -L | wc -l)
+  meshes2=("--tp 2" "--ulysses 2" "--ring 2")
+  meshes4=("--ulysses 2 --tp 2" "--parallel usp" "--tp 4" "--ulysses 4")
+  run_mesh() {  # np flags...
+    local np=$1; shift
+    for dt in fp32 bf16; do
+      local tol=1e-5; [[ $dt == bf16 ]] && tol=2e-2
+      timeout 120 $MPI -np $np $P "$@" --device cuda --dtype $dt --tolerance $tol --img-h 32 --img-w 48 --txt 77 --batch 2 2>&1 | grep -E "PASS|FAIL|error" | sed "s/^/[nccl np$np] /" | tee -a "$summary"
+      timeout 120 $MPI -np $np $P "$@" --device cuda --dtype $dt --tolerance $tol --fixture $F/models/flux2_transformer_b1_h6w8_t20 2>&1 | grep -E "PASS|FAIL|error" | sed "s/^/[nccl np$np] /" | tee -a "$summary"
+    done
+    timeout 120 $MPI -np $np $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype fp32 "$@" 2>&1 | grep -E "PASS|FAIL|error" | sed "s/^/[nccl np$np verify $*] /" | tee -a "$summary"
+  }
+  if (( ngpu >= 2 )); then for m in "${meshes2[@]}"; do run_mesh 2 $m; done; fi
+  if (( ngpu >= 4 )); then for m in "${meshes4[@]}"; do run_mesh 4 $m; done; fi
+  $D flux2 --warmup 1 -o "$OUT/" > "$OUT/tiny_1gpu.log" 2>&1; tail -14 "$OUT/tiny_1gpu.log" | tee -a "$summary"
+fi
+
+if [[ $what == bench || $what == all ]]; then
+  D=$B/ditgen
+  ngpu=$(nvidia-smi -L | wc -l)
+  # FLUX.2-dev at its real size with random weights, 1024x1024, 28 steps, guidance 4.
+  for mesh in "--tp 4" "--ulysses 2 --tp 2"; do
+    (( ngpu >= 4 )) || break
+    tag=$(echo $mesh | tr -d ' -')
+    timeout 420 $MPI -np 4 $D flux2 --random-weights --warmup 1 --warmup-steps 2 --track-memory $mesh \
+      -o "$OUT/bench_$tag.png" > "$OUT/bench_$tag.log" 2>&1
+    note "bench $mesh: rc=$?"; tail -16 "$OUT/bench_$tag.log" | tee -a "$summary"
+  done
+fi
+echo "=== summary ==="; cat "$summary"
