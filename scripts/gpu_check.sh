@@ -14,15 +14,15 @@ summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
 if [[ $what == build || $what == all ]]; then
-  nvidia-smi -L | tee "$OUT/gpus.txt"
+  nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
     -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
-    -DDITGEN_FIXTURES=$G/fixtures > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  ninja -C $B ditgen ditgen_parallel_check > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A5 "$OUT/build.log" | head -60; exit 1; }
+    -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
+  ninja -C $B ditgen ditgen_parallel_check > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"
 fi
 
@@ -46,7 +46,7 @@ if [[ $what == checks || $what == all ]]; then
   }
   if (( ngpu >= 2 )); then for m in "${meshes2[@]}"; do run_mesh 2 $m; done; fi
   if (( ngpu >= 4 )); then for m in "${meshes4[@]}"; do run_mesh 4 $m; done; fi
-  $D flux2 --warmup 1 -o "$OUT/" > "$OUT/tiny_1gpu.log" 2>&1; tail -14 "$OUT/tiny_1gpu.log" | tee -a "$summary"
+  $D flux2 --warmup 1 -o /tmp/tiny/ > /tmp/tiny_1gpu.log 2>&1; tail -14 /tmp/tiny_1gpu.log | tee -a "$summary"
 fi
 
 if [[ $what == bench || $what == all ]]; then
@@ -57,8 +57,8 @@ if [[ $what == bench || $what == all ]]; then
     (( ngpu >= 4 )) || break
     tag=$(echo $mesh | tr -d ' -')
     timeout 420 $MPI -np 4 $D flux2 --random-weights --warmup 1 --warmup-steps 2 --track-memory $mesh \
-      -o "$OUT/bench_$tag.png" > "$OUT/bench_$tag.log" 2>&1
-    note "bench $mesh: rc=$?"; tail -16 "$OUT/bench_$tag.log" | tee -a "$summary"
+      -o /tmp/bench/bench_$tag.png > "$OUT/bench_$tag.log" 2>&1
+    note "bench $mesh: rc=$?"; tail -16 "$OUT/bench_$tag.log" | tee -a "$summary"; cp /tmp/bench/bench_$tag.json "$OUT/" 2>/dev/null
   done
 fi
 echo "=== summary ==="; cat "$summary"

@@ -13,13 +13,19 @@ if(NOT TARGET nlohmann_json::nlohmann_json)
   target_include_directories(nlohmann_json::nlohmann_json INTERFACE ${NLOHMANN_JSON_INCLUDE_DIR})
 endif()
 
-# {fmt}: the Debian library, or its headers in header-only mode
-find_package(fmt QUIET)
-if(NOT TARGET fmt::fmt)
+# {fmt}: the Debian library, or headers in header-only mode. CUDA builds always go header-only:
+# LibTorch ships its own fmt headers (first on the include path) but not their library.
+if(NOT DITGEN_CUDA)
+  find_package(fmt QUIET)
+endif()
+if(TARGET fmt::fmt AND NOT DITGEN_CUDA)
+  add_library(ditgen_fmt INTERFACE)
+  target_link_libraries(ditgen_fmt INTERFACE fmt::fmt)
+else()
   find_path(FMT_INCLUDE_DIR fmt/format.h HINTS ${FMT_ROOT} ${FMT_ROOT}/include REQUIRED)
-  add_library(fmt::fmt INTERFACE IMPORTED)
-  target_include_directories(fmt::fmt INTERFACE ${FMT_INCLUDE_DIR})
-  target_compile_definitions(fmt::fmt INTERFACE FMT_HEADER_ONLY=1)
+  add_library(ditgen_fmt INTERFACE)
+  target_include_directories(ditgen_fmt INTERFACE ${FMT_INCLUDE_DIR})
+  add_compile_definitions(FMT_HEADER_ONLY=1)
 endif()
 
 # CLI11 (header-only)

@@ -43,6 +43,11 @@ std::pair<at::Device, at::ScalarType> resolve_device(const GenerateRequest& req,
   } else {
     fail("--dtype must be bf16, fp16, fp32 or auto, got '{}'", req.dtype);
   }
+  // An fp32 run means fp32 arithmetic: no TF32 in matrix products or convolutions.
+  if (dt == at::kFloat) {
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
   return {device, dt};
 }
 

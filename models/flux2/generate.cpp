@@ -14,6 +14,10 @@ namespace ditgen::flux2 {
 
 io::RunReport generate(const pipeline::GenerateRequest& req, std::shared_ptr<parallel::Context> ctx) {
   const auto& mesh = ctx->mesh();
+  DITGEN_CHECK(mesh.shape().cfg == 1,
+               "--cfg {}: FLUX.2 is guidance-distilled (one transformer call per step), so there is no second CFG "
+               "branch to run in parallel; drop --cfg",
+               mesh.shape().cfg);
   const auto [device, dtype] = pipeline::resolve_device(req, mesh);
 
   // Load.
