@@ -65,3 +65,25 @@ set_tests_properties(mpi.bad_mesh.product PROPERTIES PASS_REGULAR_EXPRESSION "do
 set_tests_properties(mpi.bad_mesh.heads PROPERTIES PASS_REGULAR_EXPRESSION "--tp 3 does not divide")
 set_tests_properties(mpi.bad_mesh.usp_tp PROPERTIES PASS_REGULAR_EXPRESSION "needs exactly 8 ranks")
 set_tests_properties(mpi.bad_mesh.product mpi.bad_mesh.heads mpi.bad_mesh.usp_tp PROPERTIES TIMEOUT 120 LABELS mpi)
+
+# A stuck rank: its peers' collectives time out, the job ends on every rank with a message naming
+# the rank, the group and the operation, well within the CTest timeout (a hang fails the test).
+add_test(NAME mpi.stuck_rank_times_out
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "\\[rank [0-9]/4\\] error: \\[mpi\\] .* on group .* timed out after 3 s"
+                 ${MPIRUN} -np 4 $<TARGET_FILE:ditgen_parallel_check> --ulysses 2 --tp 2 --stall-rank 3 --comm-timeout 3)
+set_tests_properties(mpi.stuck_rank_times_out PROPERTIES TIMEOUT 90 LABELS mpi)
+
+# Per-rank shard loading: under TP-2 each rank reads about half of the transformer's bytes.
+add_test(NAME mpi.shard_loading_tp
+         COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DDITGEN=$<TARGET_FILE:ditgen>
+                 -DMODEL=${CMAKE_CURRENT_BINARY_DIR}/cli/models/good -DWORK=${CMAKE_CURRENT_BINARY_DIR}/shard_loading
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/run_shard_loading.cmake)
+set_tests_properties(mpi.shard_loading_tp PROPERTIES TIMEOUT 300 LABELS mpi FIXTURES_REQUIRED cli_models)
+
+# Sequences shorter than the mesh: some ranks hold no tokens at all.
+foreach(mesh "ring;8" "ulysses;8")
+  list(GET mesh 0 axis)
+  add_test(NAME mpi.transformer_short_seq.np8_${axis}8
+           COMMAND ${MPIRUN} -np 8 $<TARGET_FILE:ditgen_parallel_check> --${axis} 8 --img-h 1 --img-w 2 --txt 3 --batch 1)
+  set_tests_properties(mpi.transformer_short_seq.np8_${axis}8 PROPERTIES TIMEOUT 300 LABELS mpi PROCESSORS 8)
+endforeach()

@@ -40,6 +40,8 @@ nlohmann::json RunReport::to_json() const {
     rs.push_back({{"rank", r.rank},
                   {"load_s", r.load_seconds},
                   {"bytes_read", r.bytes_read},
+                  {"bytes_read_by_component",
+                   {{"transformer", r.bytes_transformer}, {"text_encoder", r.bytes_text_encoder}, {"vae", r.bytes_vae}}},
                   {"host_rss_peak_bytes", r.host_rss_peak},
                   {"device_allocated_peak_bytes", r.device_allocated_peak},
                   {"device_reserved_peak_bytes", r.device_reserved_peak}});
@@ -62,11 +64,12 @@ std::string RunReport::table() const {
     t += fmt::format("  {:<14} {:>10.3f}  (mean of {}, max {:.3f})\n", "per step", sum / step_seconds.size(),
                      step_seconds.size(), mx);
   }
-  t += fmt::format("  {:<5} {:>8} {:>12} {:>14} {:>16} {:>16}\n", "rank", "load s", "read", "host RSS peak",
-                   "device alloc pk", "device rsrv pk");
+  t += fmt::format("  {:<5} {:>8} {:>12} {:>12} {:>14} {:>16} {:>16}\n", "rank", "load s", "read", "(DiT)",
+                   "host RSS peak", "device alloc pk", "device rsrv pk");
   for (const auto& r : ranks) {
-    t += fmt::format("  {:<5} {:>8.2f} {:>12} {:>14} {:>16} {:>16}\n", r.rank, r.load_seconds,
-                     human_bytes(static_cast<double>(r.bytes_read)), human_bytes(static_cast<double>(r.host_rss_peak)),
+    t += fmt::format("  {:<5} {:>8.2f} {:>12} {:>12} {:>14} {:>16} {:>16}\n", r.rank, r.load_seconds,
+                     human_bytes(static_cast<double>(r.bytes_read)), human_bytes(static_cast<double>(r.bytes_transformer)),
+                     human_bytes(static_cast<double>(r.host_rss_peak)),
                      human_bytes(static_cast<double>(r.device_allocated_peak)),
                      human_bytes(static_cast<double>(r.device_reserved_peak)));
   }
@@ -76,7 +79,8 @@ std::string RunReport::table() const {
 std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicator& world) {
   at::Tensor t = at::tensor({mine.load_seconds, static_cast<double>(mine.bytes_read),
                              static_cast<double>(mine.host_rss_peak), static_cast<double>(mine.device_allocated_peak),
-                             static_cast<double>(mine.device_reserved_peak)},
+                             static_cast<double>(mine.device_reserved_peak), static_cast<double>(mine.bytes_transformer),
+                             static_cast<double>(mine.bytes_text_encoder), static_cast<double>(mine.bytes_vae)},
                             at::kDouble)
                      .unsqueeze(0);
   const int n = world.size();
@@ -90,6 +94,9 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicat
     s.host_rss_peak = static_cast<int64_t>(all[r][2].item<double>());
     s.device_allocated_peak = static_cast<int64_t>(all[r][3].item<double>());
     s.device_reserved_peak = static_cast<int64_t>(all[r][4].item<double>());
+    s.bytes_transformer = static_cast<uint64_t>(all[r][5].item<double>());
+    s.bytes_text_encoder = static_cast<uint64_t>(all[r][6].item<double>());
+    s.bytes_vae = static_cast<uint64_t>(all[r][7].item<double>());
     out.push_back(s);
   }
   return out;

@@ -15,7 +15,8 @@ namespace ditgen::io {
 struct RankStats {
   int rank = 0;
   double load_seconds = 0;
-  uint64_t bytes_read = 0;
+  uint64_t bytes_read = 0;  // all components
+  uint64_t bytes_transformer = 0, bytes_text_encoder = 0, bytes_vae = 0;
   int64_t host_rss_peak = 0;
   int64_t device_allocated_peak = 0;
   int64_t device_reserved_peak = 0;

@@ -108,7 +108,10 @@ io::RunReport generate(const pipeline::GenerateRequest& req, std::shared_ptr<par
   io::RankStats mine;
   mine.rank = mesh.rank();
   mine.load_seconds = load_s;
-  mine.bytes_read = pipe.bytes_read();
+  mine.bytes_transformer = pipe.bytes_read().at("transformer");
+  mine.bytes_text_encoder = pipe.bytes_read().at("text_encoder");
+  mine.bytes_vae = pipe.bytes_read().at("vae");
+  mine.bytes_read = mine.bytes_transformer + mine.bytes_text_encoder + mine.bytes_vae;
   const auto mem = runtime::read_memory(device);
   mine.host_rss_peak = mem.host_rss_peak;
   mine.device_allocated_peak = mem.device_allocated_peak;

@@ -170,7 +170,9 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, nn::Weights(tesrc, dtype_, device_), needed);
     tesrc->check_all_used();
   }
-  bytes_read_ = tsrc->bytes_read() + vsrc->bytes_read() + (tesrc ? tesrc->bytes_read() : 0);
+  bytes_read_ = {{"transformer", tsrc->bytes_read()},
+                 {"vae", vsrc->bytes_read()},
+                 {"text_encoder", tesrc ? tesrc->bytes_read() : 0}};
 }
 
 // ---- stages -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,7 +68,8 @@ class Pipeline {
   const Transformer& transformer() const { return *transformer_; }
   const nlohmann::json& defaults() const { return defaults_; }
   const std::string& name() const { return name_; }
-  uint64_t bytes_read() const { return bytes_read_; }
+  // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").
+  const std::map<std::string, uint64_t>& bytes_read() const { return bytes_read_; }
 
   // Builds the pipeline from explicit configs and weight sources (used by the golden cases).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
@@ -85,7 +87,7 @@ class Pipeline {
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<Vae> vae_;
   SchedulerConfig scheduler_;
-  uint64_t bytes_read_ = 0;
+  std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
   friend void export_tiny(const std::string& dir, int transformer_shards);

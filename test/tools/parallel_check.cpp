@@ -5,6 +5,7 @@
 //   mpirun -np 4 ditgen_parallel_check --parallel usp --img 35 --txt 13 --batch 2
 //   mpirun -np 8 ditgen_parallel_check --tp 8 --fixture ../shared/fixtures/models/flux2_transformer_b1_h6w8_t20
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include "lib/dist/launch.h"
 #include "lib/io/checkpoint.h"
@@ -29,6 +30,8 @@ int main(int argc, char** argv) {
   int64_t img_h = 5, img_w = 7, txt = 13, batch = 2;
   double tol = 1e-5;
   std::string device_name = "cpu", dtype_name = "fp32";
+  int stall_rank = -1;
+  double timeout_s = 120;
   app.add_option("--parallel", preset);
   app.add_option("--ulysses", ulysses);
   app.add_option("--ring", ring);
@@ -41,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--tolerance", tol);
   app.add_option("--device", device_name, "cpu (MPI backend) or cuda (NCCL backend)");
   app.add_option("--dtype", dtype_name, "fp32 or bf16");
+  app.add_option("--stall-rank", stall_rank, "this rank stops before the mesh run (tests the collective timeout)");
+  app.add_option("--comm-timeout", timeout_s, "seconds a collective may wait");
   CLI11_PARSE(app, argc, argv);
 
   int code = 0;
@@ -54,7 +59,7 @@ int main(int argc, char** argv) {
     probe.device = device_name;
     probe.dtype = dtype_name;
     const auto [device, dtype] = pipeline::resolve_device(probe, dist::Mesh(shape, launch.world, launch.rank));
-    auto world = dist::make_world(launch, device.is_cuda(), 120);
+    auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
     auto ctx = parallel::Context::create(world, shape);
 
     flux2::TransformerConfig cfg;
@@ -95,6 +100,7 @@ int main(int argc, char** argv) {
     flux2::Transformer single(cfg, nn::Weights(source, dtype, device), parallel::Context::single());
     const at::Tensor ref = single.forward(in);
     flux2::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
+    if (launch.rank == stall_rank) sleep(static_cast<unsigned>(10 * timeout_s + 60));  // a stuck rank
     const at::Tensor out = meshed.forward(in);
 
     verify::Report report;
