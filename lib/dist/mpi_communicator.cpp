@@ -29,6 +29,33 @@ void mpi_wait(std::vector<MPI_Request>& reqs, double timeout_s, const std::strin
   }
 }
 
+MpiGroup::MpiGroup(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  members_.resize(static_cast<size_t>(size_));
+  MPI_Allgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, comm_);
+}
+
+MpiGroup::~MpiGroup() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+}
+
+std::string MpiGroup::label() const {
+  std::string s = name_ + " {";
+  for (int i = 0; i < size_; ++i) s += (i ? "," : "") + std::to_string(members_[static_cast<size_t>(i)]);
+  return s + "}";
+}
+
+MPI_Comm MpiGroup::split(int color, int key) const {
+  MPI_Comm c;
+  MPI_Comm_split(comm_, color, key, &c);
+  return c;
+}
+
 namespace {
 
 int checked_count(int64_t bytes, const std::string& what) {
@@ -52,35 +79,18 @@ class MpiWork : public Work {
 
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, std::string name, double timeout) : comm_(comm), name_(std::move(name)), timeout_(timeout) {
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
-    int world_rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-    members_.resize(size_);
-    MPI_Allgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, comm_);
-  }
-  ~MpiCommunicator() override {
-    if (comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL) {
-      int finalized = 0;
-      MPI_Finalized(&finalized);
-      if (!finalized) MPI_Comm_free(&comm_);
-    }
+  MpiCommunicator(MPI_Comm comm, std::string name, double timeout) : group_(comm, std::move(name)), timeout_(timeout) {
+    rank_ = group_.rank();
+    size_ = group_.size();
   }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
-  std::string name() const override {
-    std::string s = name_ + " {";
-    for (int i = 0; i < size_; ++i) s += (i ? "," : "") + std::to_string(members_[i]);
-    return s + "}";
-  }
+  std::string name() const override { return group_.label(); }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
-    MPI_Comm c;
-    MPI_Comm_split(comm_, color, key, &c);
-    return std::make_shared<MpiCommunicator>(c, name, timeout_);
+    return std::make_shared<MpiCommunicator>(group_.split(color, key), name, timeout_);
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {
@@ -92,7 +102,7 @@ class MpiCommunicator : public Communicator {
     MPI_Datatype type = mpi_type(buf.scalar_type());
     MPI_Op mop = op == ReduceOp::Max ? MPI_MAX : MPI_SUM;
     std::vector<MPI_Request> req(1);
-    MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), checked_count(buf.numel(), "all_reduce"), type, mop, comm_, &req[0]);
+    MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), checked_count(buf.numel(), "all_reduce"), type, mop, comm(), &req[0]);
     mpi_wait(req, timeout_, what("all_reduce"));
     if (op == ReduceOp::Avg) buf.div_(size_);
     if (!buf.is_same(t)) t.copy_(buf);
@@ -118,7 +128,7 @@ class MpiCommunicator : public Communicator {
     at::Tensor out = at::empty(shape, src.options());
     std::vector<MPI_Request> req(1);
     MPI_Iallgatherv(src.data_ptr(), counts[rank_], MPI_BYTE, out.data_ptr(), counts.data(), displs.data(), MPI_BYTE,
-                    comm_, &req[0]);
+                    comm(), &req[0]);
     mpi_wait(req, timeout_, what("all_gather"));
     return out.movedim(0, dim).contiguous();
   }
@@ -149,7 +159,7 @@ class MpiCommunicator : public Communicator {
       if (scounts[r]) std::memcpy(sbuf.data_ptr<uint8_t>() + sdispls[r], sendc[r].data_ptr(), scounts[r]);
     std::vector<MPI_Request> req(1);
     MPI_Ialltoallv(sbuf.data_ptr(), scounts.data(), sdispls.data(), MPI_BYTE, rbuf.data_ptr(), rcounts.data(),
-                   rdispls.data(), MPI_BYTE, comm_, &req[0]);
+                   rdispls.data(), MPI_BYTE, comm(), &req[0]);
     mpi_wait(req, timeout_, what("all_to_all"));
     std::vector<at::Tensor> out;
     for (int r = 0; r < size_; ++r) {
@@ -167,8 +177,8 @@ class MpiCommunicator : public Communicator {
     std::vector<MPI_Request> req(2);
     const int tag = 7;
     MPI_Irecv(recv.data_ptr(), checked_count(recv.numel() * recv.element_size(), "send_recv"), MPI_BYTE, src, tag,
-              comm_, &req[0]);
-    MPI_Isend(s.data_ptr(), checked_count(s.numel() * s.element_size(), "send_recv"), MPI_BYTE, dst, tag, comm_,
+              comm(), &req[0]);
+    MPI_Isend(s.data_ptr(), checked_count(s.numel() * s.element_size(), "send_recv"), MPI_BYTE, dst, tag, comm(),
               &req[1]);
     return std::make_unique<MpiWork>(std::move(req), timeout_, what("send_recv"), s);
   }
@@ -177,13 +187,13 @@ class MpiCommunicator : public Communicator {
     check_cpu(t, "broadcast");
     DITGEN_CHECK(t.is_contiguous(), "internal: broadcast needs a contiguous tensor");
     std::vector<MPI_Request> req(1);
-    MPI_Ibcast(t.data_ptr(), checked_count(t.numel() * t.element_size(), "broadcast"), MPI_BYTE, root, comm_, &req[0]);
+    MPI_Ibcast(t.data_ptr(), checked_count(t.numel() * t.element_size(), "broadcast"), MPI_BYTE, root, comm(), &req[0]);
     mpi_wait(req, timeout_, what("broadcast"));
   }
 
   void barrier() override {
     std::vector<MPI_Request> req(1);
-    MPI_Ibarrier(comm_, &req[0]);
+    MPI_Ibarrier(comm(), &req[0]);
     mpi_wait(req, timeout_, what("barrier"));
   }
 
@@ -208,11 +218,11 @@ class MpiCommunicator : public Communicator {
     }
   }
 
-  MPI_Comm comm_;
-  std::string name_;
+  MPI_Comm comm() const { return group_.comm(); }
+
+  MpiGroup group_;
   double timeout_;
   int rank_ = 0, size_ = 1;
-  std::vector<int> members_;
 };
 
 }  // namespace

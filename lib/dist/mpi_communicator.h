@@ -10,6 +10,29 @@
 
 namespace ditgen::dist {
 
+// An MPI communicator with its members' world ranks, freed on destruction: the group part that the
+// MPI and NCCL backends share. `label()` is "name {0,2,4,6}" for messages.
+class MpiGroup {
+ public:
+  MpiGroup(MPI_Comm comm, std::string name);
+  ~MpiGroup();
+  MpiGroup(const MpiGroup&) = delete;
+  MpiGroup& operator=(const MpiGroup&) = delete;
+
+  MPI_Comm comm() const { return comm_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  std::string label() const;
+  // Collective: the sub-group of ranks with equal `color`, ordered by `key`.
+  MPI_Comm split(int color, int key) const;
+
+ private:
+  MPI_Comm comm_;
+  std::string name_;
+  int rank_ = 0, size_ = 1;
+  std::vector<int> members_;
+};
+
 // The world communicator over MPI_COMM_WORLD.
 std::shared_ptr<Communicator> make_mpi_world(double timeout_s);
 

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "lib/dist/mpi_communicator.h"
 #include "lib/dist/nccl_communicator.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
@@ -103,42 +104,27 @@ class NcclWork : public Work {
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(MPI_Comm mpi, std::string name, double timeout) : mpi_(mpi), name_(std::move(name)), timeout_(timeout) {
-    MPI_Comm_rank(mpi_, &rank_);
-    MPI_Comm_size(mpi_, &size_);
-    int world_rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-    members_.resize(size_);
-    MPI_Allgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, mpi_);
+  NcclCommunicator(MPI_Comm mpi, std::string name, double timeout) : group_(mpi, std::move(name)), timeout_(timeout) {
+    rank_ = group_.rank();
+    size_ = group_.size();
     device_ = c10::cuda::current_device();
     ncclUniqueId id;
     if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id), "ncclGetUniqueId for " + this->name());
-    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_);
+    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_.comm());
     NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank for " + this->name());
     stream_ = std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_));
   }
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
-    if (mpi_ != MPI_COMM_WORLD) {
-      int finalized = 0;
-      MPI_Finalized(&finalized);
-      if (!finalized) MPI_Comm_free(&mpi_);
-    }
   }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
-  std::string name() const override {
-    std::string s = name_ + " {";
-    for (int i = 0; i < size_; ++i) s += (i ? "," : "") + std::to_string(members_[i]);
-    return s + "}";
-  }
+  std::string name() const override { return group_.label(); }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
-    MPI_Comm c;
-    MPI_Comm_split(mpi_, color, key, &c);
-    return std::make_shared<NcclCommunicator>(c, name, timeout_);
+    return std::make_shared<NcclCommunicator>(group_.split(color, key), name, timeout_);
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {
@@ -268,12 +254,10 @@ class NcclCommunicator : public Communicator {
   // The compute stream waits for the operation (no host synchronisation).
   void end_and_wait(const std::string& what) { record(what)->block(c10::cuda::getCurrentCUDAStream()); }
 
-  MPI_Comm mpi_;
-  std::string name_;
+  MpiGroup group_;
   double timeout_;
   int rank_ = 0, size_ = 1;
   c10::DeviceIndex device_ = 0;
-  std::vector<int> members_;
   ncclComm_t comm_ = nullptr;
   std::unique_ptr<c10::cuda::CUDAStream> stream_;
 };

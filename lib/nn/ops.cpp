@@ -100,17 +100,19 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
   return math_attention(q, k, v, std::nullopt, /*want_lse=*/true);
 }
 
-at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  // Pairs (x[2p], x[2p+1]) rotate by angle p: y0 = a c - b s, y1 = b c + a s.
-  at::Tensor xf = x.to(at::kFloat);
+at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs) {
+  // (a + ib)(c + is) = (ac - bs) + i(as + bc): y[2p] = a c - b s, y[2p+1] = b c + a s.
+  at::Tensor xf = x.to(at::kFloat).contiguous();
   auto shape = xf.sizes().vec();
   shape.back() /= 2;
   shape.push_back(2);
-  at::Tensor pairs = xf.reshape(shape);
-  at::Tensor a = pairs.select(-1, 0), b = pairs.select(-1, 1);
-  at::Tensor rotated = at::stack({-b, a}, -1).flatten(-2);       // [-x1, x0, -x3, x2, ...]
-  at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);          // [S, 1, D] broadcast over heads
-  return (xf * c + rotated * s).to(x.scalar_type());
+  at::Tensor rotated = at::view_as_complex(xf.view(shape)) * freqs.unsqueeze(1);  // [B, S, H, D/2]
+  return at::view_as_real(rotated).flatten(-2).to(x.scalar_type());
+}
+
+at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t d = cos.size(-1);
+  return at::complex(cos.slice(-1, 0, d, 2).contiguous(), sin.slice(-1, 0, d, 2).contiguous());
 }
 
 at::Tensor rope_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

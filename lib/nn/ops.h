@@ -34,9 +34,12 @@ struct AttentionLse {
 };
 AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-// Interleaved-pair rotary embedding (FLUX.2 DiT): x [B, S, H, D], cos/sin [S, D] float32 with
-// repeated pairs; computed in fp32, returned in x's dtype.
-at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// Interleaved-pair rotary embedding (FLUX.2 DiT): pair p of x [B, S, H, D] is rotated by the
+// complex64 factor freqs[s, p] = cos + i sin ([S, D/2]); computed in fp32 as one complex product,
+// returned in x's dtype.
+at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs);
+// The complex factors from cos/sin tables [S, D] whose entries repeat per pair.
+at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin);
 
 // Half-split ("rotate_half") rotary embedding (Mistral / Qwen / Gemma): x [B, S, H, D], cos/sin
 // [B or 1, S, D] in x's dtype.

@@ -64,8 +64,9 @@ class Transformer {
     at::Tensor x, c;                    // [B, N_loc, D] image and [B, L_loc, D] text streams
     at::Tensor h;                       // [B, L_loc + N_loc, D] joint stream (single blocks)
     at::Tensor temb;                    // [B, D]
-    std::vector<at::Tensor> mod_img, mod_txt, mod_single;  // [B, 1, D] each
-    at::Tensor rope_cos, rope_sin;      // [L_loc + N_loc, head_dim] float32, text first
+    // [B, 1, D] each: (shift, 1 + scale, gate) per sub-layer; the scales already carry the +1.
+    std::vector<at::Tensor> mod_img, mod_txt, mod_single;
+    at::Tensor rope;                    // [L_loc + N_loc, head_dim/2] complex64, text first
     std::vector<int64_t> local_lens;    // joint local length of every CP chunk
     int64_t txt_local = 0, img_full = 0;
   };
