@@ -123,6 +123,15 @@ int main(int argc, char** argv) {
   at::Tensor rope = nn::rope_pair_factors(cs, cs);
   add("rope interleaved (q)", time_it(dev, reps, [&] { nn::rope_interleaved(q, rope); }), 0, 2.0 * 2 * S * D + 4.0 * S * hd);
   at::Tensor w = at::randn({hd}, opt);
+  {
+    // The fused QK norm + RoPE kernel against the ATen composition, on fresh random data.
+    at::Tensor fused = nn::qk_norm_rope(q, w, 1e-6, rope);
+    at::Tensor plain = nn::rope_interleaved(nn::rms_norm(q, w, 1e-6), rope);
+    const double err = ((fused.to(at::kFloat) - plain.to(at::kFloat)).norm() / plain.to(at::kFloat).norm()).item<double>();
+    std::printf("qk_norm_rope fused vs ATen: rel %.2e\n", err);
+    out["qk_norm_rope_rel_err"] = err;
+  }
+  add("qk norm + rope (fused on CUDA)", time_it(dev, reps, [&] { nn::qk_norm_rope(q, w, 1e-6, rope); }), 0, 2.0 * 2 * S * D);
   add("rms_norm per head (q)", time_it(dev, reps, [&] { nn::rms_norm(q, w, 1e-6); }), 0, 2.0 * 2 * S * D);
   at::Tensor sc = at::randn({1, 1, D}, opt), sh = at::randn({1, 1, D}, opt);
   add("shift + layer_norm * scale1 (addcmul)", time_it(dev, reps, [&] { at::addcmul(sh, nn::layer_norm(x, 1e-6), sc); }), 0,

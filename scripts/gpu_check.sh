@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ (headers, libutf8proc, fixture cases; see bench/README.md).
-# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|bench|all]
+# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -22,7 +22,7 @@ if [[ $what == build || $what == all ]]; then
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
     -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
-  ninja -C $B ditgen ditgen_parallel_check > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
+  ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"
 fi
 
@@ -47,18 +47,28 @@ if [[ $what == checks || $what == all ]]; then
   if (( ngpu >= 2 )); then for m in "${meshes2[@]}"; do run_mesh 2 $m; done; fi
   if (( ngpu >= 4 )); then for m in "${meshes4[@]}"; do run_mesh 4 $m; done; fi
   $D flux2 --warmup 1 -o /tmp/tiny/ > /tmp/tiny_1gpu.log 2>&1; tail -14 /tmp/tiny_1gpu.log | tee -a "$summary"
+  # A stuck rank under NCCL: the watchdog ends the job with the rank, group and operation.
+  t0=$(date +%s)
+  timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank 1 --comm-timeout 5 > /tmp/stall.log 2>&1
+  note "nccl stuck rank: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
+fi
+
+if [[ $what == blocks || $what == all ]]; then
+  for tp in 1 4; do
+    $B/ditgen_bench_blocks --tp $tp --json "$OUT/blocks_tp$tp.json" 2>&1 | sed "s/^/[blocks tp$tp] /" | tee -a "$summary"
+  done
 fi
 
 if [[ $what == bench || $what == all ]]; then
   D=$B/ditgen
   ngpu=$(nvidia-smi -L | wc -l)
   # FLUX.2-dev at its real size with random weights, 1024x1024, 28 steps, guidance 4.
-  for mesh in "--tp 4" "--ulysses 2 --tp 2"; do
+  for mesh in "--tp 4" "--ulysses 2 --tp 2" "--ring 2 --tp 2"; do
     (( ngpu >= 4 )) || break
     tag=$(echo $mesh | tr -d ' -')
     timeout 420 $MPI -np 4 $D flux2 --random-weights --warmup 1 --warmup-steps 2 --track-memory $mesh \
-      -o /tmp/bench/bench_$tag.png > "$OUT/bench_$tag.log" 2>&1
-    note "bench $mesh: rc=$?"; tail -16 "$OUT/bench_$tag.log" | tee -a "$summary"; cp /tmp/bench/bench_$tag.json "$OUT/" 2>/dev/null
+      -o /tmp/bench/bench_$tag.png > /tmp/bench_$tag.log 2>&1
+    note "bench $mesh: rc=$?"; tail -16 /tmp/bench_$tag.log | tee -a "$summary"; cp /tmp/bench/bench_$tag.json "$OUT/" 2>/dev/null
   done
 fi
 echo "=== summary ==="; cat "$summary"

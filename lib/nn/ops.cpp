@@ -6,6 +6,12 @@
 
 #include "lib/runtime/error.h"
 
+#ifdef DITGEN_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "lib/nn/qk_norm_rope_cuda.h"
+#endif
+
 namespace ditgen::nn {
 
 at::Tensor layer_norm(const at::Tensor& x, double eps) {
@@ -15,9 +21,13 @@ at::Tensor layer_norm(const at::Tensor& x, double eps) {
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+#if TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
+  return at::rms_norm(x, {x.size(-1)}, weight, eps);
+#else
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor r = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
-  return (xf * r * weight.to(at::kFloat)).to(x.scalar_type());
+  return (xf * r).to(x.scalar_type()) * weight;
+#endif
 }
 
 at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -108,6 +118,26 @@ at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs) {
   shape.push_back(2);
   at::Tensor rotated = at::view_as_complex(xf.view(shape)) * freqs.unsqueeze(1);  // [B, S, H, D/2]
   return at::view_as_real(rotated).flatten(-2).to(x.scalar_type());
+}
+
+at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs) {
+#ifdef DITGEN_CUDA
+  const int64_t D = x.size(3);
+  const bool fused = x.is_cuda() && x.dim() == 4 && x.scalar_type() == at::kBFloat16 &&
+                     weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() && x.stride(3) == 1 &&
+                     D % 2 == 0 && x.stride(0) % 2 == 0 && x.stride(1) % 2 == 0 && x.stride(2) % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0 && freqs.scalar_type() == at::kComplexFloat &&
+                     freqs.is_contiguous() && freqs.size(0) == x.size(1) && freqs.size(1) == D / 2;
+  if (fused) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    const bool ok = qk_norm_rope_bf16(x.data_ptr(), x.size(0), x.size(1), x.size(2), D, x.stride(0), x.stride(1),
+                                      x.stride(2), weight.data_ptr(), freqs.data_ptr(), static_cast<float>(eps),
+                                      out.data_ptr(), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    DITGEN_CHECK(ok, "the fused QK norm + RoPE kernel failed to launch");
+    return out;
+  }
+#endif
+  return rope_interleaved(rms_norm(x, weight, eps), freqs);
 }
 
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin) {

@@ -14,7 +14,7 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::op
 // LayerNorm over the last dim without affine parameters (FLUX.2 blocks); statistics in fp32.
 at::Tensor layer_norm(const at::Tensor& x, double eps);
 
-// torch.nn.RMSNorm semantics: normalise in fp32, multiply by the weight, cast back.
+// torch.nn.RMSNorm semantics: normalise in fp32, cast back, multiply by the weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // HF Llama/Mistral RMSNorm: normalise in fp32, cast to the input dtype, then multiply the weight.
 at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, double eps);
@@ -38,6 +38,10 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
 // complex64 factor freqs[s, p] = cos + i sin ([S, D/2]); computed in fp32 as one complex product,
 // returned in x's dtype.
 at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs);
+// Per-head RMSNorm (torch.nn.RMSNorm with `weight` [D]) followed by rope_interleaved: one fused
+// kernel for bf16 on CUDA, the ATen composition elsewhere. x [B, S, H, D] (last dim contiguous).
+at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs);
+
 // The complex factors from cos/sin tables [S, D] whose entries repeat per pair.
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin);
 

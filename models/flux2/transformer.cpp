@@ -219,8 +219,8 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
 
   // Split text and image tokens over the CP group once; positions stay global through the ids.
   auto ids2d = [](const at::Tensor& ids) { return ids.dim() == 3 ? ids[0] : ids; };
-  at::Tensor img_ids = parallel::split_sequence(ids2d(in.img_ids), 0, ctx);
-  at::Tensor txt_ids = parallel::split_sequence(ids2d(in.txt_ids), 0, ctx);
+  at::Tensor img_ids = parallel::split_sequence(ids2d(in.img_ids).to(dev), 0, ctx);
+  at::Tensor txt_ids = parallel::split_sequence(ids2d(in.txt_ids).to(dev), 0, ctx);
   s.x = nn::linear(parallel::split_sequence(in.hidden_states, 1, ctx).to(dev, dt), x_embedder_);
   s.c = nn::linear(parallel::split_sequence(in.encoder_hidden_states, 1, ctx).to(dev, dt), context_embedder_);
   s.txt_local = s.c.size(1);
@@ -244,17 +244,15 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
   at::Tensor nx = at::addcmul(m[0], nn::layer_norm(s.x, eps), m[1]);
   at::Tensor nc = at::addcmul(mc[0], nn::layer_norm(s.c, eps), mc[1]);
   auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({B, len, heads_local_, hd}); };
-  at::Tensor q = nn::rms_norm(heads(nn::linear(nx, b.to_q), N), b.norm_q, eps);
-  at::Tensor k = nn::rms_norm(heads(nn::linear(nx, b.to_k), N), b.norm_k, eps);
-  at::Tensor v = heads(nn::linear(nx, b.to_v), N);
-  at::Tensor qc = nn::rms_norm(heads(nn::linear(nc, b.add_q), L), b.norm_added_q, eps);
-  at::Tensor kc = nn::rms_norm(heads(nn::linear(nc, b.add_k), L), b.norm_added_k, eps);
-  at::Tensor vc = heads(nn::linear(nc, b.add_v), L);
-
-  // Joint attention over [text, image]; RoPE on Q and K only.
-  at::Tensor Q = nn::rope_interleaved(at::cat({qc, q}, 1), s.rope);  // [B, L+N, h, hd]
-  at::Tensor K = nn::rope_interleaved(at::cat({kc, k}, 1), s.rope);
-  at::Tensor V = at::cat({vc, v}, 1);
+  // QK norm then RoPE (text rows first in the table), V plain; joint attention over [text, image].
+  const at::Tensor rope_txt = s.rope.narrow(0, 0, L), rope_img = s.rope.narrow(0, L, N);
+  at::Tensor q = nn::qk_norm_rope(heads(nn::linear(nx, b.to_q), N), b.norm_q, eps, rope_img);
+  at::Tensor k = nn::qk_norm_rope(heads(nn::linear(nx, b.to_k), N), b.norm_k, eps, rope_img);
+  at::Tensor qc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_q), L), b.norm_added_q, eps, rope_txt);
+  at::Tensor kc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_k), L), b.norm_added_k, eps, rope_txt);
+  at::Tensor Q = at::cat({qc, q}, 1);  // [B, L+N, h, hd]
+  at::Tensor K = at::cat({kc, k}, 1);
+  at::Tensor V = at::cat({heads(nn::linear(nc, b.add_v), L), heads(nn::linear(nx, b.to_v), N)}, 1);
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_).reshape({B, L + N, heads_local_ * hd});
 
   s.x = at::addcmul(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out));
@@ -273,8 +271,8 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
   at::Tensor n = at::addcmul(m[0], nn::layer_norm(s.h, cfg_.eps), m[1]);
   at::Tensor P = nn::linear(n, b.qkv_mlp);  // [B, S, 3 D/tp + 2 F/tp]: [q | k | v | gate | up]
   auto heads = [&](int64_t off) { return P.narrow(-1, off, dl).reshape({B, S, heads_local_, hd}); };
-  at::Tensor q = nn::rope_interleaved(nn::rms_norm(heads(0), b.norm_q, cfg_.eps), s.rope);
-  at::Tensor k = nn::rope_interleaved(nn::rms_norm(heads(dl), b.norm_k, cfg_.eps), s.rope);
+  at::Tensor q = nn::qk_norm_rope(heads(0), b.norm_q, cfg_.eps, s.rope);
+  at::Tensor k = nn::qk_norm_rope(heads(dl), b.norm_k, cfg_.eps, s.rope);
   at::Tensor v = heads(2 * dl);
   at::Tensor mlp = swiglu(P.narrow(-1, 3 * dl, 2 * mlp_local_));
   at::Tensor a = parallel::attention(q, k, v, s.local_lens, *ctx_).reshape({B, S, dl});

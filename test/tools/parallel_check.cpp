@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     ctx->world().all_reduce(ok, dist::ReduceOp::Sum);
     report.print();
     code = ok.item<double>() == launch.world ? 0 : 1;
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     log::error_line(e.what());
     code = 2;
     if (launch.world > 1) dist::abort_job(code);
