@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ (headers, libutf8proc, fixture cases; see bench/README.md).
-# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|all]
+# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -13,7 +13,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all ]]; then
+if [[ $what == build || $what == all || $what == quick ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -51,6 +51,17 @@ if [[ $what == checks || $what == all ]]; then
   t0=$(date +%s)
   timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank 1 --comm-timeout 5 > /tmp/stall.log 2>&1
   note "nccl stuck rank: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
+fi
+
+if [[ $what == quick ]]; then
+  D=$B/ditgen; P=$B/test/ditgen_parallel_check; F=$G/fixtures
+  $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype fp32 2>&1 | tee -a "$summary"
+  timeout 120 $MPI -np 2 $P --ulysses 2 --device cuda --dtype bf16 --tolerance 2e-2 2>&1 | grep -E "PASS|FAIL|error" | tee -a "$summary"
+  for stall in 0 1; do
+    t0=$(date +%s)
+    timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank $stall --comm-timeout 5 > /tmp/stall.log 2>&1
+    note "nccl stuck rank $stall: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
+  done
 fi
 
 if [[ $what == blocks || $what == all ]]; then

@@ -5,11 +5,11 @@
 #include <mpi.h>
 #include <nccl.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <list>
 #include <mutex>
 #include <thread>
 
@@ -43,49 +43,69 @@ ncclDataType_t nccl_type(at::ScalarType t) {
   }
 }
 
-// One process-wide watchdog: operations register their completion event; an operation still
-// incomplete after its deadline ends the job on this rank with a message naming it (peers then
-// fail or time out the same way, and mpirun ends the rest).
+// One process-wide watchdog thread. It watches two things: host calls into NCCL that have not
+// returned (the first collective on a communicator connects to its peers and blocks there), and
+// device work whose completion event has not fired. Either past its deadline ends this rank with a
+// message naming the operation; mpirun then ends the other ranks.
 class Watchdog {
  public:
   static Watchdog& get() {
-    static Watchdog w;
-    return w;
+    static Watchdog* w = new Watchdog();  // never destroyed: its detached thread outlives static destruction
+    return *w;
+  }
+
+  // Marks a host call in progress until the returned guard is destroyed.
+  class HostCall {
+   public:
+    HostCall(Watchdog& w, std::list<std::pair<std::string, double>>::iterator it) : w_(w), it_(it) {}
+    ~HostCall() {
+      std::lock_guard<std::mutex> lock(w_.mu_);
+      w_.host_.erase(it_);
+    }
+
+   private:
+    Watchdog& w_;
+    std::list<std::pair<std::string, double>>::iterator it_;
+  };
+  std::unique_ptr<HostCall> host_call(const std::string& what, double timeout_s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    timeout_ = timeout_s;
+    host_.emplace_back(what, runtime::now_seconds() + timeout_s);
+    return std::make_unique<HostCall>(*this, std::prev(host_.end()));
   }
   void watch(std::shared_ptr<at::cuda::CUDAEvent> ev, std::string what, double timeout_s) {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back({std::move(ev), std::move(what), runtime::now_seconds() + timeout_s, timeout_s});
-  }
-  ~Watchdog() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
+    timeout_ = timeout_s;
+    pending_.push_back({std::move(ev), std::move(what), runtime::now_seconds() + timeout_s});
   }
 
  private:
   struct Item {
     std::shared_ptr<at::cuda::CUDAEvent> ev;
     std::string what;
-    double deadline, timeout;
+    double deadline;
   };
-  Watchdog() : thread_([this] { loop(); }) {}
+  Watchdog() : thread_([this] { loop(); }) { thread_.detach(); }
+  [[noreturn]] void expire(const std::string& what) {
+    log::error_line(fmt::format("[nccl] {} timed out after {:.0f} s: a peer rank is stuck or gone (--comm-timeout)",
+                                what, timeout_));
+    std::_Exit(4);  // not MPI_Abort: MPI is single-threaded here and the main thread may be inside NCCL
+  }
   void loop() {
-    while (!stop_) {
+    for (;;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       std::lock_guard<std::mutex> lock(mu_);
+      const double now = runtime::now_seconds();
+      for (const auto& [what, deadline] : host_)
+        if (now > deadline) expire(what);
       while (!pending_.empty() && pending_.front().ev->query()) pending_.pop_front();
-      if (!pending_.empty() && runtime::now_seconds() > pending_.front().deadline) {
-        log::error_line(fmt::format("[nccl] {} timed out after {:.0f} s: a peer rank is stuck or gone (--comm-timeout)",
-                                    pending_.front().what, pending_.front().timeout));
-        int mpi = 0;
-        MPI_Initialized(&mpi);
-        if (mpi) MPI_Abort(MPI_COMM_WORLD, 4);
-        std::_Exit(4);
-      }
+      if (!pending_.empty() && now > pending_.front().deadline) expire(pending_.front().what);
     }
   }
   std::mutex mu_;
+  std::list<std::pair<std::string, double>> host_;
   std::deque<Item> pending_;
-  std::atomic<bool> stop_{false};
+  double timeout_ = 0;
   std::thread thread_;
 };
 
@@ -110,6 +130,7 @@ class NcclCommunicator : public Communicator {
     device_ = c10::cuda::current_device();
     ncclUniqueId id;
     if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id), "ncclGetUniqueId for " + this->name());
+    auto guard = Watchdog::get().host_call(what("ncclCommInitRank"), timeout_);
     MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_.comm());
     NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank for " + this->name());
     stream_ = std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_));
@@ -135,7 +156,7 @@ class NcclCommunicator : public Communicator {
       return;
     }
     at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
-    begin();
+    auto guard = begin("all_reduce");
     const ncclRedOp_t rop = op == ReduceOp::Sum ? ncclSum : op == ReduceOp::Avg ? ncclAvg : ncclMax;
     NCCL_CHECK(ncclAllReduce(buf.data_ptr(), buf.data_ptr(), buf.numel(), nccl_type(buf.scalar_type()), rop, comm_,
                              stream()),
@@ -159,7 +180,7 @@ class NcclCommunicator : public Communicator {
     const int64_t row = src.numel() / std::max<int64_t>(src.size(0), 1);
     int64_t inner = 1;
     for (size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
-    begin();
+    auto guard = begin("all_gather");
     if (even) {
       NCCL_CHECK(ncclAllGather(src.data_ptr(), out.data_ptr(), src.numel(), nccl_type(src.scalar_type()), comm_, stream()),
                  what("all_gather"));
@@ -190,7 +211,7 @@ class NcclCommunicator : public Communicator {
     std::vector<at::Tensor> sendc, out;
     for (const auto& s : send) sendc.push_back(s.contiguous());
     for (const auto& shape : recv_shapes) out.push_back(at::empty(shape, sendc[0].options()));
-    begin();
+    auto guard = begin("all_to_all");
     NCCL_CHECK(ncclGroupStart(), what("all_to_all"));
     for (int r = 0; r < size_; ++r) {
       const size_t sb = sendc[r].numel() * sendc[r].element_size();
@@ -205,7 +226,7 @@ class NcclCommunicator : public Communicator {
 
   std::unique_ptr<Work> send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override {
     at::Tensor s = send.contiguous();
-    begin();
+    auto guard = begin("send_recv");
     NCCL_CHECK(ncclGroupStart(), what("send_recv"));
     NCCL_CHECK(ncclSend(s.data_ptr(), s.numel() * s.element_size(), ncclUint8, dst, comm_, stream()), what("send_recv"));
     NCCL_CHECK(ncclRecv(recv.data_ptr(), recv.numel() * recv.element_size(), ncclUint8, src, comm_, stream()),
@@ -222,7 +243,7 @@ class NcclCommunicator : public Communicator {
       t.copy_(d.cpu());
       return;
     }
-    begin();
+    auto guard = begin("broadcast");
     NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel() * t.element_size(), ncclUint8, root, comm_, stream()),
                what("broadcast"));
     end_and_wait(what("broadcast"));
@@ -239,11 +260,14 @@ class NcclCommunicator : public Communicator {
   std::string what(const char* op) const {
     return fmt::format("[rank {}/{}] {} on group {}", log::rank(), log::world(), op, name());
   }
-  // The communicator stream waits for the compute stream's pending work (inputs are ready).
-  void begin() {
+  // The communicator stream waits for the compute stream's pending work (inputs are ready); the
+  // returned guard lets the watchdog see the host call until the operation is enqueued.
+  std::unique_ptr<Watchdog::HostCall> begin(const char* op) {
+    auto guard = Watchdog::get().host_call(what(op), timeout_);
     at::cuda::CUDAEvent ready;
     ready.record(c10::cuda::getCurrentCUDAStream());
     ready.block(*stream_);
+    return guard;
   }
   std::shared_ptr<at::cuda::CUDAEvent> record(const std::string& what) {
     auto done = std::make_shared<at::cuda::CUDAEvent>();
