@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
 
   auto state = model.prepare(in);
   const double attn_flop = 4.0 * S * S * D;
-  const double dbl_flop = 2.0 * S * (4.0 * D * D + 2.0 * D * F + 2.0 * D * F + F * D) + attn_flop;
+  // A double block applies one stream's weights (q, k, v, out: 4 D^2; SwiGLU MLP: 3 D F) to each token.
+  const double dbl_flop = 2.0 * S * (4.0 * D * D + 3.0 * D * F) + attn_flop;
   const double sgl_flop = 2.0 * S * (D * (3.0 * D + 2.0 * F) + (D + F) * D) + attn_flop;
   add("double block", time_it(dev, reps, [&] {
         auto s = state;

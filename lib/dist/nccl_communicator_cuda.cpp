@@ -258,7 +258,7 @@ class NcclCommunicator : public Communicator {
  private:
   cudaStream_t stream() const { return stream_->stream(); }
   std::string what(const char* op) const {
-    return fmt::format("[rank {}/{}] {} on group {}", log::rank(), log::world(), op, name());
+    return fmt::format("{} on group {}", op, name());  // the log line adds "[rank r/w]"
   }
   // The communicator stream waits for the compute stream's pending work (inputs are ready); the
   // returned guard lets the watchdog see the host call until the operation is enqueued.
