@@ -87,3 +87,9 @@ foreach(mesh "ring;8" "ulysses;8")
            COMMAND ${MPIRUN} -np 8 $<TARGET_FILE:ditgen_parallel_check> --${axis} 8 --img-h 1 --img-w 2 --txt 3 --batch 1)
   set_tests_properties(mpi.transformer_short_seq.np8_${axis}8 PROPERTIES TIMEOUT 300 LABELS mpi PROCESSORS 8)
 endforeach()
+
+# A dead rank (exits without a word): mpirun ends the job on every rank; nothing waits forever.
+add_test(NAME mpi.dead_rank_ends_job
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "."
+                 ${MPIRUN} -np 4 $<TARGET_FILE:ditgen_parallel_check> --ulysses 2 --tp 2 --die-rank 2 --comm-timeout 30)
+set_tests_properties(mpi.dead_rank_ends_job PROPERTIES TIMEOUT 90 LABELS mpi)

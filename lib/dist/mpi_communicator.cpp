@@ -29,13 +29,16 @@ void mpi_wait(std::vector<MPI_Request>& reqs, double timeout_s, const std::strin
   }
 }
 
-MpiGroup::MpiGroup(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+MpiGroup::MpiGroup(MPI_Comm comm, std::string name, double timeout_s)
+    : comm_(comm), name_(std::move(name)), timeout_(timeout_s) {
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   int world_rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   members_.resize(static_cast<size_t>(size_));
-  MPI_Allgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, comm_);
+  std::vector<MPI_Request> req(1);
+  MPI_Iallgather(&world_rank, 1, MPI_INT, members_.data(), 1, MPI_INT, comm_, &req[0]);
+  mpi_wait(req, timeout_, "creating group " + name_);
 }
 
 MpiGroup::~MpiGroup() {
@@ -50,7 +53,10 @@ std::string MpiGroup::label() const {
   return s + "}";
 }
 
-MPI_Comm MpiGroup::split(int color, int key) const {
+MPI_Comm MpiGroup::split(int color, int key, const std::string& what) const {
+  std::vector<MPI_Request> req(1);
+  MPI_Ibarrier(comm_, &req[0]);
+  mpi_wait(req, timeout_, "split of group " + label() + " into " + what);
   MPI_Comm c;
   MPI_Comm_split(comm_, color, key, &c);
   return c;
@@ -79,7 +85,8 @@ class MpiWork : public Work {
 
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, std::string name, double timeout) : group_(comm, std::move(name)), timeout_(timeout) {
+  MpiCommunicator(MPI_Comm comm, std::string name, double timeout)
+      : group_(comm, std::move(name), timeout), timeout_(timeout) {
     rank_ = group_.rank();
     size_ = group_.size();
   }
@@ -90,7 +97,7 @@ class MpiCommunicator : public Communicator {
   std::string name() const override { return group_.label(); }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
-    return std::make_shared<MpiCommunicator>(group_.split(color, key), name, timeout_);
+    return std::make_shared<MpiCommunicator>(group_.split(color, key, name), name, timeout_);
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {

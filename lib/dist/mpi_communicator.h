@@ -14,7 +14,8 @@ namespace ditgen::dist {
 // MPI and NCCL backends share. `label()` is "name {0,2,4,6}" for messages.
 class MpiGroup {
  public:
-  MpiGroup(MPI_Comm comm, std::string name);
+  // Collective; `timeout_s` bounds the wait for every member to arrive.
+  MpiGroup(MPI_Comm comm, std::string name, double timeout_s);
   ~MpiGroup();
   MpiGroup(const MpiGroup&) = delete;
   MpiGroup& operator=(const MpiGroup&) = delete;
@@ -23,12 +24,14 @@ class MpiGroup {
   int rank() const { return rank_; }
   int size() const { return size_; }
   std::string label() const;
-  // Collective: the sub-group of ranks with equal `color`, ordered by `key`.
-  MPI_Comm split(int color, int key) const;
+  // Collective: the sub-group of ranks with equal `color`, ordered by `key`. A barrier with the
+  // timeout comes first, because MPI_Comm_split itself would wait forever for a missing rank.
+  MPI_Comm split(int color, int key, const std::string& what) const;
 
  private:
   MPI_Comm comm_;
   std::string name_;
+  double timeout_;
   int rank_ = 0, size_ = 1;
   std::vector<int> members_;
 };

@@ -124,7 +124,8 @@ class NcclWork : public Work {
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(MPI_Comm mpi, std::string name, double timeout) : group_(mpi, std::move(name)), timeout_(timeout) {
+  NcclCommunicator(MPI_Comm mpi, std::string name, double timeout)
+      : group_(mpi, std::move(name), timeout), timeout_(timeout) {
     rank_ = group_.rank();
     size_ = group_.size();
     device_ = c10::cuda::current_device();
@@ -145,7 +146,7 @@ class NcclCommunicator : public Communicator {
   std::string name() const override { return group_.label(); }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
-    return std::make_shared<NcclCommunicator>(group_.split(color, key), name, timeout_);
+    return std::make_shared<NcclCommunicator>(group_.split(color, key, name), name, timeout_);
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {

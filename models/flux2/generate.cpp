@@ -1,5 +1,4 @@
 // `ditgen flux2`: the run a user asks for, from defaults to the written PNG and report.
-#include <sys/stat.h>
 
 #include "lib/io/image.h"
 #include "lib/io/json.h"

@@ -1,6 +1,5 @@
 #include "models/flux2/pipeline.h"
 
-#include <sys/stat.h>
 
 #include "lib/io/checkpoint.h"
 #include "lib/io/image.h"

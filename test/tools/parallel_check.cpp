@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   int64_t img_h = 5, img_w = 7, txt = 13, batch = 2;
   double tol = 1e-5;
   std::string device_name = "cpu", dtype_name = "fp32";
-  int stall_rank = -1;
+  int stall_rank = -1, die_rank = -1;
   double timeout_s = 120;
   app.add_option("--parallel", preset);
   app.add_option("--ulysses", ulysses);
@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype_name, "fp32 or bf16");
   app.add_option("--stall-rank", stall_rank, "this rank stops before the mesh run (tests the collective timeout)");
   app.add_option("--comm-timeout", timeout_s, "seconds a collective may wait");
+  app.add_option("--die-rank", die_rank, "this rank exits abruptly before the mesh run (a dead rank)");
   CLI11_PARSE(app, argc, argv);
 
   int code = 0;
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
     const at::Tensor ref = single.forward(in);
     flux2::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
     if (launch.rank == stall_rank) sleep(static_cast<unsigned>(10 * timeout_s + 60));  // a stuck rank
+    if (launch.rank == die_rank) std::_Exit(9);                                         // a dead one
     const at::Tensor out = meshed.forward(in);
 
     verify::Report report;
