@@ -7,6 +7,7 @@
 #endif
 
 #include "lib/runtime/error.h"
+#include "lib/runtime/metrics.h"
 
 namespace ditgen::nn {
 
@@ -46,14 +47,22 @@ at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int6
   return store_->read(full, slice, dtype, device);
 }
 
+bool CheckpointSource::ignored(const std::string& k) const {
+  for (const auto& p : ignore_)
+    if (starts_with(k, p) || (p[0] == '.' && ends_with(k, p))) return true;
+  return false;
+}
+
+int64_t CheckpointSource::expected_count() const {
+  int64_t n = 0;
+  for (const auto& k : store_->keys()) n += ignored(k) ? 0 : 1;
+  return n;
+}
+
 void CheckpointSource::check_all_used() const {
   std::vector<std::string> unexpected;
-  for (const auto& k : store_->keys()) {
-    if (used_.count(k)) continue;
-    bool ignored = false;
-    for (const auto& p : ignore_) ignored = ignored || starts_with(k, p) || (p[0] == '.' && ends_with(k, p));
-    if (!ignored) unexpected.push_back(k);
-  }
+  for (const auto& k : store_->keys())
+    if (!used_.count(k) && !ignored(k)) unexpected.push_back(k);
   if (unexpected.empty()) return;
   std::string list;
   for (size_t i = 0; i < unexpected.size() && i < 8; ++i) list += (i ? ", " : "") + unexpected[i];
@@ -110,6 +119,21 @@ at::Tensor RecordingSource::load(const std::string& key, const std::vector<int64
   DITGEN_CHECK(slice.is_whole(), "internal: recording '{}' needs whole tensors (tp 1)", key);
   at::Tensor t = inner_->load(key, full_shape, slice, dtype, device, init);
   recorded_[key] = t.to(at::kCPU).clone();
+  return t;
+}
+
+// ---- ProgressSource ---------------------------------------------------------------------------
+
+ProgressSource::ProgressSource(std::shared_ptr<WeightSource> inner, const std::string& label, int64_t total)
+    : inner_(std::move(inner)), progress_(std::make_unique<runtime::Progress>(label, total)) {}
+
+ProgressSource::~ProgressSource() { progress_->finish(); }
+
+at::Tensor ProgressSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
+                                const io::Slice& slice, at::ScalarType dtype, const at::Device& device, Init init) {
+  runtime::Stopwatch sw(at::kCPU);
+  at::Tensor t = inner_->load(key, full_shape, slice, dtype, device, init);
+  progress_->advance(sw.seconds());
   return t;
 }
 

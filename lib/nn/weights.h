@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lib/io/checkpoint.h"
+#include "lib/runtime/progress.h"
 
 namespace ditgen::nn {
 
@@ -77,10 +78,13 @@ class CheckpointSource : public WeightSource {
   uint64_t bytes_read() const override { return store_->bytes_read(); }
   std::string describe() const override { return store_->location(); }
   io::TensorStore& store() { return *store_; }
+  // Keys of the store that are not ignored: what a complete load reads.
+  int64_t expected_count() const;
 
  private:
   std::shared_ptr<io::TensorStore> store_;
   std::string root_;
+  bool ignored(const std::string& key) const;
   std::vector<std::string> ignore_;  // full-key prefixes or suffixes (".num_batches_tracked") not to report
   std::set<std::string> used_;
 };
@@ -116,6 +120,23 @@ class RecordingSource : public WeightSource {
  private:
   std::shared_ptr<WeightSource> inner_;
   std::map<std::string, at::Tensor> recorded_;
+};
+
+// Shows loading progress on rank 0: one item per tensor, `total` expected.
+class ProgressSource : public WeightSource {
+ public:
+  ProgressSource(std::shared_ptr<WeightSource> inner, const std::string& label, int64_t total);
+  ~ProgressSource() override;
+  bool has(const std::string& key) const override { return inner_->has(key); }
+  at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
+                  at::ScalarType dtype, const at::Device& device, Init init) override;
+  void check_all_used() const override { inner_->check_all_used(); }
+  uint64_t bytes_read() const override { return inner_->bytes_read(); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::shared_ptr<WeightSource> inner_;
+  std::unique_ptr<runtime::Progress> progress_;
 };
 
 // A view of a source with a key prefix, a dtype, a device and a TP group (the candle VarBuilder idea).

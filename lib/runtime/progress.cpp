@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "lib/runtime/log.h"
@@ -23,9 +24,9 @@ void Progress::advance(double seconds) {
   if (tty_) {
     std::fprintf(stderr, "\r%-8s [%s] %lld/%lld  %.3f s/it  eta %.1f s ", label_.c_str(), bar.c_str(),
                  static_cast<long long>(done_), static_cast<long long>(total_), per, per * (total_ - done_));
-  } else {
-    std::fprintf(stderr, "%s %lld/%lld  %.3f s\n", label_.c_str(), static_cast<long long>(done_),
-                 static_cast<long long>(total_), seconds);
+  } else if (done_ == total_ || done_ % std::max<int64_t>(1, total_ / 10) == 0) {  // about ten lines in logs
+    std::fprintf(stderr, "%s %lld/%lld  %.3f s/it\n", label_.c_str(), static_cast<long long>(done_),
+                 static_cast<long long>(total_), per);
   }
   std::fflush(stderr);
 }

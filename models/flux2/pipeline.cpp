@@ -143,6 +143,16 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   }
   te_json_ = te_json;
 
+  if (from_folder && !opt.random_weights) {
+    // Checkpoint loads are long at real size: progress per tensor on rank 0.
+    auto with_progress = [](std::shared_ptr<nn::WeightSource> src, const std::string& label) -> std::shared_ptr<nn::WeightSource> {
+      auto* cs = dynamic_cast<nn::CheckpointSource*>(src.get());
+      const int64_t n = cs ? cs->expected_count() : 0;
+      return n > 0 ? std::make_shared<nn::ProgressSource>(src, label, n) : src;
+    };
+    tsrc = with_progress(tsrc, "load transformer");
+    if (tesrc) tesrc = with_progress(tesrc, "load text encoder");
+  }
   if (opt.wrap_source) {
     tsrc = opt.wrap_source("transformer", tsrc);
     vsrc = opt.wrap_source("vae", vsrc);
