@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
-# Needs the dependency bundle in .gpu/ (headers, libutf8proc, fixture cases; see bench/README.md).
+# Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
