@@ -7,6 +7,7 @@
 #include "lib/pipeline/request.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
+#include "lib/runtime/trace.h"
 #include "models/flux2/pipeline.h"
 #include "models/verify_cases.h"
 
@@ -86,6 +87,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   flux2->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
   flux2->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str();
+  std::string trace_dir;
+  flux2->add_option("--trace", trace_dir,
+                    "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
   gen_mesh.add(flux2);
 
   // ---- ditgen verify ----
@@ -99,6 +103,15 @@ int main(int argc, char** argv) {
   verify->add_option("--dtype", vdtype, "fp32, bf16 or fp16")->capture_default_str();
   verify->add_option("--device", vdevice, "cpu or cuda")->capture_default_str();
   verify_mesh.add(verify);
+  verify->add_option("--trace", trace_dir, "folder for each rank's named intermediates");
+
+  // ---- ditgen trace-diff ----
+  std::string trace_a, trace_b;
+  double trace_tol = 0;
+  auto* trace_diff = app.add_subcommand("trace-diff", "Compare two --trace files tensor by tensor");
+  trace_diff->add_option("a", trace_a, "trace_rank{r}.safetensors of one run")->required()->check(CLI::ExistingFile);
+  trace_diff->add_option("b", trace_b, "the same of another run")->required()->check(CLI::ExistingFile);
+  trace_diff->add_option("--tolerance", trace_tol, "exit 1 when a relative error exceeds this");
 
   // ---- ditgen export-tiny ----
   std::string export_model = "flux2", export_dir;
@@ -120,6 +133,7 @@ int main(int argc, char** argv) {
       return rc;
     }
     ditgen::log::set_verbose(verbose);
+    if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     if (flux2->parsed()) {
       req.model = "flux2";
@@ -139,6 +153,9 @@ int main(int argc, char** argv) {
       auto world = ditgen::dist::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);
       vreq.options.parallel = ditgen::parallel::Context::create(world, shape);
       code = ditgen::run_verify(vreq);
+    } else if (trace_diff->parsed()) {
+      const double worst = ditgen::runtime::trace_diff(trace_a, trace_b);
+      code = trace_tol > 0 && !(worst <= trace_tol) ? 1 : 0;
     } else if (export_tiny->parsed()) {
       if (launch.rank == 0) ditgen::flux2::export_tiny(export_dir, export_shards);
     }
@@ -148,6 +165,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     ditgen::log::error_line(std::string("internal error: ") + e.what());
     code = 3;
+  }
+  try {
+    ditgen::runtime::trace_flush(launch.rank);
+  } catch (const ditgen::Error& e) {
+    ditgen::log::error_line(e.what());
   }
   if (code == 2 || code == 3) {
     if (launch.world > 1) ditgen::dist::abort_job(code);

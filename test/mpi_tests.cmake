@@ -93,3 +93,9 @@ add_test(NAME mpi.dead_rank_ends_job
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "."
                  ${MPIRUN} -np 4 $<TARGET_FILE:ditgen_parallel_check> --ulysses 2 --tp 2 --die-rank 2 --comm-timeout 30)
 set_tests_properties(mpi.dead_rank_ends_job PROPERTIES TIMEOUT 90 LABELS mpi)
+
+# Parity tracing: every named intermediate of a TP-2 rank equals the single-process one.
+add_test(NAME mpi.trace_parity_tp2
+         COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DDITGEN=$<TARGET_FILE:ditgen>
+                 -DWORK=${CMAKE_CURRENT_BINARY_DIR}/trace -P ${CMAKE_CURRENT_SOURCE_DIR}/run_trace_parity.cmake)
+set_tests_properties(mpi.trace_parity_tp2 PROPERTIES TIMEOUT 300 LABELS mpi)

@@ -9,6 +9,7 @@
 #include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/progress.h"
+#include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/flux2/prompt.h"
 
@@ -191,7 +192,10 @@ at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts, int
   TokenBatch tokens = flux2_tokenize(*tokenizer_, prompts, max_sequence_length);
   auto hs = text_encoder_->forward(tokens.input_ids.to(device_), tokens.attention_mask.to(device_), text_layers_);
   at::Tensor stacked = at::stack(hs, 2);  // [B, L, layers, hidden]: features [layer a | layer b | ...]
-  return stacked.reshape({stacked.size(0), stacked.size(1), -1}).to(dtype_);
+  runtime::trace("text_encoder.input_ids", tokens.input_ids);
+  at::Tensor embeds = stacked.reshape({stacked.size(0), stacked.size(1), -1}).to(dtype_);
+  runtime::trace("prompt_embeds", embeds);
+  return embeds;
 }
 
 at::Tensor Pipeline::initial_noise(int64_t batch, int64_t height, int64_t width, uint64_t seed) const {
@@ -235,6 +239,7 @@ Pipeline::DenoiseResult Pipeline::denoise(const at::Tensor& prompt_embeds, const
     r.step_seconds.push_back(s);
     if (on_step) on_step(i, s);
   }
+  runtime::trace("final_latents", latents);
   r.latents = latents;
   return r;
 }

@@ -6,6 +6,7 @@
 #include "lib/io/json.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
+#include "lib/runtime/trace.h"
 
 namespace ditgen::flux2 {
 
@@ -224,6 +225,9 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   s.x = nn::linear(parallel::split_sequence(in.hidden_states, 1, ctx).to(dev, dt), x_embedder_);
   s.c = nn::linear(parallel::split_sequence(in.encoder_hidden_states, 1, ctx).to(dev, dt), context_embedder_);
   s.txt_local = s.c.size(1);
+  runtime::trace("transformer.temb", s.temb);              // [B, D], replicated
+  runtime::trace("transformer.x_embedded", s.x);           // [B, N_loc, D]
+  runtime::trace("transformer.c_embedded", s.c);           // [B, L_loc, D]
 
   const auto txt_sizes = parallel::chunk_sizes(n_txt, ctx), img_sizes = parallel::chunk_sizes(n_img, ctx);
   for (size_t i = 0; i < txt_sizes.size(); ++i) s.local_lens.push_back(txt_sizes[i] + img_sizes[i]);
@@ -280,7 +284,11 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
 }
 
 void Transformer::run_double_blocks(State& s, int64_t begin, int64_t end) const {
-  for (int64_t i = begin; i < end; ++i) double_block(double_blocks_[i], s);
+  for (int64_t i = begin; i < end; ++i) {
+    double_block(double_blocks_[i], s);
+    runtime::trace(fmt::format("transformer_blocks.{}.x", i), s.x);  // [B, N_loc, D]
+    runtime::trace(fmt::format("transformer_blocks.{}.c", i), s.c);  // [B, L_loc, D]
+  }
 }
 
 void Transformer::join_streams(State& s) const {
@@ -290,7 +298,10 @@ void Transformer::join_streams(State& s) const {
 }
 
 void Transformer::run_single_blocks(State& s, int64_t begin, int64_t end) const {
-  for (int64_t i = begin; i < end; ++i) single_block(single_blocks_[i], s);
+  for (int64_t i = begin; i < end; ++i) {
+    single_block(single_blocks_[i], s);
+    runtime::trace(fmt::format("single_transformer_blocks.{}.h", i), s.h);  // [B, L_loc + N_loc, D]
+  }
 }
 
 at::Tensor Transformer::finish(const State& s) const {
@@ -298,6 +309,7 @@ at::Tensor Transformer::finish(const State& s) const {
   auto e = nn::linear(at::silu(s.temb), norm_out_).chunk(2, -1);  // (scale, shift): scale first
   h = nn::layer_norm(h, cfg_.eps) * (1 + e[0].unsqueeze(1)) + e[1].unsqueeze(1);
   at::Tensor out = nn::linear(h, proj_out_);  // [B, N_loc, out_dim]
+  runtime::trace("transformer.out_local", out);
   return parallel::gather_sequence(out, 1, s.img_full, *ctx_);
 }
 
