@@ -135,6 +135,15 @@ int main(int argc, char** argv) {
   add("qk norm + rope (fused on CUDA)", time_it(dev, reps, [&] { nn::qk_norm_rope(q, w, 1e-6, rope); }), 0, 2.0 * 2 * S * D);
   add("rms_norm per head (q)", time_it(dev, reps, [&] { nn::rms_norm(q, w, 1e-6); }), 0, 2.0 * 2 * S * D);
   at::Tensor sc = at::randn({1, 1, D}, opt), sh = at::randn({1, 1, D}, opt);
+  {
+    at::Tensor fused = nn::layer_norm_modulate(x, sc, sh, 1e-6);
+    at::Tensor plain = at::addcmul(sh, nn::layer_norm(x, 1e-6), sc);
+    const double err = ((fused.to(at::kFloat) - plain.to(at::kFloat)).norm() / plain.to(at::kFloat).norm()).item<double>();
+    std::printf("layer_norm_modulate fused vs ATen: rel %.2e\n", err);
+    out["layer_norm_modulate_rel_err"] = err;
+  }
+  add("layer_norm_modulate (fused on CUDA)", time_it(dev, reps, [&] { nn::layer_norm_modulate(x, sc, sh, 1e-6); }), 0,
+      2.0 * 2 * S * D);
   add("shift + layer_norm * scale1 (addcmul)", time_it(dev, reps, [&] { at::addcmul(sh, nn::layer_norm(x, 1e-6), sc); }), 0,
       2.0 * 2 * S * D);
   add("gated residual x + g * y (addcmul)", time_it(dev, reps, [&] { at::addcmul(x, sc, x); }), 0, 2.0 * 3 * S * D);

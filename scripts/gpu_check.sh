@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
-# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|all]
+# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -13,7 +13,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all || $what == quick ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -51,6 +51,16 @@ if [[ $what == checks || $what == all ]]; then
   t0=$(date +%s)
   timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank 1 --comm-timeout 5 > /tmp/stall.log 2>&1
   note "nccl stuck rank: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
+fi
+
+if [[ $what == final ]]; then
+  D=$B/ditgen; F=$G/fixtures
+  for dt in fp32 bf16; do
+    $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype $dt --tolerance 5e-2 2>&1 | sed "s/^/[1gpu $dt] /" | tee -a "$summary"
+  done
+  timeout 60 $MPI -np 4 $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --ulysses 2 --tp 2 2>&1 | grep -E "PASS|FAIL|error" | sed "s/^/[nccl np4 U2xTP2] /" | tee -a "$summary"
+  timeout 150 $MPI -np 4 $D flux2 --random-weights --warmup 1 --warmup-steps 1 --tp 4 -o /tmp/bench/bench_tp4.png > /tmp/bench_tp4.log 2>&1
+  note "bench --tp 4: rc=$?"; tail -16 /tmp/bench_tp4.log | tee -a "$summary"; cp /tmp/bench/bench_tp4.json "$OUT/" 2>/dev/null
 fi
 
 if [[ $what == quick ]]; then

@@ -9,6 +9,7 @@
 #ifdef DITGEN_CUDA
 #include <c10/cuda/CUDAStream.h>
 
+#include "lib/nn/layer_norm_modulate_cuda.h"
 #include "lib/nn/qk_norm_rope_cuda.h"
 #endif
 
@@ -118,6 +119,24 @@ at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs) {
   shape.push_back(2);
   at::Tensor rotated = at::view_as_complex(xf.view(shape)) * freqs.unsqueeze(1);  // [B, S, H, D/2]
   return at::view_as_real(rotated).flatten(-2).to(x.scalar_type());
+}
+
+at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, const at::Tensor& shift, double eps) {
+#ifdef DITGEN_CUDA
+  const bool fused = x.is_cuda() && x.dim() == 3 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() &&
+                     x.size(2) % 2 == 0 && scale1.scalar_type() == at::kBFloat16 && shift.scalar_type() == at::kBFloat16 &&
+                     scale1.is_contiguous() && shift.is_contiguous() && scale1.numel() == x.size(0) * x.size(2) &&
+                     shift.numel() == x.size(0) * x.size(2);
+  if (fused) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    const bool ok = layer_norm_modulate_bf16(x.data_ptr(), scale1.data_ptr(), shift.data_ptr(), out.data_ptr(),
+                                             x.size(0) * x.size(1), x.size(1), x.size(2), static_cast<float>(eps),
+                                             c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    DITGEN_CHECK(ok, "the fused LayerNorm + modulation kernel failed to launch");
+    return out;
+  }
+#endif
+  return at::addcmul(shift, layer_norm(x, eps), scale1);
 }
 
 at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs) {

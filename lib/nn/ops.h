@@ -38,6 +38,11 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
 // complex64 factor freqs[s, p] = cos + i sin ([S, D/2]); computed in fp32 as one complex product,
 // returned in x's dtype.
 at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs);
+// shift + LayerNorm(x) * scale1 (no affine LN over the last dim; adaLN modulation with scale1 = 1 +
+// scale already added): one fused kernel for bf16 on CUDA, layer_norm + addcmul elsewhere.
+// x [B, S, D]; scale1, shift [B, 1, D].
+at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, const at::Tensor& shift, double eps);
+
 // Per-head RMSNorm (torch.nn.RMSNorm with `weight` [D]) followed by rope_interleaved: one fused
 // kernel for bf16 on CUDA, the ATen composition elsewhere. x [B, S, H, D] (last dim contiguous).
 at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs);

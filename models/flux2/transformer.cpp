@@ -209,7 +209,9 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   at::Tensor st = at::silu(s.temb);
   auto chunks = [](const at::Tensor& m, int64_t k) {
     auto parts = m.unsqueeze(1).chunk(k, -1);  // k x [B, 1, D]
-    return std::vector<at::Tensor>(parts.begin(), parts.end());
+    std::vector<at::Tensor> out;
+    for (auto& p : parts) out.push_back(p.contiguous());
+    return out;
   };
   s.mod_img = chunks(nn::linear(st, mod_img_), 6);
   s.mod_txt = chunks(nn::linear(st, mod_txt_), 6);
@@ -243,10 +245,9 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
   const int64_t B = s.x.size(0), N = s.x.size(1), L = s.c.size(1), hd = cfg_.attention_head_dim;
   const double eps = cfg_.eps;
 
-  // Modulated norms (1 + scale) * LN(x) + shift and gated residuals x + gate * f are single fused
-  // kernels (addcmul).
-  at::Tensor nx = at::addcmul(m[0], nn::layer_norm(s.x, eps), m[1]);
-  at::Tensor nc = at::addcmul(mc[0], nn::layer_norm(s.c, eps), mc[1]);
+  // Modulated norms (1 + scale) * LN(x) + shift and gated residuals x + gate * f are single kernels.
+  at::Tensor nx = nn::layer_norm_modulate(s.x, m[1], m[0], eps);
+  at::Tensor nc = nn::layer_norm_modulate(s.c, mc[1], mc[0], eps);
   auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({B, len, heads_local_, hd}); };
   // QK norm then RoPE (text rows first in the table), V plain; joint attention over [text, image].
   const at::Tensor rope_txt = s.rope.narrow(0, 0, L), rope_img = s.rope.narrow(0, L, N);
@@ -260,11 +261,11 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_).reshape({B, L + N, heads_local_ * hd});
 
   s.x = at::addcmul(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out));
-  at::Tensor ff = nn::linear(at::addcmul(m[3], nn::layer_norm(s.x, eps), m[4]), b.ff_in);  // [B, N, 2F/tp]
+  at::Tensor ff = nn::linear(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.ff_in);  // [B, N, 2F/tp]
   s.x = at::addcmul(s.x, m[5], row_linear(swiglu(ff), b.ff_out));
 
   s.c = at::addcmul(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out));
-  at::Tensor fc = nn::linear(at::addcmul(mc[3], nn::layer_norm(s.c, eps), mc[4]), b.ff_ctx_in);
+  at::Tensor fc = nn::linear(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.ff_ctx_in);
   s.c = at::addcmul(s.c, mc[5], row_linear(swiglu(fc), b.ff_ctx_out));
 }
 
@@ -272,7 +273,7 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
   const auto& m = s.mod_single;  // shift, scale, gate
   const int64_t B = s.h.size(0), S = s.h.size(1), hd = cfg_.attention_head_dim;
   const int64_t dl = heads_local_ * hd;
-  at::Tensor n = at::addcmul(m[0], nn::layer_norm(s.h, cfg_.eps), m[1]);
+  at::Tensor n = nn::layer_norm_modulate(s.h, m[1], m[0], cfg_.eps);
   at::Tensor P = nn::linear(n, b.qkv_mlp);  // [B, S, 3 D/tp + 2 F/tp]: [q | k | v | gate | up]
   auto heads = [&](int64_t off) { return P.narrow(-1, off, dl).reshape({B, S, heads_local_, hd}); };
   at::Tensor q = nn::qk_norm_rope(heads(0), b.norm_q, cfg_.eps, s.rope);
