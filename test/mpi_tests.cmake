@@ -58,18 +58,19 @@ add_test(NAME mpi.pipeline_single_reference
 set_tests_properties(mpi.pipeline_single_reference PROPERTIES FIXTURES_SETUP single_pipeline LABELS mpi TIMEOUT 300)
 
 # Meshes that cannot work are refused at start-up on every rank, with a message, never a hang.
-add_test(NAME mpi.bad_mesh.product COMMAND ${MPIRUN} -np 2 $<TARGET_FILE:ditgen> flux2 --warmup 0 --ulysses 4)
-add_test(NAME mpi.bad_mesh.heads COMMAND ${MPIRUN} -np 3 $<TARGET_FILE:ditgen> flux2 --warmup 0 --tp 3)
-add_test(NAME mpi.bad_mesh.usp_tp COMMAND ${MPIRUN} -np 4 $<TARGET_FILE:ditgen> flux2 --warmup 0 --parallel usp_tp)
-set_tests_properties(mpi.bad_mesh.product PROPERTIES PASS_REGULAR_EXPRESSION "does not match the 2 launched ranks")
-set_tests_properties(mpi.bad_mesh.heads PROPERTIES PASS_REGULAR_EXPRESSION "--tp 3 does not divide")
-set_tests_properties(mpi.bad_mesh.usp_tp PROPERTIES PASS_REGULAR_EXPRESSION "needs exactly 8 ranks")
+set(EXPECT_FAIL ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh)
+add_test(NAME mpi.bad_mesh.product COMMAND ${EXPECT_FAIL} "does not match the 2 launched ranks"
+         ${MPIRUN} -np 2 $<TARGET_FILE:ditgen> flux2 --warmup 0 --ulysses 4)
+add_test(NAME mpi.bad_mesh.heads COMMAND ${EXPECT_FAIL} "--tp 3 does not divide"
+         ${MPIRUN} -np 3 $<TARGET_FILE:ditgen> flux2 --warmup 0 --tp 3)
+add_test(NAME mpi.bad_mesh.usp_tp COMMAND ${EXPECT_FAIL} "needs exactly 8 ranks"
+         ${MPIRUN} -np 4 $<TARGET_FILE:ditgen> flux2 --warmup 0 --parallel usp_tp)
 set_tests_properties(mpi.bad_mesh.product mpi.bad_mesh.heads mpi.bad_mesh.usp_tp PROPERTIES TIMEOUT 120 LABELS mpi)
 
 # A stuck rank: its peers' collectives time out, the job ends on every rank with a message naming
 # the rank, the group and the operation, well within the CTest timeout (a hang fails the test).
 add_test(NAME mpi.stuck_rank_times_out
-         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "\\[rank [0-9]/4\\] error: \\[mpi\\] .* on group .* timed out after 3 s"
+         COMMAND ${EXPECT_FAIL} "\\[rank [0-9]/4\\] error: \\[mpi\\] .* on group .* timed out after 3 s"
                  ${MPIRUN} -np 4 $<TARGET_FILE:ditgen_parallel_check> --ulysses 2 --tp 2 --stall-rank 3 --comm-timeout 3)
 set_tests_properties(mpi.stuck_rank_times_out PROPERTIES TIMEOUT 90 LABELS mpi)
 
@@ -90,7 +91,7 @@ endforeach()
 
 # A dead rank (exits without a word): mpirun ends the job on every rank; nothing waits forever.
 add_test(NAME mpi.dead_rank_ends_job
-         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "."
+         COMMAND ${EXPECT_FAIL} "."
                  ${MPIRUN} -np 4 $<TARGET_FILE:ditgen_parallel_check> --ulysses 2 --tp 2 --die-rank 2 --comm-timeout 30)
 set_tests_properties(mpi.dead_rank_ends_job PROPERTIES TIMEOUT 90 LABELS mpi)
 

@@ -11,6 +11,7 @@
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
 #include "models/flux2/vae.h"
+#include "test/unit/fixtures.h"
 
 using namespace ditgen;
 using namespace ditgen::flux2;
@@ -24,6 +25,13 @@ VaeConfig tiny_config() {
     "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
     "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"]})"),
                               "tiny");
+}
+
+// The fixture VAE's weights; `ignore` lists keys a decode-only load leaves unread.
+std::shared_ptr<nn::CheckpointSource> fixture_source(const verify::Case& c, const std::string& file,
+                                                     std::vector<std::string> ignore = {}) {
+  ignore.push_back(".num_batches_tracked");
+  return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file(file)}), "", ignore);
 }
 
 Vae random_vae(const VaeConfig& config, at::ScalarType dtype = at::kFloat, bool with_encoder = true) {
@@ -136,17 +144,9 @@ TEST_CASE("flux2 vae: random weights decode and encode to the right shapes", "[f
 }
 
 TEST_CASE("flux2 vae: bfloat16 decode and encode of the VAE fixture", "[flux2][vae][golden]") {
-  const std::string dir = std::string(DITGEN_FIXTURES) + "/models/flux2_vae_b1_6x8";
-  if (!io::file_exists(dir + "/weights.safetensors")) {
-    WARN("SKIP: fixture " << dir << " not found");
-    return;
-  }
-  verify::Case c(dir);
+  const verify::Case c(fixture_dir("models/flux2_vae_b1_6x8"));
   const VaeConfig config = VaeConfig::from_json(c.config(), c.file("config.json"));
-  auto store = io::TensorStore::open_files({c.file("weights.safetensors")});
-  auto source =
-      std::make_shared<nn::CheckpointSource>(store, "", std::vector<std::string>{".num_batches_tracked"});
-  const Vae vae(config, nn::Weights(source, at::kBFloat16, at::kCPU));
+  const Vae vae(config, nn::Weights(fixture_source(c, "weights.safetensors"), at::kBFloat16, at::kCPU));
   at::Tensor dec = vae.decode(c.tensor("in.latents").to(at::kBFloat16));
   at::Tensor enc = vae.encode_mean(c.tensor("in.image").to(at::kBFloat16));
   CHECK(dec.scalar_type() == at::kBFloat16);
@@ -159,16 +159,9 @@ TEST_CASE("flux2 vae: bfloat16 decode and encode of the VAE fixture", "[flux2][v
 }
 
 TEST_CASE("flux2 vae: pipeline decode path matches the flux2 pipeline fixture", "[flux2][vae][golden]") {
-  const std::string dir = std::string(DITGEN_FIXTURES) + "/pipelines/flux2_pipeline_64x96_s4";
-  if (!io::file_exists(dir + "/vae.safetensors")) {
-    WARN("SKIP: fixture " << dir << " not found");
-    return;
-  }
-  verify::Case c(dir);
+  const verify::Case c(fixture_dir("pipelines/flux2_pipeline_64x96_s4"));
   const VaeConfig config = VaeConfig::from_json(c.config().at("vae"), c.file("config.json") + " [vae]");
-  auto store = io::TensorStore::open_files({c.file("vae.safetensors")});
-  auto source =
-      std::make_shared<nn::CheckpointSource>(store, "", std::vector<std::string>{".num_batches_tracked"});
+  auto source = fixture_source(c, "vae.safetensors");
   const Vae vae(config, nn::Weights(source, at::kFloat, at::kCPU));
   source->check_all_used();
 
@@ -184,23 +177,15 @@ TEST_CASE("flux2 vae: pipeline decode path matches the flux2 pipeline fixture", 
 }
 
 TEST_CASE("flux2 vae: decode-only load reads no encoder tensor", "[flux2][vae][golden]") {
-  const std::string dir = std::string(DITGEN_FIXTURES) + "/models/flux2_vae_b1_6x8";
-  if (!io::file_exists(dir + "/weights.safetensors")) {
-    WARN("SKIP: fixture " << dir << " not found");
-    return;
-  }
-  verify::Case c(dir);
+  const verify::Case c(fixture_dir("models/flux2_vae_b1_6x8"));
   const VaeConfig config = VaeConfig::from_json(c.config(), c.file("config.json"));
-  auto store = io::TensorStore::open_files({c.file("weights.safetensors")});
   {
     // Without ignoring them, the encoder's tensors are reported as unexpected.
-    auto strict =
-        std::make_shared<nn::CheckpointSource>(store, "", std::vector<std::string>{".num_batches_tracked"});
+    auto strict = fixture_source(c, "weights.safetensors");
     const Vae vae(config, nn::Weights(strict, at::kFloat, at::kCPU), /*with_encoder=*/false);
     CHECK_THROWS_WITH(strict->check_all_used(), Catch::Contains("encoder."));
   }
-  auto source = std::make_shared<nn::CheckpointSource>(
-      store, "", std::vector<std::string>{".num_batches_tracked", "encoder.", "quant_conv."});
+  auto source = fixture_source(c, "weights.safetensors", {"encoder.", "quant_conv."});
   const Vae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/false);
   CHECK_NOTHROW(source->check_all_used());
   CHECK_FALSE(vae.has_encoder());

@@ -18,6 +18,7 @@
 #include "lib/text/utf8.h"
 #include "lib/text/verify_tokenizer.h"
 #include "models/flux2/prompt.h"
+#include "test/unit/fixtures.h"
 
 using namespace ditgen;
 using nlohmann::json;
@@ -440,11 +441,7 @@ TEST_CASE("flux2: a tokenizer without <pad> is an error", "[tokenizer][flux2]") 
 
 TEST_CASE("tokenizer fixtures: Qwen3 and Gemma 3 match the reference", "[tokenizer][golden]") {
   for (const char* name : {"tokenizer_qwen3", "tokenizer_gemma3"}) {
-    const std::string dir = std::string(DITGEN_FIXTURES) + "/tokenizers/" + name;
-    if (!io::dir_exists(dir)) {
-      WARN("SKIP: fixture " << dir << " not found");
-      continue;
-    }
+    const std::string dir = fixture_dir(std::string("tokenizers/") + name);
     verify::Report report;
     report.case_name = name;
     text::verify_tokenizer_folder(dir, report);
