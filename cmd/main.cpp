@@ -32,15 +32,8 @@ struct MeshFlags {
         ->check(CLI::PositiveNumber);
   }
 
-  // Explicit degrees override the preset's; unset axes are 1 (or the preset's).
   ditgen::dist::MeshShape resolve(int world) const {
-    ditgen::dist::MeshShape s;
-    if (!preset.empty()) s = ditgen::dist::preset_shape(preset, world);
-    if (ulysses) s.ulysses = ulysses;
-    if (ring) s.ring = ring;
-    if (tp) s.tp = tp;
-    if (cfg) s.cfg = cfg;
-    return s;
+    return ditgen::dist::resolve_shape(preset, ulysses, ring, tp, cfg, world);
   }
 };
 
@@ -138,16 +131,13 @@ int main(int argc, char** argv) {
     if (flux2->parsed()) {
       req.model = "flux2";
       req.mesh = gen_mesh.resolve(launch.world);
-      auto world = ditgen::dist::make_world(launch, ditgen::pipeline::resolve_device(req, ditgen::dist::Mesh(req.mesh, launch.world, launch.rank)).first.is_cuda(),
-                                            gen_mesh.timeout_s);
+      const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
+      auto world = ditgen::dist::make_world(launch, cuda, gen_mesh.timeout_s);
       auto ctx = ditgen::parallel::Context::create(world, req.mesh);
       ditgen::flux2::generate(req, ctx);
     } else if (verify->parsed()) {
       auto shape = verify_mesh.resolve(launch.world);
-      ditgen::pipeline::GenerateRequest probe;
-      probe.device = vdevice;
-      probe.dtype = vdtype;
-      const auto [device, dtype] = ditgen::pipeline::resolve_device(probe, ditgen::dist::Mesh(shape, launch.world, launch.rank));
+      const auto [device, dtype] = ditgen::pipeline::resolve_device(vdevice, vdtype, launch.rank);
       vreq.options.device = device;
       vreq.options.dtype = dtype;
       auto world = ditgen::dist::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);

@@ -61,6 +61,16 @@ MeshShape preset_shape(const std::string& p, int w) {
   return s;
 }
 
+MeshShape resolve_shape(const std::string& preset, int ulysses, int ring, int tp, int cfg, int world) {
+  MeshShape s;
+  if (!preset.empty()) s = preset_shape(preset, world);
+  if (ulysses > 0) s.ulysses = ulysses;
+  if (ring > 0) s.ring = ring;
+  if (tp > 0) s.tp = tp;
+  if (cfg > 0) s.cfg = cfg;
+  return s;
+}
+
 Mesh::Mesh(MeshShape shape, int world, int rank) : shape_(shape), world_(world), rank_(rank) {
   DITGEN_CHECK(shape.cfg >= 1 && shape.ring >= 1 && shape.ulysses >= 1 && shape.tp >= 1,
                "mesh sizes must be >= 1 (got cfg {}, ring {}, ulysses {}, tp {})", shape.cfg, shape.ring,
@@ -94,13 +104,6 @@ std::vector<int> Mesh::cp_group() const {
     for (int u = 0; u < shape_.ulysses; ++u) g.push_back(rank_of(cfg_index(), r, u, tp_index()));
   return g;
 }
-std::vector<int> Mesh::model_group() const {
-  std::vector<int> g;
-  const int n = model_size();
-  for (int i = 0; i < n; ++i) g.push_back(cfg_index() * n + i);
-  return g;
-}
-
 std::string Mesh::tag() const {
   std::string t;
   auto add = [&](const char* name, int v) {

@@ -121,8 +121,7 @@ class MpiCommunicator : public Communicator {
     DITGEN_CHECK(t.size(dim) == sizes[rank_], "internal: all_gather on {}: this rank holds {} rows but sizes say {}",
                  name(), t.size(dim), sizes[rank_]);
     at::Tensor src = t.movedim(dim, 0).contiguous();
-    const int64_t row = src.numel() / std::max<int64_t>(src.size(0), 1) * src.element_size();
-    const int64_t row_bytes = src.size(0) > 0 ? row : inner_bytes(t, dim);
+    const int64_t row_bytes = inner_bytes(t, dim);  // one index along `dim`
     int64_t total = 0;
     std::vector<int> counts(size_), displs(size_);
     for (int r = 0; r < size_; ++r) {

@@ -178,7 +178,6 @@ class NcclCommunicator : public Communicator {
     auto shape = src.sizes().vec();
     shape[0] = total;
     at::Tensor out = at::empty(shape, src.options());
-    const int64_t row = src.numel() / std::max<int64_t>(src.size(0), 1);
     int64_t inner = 1;
     for (size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
     auto guard = begin("all_gather");
@@ -187,7 +186,6 @@ class NcclCommunicator : public Communicator {
                  what("all_gather"));
     } else {
       // Uneven chunks: every rank sends its chunk to every peer.
-      (void)row;
       NCCL_CHECK(ncclGroupStart(), what("all_gather"));
       int64_t off = 0;
       const size_t esz = src.element_size();

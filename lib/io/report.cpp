@@ -20,12 +20,6 @@ std::string human_bytes(double b) {
 
 void RunReport::add_stage(const std::string& name, double seconds) { stages.emplace_back(name, seconds); }
 
-double RunReport::stage(const std::string& name) const {
-  for (const auto& s : stages)
-    if (s.first == name) return s.second;
-  return 0;
-}
-
 nlohmann::json RunReport::to_json() const {
   nlohmann::json j;
   j["model"] = model;

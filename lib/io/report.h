@@ -32,7 +32,6 @@ struct RunReport {
   std::vector<std::string> outputs;
 
   void add_stage(const std::string& name, double seconds);
-  double stage(const std::string& name) const;  // 0 when absent
   nlohmann::json to_json() const;
   std::string table() const;
 };

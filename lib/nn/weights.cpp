@@ -18,13 +18,13 @@ bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
+}  // namespace
+
+uint64_t stable_hash(const std::string& s, uint64_t basis) {
+  uint64_t h = basis;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
 }
-
-}  // namespace
 
 // ---- CheckpointSource -------------------------------------------------------------------------
 
@@ -82,13 +82,13 @@ at::Tensor RandomSource::load(const std::string& key, const std::vector<int64_t>
   int64_t numel = 1;
   for (auto d : full_shape) numel *= d;
   const bool on_device = device.is_cuda() && numel >= (1 << 20);
-  at::Generator gen = on_device ? at::Generator() : at::detail::createCPUGenerator(seed_ ^ fnv1a(key));
+  at::Generator gen = on_device ? at::Generator() : at::detail::createCPUGenerator(seed_ ^ stable_hash(key));
   at::TensorOptions opt = at::TensorOptions().dtype(at::kFloat).device(on_device ? device : at::Device(at::kCPU));
   at::Tensor t;
 #ifdef DITGEN_CUDA
   if (on_device) {
     gen = at::cuda::detail::createCUDAGenerator(device.index());
-    gen.set_current_seed(seed_ ^ fnv1a(key));
+    gen.set_current_seed(seed_ ^ stable_hash(key));
   }
 #endif
   auto normal = [&] { return at::randn(full_shape, gen, opt); };
@@ -117,7 +117,7 @@ at::Tensor RandomSource::load(const std::string& key, const std::vector<int64_t>
 at::Tensor RecordingSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
                                  const io::Slice& slice, at::ScalarType dtype, const at::Device& device, Init init) {
   DITGEN_CHECK(slice.is_whole(), "internal: recording '{}' needs whole tensors (tp 1)", key);
-  at::Tensor t = inner_->load(key, full_shape, slice, dtype, device, init);
+  at::Tensor t = WrappedSource::load(key, full_shape, slice, dtype, device, init);
   recorded_[key] = t.to(at::kCPU).clone();
   return t;
 }
@@ -125,14 +125,14 @@ at::Tensor RecordingSource::load(const std::string& key, const std::vector<int64
 // ---- ProgressSource ---------------------------------------------------------------------------
 
 ProgressSource::ProgressSource(std::shared_ptr<WeightSource> inner, const std::string& label, int64_t total)
-    : inner_(std::move(inner)), progress_(std::make_unique<runtime::Progress>(label, total)) {}
+    : WrappedSource(std::move(inner)), progress_(std::make_unique<runtime::Progress>(label, total)) {}
 
 ProgressSource::~ProgressSource() { progress_->finish(); }
 
 at::Tensor ProgressSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
                                 const io::Slice& slice, at::ScalarType dtype, const at::Device& device, Init init) {
   runtime::Stopwatch sw(at::kCPU);
-  at::Tensor t = inner_->load(key, full_shape, slice, dtype, device, init);
+  at::Tensor t = WrappedSource::load(key, full_shape, slice, dtype, device, init);
   progress_->advance(sw.seconds());
   return t;
 }
@@ -145,12 +145,6 @@ Weights::Weights(std::shared_ptr<WeightSource> source, at::ScalarType dtype, at:
 Weights Weights::pp(const std::string& name) const {
   Weights w = *this;
   w.prefix_ = key(name);
-  return w;
-}
-
-Weights Weights::with_dtype(at::ScalarType dtype) const {
-  Weights w = *this;
-  w.dtype_ = dtype;
   return w;
 }
 
@@ -190,12 +184,6 @@ at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& ful
                         Init init) const {
   const std::string k = key(name);
   return source_->load(k, full_shape, slice_for(k, full_shape, shard), dtype_, device_, init);
-}
-
-std::optional<at::Tensor> Weights::get_optional(const std::string& name, const std::vector<int64_t>& full_shape,
-                                                const Shard& shard, Init init) const {
-  if (!has(name)) return std::nullopt;
-  return get(name, full_shape, shard, init);
 }
 
 }  // namespace ditgen::nn

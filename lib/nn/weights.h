@@ -11,7 +11,6 @@
 
 #include <map>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -34,6 +33,9 @@ struct Shard {
   static Shard cols(std::vector<int64_t> segments = {}) { return {1, std::move(segments)}; }  // input features
   bool is_replicated() const { return dim < 0; }
 };
+
+// FNV-1a of `s` from `basis`: stable across runs and platforms (seeds random weights per key).
+uint64_t stable_hash(const std::string& s, uint64_t basis = 1469598103934665603ull);
 
 // How a random model fills a tensor (ignored when reading a checkpoint).
 enum class Init {
@@ -104,38 +106,45 @@ class RandomSource : public WeightSource {
   uint64_t seed_;
 };
 
-// Passes loads through to `inner` and keeps a copy of every tensor it returns (whole tensors only):
-// how the built-in tiny models are exported as checkpoint folders.
-class RecordingSource : public WeightSource {
+// A source that wraps another: everything passes through; subclasses add to `load`.
+class WrappedSource : public WeightSource {
  public:
-  explicit RecordingSource(std::shared_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
+  explicit WrappedSource(std::shared_ptr<WeightSource> inner) : inner_(std::move(inner)) {}
   bool has(const std::string& key) const override { return inner_->has(key); }
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
-                  at::ScalarType dtype, const at::Device& device, Init init) override;
+                  at::ScalarType dtype, const at::Device& device, Init init) override {
+    return inner_->load(key, full_shape, slice, dtype, device, init);
+  }
   void check_all_used() const override { inner_->check_all_used(); }
   uint64_t bytes_read() const override { return inner_->bytes_read(); }
   std::string describe() const override { return inner_->describe(); }
-  const std::map<std::string, at::Tensor>& recorded() const { return recorded_; }
 
  private:
   std::shared_ptr<WeightSource> inner_;
+};
+
+// Keeps a copy of every tensor it returns (whole tensors only): how the built-in tiny models are
+// exported as checkpoint folders.
+class RecordingSource : public WrappedSource {
+ public:
+  using WrappedSource::WrappedSource;
+  at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
+                  at::ScalarType dtype, const at::Device& device, Init init) override;
+  const std::map<std::string, at::Tensor>& recorded() const { return recorded_; }
+
+ private:
   std::map<std::string, at::Tensor> recorded_;
 };
 
 // Shows loading progress on rank 0: one item per tensor, `total` expected.
-class ProgressSource : public WeightSource {
+class ProgressSource : public WrappedSource {
  public:
   ProgressSource(std::shared_ptr<WeightSource> inner, const std::string& label, int64_t total);
   ~ProgressSource() override;
-  bool has(const std::string& key) const override { return inner_->has(key); }
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
                   at::ScalarType dtype, const at::Device& device, Init init) override;
-  void check_all_used() const override { inner_->check_all_used(); }
-  uint64_t bytes_read() const override { return inner_->bytes_read(); }
-  std::string describe() const override { return inner_->describe(); }
 
  private:
-  std::shared_ptr<WeightSource> inner_;
   std::unique_ptr<runtime::Progress> progress_;
 };
 
@@ -146,16 +155,11 @@ class Weights {
 
   Weights pp(const std::string& name) const;  // child prefix "a.b" -> "a.b.name"
   Weights pp(int64_t index) const { return pp(std::to_string(index)); }
-  Weights with_dtype(at::ScalarType dtype) const;
   Weights with_tp(TpGroup tp) const;
 
   // A required tensor: its full (unsharded) shape, its sharding and its random init.
   at::Tensor get(const std::string& name, const std::vector<int64_t>& full_shape,
                  const Shard& shard = Shard::replicated(), Init init = Init::Linear) const;
-  // An optional tensor: std::nullopt when the source lacks it.
-  std::optional<at::Tensor> get_optional(const std::string& name, const std::vector<int64_t>& full_shape,
-                                         const Shard& shard = Shard::replicated(),
-                                         Init init = Init::Linear) const;
   bool has(const std::string& name) const { return source_->has(key(name)); }
   std::string key(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
 

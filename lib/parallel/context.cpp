@@ -13,7 +13,6 @@ std::shared_ptr<Context> Context::single() {
   ctx->ulysses_ = dist::make_self_communicator("ulysses");
   ctx->ring_ = dist::make_self_communicator("ring");
   ctx->cp_ = dist::make_self_communicator("cp");
-  ctx->model_ = dist::make_self_communicator("model");
   return ctx;
 }
 
@@ -22,12 +21,16 @@ std::shared_ptr<Context> Context::create(std::shared_ptr<dist::Communicator> wor
   ctx->mesh_ = dist::Mesh(shape, world->size(), world->rank());
   const auto& m = ctx->mesh_;
   ctx->world_ = world;
-  // Same split order on every rank.
-  ctx->tp_ = world->split(m.tp_color(), m.tp_index(), "tp");
-  ctx->ulysses_ = world->split(m.ulysses_color(), m.ulysses_index(), "ulysses");
-  ctx->ring_ = world->split(m.ring_color(), m.ring_index(), "ring");
-  ctx->cp_ = world->split(m.cp_color(), m.cp_index(), "cp");
-  ctx->model_ = world->split(m.model_color(), m.rank() % m.model_size(), "model");
+  // Same split order on every rank. An axis of size 1 needs no communicator (no NCCL init at
+  // start-up); every rank knows the sizes, so all skip the same splits.
+  auto group = [&](int size, int color, int key, const char* name) {
+    return size == 1 ? dist::make_self_communicator(name) : world->split(color, key, name);
+  };
+  const auto& s = m.shape();
+  ctx->tp_ = group(s.tp, m.tp_color(), m.tp_index(), "tp");
+  ctx->ulysses_ = group(s.ulysses, m.ulysses_color(), m.ulysses_index(), "ulysses");
+  ctx->ring_ = group(s.ring, m.ring_color(), m.ring_index(), "ring");
+  ctx->cp_ = group(m.cp_size(), m.cp_color(), m.cp_index(), "cp");
   return ctx;
 }
 

@@ -26,12 +26,11 @@ class Context {
   dist::Communicator& ulysses() const { return *ulysses_; }
   dist::Communicator& ring() const { return *ring_; }
   dist::Communicator& cp() const { return *cp_; }
-  dist::Communicator& model() const { return *model_; }  // the ranks of one DiT replica
   nn::TpGroup tp_group() const { return {mesh_.tp_index(), mesh_.shape().tp}; }
 
  private:
   dist::Mesh mesh_;
-  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_, model_;
+  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_;
 };
 
 // ---- context parallelism -------------------------------------------------------------------------

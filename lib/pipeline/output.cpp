@@ -15,33 +15,34 @@
 
 namespace ditgen::pipeline {
 
-std::pair<at::Device, at::ScalarType> resolve_device(const GenerateRequest& req, const dist::Mesh& mesh) {
+std::pair<at::Device, at::ScalarType> resolve_device(const std::string& device_name, const std::string& dtype_name,
+                                                     int rank) {
   int gpus = 0;
 #ifdef DITGEN_CUDA
   gpus = static_cast<int>(c10::cuda::device_count());
 #endif
   bool cuda;
-  if (req.device == "auto") {
+  if (device_name == "auto") {
     cuda = gpus > 0;
-  } else if (req.device == "cuda") {
-    DITGEN_CHECK(gpus > 0, "--device cuda: {}", gpus == 0 ? "this build has no CUDA or sees no GPU" : "");
+  } else if (device_name == "cuda") {
+    DITGEN_CHECK(gpus > 0, "--device cuda: this build has no CUDA or sees no GPU");
     cuda = true;
   } else {
-    DITGEN_CHECK(req.device == "cpu", "--device must be cpu, cuda or auto, got '{}'", req.device);
+    DITGEN_CHECK(device_name == "cpu", "--device must be cpu, cuda or auto, got '{}'", device_name);
     cuda = false;
   }
-  at::Device device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(mesh.rank() % gpus)) : at::Device(at::kCPU);
+  at::Device device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(rank % gpus)) : at::Device(at::kCPU);
   at::ScalarType dt;
-  if (req.dtype == "auto") {
+  if (dtype_name == "auto") {
     dt = cuda ? at::kBFloat16 : at::kFloat;
-  } else if (req.dtype == "bf16" || req.dtype == "bfloat16") {
+  } else if (dtype_name == "bf16" || dtype_name == "bfloat16") {
     dt = at::kBFloat16;
-  } else if (req.dtype == "fp16" || req.dtype == "float16") {
+  } else if (dtype_name == "fp16" || dtype_name == "float16") {
     dt = at::kHalf;
-  } else if (req.dtype == "fp32" || req.dtype == "float32") {
+  } else if (dtype_name == "fp32" || dtype_name == "float32") {
     dt = at::kFloat;
   } else {
-    fail("--dtype must be bf16, fp16, fp32 or auto, got '{}'", req.dtype);
+    fail("--dtype must be bf16, fp16, fp32 or auto, got '{}'", dtype_name);
   }
   // An fp32 run means fp32 arithmetic: no TF32 in matrix products or convolutions.
   if (dt == at::kFloat) {

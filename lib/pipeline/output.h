@@ -14,7 +14,7 @@ namespace ditgen::pipeline {
 
 // --device / --dtype: "auto" picks the rank's GPU (rank % visible GPUs) with bf16 when the build
 // has CUDA and a GPU is present, else the CPU with fp32.
-std::pair<at::Device, at::ScalarType> resolve_device(const GenerateRequest& req, const dist::Mesh& mesh);
+std::pair<at::Device, at::ScalarType> resolve_device(const std::string& device, const std::string& dtype, int rank);
 std::string device_description(const at::Device& device, int world);
 
 // Fails with the nearest valid sizes when height or width is not a positive multiple of `multiple`.

@@ -17,7 +17,7 @@ io::RunReport generate(const pipeline::GenerateRequest& req, std::shared_ptr<par
                "--cfg {}: FLUX.2 is guidance-distilled (one transformer call per step), so there is no second CFG "
                "branch to run in parallel; drop --cfg",
                mesh.shape().cfg);
-  const auto [device, dtype] = pipeline::resolve_device(req, mesh);
+  const auto [device, dtype] = pipeline::resolve_device(req.device, req.dtype, mesh.rank());
 
   // Load.
   LoadOptions lo;

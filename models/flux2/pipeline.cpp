@@ -58,9 +58,12 @@ const nlohmann::json& preset() {
 }
 
 uint64_t component_seed(uint64_t seed, const std::string& component) {
-  uint64_t h = 1469598103934665603ull ^ seed;
-  for (unsigned char c : component) h = (h ^ c) * 1099511628211ull;
-  return h;
+  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
+}
+
+// Checkpoint loads are long at real size: progress per tensor on rank 0.
+std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSource> src, const std::string& label) {
+  return std::make_shared<nn::ProgressSource>(src, label, src->expected_count());
 }
 
 
@@ -82,11 +85,13 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
   text_layers_ = opt.text_layers.empty() ? defaults_["text_encoder_out_layers"].get<std::vector<int>>() : opt.text_layers;
   for (int l : text_layers_) DITGEN_CHECK(l >= 1, "--text-encoder-out-layers: layer {} is not a decoder layer (1-based)", l);
+  const int te_layers_needed = *std::max_element(text_layers_.begin(), text_layers_.end());
 
   TransformerConfig tcfg;
   VaeConfig vcfg;
   nlohmann::json te_json;
   std::string te_where;
+  std::string te_dir;  // a checkpoint's text_encoder/ folder, opened once its config is known
   std::shared_ptr<nn::WeightSource> tsrc, vsrc, tesrc;
 
   if (from_folder) {
@@ -114,14 +119,10 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     scheduler_ = SchedulerConfig::from_json(io::read_json_file(sched_path), sched_path);
     if (opt.load_text_encoder) tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
     if (!opt.random_weights) {
-      tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir));
+      tsrc = with_progress(std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir)), "load transformer");
       vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(vdir), "",
-                                                    std::vector<std::string>{".num_batches_tracked", "encoder.", "quant_conv."});
-      if (opt.load_text_encoder) {
-        auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
-        const int needed = *std::max_element(text_layers_.begin(), text_layers_.end());
-        tesrc = llm::open_decoder_source(io::TensorStore::open_dir(tedir), te_cfg, needed);
-      }
+                                                    Vae::unread_keys(/*with_encoder=*/false));
+      te_dir = tedir;
     }
   } else {
     const nlohmann::json& cfgs = tiny ? p["tiny"] : p;
@@ -134,25 +135,21 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     }
     te_where = tiny ? "configs/flux2.json tiny.text_encoder" : "configs/flux2.json text_encoder";
     scheduler_ = SchedulerConfig::from_json(tiny ? cfgs["scheduler"] : p["scheduler"], "configs/flux2.json scheduler");
-    tokenizer_ = text::Tokenizer::from_json(text::tiny_tekken_tokenizer_json(), "built-in tiny tokenizer");
+    tokenizer_ = text::tiny_tekken_tokenizer();  // built once per process
     if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
+  }
+  te_json_ = te_json;
+  std::optional<llm::DecoderConfig> te_cfg;
+  if (opt.load_text_encoder) {
+    te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
+    if (!te_dir.empty())
+      tesrc = with_progress(llm::open_decoder_source(io::TensorStore::open_dir(te_dir), *te_cfg, te_layers_needed),
+                            "load text encoder");
   }
   if (!tsrc) {
     tsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "transformer"));
     vsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "vae"));
     tesrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
-  }
-  te_json_ = te_json;
-
-  if (from_folder && !opt.random_weights) {
-    // Checkpoint loads are long at real size: progress per tensor on rank 0.
-    auto with_progress = [](std::shared_ptr<nn::WeightSource> src, const std::string& label) -> std::shared_ptr<nn::WeightSource> {
-      auto* cs = dynamic_cast<nn::CheckpointSource*>(src.get());
-      const int64_t n = cs ? cs->expected_count() : 0;
-      return n > 0 ? std::make_shared<nn::ProgressSource>(src, label, n) : src;
-    };
-    tsrc = with_progress(tsrc, "load transformer");
-    if (tesrc) tesrc = with_progress(tesrc, "load text encoder");
   }
   if (opt.wrap_source) {
     tsrc = opt.wrap_source("transformer", tsrc);
@@ -166,18 +163,16 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   DITGEN_CHECK(tcfg.in_channels * tcfg.patch_size * tcfg.patch_size == vcfg.patched_channels(),
                "the transformer takes {} input channels but the VAE's patchified latents have {}",
                tcfg.in_channels, vcfg.patched_channels());
-  if (opt.load_text_encoder) {
-    auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
-    const int needed = *std::max_element(text_layers_.begin(), text_layers_.end());
-    DITGEN_CHECK(needed <= te_cfg.num_hidden_layers,
-                 "{}: FLUX.2 reads text-encoder layer {} but the encoder has {} layers", te_where, needed,
-                 te_cfg.num_hidden_layers);
-    DITGEN_CHECK(static_cast<int64_t>(text_layers_.size()) * te_cfg.hidden_size == tcfg.joint_attention_dim,
+  if (te_cfg) {
+    DITGEN_CHECK(te_layers_needed <= te_cfg->num_hidden_layers,
+                 "{}: FLUX.2 reads text-encoder layer {} but the encoder has {} layers", te_where, te_layers_needed,
+                 te_cfg->num_hidden_layers);
+    DITGEN_CHECK(static_cast<int64_t>(text_layers_.size()) * te_cfg->hidden_size == tcfg.joint_attention_dim,
                  "{} text-encoder layers of width {} give {} features, but the transformer's joint_attention_dim "
                  "is {}",
-                 text_layers_.size(), te_cfg.hidden_size, text_layers_.size() * te_cfg.hidden_size,
+                 text_layers_.size(), te_cfg->hidden_size, text_layers_.size() * te_cfg->hidden_size,
                  tcfg.joint_attention_dim);
-    text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, nn::Weights(tesrc, dtype_, device_), needed);
+    text_encoder_ = std::make_unique<llm::DecoderLM>(*te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed);
     tesrc->check_all_used();
   }
   bytes_read_ = {{"transformer", tsrc->bytes_read()},
@@ -223,6 +218,7 @@ Pipeline::DenoiseResult Pipeline::denoise(const at::Tensor& prompt_embeds, const
   in.encoder_hidden_states = prompt_embeds.to(device_, dtype_);
   in.img_ids = image_ids(h, w).to(device_);
   in.txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
+  in.rope = transformer_->rope(in.img_ids, in.txt_ids);
   in.guidance = at::full({B}, guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
 
   for (int64_t i = 0; i < steps; ++i) {

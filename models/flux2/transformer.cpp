@@ -184,6 +184,16 @@ at::Tensor Transformer::row_linear(const at::Tensor& x, const at::Tensor& w) con
   return y;
 }
 
+at::Tensor Transformer::rope(const at::Tensor& img_ids, const at::Tensor& txt_ids) const {
+  // Each rank's chunks keep their global positions through the ids (split before the tables).
+  const at::Device dev = x_embedder_.device();
+  auto local = [&](const at::Tensor& ids) {
+    return parallel::split_sequence((ids.dim() == 3 ? ids[0] : ids).to(dev), 0, *ctx_);  // [S_loc, 4]
+  };
+  auto [cos, sin] = rope_tables(at::cat({local(txt_ids), local(img_ids)}, 0), cfg_.axes_dims_rope, cfg_.rope_theta);
+  return nn::rope_pair_factors(cos, sin);
+}
+
 Transformer::State Transformer::prepare(const TransformerInput& in) const {
   const at::ScalarType dt = x_embedder_.scalar_type();
   const at::Device dev = x_embedder_.device();
@@ -221,9 +231,6 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   s.mod_single[1] = s.mod_single[1] + 1;
 
   // Split text and image tokens over the CP group once; positions stay global through the ids.
-  auto ids2d = [](const at::Tensor& ids) { return ids.dim() == 3 ? ids[0] : ids; };
-  at::Tensor img_ids = parallel::split_sequence(ids2d(in.img_ids).to(dev), 0, ctx);
-  at::Tensor txt_ids = parallel::split_sequence(ids2d(in.txt_ids).to(dev), 0, ctx);
   s.x = nn::linear(parallel::split_sequence(in.hidden_states, 1, ctx).to(dev, dt), x_embedder_);
   s.c = nn::linear(parallel::split_sequence(in.encoder_hidden_states, 1, ctx).to(dev, dt), context_embedder_);
   s.txt_local = s.c.size(1);
@@ -234,8 +241,7 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   const auto txt_sizes = parallel::chunk_sizes(n_txt, ctx), img_sizes = parallel::chunk_sizes(n_img, ctx);
   for (size_t i = 0; i < txt_sizes.size(); ++i) s.local_lens.push_back(txt_sizes[i] + img_sizes[i]);
 
-  auto [cos, sin] = rope_tables(at::cat({txt_ids, img_ids}, 0), cfg_.axes_dims_rope, cfg_.rope_theta);
-  s.rope = nn::rope_pair_factors(cos, sin);
+  s.rope = in.rope.defined() ? in.rope : rope(in.img_ids, in.txt_ids);
   return s;
 }
 

@@ -48,6 +48,7 @@ struct TransformerInput {
   at::Tensor guidance;               // [B] float32 guidance scale (ignored without guidance_embeds)
   at::Tensor img_ids;                // [B or 1, N_img, 4] int64 (t, h, w, l)
   at::Tensor txt_ids;                // [B or 1, L, 4] int64
+  at::Tensor rope;                   // optional: rope(img_ids, txt_ids), reused across denoising steps
 };
 
 class Transformer {
@@ -58,6 +59,10 @@ class Transformer {
   at::Tensor forward(const TransformerInput& in) const;
 
   const TransformerConfig& config() const { return cfg_; }
+
+  // This rank's RoPE factors for its [text chunk, image chunk]: [L_loc + N_loc, head_dim/2] complex64.
+  // Constant over a generation, so the pipeline computes it once.
+  at::Tensor rope(const at::Tensor& img_ids, const at::Tensor& txt_ids) const;
 
   // Pieces of forward, for the block cache: the state one forward carries between block lists.
   struct State {

@@ -319,6 +319,12 @@ struct Vae::Decoder {
 // ---------------------------------------------------------------------------------------------
 // Vae
 
+std::vector<std::string> Vae::unread_keys(bool with_encoder) {
+  std::vector<std::string> keys = {".num_batches_tracked"};  // BatchNorm bookkeeping, never used
+  if (!with_encoder) keys.insert(keys.end(), {"encoder.", "quant_conv."});
+  return keys;
+}
+
 Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
     : config_(config), dtype_(wb.dtype()), device_(wb.device()) {
   const auto& boc = config_.block_out_channels;

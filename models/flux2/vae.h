@@ -56,8 +56,10 @@ class Vae {
  public:
   // Declares every tensor under `wb` (whose prefix is the VAE component root). With
   // `with_encoder` false the encoder and quant_conv are not read (decode-only pipelines); the
-  // caller then tells its checkpoint source to ignore the `encoder.` and `quant_conv.` keys.
+  // caller then tells its checkpoint source to ignore unread_keys(false).
   Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder = true);
+  // Checkpoint keys such a Vae does not read, for CheckpointSource's ignore list.
+  static std::vector<std::string> unread_keys(bool with_encoder);
 
   const VaeConfig& config() const { return config_; }
   int64_t scale_factor() const { return config_.scale_factor(); }

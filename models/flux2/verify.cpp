@@ -40,7 +40,7 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   auto scfg = SchedulerConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler");
   auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
   auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
-                                                     std::vector<std::string>{".num_batches_tracked", "encoder.", "quant_conv."});
+                                                     Vae::unread_keys(/*with_encoder=*/false));
   Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
                 context_of(opt));
   tsrc->check_all_used();

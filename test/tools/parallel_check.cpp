@@ -51,15 +51,8 @@ int main(int argc, char** argv) {
 
   int code = 0;
   try {
-    dist::MeshShape shape;
-    if (!preset.empty()) shape = dist::preset_shape(preset, launch.world);
-    if (ulysses) shape.ulysses = ulysses;
-    if (ring) shape.ring = ring;
-    if (tp) shape.tp = tp;
-    pipeline::GenerateRequest probe;
-    probe.device = device_name;
-    probe.dtype = dtype_name;
-    const auto [device, dtype] = pipeline::resolve_device(probe, dist::Mesh(shape, launch.world, launch.rank));
+    const dist::MeshShape shape = dist::resolve_shape(preset, ulysses, ring, tp, 0, launch.world);
+    const auto [device, dtype] = pipeline::resolve_device(device_name, dtype_name, launch.rank);
     auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
     auto ctx = parallel::Context::create(world, shape);
 
