@@ -4,11 +4,11 @@
 #include "lib/dist/launch.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/output.h"
-#include "lib/pipeline/request.h"
+#include "lib/pipeline/runner.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
 #include "lib/runtime/trace.h"
-#include "models/flux2/pipeline.h"
+#include "models/registry.h"
 #include "models/verify_cases.h"
 
 namespace {
@@ -48,42 +48,93 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "print debug information");
 
-  // ---- ditgen flux2 ----
-  ditgen::pipeline::GenerateRequest req;
-  MeshFlags gen_mesh;
-  auto* flux2 = app.add_subcommand("flux2", "Generate images with FLUX.2-dev (built-in tiny model without --model-path)");
-  flux2->add_option("--model-path", req.model_path, "diffusers FLUX.2 folder (model_index.json, transformer/, vae/, ...)");
-  flux2->add_flag("--random-weights", req.random_weights,
-                  "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
-  flux2->add_option("-p,--prompt", req.prompt, "text prompt (default: the preset prompt)");
-  flux2->add_option("-H,--height", req.height, "image height in pixels (default 1024; tiny 128)")->check(CLI::PositiveNumber);
-  flux2->add_option("-W,--width", req.width, "image width in pixels (default 1024; tiny 128)")->check(CLI::PositiveNumber);
-  flux2->add_option("--steps,--num-inference-steps", req.steps, "denoising steps (default 28)")->check(CLI::PositiveNumber);
-  flux2->add_option("--guidance,--guidance-scale", req.guidance, "embedded guidance scale (default 4.0)")
-      ->check(CLI::NonNegativeNumber);
-  flux2->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str();
-  flux2->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(CLI::PositiveNumber);
-  flux2->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens (default 512)")
-      ->check(CLI::PositiveNumber);
-  flux2->add_option("--text-encoder-out-layers", req.text_encoder_out_layers,
-                    "text-encoder layers whose hidden states feed the transformer (default 10 20 30)")
-      ->delimiter(',');
-  flux2->add_option("-o,--output,--save-path", req.output,
-                    "output .png file, or a folder for an auto-named one (default: current folder)");
-  flux2->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
-  flux2->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();
-  flux2->add_option("--warmup", req.warmup, "untimed full runs before the timed ones")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  flux2->add_option("--warmup-steps", req.warmup_steps, "steps per warmup run (default: --steps)")
-      ->check(CLI::PositiveNumber);
-  flux2->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  flux2->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
-  flux2->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str();
+  // ---- ditgen <model>: one subcommand per registered model ----
+  struct ModelCommand {
+    const ditgen::pipeline::ModelEntry* entry;
+    CLI::App* app;
+    CLI::Option* negative = nullptr;
+    ditgen::pipeline::GenerateRequest req;
+    MeshFlags mesh;
+  };
+  std::vector<std::unique_ptr<ModelCommand>> model_commands;
   std::string trace_dir;
-  flux2->add_option("--trace", trace_dir,
+  for (const auto& entry : ditgen::registered_models()) {
+    auto cmd = std::make_unique<ModelCommand>();
+    cmd->entry = &entry;
+    auto& req = cmd->req;
+    auto* sub = app.add_subcommand(entry.command, entry.summary);
+    cmd->app = sub;
+    // "(default 1024; tiny 128)" from the model's presets.
+    auto dflt = [&](const char* key) {
+      const auto& p = entry.presets;
+      if (!p.contains("defaults") || !p["defaults"].contains(key)) return std::string();
+      std::string d = " (default " + p["defaults"][key].dump();
+      if (p.contains("tiny") && p["tiny"]["defaults"].contains(key) && p["tiny"]["defaults"][key] != p["defaults"][key])
+        d += "; tiny " + p["tiny"]["defaults"][key].dump();
+      return d + ")";
+    };
+    sub->add_option("--model-path", req.model_path, "diffusers folder of the model (default: the built-in tiny model)");
+    sub->add_flag("--random-weights", req.random_weights,
+                  "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
+    sub->add_option("-p,--prompt", req.prompt, "text prompt (default: the preset prompt)");
+    sub->add_option("-H,--height", req.height, "image height in pixels" + dflt("height"))->check(CLI::PositiveNumber);
+    sub->add_option("-W,--width", req.width, "image width in pixels" + dflt("width"))->check(CLI::PositiveNumber);
+    sub->add_option("--steps,--num-inference-steps", req.steps, "denoising steps" + dflt("steps"))
+        ->check(CLI::PositiveNumber);
+    for (auto flag : entry.flags) {
+      using ditgen::pipeline::ModelFlag;
+      switch (flag) {
+        case ModelFlag::Guidance:
+          sub->add_option("--guidance,--guidance-scale", req.guidance, "embedded guidance scale" + dflt("guidance"))
+              ->check(CLI::NonNegativeNumber);
+          break;
+        case ModelFlag::NegativePrompt:
+          cmd->negative = sub->add_option("--negative-prompt", req.negative_prompt,
+                                          "negative prompt of true CFG; an empty one counts" + dflt("negative_prompt"));
+          break;
+        case ModelFlag::TrueCfgScale:
+          sub->add_option("--true-cfg-scale", req.true_cfg_scale,
+                          "true classifier-free guidance scale; <= 1 turns CFG off (one transformer pass per step)" +
+                              dflt("true_cfg_scale"))
+              ->check(CLI::NonNegativeNumber);
+          break;
+        case ModelFlag::AspectRatio: {
+          std::string names;
+          const nlohmann::json table = entry.presets.value("aspect_ratios", nlohmann::json::object());
+          for (const auto& kv : table.items())
+            names += (names.empty() ? "" : ", ") + kv.key() + " (" + std::to_string(kv.value()[0].get<int>()) + "x" +
+                     std::to_string(kv.value()[1].get<int>()) + ")";
+          sub->add_option("--aspect-ratio", req.aspect_ratio, "the model card's size for an aspect ratio, W x H: " + names);
+          break;
+        }
+        case ModelFlag::TextEncoderOutLayers:
+          sub->add_option("--text-encoder-out-layers", req.text_encoder_out_layers,
+                          "text-encoder layers whose hidden states feed the transformer" + dflt("text_encoder_out_layers"))
+              ->delimiter(',');
+          break;
+      }
+    }
+    sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str();
+    sub->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(CLI::PositiveNumber);
+    sub->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens" + dflt("max_sequence_length"))
+        ->check(CLI::PositiveNumber);
+    sub->add_option("-o,--output,--save-path", req.output,
+                    "output .png file, or a folder for an auto-named one (default: current folder)");
+    sub->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
+    sub->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();
+    sub->add_option("--warmup", req.warmup, "untimed full runs before the timed ones")->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    sub->add_option("--warmup-steps", req.warmup_steps, "steps per warmup run (default: --steps)")
+        ->check(CLI::PositiveNumber);
+    sub->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    sub->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
+    sub->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str();
+    sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
-  gen_mesh.add(flux2);
+    cmd->mesh.add(sub);
+    model_commands.push_back(std::move(cmd));
+  }
 
   // ---- ditgen verify ----
   ditgen::VerifyRequest vreq;
@@ -107,10 +158,12 @@ int main(int argc, char** argv) {
   trace_diff->add_option("--tolerance", trace_tol, "exit 1 when a relative error exceeds this");
 
   // ---- ditgen export-tiny ----
-  std::string export_model = "flux2", export_dir;
+  std::string export_model, export_dir;
   int export_shards = 3;
+  std::vector<std::string> model_names;
+  for (const auto& entry : ditgen::registered_models()) model_names.push_back(entry.command);
   auto* export_tiny = app.add_subcommand("export-tiny", "Write a built-in tiny model as a diffusers folder");
-  export_tiny->add_option("model", export_model, "model family")->check(CLI::IsMember({"flux2"}))->required();
+  export_tiny->add_option("model", export_model, "model command")->check(CLI::IsMember(model_names))->required();
   export_tiny->add_option("dir", export_dir, "output folder")->required();
   export_tiny->add_option("--shards", export_shards, "safetensors files for the transformer")->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -128,13 +181,17 @@ int main(int argc, char** argv) {
     ditgen::log::set_verbose(verbose);
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
-    if (flux2->parsed()) {
-      req.model = "flux2";
-      req.mesh = gen_mesh.resolve(launch.world);
+    const ModelCommand* generate = nullptr;
+    for (const auto& c : model_commands)
+      if (c->app->parsed()) generate = c.get();
+    if (generate) {
+      ditgen::pipeline::GenerateRequest req = generate->req;
+      req.has_negative_prompt = generate->negative && generate->negative->count() > 0;
+      req.mesh = generate->mesh.resolve(launch.world);
       const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
-      auto world = ditgen::dist::make_world(launch, cuda, gen_mesh.timeout_s);
+      auto world = ditgen::dist::make_world(launch, cuda, generate->mesh.timeout_s);
       auto ctx = ditgen::parallel::Context::create(world, req.mesh);
-      ditgen::flux2::generate(req, ctx);
+      ditgen::pipeline::generate(*generate->entry, req, ctx);
     } else if (verify->parsed()) {
       auto shape = verify_mesh.resolve(launch.world);
       const auto [device, dtype] = ditgen::pipeline::resolve_device(vdevice, vdtype, launch.rank);
@@ -147,7 +204,8 @@ int main(int argc, char** argv) {
       const double worst = ditgen::runtime::trace_diff(trace_a, trace_b);
       code = trace_tol > 0 && !(worst <= trace_tol) ? 1 : 0;
     } else if (export_tiny->parsed()) {
-      if (launch.rank == 0) ditgen::flux2::export_tiny(export_dir, export_shards);
+      for (const auto& entry : ditgen::registered_models())
+        if (entry.command == export_model && launch.rank == 0) entry.export_tiny(export_dir, export_shards);
     }
   } catch (const ditgen::Error& e) {
     ditgen::log::error_line(e.what());

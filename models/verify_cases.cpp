@@ -10,6 +10,7 @@
 #include "lib/verify/compare.h"
 #include "models/flux2/verify.h"
 #include "models/llm/verify.h"
+#include "models/qwen_image/verify.h"
 
 namespace ditgen {
 
@@ -25,6 +26,9 @@ const std::map<std::string, Runner>& runners() {
       {"flux2_pipeline", flux2::verify_pipeline},
       {"text_encoder_mistral", llm::verify_text_encoder},
       {"text_encoder_qwen25vl", llm::verify_text_encoder},
+      {"qwenimage_transformer", qwen_image::verify_transformer},
+      {"qwenimage_vae", qwen_image::verify_vae},
+      {"qwenimage_pipeline", qwen_image::verify_pipeline},
       {"text_encoder_gemma3", llm::verify_text_encoder},
       {"tokenizer", text::verify_tokenizer},
   };

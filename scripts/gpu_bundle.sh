@@ -15,7 +15,8 @@ cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so
 cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so.2
 fixtures=${DITGEN_FIXTURES:-../shared/fixtures}
 for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/text_encoder_mistral \
-         pipelines/flux2_pipeline_64x96_s4; do
+         pipelines/flux2_pipeline_64x96_s4 models/qwenimage_transformer_b1_h6w8_t12 models/qwenimage_vae_b1_6x8 \
+         models/text_encoder_qwen25vl pipelines/qwenimage_pipeline_64x96_s4_cfg4.0; do
   cp -r "$fixtures/$c" ".gpu/fixtures/$c"
 done
 du -sh .gpu

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
-# Results and logs go to $OUT (default ./gpu_out). Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|all]
+# Results and logs go to $OUT (default ./gpu_out).
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -13,7 +14,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all || $what == quick || $what == final ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -72,6 +73,28 @@ if [[ $what == quick ]]; then
     timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank $stall --comm-timeout 5 > /tmp/stall.log 2>&1
     note "nccl stuck rank $stall: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
   done
+fi
+
+if [[ $what == qwen || $what == all ]]; then
+  D=$B/ditgen; F=$G/fixtures
+  for c in models/qwenimage_transformer_b1_h6w8_t12 models/qwenimage_vae_b1_6x8 models/text_encoder_qwen25vl \
+           pipelines/qwenimage_pipeline_64x96_s4_cfg4.0; do
+    $D verify $F/$c --device cuda --dtype fp32 2>&1 | sed 's/^/[1gpu fp32] /' | tee -a "$summary"
+    $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed 's/^/[1gpu bf16] /' | tee -a "$summary"
+  done
+  $D qwen-image --warmup 1 -o /tmp/tiny/ > /tmp/qwen_tiny.log 2>&1; note "qwen tiny: rc=$?"; tail -12 /tmp/qwen_tiny.log | tee -a "$summary"
+  # Qwen-Image at its real size with random weights: true CFG (two passes per step) at 1024^2 and 1328^2,
+  # and one pass per step with exactly 128 text tokens (the reference tool's measured workload).
+  run_qwen() {  # tag flags...
+    local tag=$1; shift
+    timeout 420 $D -v qwen-image --random-weights --warmup 1 --warmup-steps 2 --steps 10 --track-memory "$@" \
+      -o /tmp/bench/qwen_$tag.png > /tmp/qwen_$tag.log 2>&1
+    note "qwen $tag ($*): rc=$?"; grep -E "text tokens|Memory" /tmp/qwen_$tag.log | tee -a "$summary"
+    tail -14 /tmp/qwen_$tag.log | tee -a "$summary"; cp /tmp/bench/qwen_$tag.json "$OUT/" 2>/dev/null
+  }
+  run_qwen cfg_1024 -H 1024 -W 1024
+  run_qwen cfg_1328 -H 1328 -W 1328
+  run_qwen nocfg_1024_t128 -H 1024 -W 1024 --true-cfg-scale 1 --max-sequence-length 128
 fi
 
 if [[ $what == blocks || $what == all ]]; then

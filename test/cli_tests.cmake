@@ -5,6 +5,9 @@ set(DITGEN_EXE $<TARGET_FILE:ditgen>)
 
 add_test(NAME cli.tiny_demo
          COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DWORK=${CLI_WORK}/demo -P ${CMAKE_CURRENT_SOURCE_DIR}/run_tiny_demo.cmake)
+add_test(NAME cli.qwen_tiny_demo
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DWORK=${CLI_WORK}/qwen_demo -DCMD=qwen-image
+                 -DSTEM=qwen_image-tiny.128x128.C0 -P ${CMAKE_CURRENT_SOURCE_DIR}/run_tiny_demo.cmake)
 
 add_test(NAME cli.prepare_models COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/make_bad_models.sh ${DITGEN_EXE} ${CLI_WORK}/models)
 set_tests_properties(cli.prepare_models PROPERTIES FIXTURES_SETUP cli_models)
@@ -13,7 +16,8 @@ set_tests_properties(cli.prepare_models PROPERTIES FIXTURES_SETUP cli_models)
 # Mistral3-prefixed text encoder) and gives the built-in model's image exactly.
 add_test(NAME cli.load_exported_folder
          COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CLI_WORK}/load
-                 -DMODEL=${CLI_WORK}/models/good -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
+                 -DMODEL=${CLI_WORK}/models/good "-DFOLDER_ARGS=-p,a hermit crab in a soda can,-H,128,-W,128,--max-sequence-length,256,--text-encoder-out-layers,1,2,3"
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
 set_tests_properties(cli.load_exported_folder PROPERTIES FIXTURES_REQUIRED cli_models)
 
 set(FAIL ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh)
@@ -44,3 +48,33 @@ foreach(t ${all_tests})
     set_tests_properties(${t} PROPERTIES FIXTURES_REQUIRED cli_models LABELS cli TIMEOUT 120)
   endif()
 endforeach()
+
+# Qwen-Image: the exported tiny folder (3 transformer shards, legacy `model.*` text-encoder names, the
+# text encoder's keys at its config's top level) loads to the built-in image exactly; broken copies are
+# refused naming the file and the key; CFG and size flags are checked.
+add_test(NAME cli.qwen_prepare_models COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/make_bad_qwen_models.sh ${DITGEN_EXE} ${CLI_WORK}/qwen_models)
+set_tests_properties(cli.qwen_prepare_models PROPERTIES FIXTURES_SETUP qwen_cli_models)
+set(QM ${CLI_WORK}/qwen_models)
+add_test(NAME cli.qwen_load_exported_folder
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CLI_WORK}/qwen_load
+                 -DMODEL=${QM}/good -DCMD=qwen-image
+                 "-DFOLDER_ARGS=-p,a coffee shop entrance with a chalkboard sign,-H,128,-W,128,--max-sequence-length,128"
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
+set_tests_properties(cli.qwen_load_exported_folder PROPERTIES FIXTURES_REQUIRED qwen_cli_models)
+set(QRUN ${DITGEN_EXE} qwen-image --warmup 0 --steps 1 -H 64 -W 64 --max-sequence-length 128 -o ${CLI_WORK}/qout/)
+set(QRUN_TINY ${DITGEN_EXE} qwen-image --warmup 0 --steps 1 -o ${CLI_WORK}/qout/)
+add_test(NAME cli.error.qwen_truncated_shard COMMAND ${FAIL} "diffusion_pytorch_model-00002-of-00003.safetensors' is truncated" ${QRUN} --model-path ${QM}/truncated)
+add_test(NAME cli.error.qwen_misshaped_tensor COMMAND ${FAIL} "tensor 'img_in.weight' in .*diffusion_pytorch_model-0000[0-9]-of-00003.safetensors' has shape \\[16, 128\\] but the model config needs \\[128, 16\\]" ${QRUN} --model-path ${QM}/misshaped)
+add_test(NAME cli.error.qwen_missing_tensor COMMAND ${FAIL} "missing tensor 'transformer_blocks.2.img_mod.1.weight'" ${QRUN} --model-path ${QM}/missing)
+add_test(NAME cli.error.qwen_text_encoder_width COMMAND ${FAIL} "text encoder's hidden_size 32 .* differs from the transformer's joint_attention_dim 48" ${QRUN} --model-path ${QM}/tewidth)
+add_test(NAME cli.error.qwen_wrong_pipeline COMMAND ${FAIL} "needs a QwenImagePipeline folder" ${QRUN} --model-path ${M}/good)
+add_test(NAME cli.error.qwen_variant COMMAND ${FAIL} "'zero_cond_t' is true" ${QRUN} --model-path ${QM}/variant)
+add_test(NAME cli.error.qwen_aspect_ratio COMMAND ${FAIL} "--aspect-ratio '5:4' is not one of 16:9, 1:1, 2:3" ${QRUN_TINY} --aspect-ratio 5:4)
+add_test(NAME cli.error.qwen_aspect_and_size COMMAND ${FAIL} "--aspect-ratio 16:9 sets the image size" ${QRUN_TINY} --aspect-ratio 16:9 -H 64)
+add_test(NAME cli.error.qwen_long_sequence COMMAND ${FAIL} "--max-sequence-length 2000 is larger than Qwen-Image's limit of 1024" ${QRUN_TINY} --max-sequence-length 2000)
+add_test(NAME cli.error.qwen_bad_height COMMAND ${FAIL} "--height 100 is not a multiple of 8 .*use 96 or 104" ${QRUN_TINY} -H 100)
+foreach(t cli.error.qwen_truncated_shard cli.error.qwen_misshaped_tensor cli.error.qwen_missing_tensor
+          cli.error.qwen_text_encoder_width cli.error.qwen_variant)
+  set_tests_properties(${t} PROPERTIES FIXTURES_REQUIRED qwen_cli_models LABELS cli TIMEOUT 120)
+endforeach()
+set_tests_properties(cli.error.qwen_wrong_pipeline PROPERTIES FIXTURES_REQUIRED cli_models LABELS cli TIMEOUT 120)

@@ -100,3 +100,84 @@ add_test(NAME mpi.trace_parity_tp2
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DDITGEN=$<TARGET_FILE:ditgen>
                  -DWORK=${CMAKE_CURRENT_BINARY_DIR}/trace -P ${CMAKE_CURRENT_SOURCE_DIR}/run_trace_parity.cmake)
 set_tests_properties(mpi.trace_parity_tp2 PROPERTIES TIMEOUT 300 LABELS mpi)
+
+# ---- Qwen-Image: a representative set of meshes (every preset at np 2 and 4, the 8-rank hybrids, CFG
+# parallelism). Random odd inputs with a text mask (batch 2, 35 image + 13 text tokens, padded keys in
+# the middle and at the end), the golden transformer and pipeline fixtures under the mesh, and the
+# tiny pipeline's PNG against the single-process PNG (8 steps of true CFG 4.0: fp32 sums in another
+# order may move a few values by 1/255, no more).
+set(QWEN_TRANSFORMER_FIXTURE ${DITGEN_FIXTURES}/models/qwenimage_transformer_b1_h6w8_t12)
+set(QWEN_PIPELINE_FIXTURE ${DITGEN_FIXTURES}/pipelines/qwenimage_pipeline_64x96_s4_cfg4.0)
+set(QWEN_MESHES
+  "np2_tp|2|--parallel,tp"
+  "np2_ulysses|2|--parallel,ulysses"
+  "np2_ring|2|--parallel,ring"
+  "np4_tp|4|--parallel,tp"
+  "np4_ulysses|4|--parallel,ulysses"
+  "np4_ring|4|--parallel,ring"
+  "np4_usp|4|--parallel,usp"
+  "np4_ulysses_tp|4|--parallel,ulysses_tp"
+  "np4_tp_ulysses|4|--parallel,tp_ulysses"
+  "np4_ring_tp|4|--parallel,ring_tp"
+  "np4_tp_ring|4|--parallel,tp_ring"
+  "np8_usp_tp|8|--parallel,usp_tp"
+  "np8_ulysses_tp|8|--parallel,ulysses_tp"
+)
+# CFG parallelism: the two branches on two halves (a preset applies to each half).
+set(QWEN_CFG_MESHES
+  "np2_cfg2|2|--cfg,2"
+  "np4_cfg2_ulysses|4|--cfg,2,--parallel,ulysses"
+  "np4_cfg2_tp2|4|--cfg,2,--tp,2"
+  "np8_cfg2_ulysses_tp|8|--cfg,2,--parallel,ulysses_tp"
+)
+foreach(entry ${QWEN_MESHES} ${QWEN_CFG_MESHES})
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 np)
+  list(SUBLIST parts 2 -1 flags)
+  string(REPLACE "," ";" flags "${flags}")
+  set(tests mpi.qwen_pipeline.${name})
+  # The pipeline fixture's transformer has 4 heads: ulysses x tp must divide them.
+  if(NOT name STREQUAL "np8_ulysses_tp")
+    add_test(NAME mpi.qwen_verify_pipeline.${name}
+             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${QWEN_PIPELINE_FIXTURE} ${flags})
+    list(APPEND tests mpi.qwen_verify_pipeline.${name})
+  endif()
+  if(NOT name MATCHES "cfg2")
+    add_test(NAME mpi.qwen_transformer_odd.${name}
+             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen_parallel_check> --model qwen-image ${flags}
+                     --img-h 5 --img-w 7 --txt 13 --batch 2)
+    add_test(NAME mpi.qwen_verify_transformer.${name}
+             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${QWEN_TRANSFORMER_FIXTURE} ${flags})
+    list(APPEND tests mpi.qwen_transformer_odd.${name} mpi.qwen_verify_transformer.${name})
+  endif()
+  add_test(NAME mpi.qwen_pipeline.${name}
+           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}" -DMODEL=qwen-image
+                   -DTOLERANCE=1 -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff>
+                   -DWORK=${CMAKE_CURRENT_BINARY_DIR}/mpi_qwen_pipeline/${name}
+                   -DREFERENCE=${CMAKE_CURRENT_BINARY_DIR}/mpi_qwen_pipeline/single.png
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/run_pipeline_mesh.cmake)
+  set_tests_properties(${tests} PROPERTIES TIMEOUT 300 LABELS "mpi;qwen_image" SKIP_RETURN_CODE 77 PROCESSORS ${np})
+  set_tests_properties(mpi.qwen_pipeline.${name} PROPERTIES FIXTURES_REQUIRED qwen_single_pipeline)
+endforeach()
+add_test(NAME mpi.qwen_pipeline_single_reference
+         COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 4
+                 -o ${CMAKE_CURRENT_BINARY_DIR}/mpi_qwen_pipeline/single.png)
+set_tests_properties(mpi.qwen_pipeline_single_reference PROPERTIES FIXTURES_SETUP qwen_single_pipeline
+                     LABELS "mpi;qwen_image" TIMEOUT 300)
+
+# --cfg 2 without a second branch is refused at start-up on every rank, with the reason.
+add_test(NAME mpi.qwen_cfg2_without_cfg COMMAND ${EXPECT_FAIL} "--cfg 2 .*--true-cfg-scale 1 is not above 1"
+         ${MPIRUN} -np 2 $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 1 --cfg 2 --true-cfg-scale 1)
+add_test(NAME mpi.flux2_cfg2_refused COMMAND ${EXPECT_FAIL} "--cfg 2 .*guidance-distilled"
+         ${MPIRUN} -np 2 $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 1 --cfg 2)
+set_tests_properties(mpi.qwen_cfg2_without_cfg mpi.flux2_cfg2_refused PROPERTIES TIMEOUT 120 LABELS mpi)
+
+# Per-rank slice loading of the Qwen-Image transformer: under TP each rank reads only its slice (the
+# per-block modulation included, as cache-dit's plan shards it).
+add_test(NAME mpi.qwen_shard_loading_tp
+         COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DDITGEN=$<TARGET_FILE:ditgen> -DCMD=qwen-image
+                 "-DEXTRA=-H,64,-W,64" -DMODEL=${CMAKE_CURRENT_BINARY_DIR}/cli/qwen_models/good
+                 -DWORK=${CMAKE_CURRENT_BINARY_DIR}/qwen_shard_loading -P ${CMAKE_CURRENT_SOURCE_DIR}/run_shard_loading.cmake)
+set_tests_properties(mpi.qwen_shard_loading_tp PROPERTIES TIMEOUT 300 LABELS "mpi;qwen_image"
+                     FIXTURES_REQUIRED qwen_cli_models)

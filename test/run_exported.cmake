@@ -1,8 +1,13 @@
-# Loads the exported tiny folder and compares with the built-in model's image (must be identical).
+# Loads an exported tiny folder and compares with the built-in model's image (must be identical).
+# CMD: the model command; FOLDER_ARGS: the flags that make the folder run match the built-in defaults.
+if(NOT CMD)
+  set(CMD flux2)
+endif()
 file(REMOVE_RECURSE ${WORK})
-execute_process(COMMAND ${DITGEN} flux2 --warmup 0 --steps 2 -o ${WORK}/builtin.png RESULT_VARIABLE rc1)
-execute_process(COMMAND ${DITGEN} flux2 --warmup 0 --steps 2 --model-path ${MODEL} -p "a hermit crab in a soda can"
-                        -H 128 -W 128 --max-sequence-length 256 --text-encoder-out-layers 1,2,3 -o ${WORK}/folder.png RESULT_VARIABLE rc2)
+string(REPLACE "," ";" FOLDER_ARGS "${FOLDER_ARGS}")
+execute_process(COMMAND ${DITGEN} ${CMD} --warmup 0 --steps 2 -o ${WORK}/builtin.png RESULT_VARIABLE rc1)
+execute_process(COMMAND ${DITGEN} ${CMD} --warmup 0 --steps 2 --model-path ${MODEL} ${FOLDER_ARGS}
+                        -o ${WORK}/folder.png RESULT_VARIABLE rc2)
 if(NOT rc1 EQUAL 0 OR NOT rc2 EQUAL 0)
   message(FATAL_ERROR "a run failed (${rc1}, ${rc2})")
 endif()

@@ -1,9 +1,14 @@
 # Loads the exported tiny folder with one process, TP-2 and TP-4, and checks from the JSON reports that
 # each TP rank read only its slice of the transformer: with R replicated and S sharded bytes, a rank reads
 # R + S/T. From the 1- and 2-rank runs S = 2 (full - tp2); the 4-rank run must then read exactly R + S/4.
+# CMD (default flux2) and EXTRA (comma-separated flags) choose the model.
 file(REMOVE_RECURSE ${WORK})
-set(ARGS flux2 --model-path ${MODEL} --warmup 0 --steps 1 -H 128 -W 128 --max-sequence-length 256
-         --text-encoder-out-layers 1,2,3)
+if(NOT CMD)
+  set(CMD flux2)
+  set(EXTRA "-H,128,-W,128,--max-sequence-length,256,--text-encoder-out-layers,1,2,3")
+endif()
+string(REPLACE "," ";" EXTRA "${EXTRA}")
+set(ARGS ${CMD} --model-path ${MODEL} --warmup 0 --steps 1 ${EXTRA})
 set(MPI ${MPIRUN} --oversubscribe --allow-run-as-root --bind-to none)
 execute_process(COMMAND ${DITGEN} ${ARGS} -o ${WORK}/one.png RESULT_VARIABLE rc1)
 execute_process(COMMAND ${MPI} -np 2 ${DITGEN} ${ARGS} --tp 2 -o ${WORK}/tp2.png RESULT_VARIABLE rc2)

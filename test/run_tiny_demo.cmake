@@ -1,10 +1,15 @@
-# The README's first command on the tiny model: writes a PNG and a JSON report with the stages.
-file(REMOVE_RECURSE ${WORK})
-execute_process(COMMAND ${DITGEN} flux2 --warmup 0 -o ${WORK}/ RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "ditgen flux2 failed (${rc})")
+# The README's first command on a tiny model (CMD, default flux2): writes a PNG and a JSON report
+# with the stages, named STEM.
+if(NOT CMD)
+  set(CMD flux2)
+  set(STEM flux2-tiny.128x128.C0)
 endif()
-set(stem ${WORK}/flux2-tiny.128x128.C0)
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${DITGEN} ${CMD} --warmup 0 -o ${WORK}/ RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ditgen ${CMD} failed (${rc})")
+endif()
+set(stem ${WORK}/${STEM})
 foreach(f ${stem}.png ${stem}.json)
   if(NOT EXISTS ${f})
     message(FATAL_ERROR "missing output ${f}")

@@ -63,7 +63,12 @@ MeshShape preset_shape(const std::string& p, int w) {
 
 MeshShape resolve_shape(const std::string& preset, int ulysses, int ring, int tp, int cfg, int world) {
   MeshShape s;
-  if (!preset.empty()) s = preset_shape(preset, world);
+  if (!preset.empty()) {
+    const int halves = cfg > 1 ? cfg : 1;
+    DITGEN_CHECK(world % halves == 0, "--cfg {} splits the ranks into {} halves, but {} ranks were launched", cfg,
+                 halves, world);
+    s = preset_shape(preset, world / halves);
+  }
   if (ulysses > 0) s.ulysses = ulysses;
   if (ring > 0) s.ring = ring;
   if (tp > 0) s.tp = tp;
@@ -102,6 +107,11 @@ std::vector<int> Mesh::cp_group() const {
   std::vector<int> g;
   for (int r = 0; r < shape_.ring; ++r)
     for (int u = 0; u < shape_.ulysses; ++u) g.push_back(rank_of(cfg_index(), r, u, tp_index()));
+  return g;
+}
+std::vector<int> Mesh::cfg_group() const {
+  std::vector<int> g;
+  for (int c = 0; c < shape_.cfg; ++c) g.push_back(rank_of(c, ring_index(), ulysses_index(), tp_index()));
   return g;
 }
 std::string Mesh::tag() const {

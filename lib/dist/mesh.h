@@ -19,8 +19,9 @@ struct MeshShape {
 // naming the preset and the world size when they do not fit.
 MeshShape preset_shape(const std::string& preset, int world);
 const std::vector<std::string>& preset_names();
-// The mesh the command line asks for: the preset's shape (if any), then each explicit degree > 0
-// overriding its axis; unset axes are 1.
+// The mesh the command line asks for: the preset's shape (if any; with --cfg 2 it divides each half
+// of the ranks, as xDiT's cfg_degree), then each explicit degree > 0 overriding its axis; unset axes
+// are 1.
 MeshShape resolve_shape(const std::string& preset, int ulysses, int ring, int tp, int cfg, int world);
 
 class Mesh {
@@ -51,12 +52,15 @@ class Mesh {
   std::vector<int> ulysses_group() const;
   std::vector<int> ring_group() const;
   std::vector<int> cp_group() const;     // ring x ulysses, ordered by chunk index
+  std::vector<int> cfg_group() const;
 
   // Split colors: ranks with equal color share the group.
   int tp_color() const { return (cfg_index() * shape_.ring + ring_index()) * shape_.ulysses + ulysses_index(); }
   int ulysses_color() const { return (cfg_index() * shape_.ring + ring_index()) * shape_.tp + tp_index(); }
   int ring_color() const { return (cfg_index() * shape_.ulysses + ulysses_index()) * shape_.tp + tp_index(); }
   int cp_color() const { return cfg_index() * shape_.tp + tp_index(); }
+  // The cfg group pairs the ranks that hold the same part of the model in the two CFG halves.
+  int cfg_color() const { return (ring_index() * shape_.ulysses + ulysses_index()) * shape_.tp + tp_index(); }
 
   // "Ulysses4_TP2" style tag (empty for one process), as in cache-dit's output names.
   std::string tag() const;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "lib/io/json.h"
+#include "lib/io/report.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::io {
@@ -107,6 +108,29 @@ uint64_t TensorStore::bytes_read() const {
   uint64_t n = 0;
   for (const auto& kv : files_) n += kv.second->bytes_read();
   return n;
+}
+
+void write_component(const std::string& dir, const std::string& stem, const std::map<std::string, at::Tensor>& tensors,
+                     int shards) {
+  if (shards <= 1) {
+    write_safetensors(join_path(dir, stem + ".safetensors"), tensors);
+    return;
+  }
+  std::vector<std::map<std::string, at::Tensor>> parts(static_cast<size_t>(shards));
+  int i = 0;
+  for (const auto& kv : tensors) parts[static_cast<size_t>(i++ % shards)].insert(kv);
+  nlohmann::json index;
+  uint64_t total = 0;
+  for (int s = 0; s < shards; ++s) {
+    const std::string name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", stem, s + 1, shards);
+    write_safetensors(join_path(dir, name), parts[static_cast<size_t>(s)]);
+    for (const auto& kv : parts[static_cast<size_t>(s)]) {
+      index["weight_map"][kv.first] = name;
+      total += static_cast<uint64_t>(kv.second.numel() * kv.second.element_size());
+    }
+  }
+  index["metadata"] = {{"total_size", total}};
+  write_file_atomic(join_path(dir, stem + ".safetensors.index.json"), index.dump(2) + "\n");
 }
 
 }  // namespace ditgen::io

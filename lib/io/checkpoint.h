@@ -36,4 +36,10 @@ class TensorStore {
   std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;  // opened on first use
 };
 
+// Writes `tensors` as a diffusers component: `{stem}.safetensors`, or with shards > 1 the files
+// `{stem}-0000i-of-0000n.safetensors` and their `{stem}.safetensors.index.json` (how export-tiny makes
+// folders that exercise the real checkpoint path).
+void write_component(const std::string& dir, const std::string& stem, const std::map<std::string, at::Tensor>& tensors,
+                     int shards);
+
 }  // namespace ditgen::io

@@ -3,6 +3,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <limits>
 
 #include "lib/runtime/error.h"
 
@@ -109,6 +110,36 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
   }
 #endif
   return math_attention(q, k, v, std::nullopt, /*want_lse=*/true);
+}
+
+AttentionLse attention_visible_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& key_mask, bool want_lse) {
+  const at::Tensor m = key_mask.to(at::kCPU, at::kBool);
+  DITGEN_CHECK(m.dim() == 2 && m.size(0) == q.size(0) && m.size(1) == k.size(1),
+               "attention: key mask [{}, {}] does not fit {} keys of batch {}", m.size(0), m.dim() == 2 ? m.size(1) : -1,
+               k.size(1), q.size(0));
+  auto run = [&](const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb) -> AttentionLse {
+    if (want_lse) return attention_with_lse(qb, kb, vb);
+    return {attention(qb, kb, vb), at::Tensor()};
+  };
+  if (m.all().item<bool>()) return run(q, k, v);
+  std::vector<at::Tensor> outs, lses;
+  for (int64_t b = 0; b < q.size(0); ++b) {
+    const at::Tensor qb = q.narrow(0, b, 1);
+    const at::Tensor idx = m[b].nonzero().squeeze(1).to(k.device());
+    AttentionLse r;
+    if (idx.numel() == 0) {
+      r.out = at::zeros_like(qb);
+      if (want_lse)
+        r.lse = at::full({1, q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
+                         q.options().dtype(at::kFloat));
+    } else {
+      r = run(qb, k.narrow(0, b, 1).index_select(1, idx), v.narrow(0, b, 1).index_select(1, idx));
+    }
+    outs.push_back(r.out);
+    if (want_lse) lses.push_back(r.lse);
+  }
+  return {at::cat(outs, 0), want_lse ? at::cat(lses, 0) : at::Tensor()};
 }
 
 at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs) {

@@ -34,6 +34,13 @@ struct AttentionLse {
 };
 AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
+// Attention in which key j of batch item b takes part only where key_mask[b][j] is true
+// (`key_mask` [B, Sk] bool, e.g. padded text tokens). The hidden keys are dropped per item, so the
+// fused kernels without mask support still apply; an item that sees no key gets 0 (and an lse of
+// -inf). `want_lse` false leaves `lse` undefined.
+AttentionLse attention_visible_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& key_mask, bool want_lse);
+
 // Interleaved-pair rotary embedding (FLUX.2 DiT): pair p of x [B, S, H, D] is rotated by the
 // complex64 factor freqs[s, p] = cos + i sin ([S, D/2]); computed in fp32 as one complex product,
 // returned in x's dtype.

@@ -13,6 +13,7 @@ std::shared_ptr<Context> Context::single() {
   ctx->ulysses_ = dist::make_self_communicator("ulysses");
   ctx->ring_ = dist::make_self_communicator("ring");
   ctx->cp_ = dist::make_self_communicator("cp");
+  ctx->cfg_ = dist::make_self_communicator("cfg");
   return ctx;
 }
 
@@ -31,6 +32,7 @@ std::shared_ptr<Context> Context::create(std::shared_ptr<dist::Communicator> wor
   ctx->ulysses_ = group(s.ulysses, m.ulysses_color(), m.ulysses_index(), "ulysses");
   ctx->ring_ = group(s.ring, m.ring_color(), m.ring_index(), "ring");
   ctx->cp_ = group(m.cp_size(), m.cp_color(), m.cp_index(), "cp");
+  ctx->cfg_ = group(s.cfg, m.cfg_color(), m.cfg_index(), "cfg");
   return ctx;
 }
 
@@ -59,15 +61,26 @@ namespace {
 // out = out - sigmoid(lse_new - lse) * (out - out_new); lse = log(exp(lse) + exp(lse_new)).
 void merge_partial(at::Tensor& out, at::Tensor& lse, const at::Tensor& out_new, const at::Tensor& lse_new) {
   at::Tensor l_new = lse_new.to(at::kFloat);
-  at::Tensor w = at::sigmoid(l_new - lse).unsqueeze(-1);  // [B, S, H, 1]
+  // Rows that saw no key so far and in this block (masked keys) have lse -inf on both sides: weight 0.
+  at::Tensor w = at::nan_to_num(at::sigmoid(l_new - lse), 0.0).unsqueeze(-1);  // [B, S, H, 1]
   out = out - w * (out - out_new.to(at::kFloat));
   lse = at::logaddexp(lse, l_new);
 }
 
+// Attention over local keys, with the keys' visibility mask when there is one.
+nn::AttentionLse local_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& key_mask, bool want_lse) {
+  if (key_mask.defined()) return nn::attention_visible_keys(q, k, v, key_mask, want_lse);
+  if (want_lse) return nn::attention_with_lse(q, k, v);
+  return {nn::attention(q, k, v), at::Tensor()};
+}
+
 // Ring attention over the ring group. q [B, Sq, h, D]; k/v [B, Sk_r, h, D] where block r' has
-// `block_lens[r']` tokens. Returns [B, Sq, h, D] in q's dtype.
+// `block_lens[r']` tokens and `block_masks[r']` (if given) says which are visible.
+// Returns [B, Sq, h, D] in q's dtype.
 at::Tensor ring_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          const std::vector<int64_t>& block_lens, const Context& ctx) {
+                          const std::vector<int64_t>& block_lens, const std::vector<at::Tensor>& block_masks,
+                          const Context& ctx) {
   dist::Communicator& ring = ctx.ring();
   const int n = ring.size(), me = ring.rank();
   at::Tensor kv = at::stack({k, v}, 0).contiguous();  // [2, B, S, h, D]
@@ -84,7 +97,7 @@ at::Tensor ring_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
       work = ring.send_recv(kv, (me + 1) % n, next, (me - 1 + n) % n);
     }
     if (block_lens[block] > 0 && q.size(1) > 0) {
-      auto part = nn::attention_with_lse(q, kv[0], kv[1]);
+      auto part = local_attention(q, kv[0], kv[1], block_masks.empty() ? at::Tensor() : block_masks[block], true);
       if (!out.defined()) {
         out = part.out.to(at::kFloat);
         lse = part.lse.to(at::kFloat);
@@ -104,15 +117,23 @@ at::Tensor ring_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const std::vector<int64_t>& local_lens, const Context& ctx) {
+                     const std::vector<int64_t>& local_lens, const Context& ctx,
+                     const std::vector<at::Tensor>& key_masks) {
   const auto& m = ctx.mesh();
   const int U = m.shape().ulysses, R = m.shape().ring;
-  if (U == 1 && R == 1) return nn::attention(q, k, v);
+  if (U == 1 && R == 1) return local_attention(q, k, v, key_masks.empty() ? at::Tensor() : key_masks[0], false).out;
 
   at::Tensor qu = q, ku = k, vu = v;
   std::vector<int64_t> ring_lens(R, 0);  // sequence length each ring block holds after Ulysses
-  for (int r = 0; r < R; ++r)
-    for (int u = 0; u < U; ++u) ring_lens[r] += local_lens[r * U + u];
+  std::vector<at::Tensor> ring_masks;    // and which of its keys are visible: chunks r*U .. r*U+U-1
+  for (int r = 0; r < R; ++r) {
+    std::vector<at::Tensor> parts;
+    for (int u = 0; u < U; ++u) {
+      ring_lens[r] += local_lens[r * U + u];
+      if (!key_masks.empty()) parts.push_back(key_masks[r * U + u]);
+    }
+    if (!key_masks.empty()) ring_masks.push_back(at::cat(parts, 1));
+  }
 
   const int64_t heads = q.size(2);
   if (U > 1) {
@@ -134,7 +155,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     vu = full[2];
   }
 
-  at::Tensor o = R > 1 ? ring_attention(qu, ku, vu, ring_lens, ctx) : nn::attention(qu, ku, vu);
+  at::Tensor o = R > 1 ? ring_attention(qu, ku, vu, ring_lens, ring_masks, ctx)
+                       : local_attention(qu, ku, vu, ring_masks.empty() ? at::Tensor() : ring_masks[0], false).out;
 
   if (U > 1) {
     std::vector<at::Tensor> send;

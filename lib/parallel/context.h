@@ -26,11 +26,12 @@ class Context {
   dist::Communicator& ulysses() const { return *ulysses_; }
   dist::Communicator& ring() const { return *ring_; }
   dist::Communicator& cp() const { return *cp_; }
+  dist::Communicator& cfg() const { return *cfg_; }  // the two CFG halves' peers
   nn::TpGroup tp_group() const { return {mesh_.tp_index(), mesh_.shape().tp}; }
 
  private:
   dist::Mesh mesh_;
-  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_;
+  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_, cfg_;
 };
 
 // ---- context parallelism -------------------------------------------------------------------------
@@ -47,9 +48,12 @@ at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t full_len, c
 // length of CP chunk i (every rank passes the same vector). Ulysses turns sequence chunks into head
 // groups with one all-to-all each way; Ring passes K/V round the ring and merges partial results
 // with their log-sum-exp in fp32, sending the next block while computing the current one.
+// `key_masks` (optional) hides keys: key_masks[i] is CP chunk i's [B, local_lens[i]] bool on the CPU
+// (true = visible), the same on every rank; a mask follows its keys wherever Ulysses or Ring moves them.
 // Returns [B, S_local, H_local, D].
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const std::vector<int64_t>& local_lens, const Context& ctx);
+                     const std::vector<int64_t>& local_lens, const Context& ctx,
+                     const std::vector<at::Tensor>& key_masks = {});
 
 // ---- tensor parallelism --------------------------------------------------------------------------
 

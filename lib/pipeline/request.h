@@ -10,15 +10,18 @@
 namespace ditgen::pipeline {
 
 struct GenerateRequest {
-  std::string model = "flux2";
   std::string model_path;       // diffusers folder; empty = built-in tiny model
   bool random_weights = false;  // the real config from the preset, seeded random weights (benchmarks)
   uint64_t weight_seed = 0;
 
   std::string prompt;           // empty = preset prompt
+  std::string negative_prompt;  // true-CFG models; used when has_negative_prompt
+  bool has_negative_prompt = false;  // --negative-prompt given (an empty one counts, as upstream)
   int64_t batch = 1;            // images per prompt
   int64_t height = 0, width = 0, steps = 0;
+  std::string aspect_ratio;     // a preset size name ("16:9"); exclusive with height/width
   double guidance = -1;         // < 0: preset
+  double true_cfg_scale = -1;   // < 0: preset
   uint64_t seed = 0;
   int64_t max_sequence_length = 0;
   std::vector<int> text_encoder_out_layers;  // hidden states fed to the DiT; empty = preset

@@ -28,7 +28,13 @@ std::vector<float> base_sigmas(int64_t n) {
   return s;
 }
 
-Schedule finish(std::vector<float> sigmas) {
+// diffusers' stretch_shift_to_terminal in fp32 (qwen-image.md §9.1): z = 1 - s, k = z[N-1] / (1 -
+// terminal), s = 1 - z / k; the first sigma stays 1.
+Schedule finish(std::vector<float> sigmas, double shift_terminal) {
+  if (shift_terminal > 0) {
+    const float k = (1.0f - sigmas.back()) / static_cast<float>(1.0 - shift_terminal);
+    for (float& v : sigmas) v = 1.0f - (1.0f - v) / k;
+  }
   Schedule out;
   for (float s : sigmas) out.timesteps.push_back(s * 1000.0f);
   sigmas.push_back(0.0f);
@@ -37,18 +43,27 @@ Schedule finish(std::vector<float> sigmas) {
 }
 }  // namespace
 
-Schedule exponential_shift_schedule(int64_t num_steps, double mu) {
+double linear_mu(int64_t image_seq_len, int64_t base_seq_len, int64_t max_seq_len, double base_shift,
+                 double max_shift) {
+  DITGEN_CHECK(max_seq_len != base_seq_len, "scheduler: max_image_seq_len equals base_image_seq_len ({})",
+               base_seq_len);
+  const double m = (max_shift - base_shift) / static_cast<double>(max_seq_len - base_seq_len);
+  const double b = base_shift - m * static_cast<double>(base_seq_len);
+  return static_cast<double>(image_seq_len) * m + b;
+}
+
+Schedule exponential_shift_schedule(int64_t num_steps, double mu, double shift_terminal) {
   std::vector<float> s = base_sigmas(num_steps);
   const float e = static_cast<float>(std::exp(mu));
   for (float& v : s) v = e / (e + (1.0f / v - 1.0f));
-  return finish(std::move(s));
+  return finish(std::move(s), shift_terminal);
 }
 
-Schedule static_shift_schedule(int64_t num_steps, double shift) {
+Schedule static_shift_schedule(int64_t num_steps, double shift, double shift_terminal) {
   std::vector<float> s = base_sigmas(num_steps);
   const float k = static_cast<float>(shift);
   for (float& v : s) v = k * v / (1.0f + (k - 1.0f) * v);
-  return finish(std::move(s));
+  return finish(std::move(s), shift_terminal);
 }
 
 }  // namespace ditgen::sched

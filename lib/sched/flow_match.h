@@ -13,11 +13,17 @@ struct Schedule {
 // FLUX.2's empirical mu (flux2.md §5.3): depends on the packed image token count and the steps.
 double flux2_empirical_mu(int64_t image_seq_len, int64_t num_steps);
 
+// diffusers' calculate_shift: mu linear in the image token count through (base_seq_len, base_shift)
+// and (max_seq_len, max_shift), not clamped (Qwen-Image: qwen-image.md §5.3).
+double linear_mu(int64_t image_seq_len, int64_t base_seq_len, int64_t max_seq_len, double base_shift,
+                 double max_shift);
+
 // sigmas_in = linspace(1, 1/N, N) in fp32, shifted exponentially by mu:
-// s = e^mu / (e^mu + (1/s_in - 1)), timesteps = s * 1000, then a terminal 0.
-Schedule exponential_shift_schedule(int64_t num_steps, double mu);
+// s = e^mu / (e^mu + (1/s_in - 1)), timesteps = s * 1000, then a terminal 0. With `shift_terminal`
+// > 0 the sigmas are first stretched so that the last one lands on it (qwen-image.md §5.3 step 4).
+Schedule exponential_shift_schedule(int64_t num_steps, double mu, double shift_terminal = 0);
 
 // Static shift (use_dynamic_shifting = false): s = shift*s_in / (1 + (shift-1)*s_in).
-Schedule static_shift_schedule(int64_t num_steps, double shift);
+Schedule static_shift_schedule(int64_t num_steps, double shift, double shift_terminal = 0);
 
 }  // namespace ditgen::sched

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "lib/runtime/error.h"
+#include "lib/text/qwen2_tokenizer.h"
 #include "lib/text/tokenizer_pipeline.h"
 #include "lib/text/unicode_regex.h"
 
@@ -18,6 +19,7 @@ namespace {
 constexpr int kNumControl = 1000;
 constexpr int kFirstByte = 1000;
 constexpr int kVocabSize = 1500;
+constexpr size_t kQwenMaxRegular = 1497;  // bytes + merges; the text runs out of repeated pairs first
 
 // Text the merges are learnt from: the FLUX.2 system message and prompt-like sentences, so that
 // demo prompts come out in a handful of tokens.
@@ -62,12 +64,19 @@ const char* const kTrainingText =
     "is in front of the box. There are three apples, two pears and one lemon in the basket. "
     "A panda eating bamboo in a forest, with light coming through the leaves above.\n";
 
-// Learns merges on the byte-level words of kTrainingText: the most frequent adjacent pair first
-// (ties: the smallest pair in byte order), until the vocab reaches kVocabSize.
-void learn_merges(std::vector<std::string>& vocab, std::vector<std::pair<std::string, std::string>>& merges) {
-  const UnicodeRegex re(kTekkenPattern);
+// The words of the Qwen-Image prompt template (docs/reference/qwen-image.md §4.2, special tokens left
+// out), learnt twice over by the tiny Qwen tokenizer so that every word of it becomes one token.
+const char* const kQwenImageTemplateText =
+    "system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial "
+    "relationships of the objects and background:\nuser\nassistant\n";
+
+// Learns merges on the byte-level words of `text` (split by `pattern`): the most frequent adjacent pair
+// first (ties: the smallest pair in byte order), until the vocab reaches `vocab_size` or no pair is seen
+// twice.
+void learn_merges(const char* pattern, const std::string& text, size_t vocab_size,
+                  std::vector<std::string>& vocab, std::vector<std::pair<std::string, std::string>>& merges) {
+  const UnicodeRegex re(pattern);
   std::map<std::string, int> word_count;
-  const std::string text = kTrainingText;
   for (const auto& [b, e] : re.find_all_utf8(text)) ++word_count[byte_level_encode(text.substr(b, e - b))];
 
   struct Word {
@@ -87,7 +96,7 @@ void learn_merges(std::vector<std::string>& vocab, std::vector<std::pair<std::st
   }
   std::map<std::string, int> known;
   for (size_t i = 0; i < vocab.size(); ++i) known.emplace(vocab[i], static_cast<int>(i));
-  while (vocab.size() < static_cast<size_t>(kVocabSize)) {
+  while (vocab.size() < vocab_size) {
     std::map<std::pair<std::string, std::string>, int> counts;
     for (const auto& w : words)
       for (size_t i = 0; i + 1 < w.syms.size(); ++i) counts[{w.syms[i], w.syms[i + 1]}] += w.count;
@@ -115,7 +124,7 @@ void learn_merges(std::vector<std::string>& vocab, std::vector<std::pair<std::st
   }
 }
 
-nlohmann::json build_json() {
+nlohmann::json build_tekken_json() {
   using nlohmann::json;
   std::vector<std::string> vocab(kNumControl);
   const std::map<int, std::string> named = {{0, "<unk>"},
@@ -133,7 +142,7 @@ nlohmann::json build_json() {
   }
   for (int b = 0; b < 256; ++b) vocab.push_back(byte_level_encode(std::string(1, static_cast<char>(b))));
   std::vector<std::pair<std::string, std::string>> merges;
-  learn_merges(vocab, merges);
+  learn_merges(kTekkenPattern, kTrainingText, kVocabSize, vocab, merges);
 
   json added = json::array();
   for (int i = 0; i < kNumControl; ++i)
@@ -192,16 +201,52 @@ nlohmann::json build_json() {
   };
 }
 
+nlohmann::json build_qwen_json() {
+  using nlohmann::json;
+  std::vector<std::string> vocab;
+  for (int b = 0; b < 256; ++b) vocab.push_back(byte_level_encode(std::string(1, static_cast<char>(b))));
+  std::vector<std::pair<std::string, std::string>> merges;
+  learn_merges(kQwen2Pattern, std::string(kQwenImageTemplateText) + kQwenImageTemplateText + kTrainingText,
+               kQwenMaxRegular, vocab, merges);
+
+  json jvocab = json::object();
+  for (size_t i = 0; i < vocab.size(); ++i) jvocab[vocab[i]] = i;
+  json jmerges = json::array();
+  for (const auto& [a, b] : merges) jmerges.push_back({a, b});
+  json added = json::array();
+  int64_t id = static_cast<int64_t>(vocab.size());
+  for (const char* t : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"})
+    added.push_back({{"id", id++},
+                     {"content", t},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  return qwen2_tokenizer_json(std::move(jvocab), std::move(jmerges), std::move(added));
+}
+
 }  // namespace
 
 nlohmann::json tiny_tekken_tokenizer_json() {
-  static const nlohmann::json j = build_json();
+  static const nlohmann::json j = build_tekken_json();
   return j;
 }
 
 std::shared_ptr<Tokenizer> tiny_tekken_tokenizer() {
   static const std::shared_ptr<Tokenizer> tok =
       Tokenizer::from_json(tiny_tekken_tokenizer_json(), "the built-in tiny Tekken tokenizer");
+  return tok;
+}
+
+nlohmann::json tiny_qwen_tokenizer_json() {
+  static const nlohmann::json j = build_qwen_json();
+  return j;
+}
+
+std::shared_ptr<Tokenizer> tiny_qwen_tokenizer() {
+  static const std::shared_ptr<Tokenizer> tok =
+      Tokenizer::from_json(tiny_qwen_tokenizer_json(), "the built-in tiny Qwen tokenizer");
   return tok;
 }
 

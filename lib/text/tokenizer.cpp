@@ -12,6 +12,7 @@
 #include "lib/io/json.h"
 #include "lib/runtime/error.h"
 #include "lib/text/bpe.h"
+#include "lib/text/qwen2_tokenizer.h"
 #include "lib/text/tokenizer_pipeline.h"
 #include "lib/text/unicode_regex.h"
 #include "lib/text/utf8.h"
@@ -470,14 +471,18 @@ std::string read_maybe_gzip(const std::string& path) {
 
 std::shared_ptr<Tokenizer> Tokenizer::from_file(const std::string& path) {
   std::string file = path;
+  nlohmann::json j;
+  BpeTables tables;
   if (io::dir_exists(path)) {
     file = io::join_path(path, "tokenizer.json");
     if (!io::file_exists(file)) file += ".gz";
-    DITGEN_CHECK(io::file_exists(file), "folder '{}' has neither tokenizer.json nor tokenizer.json.gz", path);
+    if (!io::file_exists(file)) {
+      // A slow-tokenizer folder (vocab.json + merges.txt), as Qwen/Qwen-Image may ship.
+      j = qwen2_tokenizer_json_from_folder(path, &tables);
+      return std::make_shared<HfTokenizer>(j, "tokenizer folder '" + path + "'", &tables);
+    }
   }
   DITGEN_CHECK(io::file_exists(file), "tokenizer file '{}' not found", file);
-  nlohmann::json j;
-  BpeTables tables;
   {
     const std::string text = read_maybe_gzip(file);
     TokenizerSax sax(j, tables);

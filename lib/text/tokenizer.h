@@ -14,7 +14,8 @@ namespace ditgen::text {
 class Tokenizer {
  public:
   // Reads tokenizer.json or tokenizer.json.gz (gzip or plain, detected from the content); a folder
-  // is searched for either name.
+  // is searched for either name, and without them is read as a Qwen2Tokenizer folder (vocab.json,
+  // merges.txt, tokenizer_config.json; lib/text/qwen2_tokenizer.h).
   static std::shared_ptr<Tokenizer> from_file(const std::string& path);
   // `where` names the source in error messages.
   static std::shared_ptr<Tokenizer> from_json(const nlohmann::json& j, const std::string& where);

@@ -16,30 +16,6 @@ namespace {
 
 void write_json(const std::string& path, const nlohmann::json& j) { io::write_file_atomic(path, j.dump(2) + "\n"); }
 
-// Splits `tensors` into `shards` files named like diffusers' and writes the index.
-void write_sharded(const std::string& dir, const std::string& stem, const std::map<std::string, at::Tensor>& tensors,
-                   int shards) {
-  if (shards <= 1) {
-    io::write_safetensors(io::join_path(dir, stem + ".safetensors"), tensors);
-    return;
-  }
-  std::vector<std::map<std::string, at::Tensor>> parts(static_cast<size_t>(shards));
-  int i = 0;
-  for (const auto& kv : tensors) parts[static_cast<size_t>(i++ % shards)].insert(kv);
-  nlohmann::json index;
-  uint64_t total = 0;
-  for (int s = 0; s < shards; ++s) {
-    const std::string name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", stem, s + 1, shards);
-    io::write_safetensors(io::join_path(dir, name), parts[static_cast<size_t>(s)]);
-    for (const auto& kv : parts[static_cast<size_t>(s)]) {
-      index["weight_map"][kv.first] = name;
-      total += static_cast<uint64_t>(kv.second.numel() * kv.second.element_size());
-    }
-  }
-  index["metadata"] = {{"total_size", total}};
-  write_json(io::join_path(dir, stem + ".safetensors.index.json"), index);
-}
-
 }  // namespace
 
 void export_tiny(const std::string& dir, int transformer_shards) {
@@ -68,7 +44,7 @@ void export_tiny(const std::string& dir, int transformer_shards) {
   nlohmann::json tcfg = preset["transformer"];
   tcfg["_class_name"] = "Flux2Transformer2DModel";
   write_json(io::join_path(dir, "transformer/config.json"), tcfg);
-  write_sharded(io::join_path(dir, "transformer"), "diffusion_pytorch_model", rec["transformer"]->recorded(),
+  io::write_component(io::join_path(dir, "transformer"), "diffusion_pytorch_model", rec["transformer"]->recorded(),
                 transformer_shards);
 
   nlohmann::json vcfg = preset["vae"];
@@ -76,7 +52,7 @@ void export_tiny(const std::string& dir, int transformer_shards) {
   write_json(io::join_path(dir, "vae/config.json"), vcfg);
   auto vae = rec["vae"]->recorded();
   vae["bn.num_batches_tracked"] = at::zeros({}, at::kLong);  // real checkpoints carry it
-  write_sharded(io::join_path(dir, "vae"), "diffusion_pytorch_model", vae, 1);
+  io::write_component(io::join_path(dir, "vae"), "diffusion_pytorch_model", vae, 1);
 
   // Mistral3ForConditionalGeneration layout: the language model under `language_model.model.`.
   nlohmann::json te = {{"architectures", {"Mistral3ForConditionalGeneration"}},
@@ -86,7 +62,7 @@ void export_tiny(const std::string& dir, int transformer_shards) {
   write_json(io::join_path(dir, "text_encoder/config.json"), te);
   std::map<std::string, at::Tensor> te_tensors;
   for (const auto& kv : rec["text_encoder"]->recorded()) te_tensors["language_model.model." + kv.first] = kv.second;
-  write_sharded(io::join_path(dir, "text_encoder"), "model", te_tensors, 2);
+  io::write_component(io::join_path(dir, "text_encoder"), "model", te_tensors, 2);
 
   write_json(io::join_path(dir, "tokenizer/tokenizer.json"), text::tiny_tekken_tokenizer_json());
   nlohmann::json sched = preset["scheduler"];

@@ -193,55 +193,56 @@ at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts, int
   return embeds;
 }
 
-at::Tensor Pipeline::initial_noise(int64_t batch, int64_t height, int64_t width, uint64_t seed) const {
+std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& prompt_embeds, const pipeline::Settings& s) const {
+  auto c = std::make_shared<Conditioning>();
+  const int64_t m = pixel_multiple();
+  c->prompt_embeds = prompt_embeds.to(device_, dtype_);
+  c->txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
+  c->rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c->txt_ids);
+  c->guidance = at::full({prompt_embeds.size(0)}, s.guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
+  return c;
+}
+
+std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::string>& prompts,
+                                                         const pipeline::Settings& s) const {
+  return condition(encode_prompts(prompts, s.max_sequence_length), s);
+}
+
+pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
   const int64_t m = pixel_multiple();
   const int64_t c = transformer_->config().in_channels;
-  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const std::vector<int64_t> shape = {s.batch, c, s.height / m, s.width / m};
+  at::Generator gen = at::detail::createCPUGenerator(s.seed);
   at::Tensor noise;
   try {
-    noise = at::randn({batch, c, height / m, width / m}, gen, at::TensorOptions().dtype(dtype_));
+    noise = at::randn(shape, gen, at::TensorOptions().dtype(dtype_));
   } catch (const c10::Error&) {  // older CPU kernels lack low-precision normal_
-    noise = at::randn({batch, c, height / m, width / m}, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype_);
+    noise = at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype_);
   }
-  return noise.to(device_);
+  return {nn::pack_latents(noise.to(device_))};  // [B, h*w, C_p]
 }
 
-Pipeline::DenoiseResult Pipeline::denoise(const at::Tensor& prompt_embeds, const at::Tensor& noise, int64_t steps,
-                                          double guidance, const StepCallback& on_step) const {
-  const int64_t B = noise.size(0), h = noise.size(2), w = noise.size(3);
-  DenoiseResult r;
-  at::Tensor latents = pack_latents(noise.to(device_, dtype_));  // [B, h*w, C_p]
-  const at::ScalarType dt = latents.scalar_type();
-  r.schedule = scheduler_.schedule(steps, h * w);
+sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
+  const int64_t m = pixel_multiple();
+  return scheduler_.schedule(s.steps, (s.height / m) * (s.width / m));
+}
 
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                                    int, const pipeline::Settings& s) const {
+  const auto& c = static_cast<const Conditioning&>(cond);
   TransformerInput in;
-  in.encoder_hidden_states = prompt_embeds.to(device_, dtype_);
-  in.img_ids = image_ids(h, w).to(device_);
-  in.txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
-  in.rope = transformer_->rope(in.img_ids, in.txt_ids);
-  in.guidance = at::full({B}, guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
-
-  for (int64_t i = 0; i < steps; ++i) {
-    runtime::Stopwatch sw(device_);
-    // The reference quantises the timestep to the latents' dtype before dividing by 1000.
-    at::Tensor t = at::full({B}, r.schedule.timesteps[i], at::TensorOptions().dtype(at::kFloat).device(device_)).to(dt);
-    in.hidden_states = latents;
-    in.timestep = t / 1000;
-    at::Tensor v = transformer_->forward(in);
-    // Euler step: dt * v is evaluated in v's dtype, added in fp32, rounded back (flux2.md §5.4).
-    const double dsigma = static_cast<double>(r.schedule.sigmas[i + 1] - r.schedule.sigmas[i]);
-    latents = (latents.to(at::kFloat) + v.mul(dsigma)).to(dt);
-    const double s = sw.seconds();
-    r.step_seconds.push_back(s);
-    if (on_step) on_step(i, s);
-  }
-  runtime::trace("final_latents", latents);
-  r.latents = latents;
-  return r;
+  in.hidden_states = latents[0];
+  in.encoder_hidden_states = c.prompt_embeds;
+  in.txt_ids = c.txt_ids;
+  in.rope = c.rope;
+  in.guidance = c.guidance;
+  in.timestep = pipeline::model_timestep(t, latents[0].size(0), latents[0].scalar_type(), device_);
+  return {transformer_->forward(in)};
 }
 
-at::Tensor Pipeline::decode(const at::Tensor& latents, int64_t h, int64_t w) const {
-  return vae_->decode_to_image(latents, h, w);
+pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
+  const int64_t m = pixel_multiple();
+  return {vae_->decode_to_image(latents[0], s.height / m, s.width / m)};
 }
 
 }  // namespace ditgen::flux2

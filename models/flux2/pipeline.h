@@ -9,9 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "lib/io/report.h"
 #include "lib/parallel/context.h"
-#include "lib/pipeline/request.h"
+#include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
 #include "models/flux2/transformer.h"
@@ -41,35 +40,46 @@ struct LoadOptions {
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
 };
 
-class Pipeline {
+// FLUX.2's conditioning of one prompt batch: the stacked text-encoder states and what the transformer
+// derives from them once per generation (RoPE factors, the guidance vector).
+struct Conditioning : pipeline::Conditioning {
+  at::Tensor prompt_embeds;  // [B, L, joint_attention_dim]
+  at::Tensor txt_ids;        // [L, 4]
+  at::Tensor rope;           // this rank's [L_loc + N_loc, head_dim/2] complex64
+  at::Tensor guidance;       // [B] float32
+};
+
+class Pipeline : public pipeline::Model {
  public:
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
 
   // [B, L, 3*hidden] in the pipeline dtype.
   at::Tensor encode_prompts(const std::vector<std::string>& prompts, int64_t max_sequence_length) const;
-  // Initial noise in the patchified latent space [B, 4*latent_channels, H/(2 sf), W/(2 sf)], drawn
-  // with a CPU generator from `seed` (as cache-dit's default --gen-device), in the pipeline dtype.
-  at::Tensor initial_noise(int64_t batch, int64_t height, int64_t width, uint64_t seed) const;
+  // The conditioning for given prompt embeddings at the settings' size and guidance.
+  std::shared_ptr<Conditioning> condition(const at::Tensor& prompt_embeds, const pipeline::Settings& s) const;
 
-  struct DenoiseResult {
-    at::Tensor latents;  // packed [B, N_img, C_p]
-    sched::Schedule schedule;
-    std::vector<double> step_seconds;
-  };
-  using StepCallback = std::function<void(int64_t step, double seconds)>;
-  // The Euler loop of §5.4 from `noise` [B, C_p, h, w].
-  DenoiseResult denoise(const at::Tensor& prompt_embeds, const at::Tensor& noise, int64_t steps, double guidance,
-                        const StepCallback& on_step = nullptr) const;
-  // Packed latents [B, h*w, C_p] -> images [B, 3, H, W] float in [0, 1].
-  at::Tensor decode(const at::Tensor& latents, int64_t h, int64_t w) const;
-
+  // pipeline::Model
+  const std::string& name() const override { return name_; }
+  const nlohmann::json& defaults() const override { return defaults_; }
   // Pixels per packed token side (2 * VAE scale factor): H and W must be multiples of it.
-  int64_t pixel_multiple() const { return 2 * vae_->scale_factor(); }
+  int64_t pixel_multiple() const override { return 2 * vae_->scale_factor(); }
+  std::string cfg_off_reason(const pipeline::Settings&) const override {
+    return "FLUX.2 is guidance-distilled (one transformer call per step, the guidance is embedded)";
+  }
+  nlohmann::json report_settings(const pipeline::Settings& s) const override { return {{"guidance", s.guidance}}; }
+  std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
+                                                 const pipeline::Settings& s) const override;
+  // Noise drawn with a CPU generator from the seed (as cache-dit's default --gen-device) in the
+  // patchified layout [B, 4*latent_channels, H/(2 sf), W/(2 sf)], then packed: one stream [B, h*w, C_p].
+  pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
+  sched::Schedule schedule(const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
+                            const pipeline::Settings& s) const override;
+  // Packed latents -> images [B, 3, H, W] float in [0, 1].
+  pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
+  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+
   const Transformer& transformer() const { return *transformer_; }
-  const nlohmann::json& defaults() const { return defaults_; }
-  const std::string& name() const { return name_; }
-  // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").
-  const std::map<std::string, uint64_t>& bytes_read() const { return bytes_read_; }
 
   // Builds the pipeline from explicit configs and weight sources (used by the golden cases).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
@@ -103,7 +113,7 @@ at::Tensor text_ids(int64_t length);
 // `language_model.model.` names, tokenizer/, scheduler/): the same weights as the built-in model.
 void export_tiny(const std::string& dir, int transformer_shards);
 
-// `ditgen flux2`: load, warm up, generate, write PNG(s) and the report. Returns the report.
-io::RunReport generate(const pipeline::GenerateRequest& request, std::shared_ptr<parallel::Context> ctx);
+// The registry entry of `ditgen flux2`.
+pipeline::ModelEntry model_entry();
 
 }  // namespace ditgen::flux2

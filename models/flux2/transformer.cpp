@@ -1,9 +1,9 @@
 #include "models/flux2/transformer.h"
 
 #include <cmath>
-#include <map>
 
 #include "lib/io/json.h"
+#include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
@@ -62,27 +62,6 @@ void TransformerConfig::check_mesh(const dist::Mesh& mesh) const {
 }
 
 // ---- embeddings ---------------------------------------------------------------------------------
-
-at::Tensor timestep_features(const at::Tensor& v, int64_t channels) {
-  // diffusers' fp32 arithmetic (flux2.md §10.1): the exponent is an fp32 product and quotient and exp
-  // is correctly rounded (a 1-ulp vectorised exp costs 1.8e-5 at arguments near 4000), so the
-  // frequencies come from the host once; the argument is an fp32 product on the device.
-  // Cached per device: a pageable host-to-device copy each step would stall the stream.
-  static std::map<std::pair<std::string, int64_t>, at::Tensor> cache;
-  at::Tensor& freqs = cache[{v.device().str(), channels}];
-  if (!freqs.defined()) {
-    const int64_t half = channels / 2;
-    std::vector<float> f(static_cast<size_t>(half));
-    const float neg_log = static_cast<float>(-std::log(10000.0));
-    for (int64_t k = 0; k < half; ++k) {
-      const float e = neg_log * static_cast<float>(k) / static_cast<float>(half);
-      f[static_cast<size_t>(k)] = static_cast<float>(std::exp(static_cast<double>(e)));
-    }
-    freqs = at::tensor(f).to(v.device());
-  }
-  at::Tensor arg = v.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);  // [B, half]
-  return at::cat({at::cos(arg), at::sin(arg)}, 1);                                     // cosines first
-}
 
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& ids, const std::vector<int64_t>& axes, double theta) {
   // Angles in float64 (§2), on the ids' device (no host round trip), stored as float32 with each
@@ -174,7 +153,7 @@ at::Tensor swiglu(const at::Tensor& gate_up) {
 
 at::Tensor Transformer::embed_time(const at::Tensor& v, const at::Tensor& w1, const at::Tensor& w2,
                                    at::ScalarType dt) const {
-  at::Tensor f = timestep_features(v, cfg_.timestep_guidance_channels).to(dt);  // [B, 256]
+  at::Tensor f = nn::timestep_features(v, cfg_.timestep_guidance_channels).to(dt);  // [B, 256]
   return nn::linear(at::silu(nn::linear(f, w1)), w2);                           // [B, D]
 }
 

@@ -108,7 +108,4 @@ class Transformer {
 // RoPE tables for 4-axis ids [S, 4]: cos, sin [S, sum(axes)] float32, pairs repeated (§2).
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& ids, const std::vector<int64_t>& axes, double theta);
 
-// Sinusoidal timestep features [B, channels] float32, cosines first (§1.3 step 1, §10.1).
-at::Tensor timestep_features(const at::Tensor& v, int64_t channels);
-
 }  // namespace ditgen::flux2

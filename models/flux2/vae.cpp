@@ -98,33 +98,6 @@ VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where
 // ---------------------------------------------------------------------------------------------
 // Latent bookkeeping (flux2.md 3.6)
 
-at::Tensor patchify(const at::Tensor& z) {
-  DITGEN_CHECK(z.dim() == 4, "patchify: expected [B, C, H, W], got {} dims", z.dim());
-  const int64_t b = z.size(0), c = z.size(1), h = z.size(2), w = z.size(3);
-  DITGEN_CHECK(h % 2 == 0 && w % 2 == 0, "patchify: latent size {}x{} is not even", h, w);
-  // [B, C, h/2, dy, w/2, dx] -> [B, C, dy, dx, h/2, w/2]: channel = c*4 + dy*2 + dx
-  return z.reshape({b, c, h / 2, 2, w / 2, 2}).permute({0, 1, 3, 5, 2, 4}).reshape({b, c * 4, h / 2, w / 2});
-}
-
-at::Tensor unpatchify(const at::Tensor& z) {
-  DITGEN_CHECK(z.dim() == 4, "unpatchify: expected [B, 4C, h, w], got {} dims", z.dim());
-  const int64_t b = z.size(0), c4 = z.size(1), h = z.size(2), w = z.size(3);
-  DITGEN_CHECK(c4 % 4 == 0, "unpatchify: {} channels is not a multiple of 4", c4);
-  // [B, C, dy, dx, h, w] -> [B, C, h, dy, w, dx]
-  return z.reshape({b, c4 / 4, 2, 2, h, w}).permute({0, 1, 4, 2, 5, 3}).reshape({b, c4 / 4, h * 2, w * 2});
-}
-
-at::Tensor pack_latents(const at::Tensor& z) {
-  DITGEN_CHECK(z.dim() == 4, "pack_latents: expected [B, C, h, w], got {} dims", z.dim());
-  return z.flatten(2).transpose(1, 2).contiguous();  // [B, h*w, C]
-}
-
-at::Tensor unpack_latents(const at::Tensor& x, int64_t h, int64_t w) {
-  DITGEN_CHECK(x.dim() == 3 && x.size(1) == h * w, "unpack_latents: expected [B, {}*{}, C], got {}", h, w,
-               io::shape_str(x.sizes()));
-  return x.transpose(1, 2).reshape({x.size(0), x.size(2), h, w}).contiguous();  // [B, C, h, w]
-}
-
 // ---------------------------------------------------------------------------------------------
 // Building blocks (flux2.md 3.2)
 
@@ -442,8 +415,8 @@ at::Tensor Vae::decode_to_image(const at::Tensor& packed_latents, int64_t h, int
   DITGEN_CHECK(packed_latents.dim() == 3 && packed_latents.size(2) == config_.patched_channels(),
                "VAE decode_to_image: expected packed latents [B, {}*{}, {}], got {}", h, w,
                config_.patched_channels(), io::shape_str(packed_latents.sizes()));
-  at::Tensor z = unpack_latents(packed_latents, h, w);          // [B, 4L, h, w]
-  z = unpatchify(bn_denormalize(z));                            // [B, L, 2h, 2w]
+  at::Tensor z = nn::unpack_latents(packed_latents, h, w);          // [B, 4L, h, w]
+  z = nn::unpatchify(bn_denormalize(z));                            // [B, L, 2h, 2w]
   at::Tensor img = decode(z).to(packed_latents.scalar_type());  // [B, 3, 2h*sf, 2w*sf]
   img.mul_(0.5).add_(0.5).clamp_(0, 1);                         // in the latents' dtype, like the reference
   return img.to(at::kFloat);

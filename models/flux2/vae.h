@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "lib/nn/latents.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::flux2 {
@@ -42,15 +43,6 @@ struct VaeConfig {
   // Channels of the patchified latent space the transformer sees (4 * latent_channels).
   int64_t patched_channels() const { return latent_channels * patch_size[0] * patch_size[1]; }
 };
-
-// [B, C, H, W] -> [B, 4C, H/2, W/2]; new channel = c*4 + dy*2 + dx (flux2.md 3.6).
-at::Tensor patchify(const at::Tensor& z);
-// [B, 4C, h, w] -> [B, C, 2h, 2w]; inverse of patchify.
-at::Tensor unpatchify(const at::Tensor& z);
-// [B, C, h, w] -> [B, h*w, C] (contiguous); token n = row*w + col.
-at::Tensor pack_latents(const at::Tensor& z);
-// [B, h*w, C] -> [B, C, h, w] (contiguous); inverse of pack_latents for the plain text-to-image grid.
-at::Tensor unpack_latents(const at::Tensor& x, int64_t h, int64_t w);
 
 class Vae {
  public:

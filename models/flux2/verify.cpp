@@ -47,14 +47,23 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   vsrc->check_all_used();
 
   const at::Tensor noise = c.tensor("in.latents");  // [B, C_p, h, w] patchified
-  const int64_t steps = static_cast<int64_t>(c.scalar("num_inference_steps"));
-  auto result = pipe.denoise(c.tensor("in.prompt_embeds"), noise, steps, c.scalar("guidance_scale"));
+  pipeline::Settings s;
+  s.steps = static_cast<int64_t>(c.scalar("num_inference_steps"));
+  s.guidance = c.scalar("guidance_scale");
+  s.batch = noise.size(0);
+  s.height = noise.size(2) * pipe.pixel_multiple();
+  s.width = noise.size(3) * pipe.pixel_multiple();
+  s.dtype = opt.dtype;
+  s.device = opt.device;
+  pipeline::Branches branches;
+  branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), s);
+  auto result = pipeline::denoise(pipe, s, branches, {nn::pack_latents(noise.to(opt.device, opt.dtype))},
+                                  *context_of(opt));
   const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
   verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
   verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
-  verify::compare(report, "out.final_latents", result.latents, c.tensor("out.final_latents"), tol);
-  const at::Tensor image = pipe.decode(result.latents, noise.size(2), noise.size(3));
-  verify::compare(report, "out.image", image, c.tensor("out.image"), tol);
+  verify::compare(report, "out.final_latents", result.latents[0], c.tensor("out.final_latents"), tol);
+  verify::compare(report, "out.image", pipe.decode(result.latents, s).images, c.tensor("out.image"), tol);
 }
 
 }  // namespace ditgen::flux2

@@ -1,8 +1,9 @@
-// Parallel-equivalence check, run under mpirun: the FLUX.2 transformer under a mesh must equal the
+// Parallel-equivalence check, run under mpirun: a model's transformer under a mesh must equal the
 // single-process run of our own code (relative error <= 1e-5 in fp32). Every rank computes the
 // single-process reference itself, so no files are exchanged.
 //
-//   mpirun -np 4 ditgen_parallel_check --parallel usp --img 35 --txt 13 --batch 2
+//   mpirun -np 4 ditgen_parallel_check --parallel usp --img-h 5 --img-w 7 --txt 13 --batch 2
+//   mpirun -np 4 ditgen_parallel_check --model qwen-image --parallel ulysses_tp --txt 11
 //   mpirun -np 8 ditgen_parallel_check --tp 8 --fixture ../shared/fixtures/models/flux2_transformer_b1_h6w8_t20
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -19,19 +20,21 @@
 #include "lib/verify/compare.h"
 #include "models/flux2/pipeline.h"
 #include "models/flux2/transformer.h"
+#include "models/qwen_image/transformer.h"
 
 using namespace ditgen;
 
 int main(int argc, char** argv) {
   const auto launch = dist::launch(&argc, &argv);
-  CLI::App app{"FLUX.2 transformer: mesh run vs single-process run"};
-  std::string preset, fixture;
+  CLI::App app{"A transformer: mesh run vs single-process run"};
+  std::string preset, fixture, model = "flux2";
   int ulysses = 0, ring = 0, tp = 0;
   int64_t img_h = 5, img_w = 7, txt = 13, batch = 2;
   double tol = 1e-5;
   std::string device_name = "cpu", dtype_name = "fp32";
   int stall_rank = -1, die_rank = -1;
   double timeout_s = 120;
+  app.add_option("--model", model, "flux2 or qwen-image");
   app.add_option("--parallel", preset);
   app.add_option("--ulysses", ulysses);
   app.add_option("--ring", ring);
@@ -40,7 +43,7 @@ int main(int argc, char** argv) {
   app.add_option("--img-w", img_w, "image token columns");
   app.add_option("--txt", txt, "text tokens");
   app.add_option("--batch", batch);
-  app.add_option("--fixture", fixture, "a flux2_transformer case folder instead of random inputs");
+  app.add_option("--fixture", fixture, "a transformer case folder of --model instead of random inputs");
   app.add_option("--tolerance", tol);
   app.add_option("--device", device_name, "cpu (MPI backend) or cuda (NCCL backend)");
   app.add_option("--dtype", dtype_name, "fp32 or bf16");
@@ -56,47 +59,98 @@ int main(int argc, char** argv) {
     auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
     auto ctx = parallel::Context::create(world, shape);
 
-    flux2::TransformerConfig cfg;
-    std::shared_ptr<nn::WeightSource> source;
-    flux2::TransformerInput in;
+    // Runs the model's transformer on one process and under the mesh: (reference, mesh output).
+    std::pair<at::Tensor, at::Tensor> outs;
     std::string label;
-    if (!fixture.empty()) {
-      if (!io::dir_exists(fixture)) {
-        log::info("SKIP: fixture folder {} not found", fixture);
-        dist::shutdown();
-        return 77;
-      }
-      verify::Case c(fixture);
-      cfg = flux2::TransformerConfig::from_json(c.config(), c.file("config.json"));
-      source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-      in.hidden_states = c.tensor("in.hidden_states");
-      in.encoder_hidden_states = c.tensor("in.encoder_hidden_states");
-      in.timestep = c.tensor("in.timestep");
-      in.guidance = c.tensor("in.guidance");
-      in.img_ids = c.tensor("in.img_ids");
-      in.txt_ids = c.tensor("in.txt_ids");
-      label = c.name();
-    } else {
-      const auto preset_json = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
-      cfg = flux2::TransformerConfig::from_json(preset_json["tiny"]["transformer"], "tiny transformer");
-      source = std::make_shared<nn::RandomSource>(1234);
-      at::Generator gen = at::detail::createCPUGenerator(99);
-      const int64_t n_img = img_h * img_w;
-      in.hidden_states = at::randn({batch, n_img, cfg.in_channels}, gen, at::kFloat);
-      in.encoder_hidden_states = at::randn({batch, txt, cfg.joint_attention_dim}, gen, at::kFloat);
-      in.timestep = at::full({batch}, 0.7, at::kFloat);
-      in.guidance = at::full({batch}, 4.0, at::kFloat);
-      in.img_ids = flux2::image_ids(img_h, img_w);
-      in.txt_ids = flux2::text_ids(txt);
-      label = fmt::format("random b{} img {}x{} txt {}", batch, img_h, img_w, txt);
+    auto pause_or_die = [&] {
+      if (launch.rank == stall_rank) sleep(static_cast<unsigned>(10 * timeout_s + 60));  // a stuck rank
+      if (launch.rank == die_rank) std::_Exit(9);                                         // a dead one
+    };
+    if (!fixture.empty() && !io::dir_exists(fixture)) {
+      log::info("SKIP: fixture folder {} not found", fixture);
+      dist::shutdown();
+      return 77;
     }
-
-    flux2::Transformer single(cfg, nn::Weights(source, dtype, device), parallel::Context::single());
-    const at::Tensor ref = single.forward(in);
-    flux2::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
-    if (launch.rank == stall_rank) sleep(static_cast<unsigned>(10 * timeout_s + 60));  // a stuck rank
-    if (launch.rank == die_rank) std::_Exit(9);                                         // a dead one
-    const at::Tensor out = meshed.forward(in);
+    at::Generator gen = at::detail::createCPUGenerator(99);
+    const int64_t n_img = img_h * img_w;
+    if (model == "flux2") {
+      flux2::TransformerConfig cfg;
+      std::shared_ptr<nn::WeightSource> source;
+      flux2::TransformerInput in;
+      if (!fixture.empty()) {
+        verify::Case c(fixture);
+        cfg = flux2::TransformerConfig::from_json(c.config(), c.file("config.json"));
+        source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
+        in.hidden_states = c.tensor("in.hidden_states");
+        in.encoder_hidden_states = c.tensor("in.encoder_hidden_states");
+        in.timestep = c.tensor("in.timestep");
+        in.guidance = c.tensor("in.guidance");
+        in.img_ids = c.tensor("in.img_ids");
+        in.txt_ids = c.tensor("in.txt_ids");
+        label = c.name();
+      } else {
+        const auto preset_json = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
+        cfg = flux2::TransformerConfig::from_json(preset_json["tiny"]["transformer"], "tiny transformer");
+        source = std::make_shared<nn::RandomSource>(1234);
+        in.hidden_states = at::randn({batch, n_img, cfg.in_channels}, gen, at::kFloat);
+        in.encoder_hidden_states = at::randn({batch, txt, cfg.joint_attention_dim}, gen, at::kFloat);
+        in.timestep = at::full({batch}, 0.7, at::kFloat);
+        in.guidance = at::full({batch}, 4.0, at::kFloat);
+        in.img_ids = flux2::image_ids(img_h, img_w);
+        in.txt_ids = flux2::text_ids(txt);
+        label = fmt::format("flux2 random b{} img {}x{} txt {}", batch, img_h, img_w, txt);
+      }
+      flux2::Transformer single(cfg, nn::Weights(source, dtype, device), parallel::Context::single());
+      outs.first = single.forward(in);
+      flux2::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
+      pause_or_die();
+      outs.second = meshed.forward(in);
+    } else if (model == "qwen-image") {
+      qwen_image::TransformerConfig cfg;
+      std::shared_ptr<nn::WeightSource> source;
+      qwen_image::TransformerInput in;
+      if (!fixture.empty()) {
+        verify::Case c(fixture);
+        cfg = qwen_image::TransformerConfig::from_json(c.config(), c.file("config.json"));
+        source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
+        in.hidden_states = c.tensor("in.hidden_states");
+        in.encoder_hidden_states = c.tensor("in.encoder_hidden_states");
+        in.encoder_mask = c.tensor("in.encoder_hidden_states_mask");
+        in.timestep = c.tensor("in.timestep");
+        const auto shape = c.case_json()["scalars"]["img_shapes"][0].get<std::vector<int64_t>>();
+        in.frames = shape.at(0);
+        in.height = shape.at(1);
+        in.width = shape.at(2);
+        label = c.name();
+      } else {
+        const auto preset_json = io::parse_json(embedded_configs().at("qwen_image"), "configs/qwen_image.json");
+        cfg = qwen_image::TransformerConfig::from_json(preset_json["tiny"]["transformer"], "tiny transformer");
+        source = std::make_shared<nn::RandomSource>(1234);
+        in.hidden_states = at::randn({batch, n_img, cfg.in_channels}, gen, at::kFloat);
+        in.encoder_hidden_states = at::randn({batch, txt, cfg.joint_attention_dim}, gen, at::kFloat);
+        // Padded text keys: the last item loses its second token and its last two (non-contiguous).
+        in.encoder_mask = at::ones({batch, txt}, at::kLong);
+        if (txt >= 4) {
+          in.encoder_mask[batch - 1][1] = 0;
+          in.encoder_mask[batch - 1][txt - 1] = 0;
+          in.encoder_mask[batch - 1][txt - 2] = 0;
+        }
+        in.timestep = at::full({batch}, 0.7, at::kFloat);
+        in.frames = 1;
+        in.height = img_h;
+        in.width = img_w;
+        label = fmt::format("qwen-image random b{} img {}x{} txt {} (masked)", batch, img_h, img_w, txt);
+      }
+      qwen_image::Transformer single(cfg, nn::Weights(source, dtype, device), parallel::Context::single());
+      outs.first = single.forward(in);
+      qwen_image::Transformer meshed(cfg, nn::Weights(source, dtype, device), ctx);
+      pause_or_die();
+      outs.second = meshed.forward(in);
+    } else {
+      fail("--model must be flux2 or qwen-image, got '{}'", model);
+    }
+    const at::Tensor& ref = outs.first;
+    const at::Tensor& out = outs.second;
 
     verify::Report report;
     report.case_name = fmt::format("{} [{}] {} {}", label, ctx->mesh().describe(), device.str(), c10::toString(dtype));

@@ -15,6 +15,7 @@
 
 using namespace ditgen;
 using namespace ditgen::flux2;
+using namespace ditgen::nn;
 
 namespace {
 

@@ -1,0 +1,13 @@
+#pragma once
+// Embeddings the DiTs share.
+#include <ATen/ATen.h>
+
+namespace ditgen::nn {
+
+// diffusers' sinusoidal timestep features (`Timesteps(channels, flip_sin_to_cos=True,
+// downscale_freq_shift=0, scale)`): [B] -> [B, channels] float32, cosines first. The argument is the
+// fp32 product v * freq_k, then times `scale` (FLUX.2 passes 1000 * sigma with scale 1; Qwen-Image
+// passes sigma with scale 1000): the two rounding orders differ, so each model states its own.
+at::Tensor timestep_features(const at::Tensor& v, int64_t channels, double scale = 1.0);
+
+}  // namespace ditgen::nn

@@ -1,0 +1,85 @@
+#pragma once
+// What a model gives the shared runner (DESIGN §10): its presets, loading, prompt encoding, initial
+// latents, its schedule, one transformer call, how its guidance combines the CFG branches, and
+// decoding. The runner (lib/pipeline/runner.h) owns everything else: settings, device, the
+// denoising loop with CFG (sequential or on the mesh's cfg axis), warm-up and repeats, progress,
+// timings, memory, outputs and the report.
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lib/dist/mesh.h"
+#include "lib/sched/flow_match.h"
+
+namespace ditgen::pipeline {
+
+// One generation's settings: the request with every unset field taken from the model's presets.
+// Fields a model has no flag for keep their preset value (or stay unused).
+struct Settings {
+  std::string prompt;
+  std::string negative_prompt;
+  bool has_negative_prompt = false;  // a negative prompt was given (an empty one counts, as upstream)
+  int64_t height = 0, width = 0, steps = 0, batch = 1, max_sequence_length = 0;
+  double guidance = 0;        // FLUX.2: the embedded guidance scale
+  double true_cfg_scale = 1;  // Qwen-Image: true classifier-free guidance
+  uint64_t seed = 0;
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+// A model's encoding of the prompts of one CFG branch (opaque to the runner).
+struct Conditioning {
+  virtual ~Conditioning() = default;
+};
+
+// The latent streams one denoising loop updates (one for image models; video and audio for LTX-2).
+using Latents = std::vector<at::Tensor>;
+
+// Decoded outputs: images [B, 3, H, W] float32 in [0, 1].
+struct Media {
+  at::Tensor images;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Output-name stem and report name: "flux2", "qwen_image-tiny", ...
+  virtual const std::string& name() const = 0;
+  // The preset's defaults (configs/<model>.json "defaults" or "tiny.defaults").
+  virtual const nlohmann::json& defaults() const = 0;
+  // H and W must be multiples of this.
+  virtual int64_t pixel_multiple() const = 0;
+  // Refuses settings this model cannot run, naming the flag (called on every rank before any work).
+  virtual void check(const Settings& s) const {}
+  // Why this run has no negative (unconditional) branch, or "" when it runs true CFG.
+  virtual std::string cfg_off_reason(const Settings& s) const = 0;
+  // Model-specific settings for the report (e.g. negative prompt, CFG scale).
+  virtual nlohmann::json report_settings(const Settings& s) const { return nlohmann::json::object(); }
+
+  // One branch's conditioning for `prompts` (one per batch item).
+  virtual std::shared_ptr<Conditioning> encode(const std::vector<std::string>& prompts, const Settings& s) const = 0;
+  // The initial noise in the loop's layout, drawn from s.seed.
+  virtual Latents initial_latents(const Settings& s) const = 0;
+  virtual sched::Schedule schedule(const Settings& s) const = 0;
+  // One transformer call: the velocity of every stream at schedule timestep `t` (0..1000) under one
+  // branch's conditioning. `branch` is 0 (conditional) or 1 (unconditional), for per-branch state.
+  virtual Latents predict(const Latents& latents, float t, const Conditioning& cond, int branch,
+                          const Settings& s) const = 0;
+  // Combines the conditional and unconditional velocities (only called when cfg_off_reason is "").
+  virtual Latents guide(const Latents& cond, const Latents& uncond, const Settings& s) const;
+  virtual Media decode(const Latents& latents, const Settings& s) const = 0;
+
+  // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").
+  virtual std::map<std::string, uint64_t> bytes_read() const = 0;
+};
+
+// The transformer's timestep input for schedule timestep `t`: quantised to the latents' dtype before
+// the division by 1000, as the reference pipelines do ([B] in `dtype` on `device`).
+at::Tensor model_timestep(float t, int64_t batch, at::ScalarType dtype, const at::Device& device);
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,244 @@
+#include "lib/pipeline/runner.h"
+
+#include "lib/io/image.h"
+#include "lib/pipeline/output.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/runtime/metrics.h"
+#include "lib/runtime/progress.h"
+#include "lib/runtime/trace.h"
+
+namespace ditgen::pipeline {
+
+Settings resolve_settings(const GenerateRequest& req, const Model& model, const at::Device& device,
+                          at::ScalarType dtype) {
+  const nlohmann::json& d = model.defaults();
+  auto preset = [&](const char* key) -> const nlohmann::json& {
+    DITGEN_CHECK(d.contains(key), "{}: the model presets have no default '{}'", model.name(), key);
+    return d.at(key);
+  };
+  Settings s;
+  s.prompt = req.prompt.empty() ? preset("prompt").get<std::string>() : req.prompt;
+  if (req.has_negative_prompt) {
+    s.negative_prompt = req.negative_prompt;
+    s.has_negative_prompt = true;
+  } else if (d.contains("negative_prompt")) {
+    s.negative_prompt = d.at("negative_prompt").get<std::string>();
+    s.has_negative_prompt = true;
+  }
+  s.height = req.height > 0 ? req.height : preset("height").get<int64_t>();
+  s.width = req.width > 0 ? req.width : preset("width").get<int64_t>();
+  s.steps = req.steps > 0 ? req.steps : preset("steps").get<int64_t>();
+  s.max_sequence_length =
+      req.max_sequence_length > 0 ? req.max_sequence_length : preset("max_sequence_length").get<int64_t>();
+  s.guidance = req.guidance >= 0 ? req.guidance : d.value("guidance", 0.0);
+  s.true_cfg_scale = req.true_cfg_scale >= 0 ? req.true_cfg_scale : d.value("true_cfg_scale", 1.0);
+  s.batch = req.batch;
+  s.seed = req.seed;
+  s.dtype = dtype;
+  s.device = device;
+  return s;
+}
+
+Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx) {
+  const std::vector<std::string> prompts(static_cast<size_t>(s.batch), s.prompt);
+  Branches b;
+  if (!model.cfg_off_reason(s).empty()) {
+    b.cond = model.encode(prompts, s);
+    return b;
+  }
+  const std::vector<std::string> negatives(static_cast<size_t>(s.batch), s.negative_prompt);
+  const auto& mesh = ctx.mesh();
+  if (mesh.shape().cfg == 1 || mesh.cfg_index() == 0) b.cond = model.encode(prompts, s);
+  if (mesh.shape().cfg == 1 || mesh.cfg_index() == 1) b.uncond = model.encode(negatives, s);
+  return b;
+}
+
+namespace {
+
+// Under --cfg 2: this half's velocities in, (conditional, unconditional) out, with one all-gather of
+// every stream flattened into one buffer.
+std::pair<Latents, Latents> exchange_branches(const Latents& mine, const parallel::Context& ctx) {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : mine) flat.push_back(t.reshape({-1}));
+  at::Tensor buf = at::cat(flat, 0).contiguous();
+  const int64_t n = buf.numel();
+  at::Tensor both = ctx.cfg().all_gather(buf, 0, {n, n});  // [cond | uncond]
+  std::pair<Latents, Latents> out;
+  int64_t offset = 0;
+  for (const auto& t : mine) {
+    out.first.push_back(both.narrow(0, offset, t.numel()).view(t.sizes()));
+    out.second.push_back(both.narrow(0, n + offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
+  return out;
+}
+
+}  // namespace
+
+DenoiseResult denoise(const Model& model, const Settings& s, const Branches& b, Latents latents,
+                      const parallel::Context& ctx, const StepCallback& on_step) {
+  DenoiseResult r;
+  r.schedule = model.schedule(s);
+  const bool cfg = model.cfg_off_reason(s).empty();
+  const bool split = ctx.mesh().shape().cfg == 2;
+  DITGEN_CHECK(!split || cfg, "--cfg 2 needs classifier-free guidance: {}", model.cfg_off_reason(s));
+  const int64_t steps = static_cast<int64_t>(r.schedule.timesteps.size());
+  for (int64_t i = 0; i < steps; ++i) {
+    runtime::Stopwatch sw(s.device);
+    const float t = r.schedule.timesteps[i];
+    Latents v;
+    if (!cfg) {
+      v = model.predict(latents, t, *b.cond, 0, s);
+    } else if (split) {
+      const int me = ctx.mesh().cfg_index();
+      const auto both = exchange_branches(model.predict(latents, t, me == 0 ? *b.cond : *b.uncond, me, s), ctx);
+      v = model.guide(both.first, both.second, s);
+    } else {
+      const Latents vc = model.predict(latents, t, *b.cond, 0, s);
+      v = model.guide(vc, model.predict(latents, t, *b.uncond, 1, s), s);
+    }
+    const double dsigma = static_cast<double>(r.schedule.sigmas[i + 1] - r.schedule.sigmas[i]);
+    for (size_t k = 0; k < latents.size(); ++k)
+      latents[k] = (latents[k].to(at::kFloat) + v[k].mul(dsigma)).to(latents[k].scalar_type());
+    const double sec = sw.seconds();
+    r.step_seconds.push_back(sec);
+    if (on_step) on_step(i, sec);
+  }
+  for (size_t k = 0; k < latents.size(); ++k)
+    runtime::trace(k == 0 ? std::string("final_latents") : fmt::format("final_latents.{}", k), latents[k]);
+  r.latents = std::move(latents);
+  return r;
+}
+
+namespace {
+
+// --aspect-ratio: the model card's size for that ratio (fails before anything loads).
+GenerateRequest apply_aspect_ratio(const ModelEntry& entry, GenerateRequest req) {
+  if (req.aspect_ratio.empty()) return req;
+  const nlohmann::json table = entry.presets.value("aspect_ratios", nlohmann::json::object());
+  std::string known;
+  for (const auto& kv : table.items()) known += (known.empty() ? "" : ", ") + kv.key();
+  DITGEN_CHECK(table.contains(req.aspect_ratio), "--aspect-ratio '{}' is not one of {}", req.aspect_ratio, known);
+  DITGEN_CHECK(req.height == 0 && req.width == 0,
+               "--aspect-ratio {} sets the image size; give either it or --height/--width, not both", req.aspect_ratio);
+  req.width = table[req.aspect_ratio][0].get<int64_t>();
+  req.height = table[req.aspect_ratio][1].get<int64_t>();
+  return req;
+}
+
+}  // namespace
+
+io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx) {
+  const GenerateRequest req = apply_aspect_ratio(entry, request);
+  const auto& mesh = ctx->mesh();
+  const auto [device, dtype] = resolve_device(req.device, req.dtype, mesh.rank());
+
+  runtime::Stopwatch load_watch(device);
+  const std::unique_ptr<Model> model = entry.load(req, device, dtype, ctx);
+  const double load_s = load_watch.seconds();
+
+  // Every rank checks the settings before any work, so a bad request ends the job everywhere.
+  const Settings s = resolve_settings(req, *model, device, dtype);
+  check_image_size(s.height, s.width, model->pixel_multiple());
+  model->check(s);
+  const std::string no_cfg = model->cfg_off_reason(s);
+  DITGEN_CHECK(mesh.shape().cfg == 1 || no_cfg.empty(),
+               "--cfg 2 runs the conditional and the unconditional branch on two halves of the ranks, but this run "
+               "has no unconditional branch: {}; drop --cfg",
+               no_cfg);
+  const int warmup_steps = req.warmup_steps > 0 ? req.warmup_steps : static_cast<int>(s.steps);
+
+  io::RunReport report;
+  report.model = model->name();
+  report.device = device_description(device, mesh.world());
+  report.settings = {{"prompt", s.prompt},     {"height", s.height},         {"width", s.width},
+                     {"steps", s.steps},       {"seed", s.seed},             {"batch", s.batch},
+                     {"max_sequence_length", s.max_sequence_length},          {"dtype", c10::toString(dtype)},
+                     {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}};
+  const nlohmann::json extra = model->report_settings(s);
+  report.settings.update(extra);
+  report.add_stage("load", load_s);
+  log::info("{}: {}x{}, {} steps, seed {}, {} on {} ({}) {}", model->name(), s.width, s.height, s.steps, s.seed,
+            c10::toString(dtype), report.device, mesh.describe(), extra.dump());
+
+  auto run_once = [&](int64_t n_steps, bool timed) {
+    Settings run = s;
+    run.steps = n_steps;
+    runtime::Stopwatch sw(device);
+    const Branches branches = encode_branches(*model, run, *ctx);
+    const double te = sw.seconds();
+    runtime::Progress progress(timed ? "denoise" : "warmup", n_steps);
+    auto result = denoise(*model, run, branches, model->initial_latents(run), *ctx,
+                          [&](int64_t, double sec) { progress.advance(sec); });
+    progress.finish();
+    sw.restart();
+    Media media = model->decode(result.latents, run);
+    const double vae = sw.seconds();
+    return std::make_tuple(te, result.step_seconds, vae, media);
+  };
+
+  if (req.track_memory) runtime::reset_peaks(device);
+  for (int i = 0; i < req.warmup; ++i) run_once(warmup_steps, false);
+
+  double te_sum = 0, vae_sum = 0, total_sum = 0;
+  std::vector<double> steps_sum(static_cast<size_t>(s.steps), 0.0);
+  Media media;
+  for (int r = 0; r < std::max(1, req.repeat); ++r) {
+    runtime::Stopwatch total(device);
+    auto [te, step_s, vae, m] = run_once(s.steps, true);
+    total_sum += total.seconds();
+    te_sum += te;
+    vae_sum += vae;
+    for (size_t i = 0; i < step_s.size(); ++i) steps_sum[i] += step_s[i];
+    media = m;
+  }
+  const double n = std::max(1, req.repeat);
+  double denoise_s = 0;
+  for (auto& x : steps_sum) denoise_s += (x /= n);
+  report.add_stage("text_encode", te_sum / n);
+  report.add_stage("denoise", denoise_s);
+  report.add_stage("vae_decode", vae_sum / n);
+  report.add_stage("inference", total_sum / n);
+  report.step_seconds = steps_sum;
+
+  // The last collective: every rank's load and memory numbers. Outputs are written only after it, so
+  // a job that fails on any rank leaves no image behind.
+  io::RankStats mine;
+  mine.rank = mesh.rank();
+  mine.load_seconds = load_s;
+  const auto bytes = model->bytes_read();
+  auto component = [&](const char* name) { return bytes.count(name) ? bytes.at(name) : 0; };
+  mine.bytes_transformer = component("transformer");
+  mine.bytes_text_encoder = component("text_encoder");
+  mine.bytes_vae = component("vae");
+  for (const auto& kv : bytes) mine.bytes_read += kv.second;
+  const auto mem = runtime::read_memory(device);
+  mine.host_rss_peak = mem.host_rss_peak;
+  mine.device_allocated_peak = mem.device_allocated_peak;
+  mine.device_reserved_peak = mem.device_reserved_peak;
+  report.ranks = io::gather_rank_stats(mine, ctx->world());
+
+  // Every rank holds the same images; rank 0 writes them, then the report.
+  const auto paths =
+      output_paths(req.output, model->name(), s.height, s.width, run_tag(mesh, false), s.batch);
+  report.outputs = paths.images;
+  if (mesh.rank() == 0) {
+    runtime::Stopwatch write_watch(device);
+    for (int64_t i = 0; i < s.batch; ++i) io::write_png(paths.images[i], media.images[i]);
+    report.add_stage("write", write_watch.seconds());
+    io::write_file_atomic(paths.report, report.to_json().dump(2) + "\n");
+    log::info_line(report.table());
+    if (req.track_memory) {
+      int64_t peak = 0;
+      for (const auto& r : report.ranks) peak = std::max(peak, device.is_cuda() ? r.device_allocated_peak : r.host_rss_peak);
+      log::info("Memory Usage: {:.2f}GiB ({} peak, max over ranks)", static_cast<double>(peak) / (1 << 30),
+                device.is_cuda() ? "device allocated" : "host RSS");
+    }
+    for (const auto& p : paths.images) log::info("Image saved to {}", p);
+    log::info("Report saved to {}", paths.report);
+  }
+  return report;
+}
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,64 @@
+#pragma once
+// The shared runner (DESIGN §10): one generate command for every registered model. A model is a
+// pipeline::Model plus a registry entry (models/registry.cpp); this file drives it.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lib/io/report.h"
+#include "lib/parallel/context.h"
+#include "lib/pipeline/model.h"
+#include "lib/pipeline/request.h"
+
+namespace ditgen::pipeline {
+
+// Flags a model command takes beyond the common ones (the CLI adds only those its model lists).
+enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio };
+
+struct ModelEntry {
+  std::string command;  // "flux2", "qwen-image"
+  std::string summary;  // one help line
+  std::vector<ModelFlag> flags;
+  // configs/<model>.json: "defaults" and "tiny.defaults" show in the help; "aspect_ratios" (name ->
+  // [width, height]) serve --aspect-ratio.
+  nlohmann::json presets;
+  // The model the request names: the built-in tiny one, --random-weights or --model-path.
+  std::function<std::unique_ptr<Model>(const GenerateRequest&, const at::Device&, at::ScalarType,
+                                       std::shared_ptr<parallel::Context>)>
+      load;
+  // Writes the built-in tiny model as a diffusers folder (`ditgen export-tiny <command> DIR`).
+  std::function<void(const std::string& dir, int transformer_shards)> export_tiny;
+};
+
+// The request with the model's presets filled in.
+Settings resolve_settings(const GenerateRequest& request, const Model& model, const at::Device& device,
+                          at::ScalarType dtype);
+
+// The conditioning of each CFG branch this rank runs: both when the branches run one after the
+// other, only its own under --cfg 2 (the other half encodes the other prompt), `uncond` null without CFG.
+struct Branches {
+  std::shared_ptr<Conditioning> cond, uncond;
+};
+Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx);
+
+struct DenoiseResult {
+  Latents latents;
+  sched::Schedule schedule;
+  std::vector<double> step_seconds;
+};
+using StepCallback = std::function<void(int64_t step, double seconds)>;
+
+// The Euler loop over the model's schedule from `latents`: one transformer call per step, or with true
+// CFG two (one after the other, or one per CFG half with one exchange per step), combined by the model.
+// `dt * v` is evaluated in v's dtype, added in fp32 and rounded back, as the reference pipelines do.
+DenoiseResult denoise(const Model& model, const Settings& s, const Branches& branches, Latents latents,
+                      const parallel::Context& ctx, const StepCallback& on_step = nullptr);
+
+// `ditgen <model>`: load, check the settings on every rank, warm up, generate, then (after the last
+// collective) write the outputs and the report on rank 0. Returns the report.
+io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx);
+
+}  // namespace ditgen::pipeline

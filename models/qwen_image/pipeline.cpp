@@ -1,0 +1,290 @@
+#include "models/qwen_image/pipeline.h"
+
+#include "lib/io/checkpoint.h"
+#include "lib/io/json.h"
+#include "lib/nn/latents.h"
+#include "lib/runtime/embedded_configs.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/runtime/trace.h"
+#include "lib/text/tiny_tokenizer.h"
+#include "models/qwen_image/prompt.h"
+
+namespace ditgen::qwen_image {
+
+// ---- scheduler ----------------------------------------------------------------------------------
+
+SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  DITGEN_CHECK(j.is_object(), "{}: the scheduler config must be a JSON object", where);
+  SchedulerConfig c;
+  c.use_dynamic_shifting = io::json_get<bool>(j, "use_dynamic_shifting", c.use_dynamic_shifting, where);
+  c.shift = io::json_get<double>(j, "shift", c.shift, where);
+  c.base_shift = io::json_get<double>(j, "base_shift", c.base_shift, where);
+  c.max_shift = io::json_get<double>(j, "max_shift", c.max_shift, where);
+  c.base_image_seq_len = io::json_get<int64_t>(j, "base_image_seq_len", c.base_image_seq_len, where);
+  c.max_image_seq_len = io::json_get<int64_t>(j, "max_image_seq_len", c.max_image_seq_len, where);
+  c.shift_terminal = io::json_get<double>(j, "shift_terminal", 0.0, where);
+  const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
+  DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (Qwen-Image uses 'exponential')",
+               where, kind);
+  for (const char* flag : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
+                           "stochastic_sampling"})
+    DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where), "{}: '{}' is true, which Qwen-Image's sampler does not use",
+                 where, flag);
+  DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
+  DITGEN_CHECK(c.shift_terminal >= 0 && c.shift_terminal < 1, "{}: shift_terminal must lie in [0, 1), got {}", where,
+               c.shift_terminal);
+  DITGEN_CHECK(c.max_image_seq_len != c.base_image_seq_len,
+               "{}: max_image_seq_len and base_image_seq_len must differ (both {})", where, c.base_image_seq_len);
+  return c;
+}
+
+sched::Schedule SchedulerConfig::schedule(int64_t steps, int64_t image_seq_len) const {
+  if (!use_dynamic_shifting) return sched::static_shift_schedule(steps, shift, shift_terminal);
+  const double mu = sched::linear_mu(image_seq_len, base_image_seq_len, max_image_seq_len, base_shift, max_shift);
+  return sched::exponential_shift_schedule(steps, mu, shift_terminal);
+}
+
+// ---- loading ------------------------------------------------------------------------------------
+
+namespace {
+
+const nlohmann::json& preset() {
+  static const nlohmann::json p = io::parse_json(embedded_configs().at("qwen_image"), "configs/qwen_image.json");
+  return p;
+}
+
+uint64_t component_seed(uint64_t seed, const std::string& component) {
+  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
+}
+
+std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSource> src, const std::string& label) {
+  return std::make_shared<nn::ProgressSource>(src, label, src->expected_count());
+}
+
+}  // namespace
+
+Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg, const nn::Weights& vw,
+                   const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), name_("qwen_image"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
+  transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  vae_ = std::make_unique<Vae>(vcfg, vw);
+}
+
+Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+  const bool from_folder = !opt.model_path.empty();
+  const bool tiny = !from_folder && !opt.random_weights;
+  name_ = tiny ? "qwen_image-tiny" : (from_folder && !opt.random_weights ? "qwen_image" : "qwen_image-random");
+  const nlohmann::json& p = preset();
+  defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
+
+  TransformerConfig tcfg;
+  VaeConfig vcfg;
+  nlohmann::json te_json;
+  std::string te_where;
+  std::shared_ptr<io::TensorStore> te_store;  // a checkpoint's text encoder, opened once its config is known
+  std::shared_ptr<nn::WeightSource> tsrc, vsrc, tesrc;
+
+  if (from_folder) {
+    const std::string root = opt.model_path;
+    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
+    const std::string index = io::join_path(root, "model_index.json");
+    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?",
+                 root);
+    const auto mi = io::read_json_file(index);
+    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
+    DITGEN_CHECK(cls == p["model_index_class"].get<std::string>(),
+                 "{} names pipeline class '{}', but `ditgen qwen-image` needs a QwenImagePipeline folder", index, cls);
+    auto component = [&](const std::string& name) {
+      const std::string dir = io::join_path(root, name);
+      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
+      return dir;
+    };
+    const std::string tdir = component("transformer"), vdir = component("vae"), tedir = component("text_encoder");
+    tcfg = TransformerConfig::from_json(io::read_json_file(io::join_path(tdir, "config.json")),
+                                        io::join_path(tdir, "config.json"));
+    vcfg = VaeConfig::from_json(io::read_json_file(io::join_path(vdir, "config.json")), io::join_path(vdir, "config.json"));
+    te_where = io::join_path(tedir, "config.json");
+    te_json = io::read_json_file(te_where);
+    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
+    scheduler_ = SchedulerConfig::from_json(io::read_json_file(sched_path), sched_path);
+    tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
+    if (!opt.random_weights) {
+      tsrc = with_progress(std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir)), "load transformer");
+      vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(vdir), "", Vae::unread_keys());
+      te_store = io::TensorStore::open_dir(tedir);
+    }
+  } else {
+    const nlohmann::json& cfgs = tiny ? p["tiny"] : p;
+    if (tiny) {
+      tcfg = TransformerConfig::from_json(cfgs["transformer"], "configs/qwen_image.json tiny.transformer");
+      vcfg = VaeConfig::from_json(cfgs["vae"], "configs/qwen_image.json tiny.vae");
+    }
+    te_json = cfgs["text_encoder"];
+    te_where = tiny ? "configs/qwen_image.json tiny.text_encoder" : "configs/qwen_image.json text_encoder";
+    scheduler_ = SchedulerConfig::from_json(cfgs["scheduler"], "configs/qwen_image.json scheduler");
+    tokenizer_ = text::tiny_qwen_tokenizer();  // built once per process
+    if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
+  }
+  te_json_ = te_json;
+  const auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Qwen2);
+  DITGEN_CHECK(te_cfg.family == llm::DecoderFamily::Qwen2,
+               "{}: Qwen-Image's text encoder is a Qwen2.5-VL text model, but the config describes a {} model", te_where,
+               llm::family_name(te_cfg.family));
+  DITGEN_CHECK(te_cfg.hidden_size == tcfg.joint_attention_dim,
+               "the text encoder's hidden_size {} ({}) differs from the transformer's joint_attention_dim {}",
+               te_cfg.hidden_size, te_where, tcfg.joint_attention_dim);
+  DITGEN_CHECK(tokenizer_->vocab_size() <= te_cfg.vocab_size,
+               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})", tokenizer_->vocab_size(),
+               te_cfg.vocab_size, te_where);
+  if (te_store)
+    tesrc = with_progress(llm::open_decoder_source(te_store, te_cfg, te_cfg.num_hidden_layers), "load text encoder");
+  if (!tsrc) {
+    tsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "transformer"));
+    vsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "vae"));
+    tesrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
+  }
+  if (opt.wrap_source) {
+    tsrc = opt.wrap_source("transformer", tsrc);
+    vsrc = opt.wrap_source("vae", vsrc);
+    tesrc = opt.wrap_source("text_encoder", tesrc);
+  }
+  DITGEN_CHECK(tcfg.in_channels == 4 * vcfg.z_dim && tcfg.out_channels == vcfg.z_dim,
+               "the transformer takes {} packed channels and predicts {} latent channels, but the VAE's z_dim {} packs "
+               "into {}",
+               tcfg.in_channels, tcfg.out_channels, vcfg.z_dim, 4 * vcfg.z_dim);
+  DITGEN_CHECK(tcfg.patch_size == 2, "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches",
+               tcfg.patch_size);
+  transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+  tsrc->check_all_used();
+  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_));
+  vsrc->check_all_used();
+  text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers);
+  tesrc->check_all_used();
+  bytes_read_ = {{"transformer", tsrc->bytes_read()}, {"vae", vsrc->bytes_read()}, {"text_encoder", tesrc->bytes_read()}};
+}
+
+// ---- settings -----------------------------------------------------------------------------------
+
+void Pipeline::check(const pipeline::Settings& s) const {
+  DITGEN_CHECK(s.max_sequence_length <= kMaxPromptTokens,
+               "--max-sequence-length {} is larger than Qwen-Image's limit of {} prompt tokens", s.max_sequence_length,
+               kMaxPromptTokens);
+}
+
+std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
+  if (!s.has_negative_prompt) return "no negative prompt is given";
+  if (s.true_cfg_scale <= 1) return fmt::format("--true-cfg-scale {} is not above 1", s.true_cfg_scale);
+  return "";
+}
+
+nlohmann::json Pipeline::report_settings(const pipeline::Settings& s) const {
+  nlohmann::json j = {{"true_cfg_scale", s.true_cfg_scale}, {"true_cfg", cfg_off_reason(s).empty()}};
+  j["negative_prompt"] = s.has_negative_prompt ? nlohmann::json(s.negative_prompt) : nlohmann::json();
+  return j;
+}
+
+std::pair<int64_t, int64_t> Pipeline::token_grid(const pipeline::Settings& s) const {
+  const int64_t m = pixel_multiple();
+  return {s.height / m, s.width / m};
+}
+
+// ---- stages -------------------------------------------------------------------------------------
+
+std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& embeds, const at::Tensor& mask,
+                                                  const pipeline::Settings& s) const {
+  auto c = std::make_shared<Conditioning>();
+  c->embeds = embeds.to(device_, dtype_);
+  if (mask.defined() && !mask.ne(0).all().item<bool>()) c->mask = mask.to(at::kCPU, at::kLong);  // all ones: none
+  const auto [h, w] = token_grid(s);
+  c->rope = transformer_->rope(1, h, w, embeds.size(1));
+  return c;
+}
+
+std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::string>& prompts,
+                                                         const pipeline::Settings& s) const {
+  DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
+  const PromptEmbeds e = encode_prompts(*tokenizer_, *text_encoder_, prompts, s.max_sequence_length, dtype_, device_);
+  log::debug("qwen-image: {} prompt(s) encoded to {} text tokens", prompts.size(), e.embeds.size(1));
+  runtime::trace("prompt_embeds", e.embeds);  // the first branch encoded: the conditional one
+  return condition(e.embeds, e.mask, s);
+}
+
+pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
+  const auto [h, w] = token_grid(s);
+  const int64_t z = vae_->config().z_dim;
+  const std::vector<int64_t> shape = {s.batch, 1, z, 2 * h, 2 * w};
+  at::Generator gen = at::detail::createCPUGenerator(s.seed);
+  at::Tensor noise;
+  try {
+    noise = at::randn(shape, gen, at::TensorOptions().dtype(dtype_));
+  } catch (const c10::Error&) {  // older CPU kernels lack low-precision normal_
+    noise = at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype_);
+  }
+  // [B, z, 2h, 2w] -> [B, 4z, h, w] (channel c*4 + dy*2 + dx) -> [B, h*w, 4z]
+  return {nn::pack_latents(nn::patchify(noise.select(1, 0))).to(device_)};
+}
+
+sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
+  const auto [h, w] = token_grid(s);
+  return scheduler_.schedule(s.steps, h * w);
+}
+
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int,
+                                    const pipeline::Settings& s) const {
+  const auto& c = static_cast<const Conditioning&>(cond);
+  const auto [h, w] = token_grid(s);
+  TransformerInput in;
+  in.hidden_states = latents[0];
+  in.encoder_hidden_states = c.embeds;
+  in.encoder_mask = c.mask;
+  in.timestep = pipeline::model_timestep(t, latents[0].size(0), latents[0].scalar_type(), device_);
+  in.frames = 1;
+  in.height = h;
+  in.width = w;
+  in.rope = c.rope;
+  return {transformer_->forward(in)};
+}
+
+pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
+                                  const pipeline::Settings& s) const {
+  // In the latents' dtype, as the reference: norms over the packed channels of each token.
+  const at::Tensor& v = cond[0];
+  at::Tensor comb = uncond[0] + (v - uncond[0]) * s.true_cfg_scale;
+  at::Tensor ratio = at::linalg_vector_norm(v, 2, at::IntArrayRef{-1}, true) / at::linalg_vector_norm(comb, 2, at::IntArrayRef{-1}, true);
+  return {comb * ratio};
+}
+
+pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
+  const auto [h, w] = token_grid(s);
+  // [B, h*w, 4z] -> [B, 4z, h, w] -> [B, z, 2h, 2w] -> one frame [B, z, 1, 2h, 2w]
+  at::Tensor z = nn::unpatchify(nn::unpack_latents(latents[0], h, w)).unsqueeze(2);
+  return {vae_->decode_to_image(z)};
+}
+
+// ---- registry -----------------------------------------------------------------------------------
+
+pipeline::ModelEntry model_entry() {
+  pipeline::ModelEntry e;
+  e.command = "qwen-image";
+  e.summary = "Generate images with Qwen-Image, true CFG (built-in tiny model without --model-path)";
+  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale, pipeline::ModelFlag::AspectRatio};
+  e.presets = preset();
+  e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
+              std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
+    LoadOptions lo;
+    lo.model_path = req.model_path;
+    lo.random_weights = req.random_weights;
+    lo.weight_seed = req.weight_seed;
+    lo.dtype = dtype;
+    lo.device = device;
+    if (req.model_path.empty() && !req.random_weights)
+      log::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
+    return std::make_unique<Pipeline>(lo, ctx);
+  };
+  e.export_tiny = export_tiny;
+  return e;
+}
+
+}  // namespace ditgen::qwen_image

@@ -1,0 +1,114 @@
+#pragma once
+// The Qwen-Image text-to-image pipeline (qwen-image.md §5): prompt -> Qwen chat template -> Qwen2.5-VL
+// final hidden states (template prefix dropped) -> Euler loop over the MMDiT with true classifier-free
+// guidance and its norm-preserving rescale -> one-frame causal VAE decode -> PNG.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lib/parallel/context.h"
+#include "lib/pipeline/runner.h"
+#include "lib/sched/flow_match.h"
+#include "lib/text/tokenizer.h"
+#include "models/llm/decoder.h"
+#include "models/qwen_image/transformer.h"
+#include "models/qwen_image/vae.h"
+
+namespace ditgen::qwen_image {
+
+// scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler); defaults = Qwen-Image's.
+struct SchedulerConfig {
+  bool use_dynamic_shifting = true;
+  double shift = 1.0;  // without dynamic shifting
+  double base_shift = 0.5, max_shift = 0.9;
+  int64_t base_image_seq_len = 256, max_image_seq_len = 8192;
+  double shift_terminal = 0.02;  // 0: none
+  static SchedulerConfig from_json(const nlohmann::json& j, const std::string& where);
+  sched::Schedule schedule(int64_t steps, int64_t image_seq_len) const;
+};
+
+struct LoadOptions {
+  std::string model_path;       // empty: the built-in tiny model
+  bool random_weights = false;  // real config, random weights
+  uint64_t weight_seed = 0;
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  // Optional hook that wraps each component's weight source ("transformer", "vae", "text_encoder"),
+  // e.g. to record the tensors of the built-in tiny model for export.
+  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
+};
+
+// One CFG branch's conditioning: the prompt states, their mask and the RoPE factors for this length.
+struct Conditioning : pipeline::Conditioning {
+  at::Tensor embeds;  // [B, L, joint_attention_dim]
+  at::Tensor mask;    // [B, L] int64, or undefined when every row is real
+  at::Tensor rope;    // this rank's [L_loc + N_loc, head_dim/2] complex64
+};
+
+class Pipeline : public pipeline::Model {
+ public:
+  Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
+  // From explicit configs and weight sources (the golden cases).
+  Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
+           const nn::Weights& vae_weights, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx);
+
+  // The conditioning for given prompt states at the settings' image size.
+  std::shared_ptr<Conditioning> condition(const at::Tensor& embeds, const at::Tensor& mask,
+                                          const pipeline::Settings& s) const;
+  // The packed latent grid (rows, columns) for an image size: H / (2 * VAE scale factor).
+  std::pair<int64_t, int64_t> token_grid(const pipeline::Settings& s) const;
+
+  // pipeline::Model
+  const std::string& name() const override { return name_; }
+  const nlohmann::json& defaults() const override { return defaults_; }
+  int64_t pixel_multiple() const override { return 2 * vae_->scale_factor(); }
+  void check(const pipeline::Settings& s) const override;
+  // True CFG runs when a negative prompt is given and the scale is > 1 (§5.1, as upstream).
+  std::string cfg_off_reason(const pipeline::Settings& s) const override;
+  nlohmann::json report_settings(const pipeline::Settings& s) const override;
+  std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
+                                                 const pipeline::Settings& s) const override;
+  // Noise [B, 1, z_dim, lh, lw] drawn in the pipeline dtype with a CPU generator from the seed, packed
+  // into [B, (lh/2)(lw/2), 4 z_dim] (§5.2).
+  pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
+  sched::Schedule schedule(const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
+                            const pipeline::Settings& s) const override;
+  // comb = uncond + g (cond - uncond), rescaled per token to the conditional velocity's norm (§5.4).
+  pipeline::Latents guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
+                          const pipeline::Settings& s) const override;
+  pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
+  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+
+  const Transformer& transformer() const { return *transformer_; }
+
+ private:
+  std::shared_ptr<parallel::Context> ctx_;
+  std::string name_;
+  nlohmann::json defaults_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Device device_ = at::kCPU;
+  std::shared_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<llm::DecoderLM> text_encoder_;
+  std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<Vae> vae_;
+  SchedulerConfig scheduler_;
+  std::map<std::string, uint64_t> bytes_read_;
+  nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
+
+  friend void export_tiny(const std::string& dir, int transformer_shards);
+};
+
+// Writes the built-in tiny model as a diffusers-format folder (model_index.json, transformer/ in
+// `transformer_shards` safetensors files with an index, vae/, text_encoder/ with Qwen2.5-VL's
+// `model.language_model.` names, tokenizer/, scheduler/): the same weights as the built-in model.
+void export_tiny(const std::string& dir, int transformer_shards);
+
+// The registry entry of `ditgen qwen-image`.
+pipeline::ModelEntry model_entry();
+
+}  // namespace ditgen::qwen_image

@@ -1,0 +1,295 @@
+#include "models/qwen_image/vae.h"
+
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <optional>
+
+#include "lib/io/json.h"
+#include "lib/io/safetensors.h"
+#include "lib/nn/ops.h"
+#include "lib/runtime/error.h"
+
+namespace ditgen::qwen_image {
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
+  VaeConfig c;
+  c.base_dim = io::json_get<int64_t>(j, "base_dim", c.base_dim, where);
+  c.z_dim = io::json_get<int64_t>(j, "z_dim", c.z_dim, where);
+  c.dim_mult = io::json_get<std::vector<int64_t>>(j, "dim_mult", c.dim_mult, where);
+  c.num_res_blocks = io::json_get<int64_t>(j, "num_res_blocks", c.num_res_blocks, where);
+  c.attn_scales = io::json_get<std::vector<double>>(j, "attn_scales", c.attn_scales, where);
+  c.temperal_downsample =
+      io::json_get<std::vector<bool>>(j, "temperal_downsample", c.temperal_downsample, where);
+  c.input_channels = io::json_get<int64_t>(j, "input_channels", c.input_channels, where);
+  c.latents_mean = io::json_get<std::vector<double>>(j, "latents_mean", c.latents_mean, where);
+  c.latents_std = io::json_get<std::vector<double>>(j, "latents_std", c.latents_std, where);
+
+  DITGEN_CHECK(c.base_dim > 0, "{}: key 'base_dim' must be positive, got {}", where, c.base_dim);
+  DITGEN_CHECK(c.z_dim > 0, "{}: key 'z_dim' must be positive, got {}", where, c.z_dim);
+  DITGEN_CHECK(c.input_channels > 0, "{}: key 'input_channels' must be positive, got {}", where,
+               c.input_channels);
+  DITGEN_CHECK(c.num_res_blocks >= 0, "{}: key 'num_res_blocks' must not be negative, got {}", where,
+               c.num_res_blocks);
+  DITGEN_CHECK(!c.dim_mult.empty(), "{}: key 'dim_mult' is empty", where);
+  for (int64_t m : c.dim_mult)
+    DITGEN_CHECK(m > 0, "{}: key 'dim_mult' has a non-positive entry {}", where, m);
+  // Attention blocks inside the resolution stages exist upstream but no released config uses them.
+  DITGEN_CHECK(c.attn_scales.empty(),
+               "{}: key 'attn_scales' must be empty (got [{}]); attention at a resolution "
+               "scale is not implemented",
+               where, fmt::join(c.attn_scales, ", "));
+  // One resampling stage between consecutive dim_mult levels, each with its temporal flag.
+  DITGEN_CHECK(c.temperal_downsample.size() + 1 == c.dim_mult.size(),
+               "{}: key 'temperal_downsample' has {} entries but dim_mult has {} (needs {})", where,
+               c.temperal_downsample.size(), c.dim_mult.size(), c.dim_mult.size() - 1);
+  DITGEN_CHECK(static_cast<int64_t>(c.latents_mean.size()) == c.z_dim,
+               "{}: key 'latents_mean' has {} entries but z_dim is {}", where, c.latents_mean.size(),
+               c.z_dim);
+  DITGEN_CHECK(static_cast<int64_t>(c.latents_std.size()) == c.z_dim,
+               "{}: key 'latents_std' has {} entries but z_dim is {}", where, c.latents_std.size(), c.z_dim);
+  for (size_t i = 0; i < c.latents_std.size(); ++i)
+    DITGEN_CHECK(c.latents_std[i] > 0 && std::isfinite(c.latents_std[i]),
+                 "{}: key 'latents_std' entry {} must be positive, got {}", where, i, c.latents_std[i]);
+  // Ignored on purpose: dropout (inference), the encoder side (never run here).
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks (qwen-image.md 3.2), all on one frame: [B, C, H, W]
+
+namespace {
+
+constexpr double kNormEps = 1e-12;  // F.normalize's floor on the L2 norm
+
+using nn::Init;
+using nn::Shard;
+
+// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions and matmuls in that precision; on
+// the CPU such layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
+bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+
+// [B, S, in] -> [B, S, out]
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (!cpu_reduced(x)) return at::linear(x, w, b);
+  return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)).to(x.scalar_type());
+}
+
+// A 2D convolution with stride 1 and "same" zero padding. The checkpoint's CausalConv3d weights
+// become 2D weights once, at load.
+struct Conv2d {
+  at::Tensor weight, bias;  // [cout, cin, k, k], [cout]
+  int64_t padding = 0;
+
+  // A CausalConv3d (weight [cout, cin, k, k, k]) applied to a single frame: the temporal padding is
+  // 2*(k/2) zero frames in front, so only the last tap sees the frame (3.2 "Single-frame
+  // consequence"; for k = 1 that is tap 0). Spatial zero padding k/2 as in the 3D conv.
+  static Conv2d causal(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k) {
+    at::Tensor w = wb.get("weight", {cout, cin, k, k, k}, Shard::replicated(), Init::Linear);
+    return {w.select(2, k - 1).contiguous(), wb.get("bias", {cout}, Shard::replicated(), Init::Bias), k / 2};
+  }
+  // A plain Conv2d (the upsamplers' `resample.1`).
+  static Conv2d plain(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k) {
+    return {wb.get("weight", {cout, cin, k, k}, Shard::replicated(), Init::Linear),
+            wb.get("bias", {cout}, Shard::replicated(), Init::Bias), k / 2};
+  }
+  // [B, cin, H, W] -> [B, cout, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    if (!cpu_reduced(x)) return at::conv2d(x, weight, bias, {1, 1}, {padding, padding});
+    return at::conv2d(x.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {1, 1},
+                      {padding, padding})
+        .to(x.scalar_type());
+  }
+};
+
+// QwenImageRMS_norm: x / max(||x||_2 over channels, 1e-12) * sqrt(C) * gamma. Not a mean-square
+// norm with an eps (7 item 13). Computed in fp32 and rounded once for bf16/fp16 inputs.
+struct RmsNorm {
+  at::Tensor scale;  // [C, 1, 1] float32: sqrt(C) * gamma
+
+  // gamma is [C, 1, 1, 1] in the 3D blocks, [C, 1, 1] in the attention block (`images`).
+  static RmsNorm load(const nn::Weights& wb, int64_t c, bool images = false) {
+    const std::vector<int64_t> shape =
+        images ? std::vector<int64_t>{c, 1, 1} : std::vector<int64_t>{c, 1, 1, 1};
+    at::Tensor gamma = wb.get("gamma", shape, Shard::replicated(), Init::Norm);
+    return {gamma.to(at::kFloat).view({c, 1, 1}) * std::sqrt(static_cast<double>(c))};
+  }
+  // [B, C, H, W] -> [B, C, H, W], a new tensor in x's dtype.
+  at::Tensor operator()(const at::Tensor& x) const {
+    const at::Tensor xf = x.to(at::kFloat);
+    at::Tensor norm =
+        at::linalg_vector_norm(xf, 2, at::IntArrayRef{1}, /*keepdim=*/true).clamp_min_(kNormEps);
+    return at::div(xf, norm).mul_(scale).to(x.scalar_type());  // [B, C, H, W]
+  }
+  // silu(norm(x)), the SiLU applied in place on the fresh normalised tensor.
+  at::Tensor silu(const at::Tensor& x) const {
+    at::Tensor t = (*this)(x);
+    at::silu_(t);
+    return t;
+  }
+};
+
+// ResidualBlock(in, out): shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))), k3 convs.
+struct ResidualBlock {
+  RmsNorm norm1, norm2;
+  Conv2d conv1, conv2;
+  std::optional<Conv2d> conv_shortcut;  // 1x1x1, iff cin != cout
+
+  static ResidualBlock load(const nn::Weights& wb, int64_t cin, int64_t cout) {
+    ResidualBlock r{RmsNorm::load(wb.pp("norm1"), cin), RmsNorm::load(wb.pp("norm2"), cout),
+                    Conv2d::causal(wb.pp("conv1"), cin, cout, 3),
+                    Conv2d::causal(wb.pp("conv2"), cout, cout, 3), std::nullopt};
+    if (cin != cout) r.conv_shortcut = Conv2d::causal(wb.pp("conv_shortcut"), cin, cout, 1);
+    return r;
+  }
+  // [B, cin, H, W] -> [B, cout, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor h = conv1(norm1.silu(x));
+    h = conv2(norm2.silu(h));
+    return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
+  }
+};
+
+// Mid-block AttentionBlock(C): one head of width C over the H*W pixels of the frame, residual kept.
+// The 1x1 convs to_qkv / proj act as linears on [B, HW, C]; q, k, v are consecutive C-channel thirds.
+struct MidAttention {
+  RmsNorm norm;
+  at::Tensor qkv_w, qkv_b, proj_w, proj_b;  // [3C, C], [3C], [C, C], [C]
+
+  static MidAttention load(const nn::Weights& wb, int64_t c) {
+    return {RmsNorm::load(wb.pp("norm"), c, /*images=*/true),
+            wb.get("to_qkv.weight", {3 * c, c, 1, 1}, Shard::replicated(), Init::Linear).view({3 * c, c}),
+            wb.get("to_qkv.bias", {3 * c}, Shard::replicated(), Init::Bias),
+            wb.get("proj.weight", {c, c, 1, 1}, Shard::replicated(), Init::Linear).view({c, c}),
+            wb.get("proj.bias", {c}, Shard::replicated(), Init::Bias)};
+  }
+  // [B, C, H, W] -> [B, C, H, W]
+  at::Tensor operator()(const at::Tensor& x) const {
+    const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    at::Tensor qkv = linear(norm(x).flatten(2).transpose(1, 2), qkv_w, qkv_b);  // [B, HW, 3C]
+    at::Tensor q = qkv.narrow(2, 0, c).unsqueeze(2);                            // [B, HW, 1, C]
+    at::Tensor k = qkv.narrow(2, c, c).unsqueeze(2);
+    at::Tensor v = qkv.narrow(2, 2 * c, c).unsqueeze(2);
+    at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), proj_w, proj_b);  // [B, HW, C]
+    return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
+  }
+};
+
+// An up block: num_res_blocks + 1 residual blocks, then (all but the last block) an upsampler.
+struct UpBlock {
+  std::vector<ResidualBlock> resnets;
+  // upsample2d/3d's `resample.1`: out -> out/2 after a nearest x2. upsample3d's time_conv would
+  // double the frames but is skipped on the first chunk, i.e. always for one frame (3.2).
+  std::optional<Conv2d> upsampler;
+};
+
+}  // namespace
+
+struct Vae::Decoder {
+  Conv2d post_quant_conv;  // top-level key, 1x1x1
+  Conv2d conv_in;
+  ResidualBlock mid_resnet0;
+  MidAttention mid_attention;
+  ResidualBlock mid_resnet1;
+  std::vector<UpBlock> up_blocks;
+  RmsNorm norm_out;
+  Conv2d conv_out;
+
+  // Channel bookkeeping for any config (qwen-image.md 9 item 3; 3.3 for the real one):
+  // dims = [base*dim_mult[-1]] + [base*m for m in reversed(dim_mult)]; up block i maps
+  // (i == 0 ? dims[0] : dims[i]/2) -> dims[i+1], since every upsampler conv halves the channels.
+  static Decoder load(const nn::Weights& wb, const VaeConfig& config) {
+    const int64_t n = static_cast<int64_t>(config.dim_mult.size());
+    std::vector<int64_t> dims = {config.base_dim * config.dim_mult.back()};
+    for (int64_t i = n - 1; i >= 0; --i) dims.push_back(config.base_dim * config.dim_mult[i]);
+
+    const nn::Weights d = wb.pp("decoder");
+    const nn::Weights mid = d.pp("mid_block");
+    Decoder dec{Conv2d::causal(wb.pp("post_quant_conv"), config.z_dim, config.z_dim, 1),
+                Conv2d::causal(d.pp("conv_in"), config.z_dim, dims[0], 3),
+                ResidualBlock::load(mid.pp("resnets").pp(0), dims[0], dims[0]),
+                MidAttention::load(mid.pp("attentions").pp(0), dims[0]),
+                ResidualBlock::load(mid.pp("resnets").pp(1), dims[0], dims[0]),
+                {},
+                RmsNorm::load(d.pp("norm_out"), dims.back()),
+                Conv2d::causal(d.pp("conv_out"), dims.back(), config.input_channels, 3)};
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t cin = i == 0 ? dims[0] : dims[i] / 2, cout = dims[i + 1];
+      const nn::Weights bw = d.pp("up_blocks").pp(i);
+      UpBlock block;
+      for (int64_t j = 0; j <= config.num_res_blocks; ++j)
+        block.resnets.push_back(ResidualBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout));
+      if (i + 1 < n)
+        block.upsampler = Conv2d::plain(bw.pp("upsamplers").pp(0).pp("resample").pp(1), cout, cout / 2, 3);
+      dec.up_blocks.push_back(std::move(block));
+    }
+    return dec;
+  }
+
+  // [B, z_dim, h, w] -> [B, 3, h*sf, w*sf], unclamped
+  at::Tensor operator()(const at::Tensor& z) const {
+    at::Tensor x = conv_in(post_quant_conv(z));  // [B, dims[0], h, w]
+    x = mid_resnet1(mid_attention(mid_resnet0(x)));
+    for (const auto& block : up_blocks) {
+      for (const auto& r : block.resnets) x = r(x);
+      if (block.upsampler) {
+        // Nearest x2 (nearest-exact upstream: the same for a factor 2, and exact in any dtype).
+        const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
+        x = (*block.upsampler)(at::upsample_nearest2d(x, size));
+      }
+    }
+    return conv_out(norm_out.silu(x));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Vae
+
+std::vector<std::string> Vae::unread_keys() {
+  // The encoder side never runs in a text-to-image pipeline. upsample3d's time_conv acts only from
+  // the second latent frame on (3.2), so for one frame it is dead weight: ignoring it by suffix
+  // (any config) keeps its parameters (1.8M at the real size) off the device and out of the module.
+  return {"encoder.", "quant_conv.", ".time_conv.weight", ".time_conv.bias"};
+}
+
+Vae::Vae(const VaeConfig& config, const nn::Weights& wb)
+    : config_(config),
+      dtype_(wb.dtype()),
+      device_(wb.device()),
+      decoder_(std::make_shared<Decoder>(Decoder::load(wb, config_))),
+      mean_(at::tensor(config_.latents_mean, at::kDouble).to(at::kFloat)),
+      std_(at::tensor(config_.latents_std, at::kDouble).to(at::kFloat)) {}
+
+at::Tensor Vae::decode(const at::Tensor& z) const {
+  DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,
+               "Qwen-Image VAE decode: expected latents [B, {}, 1, h, w], got {}", config_.z_dim,
+               io::shape_str(z.sizes()));
+  DITGEN_CHECK(z.size(2) == 1,
+               "Qwen-Image VAE decode: only one latent frame (an image) is supported, got {} frames in {}",
+               z.size(2), io::shape_str(z.sizes()));
+  at::Tensor x = (*decoder_)(z.select(2, 0).to(device_, dtype_).contiguous());  // [B, 3, H, W]
+  return x.clamp_(-1, 1).unsqueeze(2);                                          // [B, 3, 1, H, W]
+}
+
+at::Tensor Vae::denormalize(const at::Tensor& z) const {
+  DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,
+               "Qwen-Image VAE denormalize: expected latents [B, {}, T, h, w], got {}", config_.z_dim,
+               io::shape_str(z.sizes()));
+  const auto cast = [&](const at::Tensor& t) {
+    return t.to(z.device(), z.scalar_type()).view({1, -1, 1, 1, 1});
+  };
+  return z * cast(std_) + cast(mean_);  // [B, z_dim, T, h, w]
+}
+
+at::Tensor Vae::decode_to_image(const at::Tensor& z_normalised) const {
+  // 3.4 step 2: the pipeline casts to the VAE dtype before de-normalising.
+  at::Tensor z = denormalize(z_normalised.to(device_, dtype_));  // [B, z_dim, 1, h, w]
+  at::Tensor img = decode(z).select(2, 0);                       // [B, 3, H, W] in [-1, 1]
+  return img.mul(0.5).add_(0.5).clamp_(0, 1).to(at::kFloat);     // in the VAE dtype, like the reference
+}
+
+}  // namespace ditgen::qwen_image

@@ -1,0 +1,87 @@
+// Golden checks of the Qwen-Image transformer (models/qwenimage_transformer_*) and pipeline
+// (pipelines/qwenimage_pipeline_*) against diffusers.
+#include "lib/io/checkpoint.h"
+#include "lib/nn/weights.h"
+#include "lib/runtime/error.h"
+#include "models/qwen_image/pipeline.h"
+#include "models/qwen_image/transformer.h"
+#include "models/qwen_image/verify.h"
+
+namespace ditgen::qwen_image {
+
+namespace {
+std::shared_ptr<parallel::Context> context_of(const verify::CaseOptions& opt) {
+  return opt.parallel ? opt.parallel : parallel::Context::single();
+}
+
+// case.json "img_shapes": [[frames, h, w], ...]; the model uses the first (one size per batch, §2).
+std::vector<int64_t> img_shape(const verify::Case& c) {
+  const auto& sc = c.case_json().value("scalars", nlohmann::json::object());
+  DITGEN_CHECK(sc.contains("img_shapes") && sc["img_shapes"].is_array() && !sc["img_shapes"].empty(),
+               "case '{}': case.json needs scalars.img_shapes [[frames, h, w]]", c.dir());
+  auto s = sc["img_shapes"][0].get<std::vector<int64_t>>();
+  DITGEN_CHECK(s.size() == 3, "case '{}': img_shapes[0] must be [frames, h, w]", c.dir());
+  return s;
+}
+}  // namespace
+
+void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
+  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), context_of(opt));
+  source->check_all_used();
+
+  TransformerInput in;
+  in.hidden_states = c.tensor("in.hidden_states");
+  in.encoder_hidden_states = c.tensor("in.encoder_hidden_states");
+  if (c.has("in.encoder_hidden_states_mask")) in.encoder_mask = c.tensor("in.encoder_hidden_states_mask");
+  in.timestep = c.tensor("in.timestep");
+  const auto shape = img_shape(c);
+  in.frames = shape[0];
+  in.height = shape[1];
+  in.width = shape[2];
+  verify::compare(report, "out.sample", model.forward(in), c.tensor("out.sample"),
+                  opt.tolerance > 0 ? opt.tolerance : 1e-4);
+}
+
+void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  const std::string where = c.file("config.json");
+  DITGEN_CHECK(c.config().contains("transformer") && c.config().contains("vae"),
+               "{}: a pipeline case needs 'transformer' and 'vae' sections", where);
+  auto tcfg = TransformerConfig::from_json(c.config()["transformer"], where + " transformer");
+  auto vcfg = VaeConfig::from_json(c.config()["vae"], where + " vae");
+  auto scfg = SchedulerConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler");
+  auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
+  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
+                                                     Vae::unread_keys());
+  const auto ctx = context_of(opt);
+  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
+                ctx);
+  tsrc->check_all_used();
+  vsrc->check_all_used();
+
+  const at::Tensor latents = c.tensor("in.latents");  // [B, (H/2sf)(W/2sf), 4 z_dim] packed initial noise
+  pipeline::Settings s;
+  s.height = static_cast<int64_t>(c.scalar("height"));
+  s.width = static_cast<int64_t>(c.scalar("width"));
+  s.steps = static_cast<int64_t>(c.scalar("num_inference_steps"));
+  s.true_cfg_scale = c.scalar("true_cfg_scale");
+  s.has_negative_prompt = c.has("in.negative_prompt_embeds");
+  s.batch = latents.size(0);
+  s.dtype = opt.dtype;
+  s.device = opt.device;
+  auto mask = [&](const std::string& key) { return c.has(key) ? c.tensor(key) : at::Tensor(); };
+  pipeline::Branches branches;
+  branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), mask("in.prompt_embeds_mask"), s);
+  if (pipe.cfg_off_reason(s).empty())
+    branches.uncond = pipe.condition(c.tensor("in.negative_prompt_embeds"), mask("in.negative_prompt_embeds_mask"), s);
+  auto result = pipeline::denoise(pipe, s, branches, {latents.to(opt.device, opt.dtype)}, *ctx);
+
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
+  verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
+  verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
+  verify::compare(report, "out.final_latents", result.latents[0], c.tensor("out.final_latents"), tol);
+  verify::compare(report, "out.image", pipe.decode(result.latents, s).images, c.tensor("out.image"), tol);
+}
+
+}  // namespace ditgen::qwen_image

@@ -1,0 +1,10 @@
+#pragma once
+// Golden checks of the Qwen-Image components (fixtures models/qwenimage_*, pipelines/qwenimage_*).
+#include "lib/verify/case.h"
+#include "lib/verify/compare.h"
+
+namespace ditgen::qwen_image {
+void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+}  // namespace ditgen::qwen_image
