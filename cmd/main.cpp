@@ -1,6 +1,10 @@
 // ditgen: the command line. Parses flags, then makes one call into the engine.
 #include <CLI/CLI.hpp>
+#include <signal.h>
 
+#include <cmath>
+
+#include "lib/dist/agreement.h"
 #include "lib/dist/launch.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/output.h"
@@ -13,6 +17,68 @@
 
 namespace {
 
+constexpr const char* kVersion = "ditgen 0.2";
+
+// Validators with readable messages. CLI11's ranges print the largest double in full, accept NaN
+// for "non-negative" numbers (NaN >= 0 is false, so the preset silently won) and wrap "-1" into an
+// unsigned seed.
+CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& in) -> std::string {
+        size_t used = 0;
+        long long v = 0;
+        try {
+          v = std::stoll(in, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != in.size() || in.empty() || v < lo || v > hi)
+          return fmt::format("must be an integer from {} to {}, got '{}'", lo, hi, in);
+        return "";
+      },
+      fmt::format("INT in [{}, {}]", lo, hi));
+}
+
+CLI::Validator unsigned_integer() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        size_t used = 0;
+        try {
+          if (!in.empty() && in[0] != '-' && in[0] != '+') (void)std::stoull(in, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != in.size() || in.empty())
+          return fmt::format("must be an integer from 0 to 18446744073709551615, got '{}'", in);
+        return "";
+      },
+      "UINT64");
+}
+
+// A finite number >= lo (> lo when `strict`), at most `hi`.
+CLI::Validator finite_number(double lo, bool strict, double hi) {
+  return CLI::Validator(
+      [=](std::string& in) -> std::string {
+        size_t used = 0;
+        double v = 0;
+        try {
+          v = std::stod(in, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != in.size() || in.empty() || !std::isfinite(v) || v < lo || (strict && v == lo) || v > hi)
+          return fmt::format("must be a finite number {} {} and at most {}, got '{}'", strict ? ">" : ">=", lo, hi, in);
+        return "";
+      },
+      fmt::format("NUMBER {} {}", strict ? ">" : ">=", lo));
+}
+
+CLI::Validator non_empty() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string { return in.empty() ? std::string("must not be empty") : std::string(); },
+      "");
+}
+
 // Mesh flags shared by every command that runs a model.
 struct MeshFlags {
   std::string preset;
@@ -23,13 +89,13 @@ struct MeshFlags {
     std::string names;
     for (const auto& n : ditgen::dist::preset_names()) names += (names.empty() ? "" : ", ") + n;
     app->add_option("--parallel", preset, "parallelism preset for the launched ranks: " + names);
-    app->add_option("--ulysses", ulysses, "Ulysses (all-to-all) context-parallel degree")->check(CLI::PositiveNumber);
-    app->add_option("--ring", ring, "Ring context-parallel degree")->check(CLI::PositiveNumber);
-    app->add_option("--tp", tp, "tensor-parallel degree")->check(CLI::PositiveNumber);
-    app->add_option("--cfg", cfg, "CFG-parallel degree (1 or 2; true-CFG models only)")->check(CLI::Range(1, 2));
+    app->add_option("--ulysses", ulysses, "Ulysses (all-to-all) context-parallel degree")->check(integer_in(1, 4096));
+    app->add_option("--ring", ring, "Ring context-parallel degree")->check(integer_in(1, 4096));
+    app->add_option("--tp", tp, "tensor-parallel degree")->check(integer_in(1, 4096));
+    app->add_option("--cfg", cfg, "CFG-parallel degree (1 or 2; true-CFG models only)")->check(integer_in(1, 2));
     app->add_option("--comm-timeout", timeout_s, "seconds any collective may wait for its peers before the job ends")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(finite_number(0, true, 1e7));
   }
 
   ditgen::dist::MeshShape resolve(int world) const {
@@ -40,11 +106,14 @@ struct MeshFlags {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported, instead of killing the
+  // process halfway through a file.
+  signal(SIGXFSZ, SIG_IGN);
   const ditgen::dist::LaunchInfo launch = ditgen::dist::launch(&argc, &argv);
 
   CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "ditgen 0.1");
+  app.set_version_flag("--version", kVersion);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "print debug information");
 
@@ -52,7 +121,8 @@ int main(int argc, char** argv) {
   struct ModelCommand {
     const ditgen::pipeline::ModelEntry* entry;
     CLI::App* app;
-    CLI::Option* negative = nullptr;
+    std::string prompt, negative;  // taken only when given: an explicit empty prompt is empty
+    CLI::Option *prompt_opt = nullptr, *negative_opt = nullptr;
     ditgen::pipeline::GenerateRequest req;
     MeshFlags mesh;
   };
@@ -73,30 +143,31 @@ int main(int argc, char** argv) {
         d += "; tiny " + p["tiny"]["defaults"][key].dump();
       return d + ")";
     };
-    sub->add_option("--model-path", req.model_path, "diffusers folder of the model (default: the built-in tiny model)");
+    sub->add_option("--model-path", req.model_path, "diffusers folder of the model (default: the built-in tiny model)")
+        ->check(non_empty());
     sub->add_flag("--random-weights", req.random_weights,
                   "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
-    sub->add_option("-p,--prompt", req.prompt, "text prompt (default: the preset prompt)");
-    sub->add_option("-H,--height", req.height, "image height in pixels" + dflt("height"))->check(CLI::PositiveNumber);
-    sub->add_option("-W,--width", req.width, "image width in pixels" + dflt("width"))->check(CLI::PositiveNumber);
+    cmd->prompt_opt = sub->add_option("-p,--prompt", cmd->prompt, "text prompt (default: the preset prompt)");
+    sub->add_option("-H,--height", req.height, "image height in pixels" + dflt("height"))->check(integer_in(1, 16384));
+    sub->add_option("-W,--width", req.width, "image width in pixels" + dflt("width"))->check(integer_in(1, 16384));
     sub->add_option("--steps,--num-inference-steps", req.steps, "denoising steps" + dflt("steps"))
-        ->check(CLI::PositiveNumber);
+        ->check(integer_in(1, 10000));
     for (auto flag : entry.flags) {
       using ditgen::pipeline::ModelFlag;
       switch (flag) {
         case ModelFlag::Guidance:
           sub->add_option("--guidance,--guidance-scale", req.guidance, "embedded guidance scale" + dflt("guidance"))
-              ->check(CLI::NonNegativeNumber);
+              ->check(finite_number(0, false, 1e4));
           break;
         case ModelFlag::NegativePrompt:
-          cmd->negative = sub->add_option("--negative-prompt", req.negative_prompt,
-                                          "negative prompt of true CFG; an empty one counts" + dflt("negative_prompt"));
+          cmd->negative_opt = sub->add_option("--negative-prompt", cmd->negative,
+                                              "negative prompt of true CFG; an empty one counts" + dflt("negative_prompt"));
           break;
         case ModelFlag::TrueCfgScale:
           sub->add_option("--true-cfg-scale", req.true_cfg_scale,
                           "true classifier-free guidance scale; <= 1 turns CFG off (one transformer pass per step)" +
                               dflt("true_cfg_scale"))
-              ->check(CLI::NonNegativeNumber);
+              ->check(finite_number(0, false, 1e4));
           break;
         case ModelFlag::AspectRatio: {
           std::string names;
@@ -114,22 +185,26 @@ int main(int argc, char** argv) {
           break;
       }
     }
-    sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str();
-    sub->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(CLI::PositiveNumber);
+    sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str()->check(unsigned_integer());
+    sub->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(integer_in(1, 1024));
     sub->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens" + dflt("max_sequence_length"))
-        ->check(CLI::PositiveNumber);
+        ->check(integer_in(1, 1 << 20));
     sub->add_option("-o,--output,--save-path", req.output,
-                    "output .png file, or a folder for an auto-named one (default: current folder)");
+                    "output .png file, or a folder for an auto-named one (default: current folder)")
+        ->check(non_empty());
     sub->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
     sub->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();
     sub->add_option("--warmup", req.warmup, "untimed full runs before the timed ones")->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+        ->check(integer_in(0, 1000));
     sub->add_option("--warmup-steps", req.warmup_steps, "steps per warmup run (default: --steps)")
-        ->check(CLI::PositiveNumber);
+        ->check(integer_in(1, 10000));
     sub->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(integer_in(1, 1000));
     sub->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
-    sub->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str();
+    sub->add_flag("--allow-nonfinite", req.allow_nonfinite,
+                  "keep going when latents or pixels become NaN/Inf (default: stop with an error naming the step)");
+    sub->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str()
+        ->check(unsigned_integer());
     sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
     cmd->mesh.add(sub);
@@ -141,9 +216,12 @@ int main(int argc, char** argv) {
   std::string vdtype = "fp32", vdevice = "cpu";
   MeshFlags verify_mesh;
   auto* verify = app.add_subcommand("verify", "Check a golden case folder against our implementation");
-  verify->add_option("case", vreq.dir, "case folder (config.json, io.safetensors, weights)")->required();
+  verify->add_option("case", vreq.dir, "case folder (config.json, io.safetensors, weights)")->required()
+      ->check(non_empty());
   verify->add_option("--kind", vreq.kind, "case kind, when the folder name does not tell");
-  verify->add_option("--tolerance", vreq.options.tolerance, "relative-error bound (default: per kind)");
+  verify->add_flag("--skip-missing", vreq.skip_missing, "a missing case folder is a skip (exit 77), not an error");
+  verify->add_option("--tolerance", vreq.options.tolerance, "relative-error bound (default: per kind)")
+      ->check(finite_number(0, true, 1e6));
   verify->add_option("--dtype", vdtype, "fp32, bf16 or fp16")->capture_default_str();
   verify->add_option("--device", vdevice, "cpu or cuda")->capture_default_str();
   verify_mesh.add(verify);
@@ -155,18 +233,21 @@ int main(int argc, char** argv) {
   auto* trace_diff = app.add_subcommand("trace-diff", "Compare two --trace files tensor by tensor");
   trace_diff->add_option("a", trace_a, "trace_rank{r}.safetensors of one run")->required()->check(CLI::ExistingFile);
   trace_diff->add_option("b", trace_b, "the same of another run")->required()->check(CLI::ExistingFile);
-  trace_diff->add_option("--tolerance", trace_tol, "exit 1 when a relative error exceeds this");
+  trace_diff->add_option("--tolerance", trace_tol, "exit 1 when a relative error exceeds this")
+      ->check(finite_number(0, false, 1e6));
 
   // ---- ditgen export-tiny ----
   std::string export_model, export_dir;
   int export_shards = 3;
+  bool export_replace = false;
   std::vector<std::string> model_names;
   for (const auto& entry : ditgen::registered_models()) model_names.push_back(entry.command);
   auto* export_tiny = app.add_subcommand("export-tiny", "Write a built-in tiny model as a diffusers folder");
   export_tiny->add_option("model", export_model, "model command")->check(CLI::IsMember(model_names))->required();
-  export_tiny->add_option("dir", export_dir, "output folder")->required();
+  export_tiny->add_option("dir", export_dir, "output folder (new or empty)")->required()->check(non_empty());
   export_tiny->add_option("--shards", export_shards, "safetensors files for the transformer")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 64));
+  export_tiny->add_flag("--replace", export_replace, "replace an existing folder (its old files go)");
 
   int code = 0;
   try {
@@ -181,12 +262,28 @@ int main(int argc, char** argv) {
     ditgen::log::set_verbose(verbose);
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
+    // Every rank must have been asked the same thing before anything runs.
+    ditgen::dist::RequestFields fields = {{"version", kVersion}, {"build", __DATE__ " " __TIME__}};
+    double timeout_s = 300;
+    for (auto* sub : app.get_subcommands()) {
+      fields.emplace_back("command", sub->get_name());
+      for (const auto* opt : sub->get_options()) {
+        if (opt->count() == 0) continue;
+        std::string v;
+        for (const auto& r : opt->results()) v += (v.empty() ? "" : " ") + r;
+        fields.emplace_back(opt->get_name(), v);
+        if (opt->get_name() == "--comm-timeout") timeout_s = std::stod(opt->results().front());
+      }
+    }
+    ditgen::dist::check_same_request(launch, fields, timeout_s);
+
     const ModelCommand* generate = nullptr;
     for (const auto& c : model_commands)
       if (c->app->parsed()) generate = c.get();
     if (generate) {
       ditgen::pipeline::GenerateRequest req = generate->req;
-      req.has_negative_prompt = generate->negative && generate->negative->count() > 0;
+      if (generate->prompt_opt->count() > 0) req.prompt = generate->prompt;
+      if (generate->negative_opt && generate->negative_opt->count() > 0) req.negative_prompt = generate->negative;
       req.mesh = generate->mesh.resolve(launch.world);
       const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
       auto world = ditgen::dist::make_world(launch, cuda, generate->mesh.timeout_s);
@@ -205,11 +302,14 @@ int main(int argc, char** argv) {
       code = trace_tol > 0 && !(worst <= trace_tol) ? 1 : 0;
     } else if (export_tiny->parsed()) {
       for (const auto& entry : ditgen::registered_models())
-        if (entry.command == export_model && launch.rank == 0) entry.export_tiny(export_dir, export_shards);
+        if (entry.command == export_model && launch.rank == 0) entry.export_tiny(export_dir, export_shards, export_replace);
     }
   } catch (const ditgen::Error& e) {
     ditgen::log::error_line(e.what());
     code = 2;
+  } catch (const c10::Error& e) {  // a LibTorch failure we did not anticipate: its message, not its backtrace
+    ditgen::log::error_line(std::string("internal error (LibTorch): ") + e.what_without_backtrace());
+    code = 3;
   } catch (const std::exception& e) {
     ditgen::log::error_line(std::string("internal error: ") + e.what());
     code = 3;

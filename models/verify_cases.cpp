@@ -45,6 +45,7 @@ std::vector<std::string> verify_kinds() {
 
 int run_verify(const VerifyRequest& req) {
   if (!io::dir_exists(req.dir)) {
+    DITGEN_CHECK(req.skip_missing, "verify: case folder '{}' does not exist", req.dir);
     log::info("SKIP {}: fixture folder not found", req.dir);
     return 77;
   }

@@ -16,7 +16,7 @@ set_tests_properties(cli.prepare_models PROPERTIES FIXTURES_SETUP cli_models)
 # Mistral3-prefixed text encoder) and gives the built-in model's image exactly.
 add_test(NAME cli.load_exported_folder
          COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CLI_WORK}/load
-                 -DMODEL=${CLI_WORK}/models/good "-DFOLDER_ARGS=-p,a hermit crab in a soda can,-H,128,-W,128,--max-sequence-length,256,--text-encoder-out-layers,1,2,3"
+                 -DMODEL=${CLI_WORK}/models/good
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
 set_tests_properties(cli.load_exported_folder PROPERTIES FIXTURES_REQUIRED cli_models)
 
@@ -58,7 +58,6 @@ set(QM ${CLI_WORK}/qwen_models)
 add_test(NAME cli.qwen_load_exported_folder
          COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CLI_WORK}/qwen_load
                  -DMODEL=${QM}/good -DCMD=qwen-image
-                 "-DFOLDER_ARGS=-p,a coffee shop entrance with a chalkboard sign,-H,128,-W,128,--max-sequence-length,128"
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/run_exported.cmake)
 set_tests_properties(cli.qwen_load_exported_folder PROPERTIES FIXTURES_REQUIRED qwen_cli_models)
 set(QRUN ${DITGEN_EXE} qwen-image --warmup 0 --steps 1 -H 64 -W 64 --max-sequence-length 128 -o ${CLI_WORK}/qout/)

@@ -19,3 +19,15 @@ variant novae;       rm -r "$work/novae/vae"
 variant wrongclass;  sed -i 's/"Flux2Pipeline"/"QwenImagePipeline"/' "$work/wrongclass/model_index.json"
 variant badtok;      printf '{"model": {"type": "Unigram"}}' > "$work/badtok/tokenizer/tokenizer.json"
 echo "bad models ready in $work"
+# Configs that used to be truncated or accepted silently, an index entry leaving the folder, and a NaN weight.
+variant floatcount;  sed -i 's/"num_layers": 2/"num_layers": 2.5/' "$work/floatcount/transformer/config.json"
+variant badtheta;    sed -i 's/"rope_theta": 2000/"rope_theta": 0/' "$work/badtheta/transformer/config.json"
+variant notobject;   printf '[1, 2]' > "$work/notobject/transformer/config.json"
+variant escape
+sed -i 's/"diffusion_pytorch_model-00002-of-00003.safetensors"/"..\/..\/good\/transformer\/diffusion_pytorch_model-00002-of-00003.safetensors"/' \
+  "$work/escape/transformer/diffusion_pytorch_model.safetensors.index.json"
+# A NaN in the first float of a tensor's data: 0x7fc00000 little-endian at the data section's start.
+variant nanweight
+f="$work/nanweight/transformer/diffusion_pytorch_model-00001-of-00003.safetensors"
+hlen=$(od -An -t u8 -N 8 "$f" | tr -d ' ')
+printf '\000\000\300\177' | dd of="$f" bs=1 seek=$((8 + hlen)) conv=notrunc 2>/dev/null

@@ -40,7 +40,7 @@ foreach(entry ${MESHES})
            COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen_parallel_check> ${flags} --fixture ${FLUX2_FIXTURE})
   # The fixture checked against its reference through `ditgen verify` under the mesh.
   add_test(NAME mpi.verify_fixture.${name}
-           COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${FLUX2_FIXTURE} ${flags})
+           COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify --skip-missing ${FLUX2_FIXTURE} ${flags})
   # The whole tiny pipeline: same PNG as the single-process run (at most 1/255 per channel).
   add_test(NAME mpi.pipeline.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}"
@@ -140,7 +140,7 @@ foreach(entry ${QWEN_MESHES} ${QWEN_CFG_MESHES})
   # The pipeline fixture's transformer has 4 heads: ulysses x tp must divide them.
   if(NOT name STREQUAL "np8_ulysses_tp")
     add_test(NAME mpi.qwen_verify_pipeline.${name}
-             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${QWEN_PIPELINE_FIXTURE} ${flags})
+             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify --skip-missing ${QWEN_PIPELINE_FIXTURE} ${flags})
     list(APPEND tests mpi.qwen_verify_pipeline.${name})
   endif()
   if(NOT name MATCHES "cfg2")
@@ -148,7 +148,7 @@ foreach(entry ${QWEN_MESHES} ${QWEN_CFG_MESHES})
              COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen_parallel_check> --model qwen-image ${flags}
                      --img-h 5 --img-w 7 --txt 13 --batch 2)
     add_test(NAME mpi.qwen_verify_transformer.${name}
-             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify ${QWEN_TRANSFORMER_FIXTURE} ${flags})
+             COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify --skip-missing ${QWEN_TRANSFORMER_FIXTURE} ${flags})
     list(APPEND tests mpi.qwen_transformer_odd.${name} mpi.qwen_verify_transformer.${name})
   endif()
   # --cfg 2 alone only moves the unconditional pass to another rank: the image must be bit-identical.

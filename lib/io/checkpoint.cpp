@@ -1,11 +1,15 @@
 #include "lib/io/checkpoint.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "lib/io/json.h"
-#include "lib/io/report.h"
+#include "lib/io/output_files.h"
+#include "lib/io/printable.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::io {
@@ -24,6 +28,44 @@ std::vector<std::string> list_dir(const std::string& dir, const std::string& suf
   std::sort(out.begin(), out.end());
   return out;
 }
+
+std::string real_path(const std::string& path) {
+  char* r = realpath(path.c_str(), nullptr);
+  DITGEN_CHECK(r != nullptr, "cannot resolve '{}': {}", printable(path), std::strerror(errno));
+  std::string out = r;
+  std::free(r);
+  return out;
+}
+
+// The file that index entry `key` -> `shard` names: a plain name inside the component folder. No
+// absolute path, no "..", and no symlink that leads out of the folder (real paths compared), so an index
+// cannot make us read a file elsewhere.
+std::string shard_path(const std::string& dir, const std::string& real_dir, const std::string& index_path,
+                       const std::string& key, const std::string& shard) {
+  const std::string entry =
+      fmt::format("'{}': weight_map['{}'] = '{}'", printable(index_path), printable(key), printable(shard));
+  DITGEN_CHECK(!shard.empty() && shard.find('\0') == std::string::npos, "{} is not a file name", entry);
+  DITGEN_CHECK(shard[0] != '/', "{} is an absolute path; shards must be files inside '{}'", entry,
+               printable(dir));
+  for (size_t b = 0; b <= shard.size();) {
+    const size_t e = std::min(shard.find('/', b), shard.size());
+    DITGEN_CHECK(shard.compare(b, e - b, "..") != 0,
+                 "{} leaves the folder through '..'; shards must be files inside '{}'", entry,
+                 printable(dir));
+    b = e + 1;
+  }
+  const std::string path = join_path(dir, shard);
+  struct stat st {};
+  DITGEN_CHECK(stat(path.c_str(), &st) == 0, "{} names shard '{}', which does not exist", entry,
+               printable(path));
+  DITGEN_CHECK(S_ISREG(st.st_mode), "{} names '{}', which is not a regular file", entry, printable(path));
+  const std::string real = real_path(path);
+  const std::string prefix = real_dir == "/" ? real_dir : real_dir + "/";
+  DITGEN_CHECK(real.compare(0, prefix.size(), prefix) == 0,
+               "{} resolves to '{}', outside the folder '{}' (a symlink out of it?)", entry, printable(real),
+               printable(real_dir));
+  return path;
+}
 }  // namespace
 
 std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
@@ -37,23 +79,29 @@ std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
     store->location_ = dir;
     return store;
   }
-  DITGEN_CHECK(indexes.size() == 1, "'{}' holds several index files ({} and {}); keep one", dir, indexes[0],
-               indexes[1]);
+  DITGEN_CHECK(indexes.size() == 1, "'{}' holds several index files ({} and {}); keep one", printable(dir),
+               printable(indexes[0]), printable(indexes[1]));
   const std::string index_path = join_path(dir, indexes[0]);
+  // A FIFO or folder named like an index would block or fail obscurely in the JSON reader.
+  DITGEN_CHECK(file_exists(index_path), "'{}' is not a regular file", printable(index_path));
   auto j = read_json_file(index_path);
+  DITGEN_CHECK(j.is_object(), "'{}' is not a JSON object with a 'weight_map'", printable(index_path));
   auto wm = j.find("weight_map");
-  DITGEN_CHECK(wm != j.end() && wm->is_object(), "'{}' has no 'weight_map' object", index_path);
+  DITGEN_CHECK(wm != j.end() && wm->is_object(), "'{}' has no 'weight_map' object", printable(index_path));
   auto store = std::shared_ptr<TensorStore>(new TensorStore());
   store->location_ = dir;
-  std::set<std::string> shard_files;
+  const std::string real_dir = real_path(dir);
+  std::map<std::string, std::string> shard_paths;  // shard name in the index -> checked path
   for (auto it = wm->begin(); it != wm->end(); ++it) {
-    DITGEN_CHECK(it.value().is_string(), "'{}': weight_map['{}'] is not a file name", index_path, it.key());
-    const std::string path = join_path(dir, it.value().get<std::string>());
-    store->key_file_[it.key()] = path;
-    shard_files.insert(path);
+    DITGEN_CHECK(it.value().is_string(), "'{}': weight_map['{}'] is {}, not a file name",
+                 printable(index_path), printable(it.key()),
+                 printable(it.value().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+    const std::string& shard = it.value().get_ref<const std::string&>();
+    auto s = shard_paths.find(shard);
+    if (s == shard_paths.end())
+      s = shard_paths.emplace(shard, shard_path(dir, real_dir, index_path, it.key(), shard)).first;
+    store->key_file_[it.key()] = s->second;
   }
-  for (const auto& f : shard_files)
-    DITGEN_CHECK(file_exists(f), "'{}' names shard '{}', which does not exist", index_path, f);
   return store;
 }
 
@@ -64,7 +112,8 @@ std::shared_ptr<TensorStore> TensorStore::open_files(const std::vector<std::stri
     auto f = store->file(path);
     for (const auto& name : f->names()) {
       auto [it, inserted] = store->key_file_.emplace(name, path);
-      DITGEN_CHECK(inserted, "tensor '{}' appears in both '{}' and '{}'", name, it->second, path);
+      DITGEN_CHECK(inserted, "tensor '{}' appears in both '{}' and '{}'", printable(name),
+                   printable(it->second), printable(path));
     }
   }
   return store;
@@ -80,7 +129,7 @@ std::shared_ptr<SafetensorsFile> TensorStore::file(const std::string& path) {
 
 const std::string& TensorStore::file_of(const std::string& key) const {
   auto it = key_file_.find(key);
-  DITGEN_CHECK(it != key_file_.end(), "'{}' has no tensor '{}'", location_, key);
+  DITGEN_CHECK(it != key_file_.end(), "'{}' has no tensor '{}'", printable(location_), printable(key));
   return it->second;
 }
 
@@ -88,7 +137,7 @@ const TensorInfo& TensorStore::info(const std::string& key) {
   const std::string& path = file_of(key);
   auto f = file(path);
   DITGEN_CHECK(f->has(key), "the index of '{}' puts tensor '{}' in '{}', but that file does not hold it",
-               location_, key, path);
+               printable(location_), printable(key), printable(path));
   return f->info(key);
 }
 

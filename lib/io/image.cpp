@@ -3,8 +3,6 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
-#include <cstdio>
-
 #include "lib/runtime/error.h"
 
 namespace ditgen::io {
@@ -15,13 +13,16 @@ at::Tensor to_uint8_hwc(const at::Tensor& image) {
   return x.to(at::kByte).permute({1, 2, 0}).contiguous();
 }
 
-void write_png(const std::string& path, const at::Tensor& image_chw) {
+std::string png_bytes(const at::Tensor& image_chw) {
   at::Tensor hwc = to_uint8_hwc(image_chw);
   const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1));
-  const std::string tmp = path + ".partial";
-  DITGEN_CHECK(stbi_write_png(tmp.c_str(), w, h, 3, hwc.data_ptr<uint8_t>(), w * 3) != 0,
-               "cannot write PNG '{}' (does the folder exist and is it writable?)", tmp);
-  DITGEN_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}'", tmp, path);
+  std::string out;
+  auto append = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+  };
+  DITGEN_CHECK(stbi_write_png_to_func(append, &out, w, h, 3, hwc.data_ptr<uint8_t>(), w * 3) != 0 && !out.empty(),
+               "cannot encode a {}x{} PNG", w, h);
+  return out;
 }
 
 }  // namespace ditgen::io

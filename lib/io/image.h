@@ -9,7 +9,7 @@ namespace ditgen::io {
 
 // [3, H, W] float in [0, 1] -> [H, W, 3] uint8 (round half to even).
 at::Tensor to_uint8_hwc(const at::Tensor& image);
-// Writes through a temporary file and a rename (no half-written PNG under the final name).
-void write_png(const std::string& path, const at::Tensor& image_chw);
+// The PNG file's bytes for an image [3, H, W] float in [0, 1] (written through io::OutputFiles).
+std::string png_bytes(const at::Tensor& image_chw);
 
 }  // namespace ditgen::io

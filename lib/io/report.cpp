@@ -96,15 +96,4 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicat
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    DITGEN_CHECK(out.good(), "cannot write '{}'", tmp);
-    out << text;
-    DITGEN_CHECK(out.good(), "failed writing '{}'", tmp);
-  }
-  DITGEN_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}'", tmp, path);
-}
-
 }  // namespace ditgen::io

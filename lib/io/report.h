@@ -41,8 +41,4 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicat
 
 std::string human_bytes(double bytes);
 
-// Writes `text` to `path` through a temporary file and a rename, so a crash never leaves a
-// half-written file under the final name.
-void write_file_atomic(const std::string& path, const std::string& text);
-
 }  // namespace ditgen::io

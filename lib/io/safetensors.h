@@ -31,8 +31,13 @@ struct Slice {
 
 class SafetensorsFile {
  public:
-  // Maps the file and validates its header (sizes, offsets, dtypes); throws ditgen::Error naming the
-  // file and key on anything truncated or inconsistent.
+  // Maps a regular file (a FIFO, device or folder is refused, never opened or read) and validates its
+  // header as strictly as the format's own validation: header length <= 100 MB and within the file; a
+  // JSON object without duplicate keys; each entry a defined dtype, a shape of non-negative integers
+  // and two integer data_offsets whose span equals elements x element size (overflow checked); the
+  // entries, sorted by offset, tiling the data section exactly (no overlap, hole or trailing bytes);
+  // __metadata__ a string -> string object. Throws ditgen::Error naming the file, the tensor and the
+  // fault; names from the file are quoted through io::printable.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -68,9 +73,10 @@ class SafetensorsFile {
 // `--dump` style debugging.
 void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors);
 
-// Bytes of one element of a safetensors dtype string; throws for unknown dtypes.
+// Bytes of one element of a safetensors dtype string; throws for unknown and sub-byte (F4, F6) dtypes.
 int64_t dtype_size(const std::string& dtype);
-// The ATen scalar type a safetensors dtype is read into (F8_E4M3 -> Float).
+// The ATen scalar type a safetensors dtype is read into (F8_E4M3 -> Float); throws for dtypes that
+// ditgen cannot read (U16, U32, U64, F8_E5M2, ...).
 at::ScalarType dtype_to_scalar(const std::string& dtype);
 std::string scalar_to_dtype(at::ScalarType t);
 

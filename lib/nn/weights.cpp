@@ -6,6 +6,7 @@
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #endif
 
+#include "lib/io/printable.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
 
@@ -38,13 +39,29 @@ at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int6
                                   const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
                                   Init) {
   const std::string full = root_ + key;
-  DITGEN_CHECK(store_->has(full), "missing tensor '{}' (expected shape {}) in '{}'", full,
-               io::shape_str(full_shape), store_->location());
+  DITGEN_CHECK(store_->has(full), "missing tensor '{}' (expected shape {}) in '{}'", io::printable(full),
+               io::shape_str(full_shape), io::printable(store_->location()));
   const auto& info = store_->info(full);
   DITGEN_CHECK(info.shape == full_shape, "tensor '{}' in '{}' has shape {} but the model config needs {}",
-               full, store_->file_of(full), io::shape_str(info.shape), io::shape_str(full_shape));
+               io::printable(full), io::printable(store_->file_of(full)), io::shape_str(info.shape),
+               io::shape_str(full_shape));
   used_.insert(full);
-  return store_->read(full, slice, dtype, device);
+  at::Tensor t = store_->read(full, slice, dtype, device);
+  // A NaN or Inf weight poisons every activation after it and ends as a black image: refuse it here,
+  // where the tensor and its file can still be named. Counting happens only on failure.
+  if (at::isFloatingType(t.scalar_type()) && !at::isfinite(t).all().item<bool>()) {
+    const std::string what =
+        fmt::format("tensor '{}' in '{}'", io::printable(full), io::printable(store_->file_of(full)));
+    const at::Tensor stored = store_->read(full, slice, io::dtype_to_scalar(info.dtype), at::kCPU);
+    const int64_t nan = at::isnan(stored).sum().item<int64_t>();
+    const int64_t inf = at::isinf(stored).sum().item<int64_t>();
+    DITGEN_CHECK(nan + inf > 0, "{} holds {} values too large for {}: {} of {} become Inf (try --dtype fp32)",
+                 what, info.dtype, c10::toString(dtype), t.numel() - at::isfinite(t).sum().item<int64_t>(),
+                 t.numel());
+    fail("{} has non-finite weights: {} NaN and {} Inf of {} values{}", what, nan, inf, stored.numel(),
+         slice.is_whole() ? "" : " in this rank's slice");
+  }
+  return t;
 }
 
 bool CheckpointSource::ignored(const std::string& k) const {
@@ -65,7 +82,7 @@ void CheckpointSource::check_all_used() const {
     if (!used_.count(k) && !ignored(k)) unexpected.push_back(k);
   if (unexpected.empty()) return;
   std::string list;
-  for (size_t i = 0; i < unexpected.size() && i < 8; ++i) list += (i ? ", " : "") + unexpected[i];
+  for (size_t i = 0; i < unexpected.size() && i < 8; ++i) list += (i ? ", " : "") + io::printable(unexpected[i]);
   if (unexpected.size() > 8) list += fmt::format(", ... ({} in all)", unexpected.size());
   fail("unexpected tensor(s) in '{}' that the model config does not declare: {} (does config.json match "
        "the weights?)",

@@ -1,11 +1,23 @@
 #include "lib/pipeline/model.h"
 
+#include "lib/io/json.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::pipeline {
 
 Latents Model::guide(const Latents&, const Latents&, const Settings&) const {
   fail("{}: this model runs no classifier-free guidance branches", name());
+}
+
+nlohmann::json folder_defaults(const std::string& model_path, const nlohmann::json& fallback) {
+  const std::string path = io::join_path(model_path, kPresetsFile);
+  if (!io::file_exists(path)) return fallback;
+  const nlohmann::json j = io::read_json_file(path);
+  DITGEN_CHECK(j.is_object() && j.contains("defaults") && j["defaults"].is_object(),
+               "{}: expected an object with a 'defaults' object", path);
+  nlohmann::json d = fallback;
+  d.update(j["defaults"]);  // keys it does not name keep the real model's defaults
+  return d;
 }
 
 at::Tensor model_timestep(float t, int64_t batch, at::ScalarType dtype, const at::Device& device) {

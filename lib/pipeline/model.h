@@ -27,6 +27,7 @@ struct Settings {
   double guidance = 0;        // FLUX.2: the embedded guidance scale
   double true_cfg_scale = 1;  // Qwen-Image: true classifier-free guidance
   uint64_t seed = 0;
+  bool allow_nonfinite = false;  // do not stop on NaN/Inf latents or pixels
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
 };
@@ -77,6 +78,12 @@ class Model {
   // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").
   virtual std::map<std::string, uint64_t> bytes_read() const = 0;
 };
+
+// The file in a model folder that carries ditgen's presets (written by export-tiny, so that an exported
+// tiny model runs with its own defaults), and the defaults a folder's run uses: its presets file's
+// "defaults" when there is one, else `fallback` (the real model's).
+constexpr const char* kPresetsFile = "ditgen_presets.json";
+nlohmann::json folder_defaults(const std::string& model_path, const nlohmann::json& fallback);
 
 // The transformer's timestep input for schedule timestep `t`: quantised to the latents' dtype before
 // the division by 1000, as the reference pipelines do ([B] in `dtype` on `device`).

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -44,6 +45,9 @@ std::pair<at::Device, at::ScalarType> resolve_device(const std::string& device_n
   } else {
     fail("--dtype must be bf16, fp16, fp32 or auto, got '{}'", dtype_name);
   }
+  DITGEN_CHECK(cuda || dt != at::kHalf,
+               "--dtype fp16 runs on GPUs only (the CPU kernels lack half precision for several layers); use fp32 or "
+               "bf16 on the CPU");
   // An fp32 run means fp32 arithmetic: no TF32 in matrix products or convolutions.
   if (dt == at::kFloat) {
     at::globalContext().setAllowTF32CuBLAS(false);
@@ -94,19 +98,26 @@ void make_dirs(const std::string& dir) {
   }
 }
 
-namespace {
-bool ends_with(const std::string& s, const std::string& e) {
-  return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
-}
-}  // namespace
-
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
                          const std::string& tag, int64_t batch) {
+  // The name decides: a trailing '/' or an existing folder is a folder; a name with an extension must
+  // be .png (nothing else is written, and "x.jpg" silently becoming a folder surprised users); any other
+  // name is a folder to create.
+  const auto slash = output.find_last_of('/');
+  const std::string last = slash == std::string::npos ? output : output.substr(slash + 1);
+  const auto dot = last.find_last_of('.');
+  const bool has_ext = dot != std::string::npos && dot > 0 && dot + 1 < last.size();
+  const bool folder = output.empty() || last.empty() || io::dir_exists(output) || !has_ext;
   std::string base;  // path without ".png"
-  if (ends_with(output, ".png")) {
+  if (!folder) {
+    std::string ext = last.substr(dot + 1);
+    for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    DITGEN_CHECK(ext == "png",
+                 "--output '{}': ditgen writes PNG images; give a .png file name, or a folder (end it with '/' when "
+                 "its name has a dot)",
+                 output);
     base = output.substr(0, output.size() - 4);
-    const auto slash = base.find_last_of('/');
-    if (slash != std::string::npos) make_dirs(base.substr(0, slash));
+    if (slash != std::string::npos && slash > 0) make_dirs(output.substr(0, slash));
   } else {
     const std::string dir = output.empty() ? "." : output;
     make_dirs(dir);

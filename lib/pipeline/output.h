@@ -30,8 +30,9 @@ struct OutputPaths {
   std::vector<std::string> images;  // one per batch item
   std::string report;               // the JSON report
 };
-// `output` empty: the current folder; ending in ".png": that file (batch items get _0, _1, ...);
-// otherwise a folder (created if missing) that receives "{model}.{H}x{W}.{tag}.png".
+// `output` empty: the current folder; a name ending in ".png": that file (batch items get _0, _1, ...);
+// a name with another extension is refused; otherwise a folder (created if missing) that receives
+// "{model}.{H}x{W}.{tag}.png".
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
                          const std::string& tag, int64_t batch);
 

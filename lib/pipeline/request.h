@@ -2,6 +2,7 @@
 // What the CLI asks the engine for (model-independent). Zero / empty fields mean "the model
 // preset's default" (configs/<model>.json).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,9 +15,8 @@ struct GenerateRequest {
   bool random_weights = false;  // the real config from the preset, seeded random weights (benchmarks)
   uint64_t weight_seed = 0;
 
-  std::string prompt;           // empty = preset prompt
-  std::string negative_prompt;  // true-CFG models; used when has_negative_prompt
-  bool has_negative_prompt = false;  // --negative-prompt given (an empty one counts, as upstream)
+  std::optional<std::string> prompt;           // unset = preset prompt; an empty one is empty (as upstream)
+  std::optional<std::string> negative_prompt;  // true-CFG models; unset = preset (an empty one counts)
   int64_t batch = 1;            // images per prompt
   int64_t height = 0, width = 0, steps = 0;
   std::string aspect_ratio;     // a preset size name ("16:9"); exclusive with height/width
@@ -33,6 +33,7 @@ struct GenerateRequest {
   int warmup_steps = 0;         // steps of each warmup run; 0 = --steps
   int repeat = 1;               // timed runs; the report gives their mean
   bool track_memory = false;
+  bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 
   dist::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
 };

@@ -1,6 +1,9 @@
 #include "lib/pipeline/runner.h"
 
+#include <cstdlib>
+
 #include "lib/io/image.h"
+#include "lib/io/output_files.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
@@ -18,9 +21,9 @@ Settings resolve_settings(const GenerateRequest& req, const Model& model, const 
     return d.at(key);
   };
   Settings s;
-  s.prompt = req.prompt.empty() ? preset("prompt").get<std::string>() : req.prompt;
-  if (req.has_negative_prompt) {
-    s.negative_prompt = req.negative_prompt;
+  s.prompt = req.prompt ? *req.prompt : preset("prompt").get<std::string>();
+  if (req.negative_prompt) {
+    s.negative_prompt = *req.negative_prompt;
     s.has_negative_prompt = true;
   } else if (d.contains("negative_prompt")) {
     s.negative_prompt = d.at("negative_prompt").get<std::string>();
@@ -35,6 +38,7 @@ Settings resolve_settings(const GenerateRequest& req, const Model& model, const 
   s.true_cfg_scale = req.true_cfg_scale >= 0 ? req.true_cfg_scale : d.value("true_cfg_scale", 1.0);
   s.batch = req.batch;
   s.seed = req.seed;
+  s.allow_nonfinite = req.allow_nonfinite;
   s.dtype = dtype;
   s.device = device;
   return s;
@@ -84,6 +88,8 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& b, 
   const bool split = ctx.mesh().shape().cfg == 2;
   DITGEN_CHECK(!split || cfg, "--cfg 2 needs classifier-free guidance: {}", model.cfg_off_reason(s));
   const int64_t steps = static_cast<int64_t>(r.schedule.timesteps.size());
+  // Whether every latent is finite after each step, kept on the device: one host read after the loop.
+  std::vector<at::Tensor> finite;
   for (int64_t i = 0; i < steps; ++i) {
     runtime::Stopwatch sw(s.device);
     const float t = r.schedule.timesteps[i];
@@ -101,12 +107,26 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& b, 
     const double dsigma = static_cast<double>(r.schedule.sigmas[i + 1] - r.schedule.sigmas[i]);
     for (size_t k = 0; k < latents.size(); ++k)
       latents[k] = (latents[k].to(at::kFloat) + v[k].mul(dsigma)).to(latents[k].scalar_type());
+    if (!s.allow_nonfinite) {
+      at::Tensor ok = at::isfinite(latents[0]).all();
+      for (size_t k = 1; k < latents.size(); ++k) ok = ok.logical_and(at::isfinite(latents[k]).all());
+      finite.push_back(ok);
+    }
     const double sec = sw.seconds();
     r.step_seconds.push_back(sec);
     if (on_step) on_step(i, sec);
   }
   for (size_t k = 0; k < latents.size(); ++k)
     runtime::trace(k == 0 ? std::string("final_latents") : fmt::format("final_latents.{}", k), latents[k]);
+  if (!finite.empty()) {
+    const at::Tensor flags = at::stack(finite).to(at::kCPU);
+    for (int64_t i = 0; i < steps; ++i)
+      DITGEN_CHECK(flags[i].item<bool>(),
+                   "the latents became NaN or Inf at denoising step {} of {} (the weights or the settings overflow "
+                   "the {} arithmetic; --trace DIR writes the named intermediates of the first step to find where; "
+                   "--allow-nonfinite keeps going)",
+                   i + 1, steps, c10::toString(s.dtype));
+  }
   r.latents = std::move(latents);
   return r;
 }
@@ -127,6 +147,27 @@ GenerateRequest apply_aspect_ratio(const ModelEntry& entry, GenerateRequest req)
   return req;
 }
 
+// Runs one stage; an allocation failure comes back as a ditgen::Error naming the stage and the flags
+// that shrink it, instead of an internal error with a C++ backtrace.
+template <typename F>
+auto in_stage(const char* stage, const at::Device& device, F&& f) -> decltype(f()) {
+  auto oom = [&](const std::string& what) {
+    fail("out of memory while {} on {} ({}): reduce --height/--width/--batch-count, or spread the model over "
+         "more ranks (--tp, --ulysses, --ring)",
+         stage, device.str(), what.substr(0, what.find('\n')));
+  };
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    oom("the host allocator failed");
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    if (what.find("out of memory") != std::string::npos || what.find("not enough memory") != std::string::npos)
+      oom(what);
+    throw;
+  }
+}
+
 }  // namespace
 
 io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx) {
@@ -135,7 +176,8 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   const auto [device, dtype] = resolve_device(req.device, req.dtype, mesh.rank());
 
   runtime::Stopwatch load_watch(device);
-  const std::unique_ptr<Model> model = entry.load(req, device, dtype, ctx);
+  const std::unique_ptr<Model> model =
+      in_stage("loading the model", device, [&] { return entry.load(req, device, dtype, ctx); });
   const double load_s = load_watch.seconds();
 
   // Every rank checks the settings before any work, so a bad request ends the job everywhere.
@@ -166,14 +208,20 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
     Settings run = s;
     run.steps = n_steps;
     runtime::Stopwatch sw(device);
-    const Branches branches = encode_branches(*model, run, *ctx);
+    const Branches branches = in_stage("encoding the prompt", device, [&] { return encode_branches(*model, run, *ctx); });
     const double te = sw.seconds();
     runtime::Progress progress(timed ? "denoise" : "warmup", n_steps);
-    auto result = denoise(*model, run, branches, model->initial_latents(run), *ctx,
-                          [&](int64_t, double sec) { progress.advance(sec); });
+    auto result = in_stage("denoising", device, [&] {
+      return denoise(*model, run, branches, model->initial_latents(run), *ctx,
+                     [&](int64_t, double sec) { progress.advance(sec); });
+    });
     progress.finish();
     sw.restart();
-    Media media = model->decode(result.latents, run);
+    Media media = in_stage("decoding with the VAE", device, [&] { return model->decode(result.latents, run); });
+    DITGEN_CHECK(run.allow_nonfinite || at::isfinite(media.images).all().item<bool>(),
+                 "the decoded image has NaN or Inf pixels (the VAE overflows the {} arithmetic; --allow-nonfinite "
+                 "writes it anyway)",
+                 c10::toString(dtype));
     const double vae = sw.seconds();
     return std::make_tuple(te, result.step_seconds, vae, media);
   };
@@ -219,15 +267,23 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   mine.device_reserved_peak = mem.device_reserved_peak;
   report.ranks = io::gather_rank_stats(mine, ctx->world());
 
-  // Every rank holds the same images; rank 0 writes them, then the report.
+  // Every rank holds the same images. Rank 0 writes them and then the report under temporary names;
+  // they move into place only once every rank has come this far, so a failed job leaves nothing.
   const auto paths =
       output_paths(req.output, model->name(), s.height, s.width, run_tag(mesh, false), s.batch);
   report.outputs = paths.images;
+  io::OutputFiles files;
   if (mesh.rank() == 0) {
     runtime::Stopwatch write_watch(device);
-    for (int64_t i = 0; i < s.batch; ++i) io::write_png(paths.images[i], media.images[i]);
+    for (int64_t i = 0; i < s.batch; ++i) files.add(paths.images[i], io::png_bytes(media.images[i]));
     report.add_stage("write", write_watch.seconds());
-    io::write_file_atomic(paths.report, report.to_json().dump(2) + "\n");
+    files.add(paths.report, report.to_json().dump(2) + "\n");
+  }
+  // Test hook (mpi.failed_job_leaves_nothing): this rank vanishes after rank 0 wrote its temporary files.
+  if (const char* r = std::getenv("DITGEN_TEST_EXIT_BEFORE_COMMIT"); r && std::atoi(r) == mesh.rank()) std::_Exit(9);
+  ctx->world().barrier();
+  if (mesh.rank() == 0) {
+    files.commit();
     log::info_line(report.table());
     if (req.track_memory) {
       int64_t peak = 0;

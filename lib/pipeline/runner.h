@@ -29,8 +29,9 @@ struct ModelEntry {
   std::function<std::unique_ptr<Model>(const GenerateRequest&, const at::Device&, at::ScalarType,
                                        std::shared_ptr<parallel::Context>)>
       load;
-  // Writes the built-in tiny model as a diffusers folder (`ditgen export-tiny <command> DIR`).
-  std::function<void(const std::string& dir, int transformer_shards)> export_tiny;
+  // Writes the built-in tiny model as a diffusers folder with its presets (`ditgen export-tiny <command>
+  // DIR`); a non-empty DIR only with `replace`.
+  std::function<void(const std::string& dir, int transformer_shards, bool replace)> export_tiny;
 };
 
 // The request with the model's presets filled in.

@@ -29,9 +29,10 @@ std::vector<float> base_sigmas(int64_t n) {
 }
 
 // diffusers' stretch_shift_to_terminal in fp32 (qwen-image.md §9.1): z = 1 - s, k = z[N-1] / (1 -
-// terminal), s = 1 - z / k; the first sigma stays 1.
+// terminal), s = 1 - z / k; the first sigma stays 1. With one step the last sigma is the first (1, so
+// z[N-1] = 0) and the reference divides 0 by 0 into a NaN schedule; that one sigma stays 1 here.
 Schedule finish(std::vector<float> sigmas, double shift_terminal) {
-  if (shift_terminal > 0) {
+  if (shift_terminal > 0 && sigmas.back() < 1.0f) {
     const float k = (1.0f - sigmas.back()) / static_cast<float>(1.0 - shift_terminal);
     for (float& v : sigmas) v = 1.0f - (1.0f - v) / k;
   }

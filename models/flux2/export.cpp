@@ -1,7 +1,7 @@
 // `ditgen export-tiny flux2 DIR`: the built-in tiny FLUX.2 written as a diffusers folder, so that
 // tests (and users) exercise the real checkpoint path: index files, shards, prefixes, configs.
 #include "lib/io/json.h"
-#include "lib/io/report.h"
+#include "lib/io/output_files.h"
 #include "lib/io/safetensors.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
@@ -18,7 +18,9 @@ void write_json(const std::string& path, const nlohmann::json& j) { io::write_fi
 
 }  // namespace
 
-void export_tiny(const std::string& dir, int transformer_shards) {
+void export_tiny(const std::string& out_dir, int transformer_shards, bool replace) {
+  io::OutputFolder folder(out_dir, replace);  // refuses a non-empty folder before any work
+  const std::string& dir = folder.path();
   std::map<std::string, std::shared_ptr<nn::RecordingSource>> rec;
   LoadOptions lo;
   lo.wrap_source = [&](const std::string& component, std::shared_ptr<nn::WeightSource> src) {
@@ -68,7 +70,10 @@ void export_tiny(const std::string& dir, int transformer_shards) {
   nlohmann::json sched = preset["scheduler"];
   sched["_class_name"] = "FlowMatchEulerDiscreteScheduler";
   write_json(io::join_path(dir, "scheduler/scheduler_config.json"), sched);
-  log::info("wrote the tiny FLUX.2 to {}", dir);
+  // Its presets travel with it: the folder runs with the tiny defaults (size, steps, prompt).
+  write_json(io::join_path(dir, pipeline::kPresetsFile), {{"defaults", preset["defaults"]}});
+  folder.commit();
+  log::info("wrote the tiny FLUX.2 to {}", out_dir);
 }
 
 }  // namespace ditgen::flux2

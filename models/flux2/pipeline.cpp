@@ -24,6 +24,7 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::s
   const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
   DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (FLUX.2 uses 'exponential')",
                where, kind);
+  DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
   return c;
 }
 
@@ -83,6 +84,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   name_ = tiny ? "flux2-tiny" : (from_folder && !opt.random_weights ? "flux2" : "flux2-random");
   const nlohmann::json& p = preset();
   defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
+  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
   text_layers_ = opt.text_layers.empty() ? defaults_["text_encoder_out_layers"].get<std::vector<int>>() : opt.text_layers;
   for (int l : text_layers_) DITGEN_CHECK(l >= 1, "--text-encoder-out-layers: layer {} is not a decoder layer (1-based)", l);
   const int te_layers_needed = *std::max_element(text_layers_.begin(), text_layers_.end());

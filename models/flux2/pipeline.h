@@ -100,7 +100,7 @@ class Pipeline : public pipeline::Model {
   std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
-  friend void export_tiny(const std::string& dir, int transformer_shards);
+  friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 };
 
 // Image token ids (t, h, w, l) = (0, row, col, 0) for an h x w grid: [h*w, 4] int64.
@@ -111,7 +111,7 @@ at::Tensor text_ids(int64_t length);
 // Writes the built-in tiny model as a diffusers-format folder (model_index.json, transformer/ in
 // `transformer_shards` safetensors files with an index, vae/, text_encoder/ with Mistral3's
 // `language_model.model.` names, tokenizer/, scheduler/): the same weights as the built-in model.
-void export_tiny(const std::string& dir, int transformer_shards);
+void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 
 // The registry entry of `ditgen flux2`.
 pipeline::ModelEntry model_entry();

@@ -43,8 +43,14 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
   DITGEN_CHECK(c.timestep_guidance_channels % 2 == 0, "{}: timestep_guidance_channels must be even, got {}", where,
                c.timestep_guidance_channels);
   DITGEN_CHECK(c.num_attention_heads > 0 && c.attention_head_dim > 0 && c.num_layers >= 0 &&
-                   c.num_single_layers >= 0 && c.patch_size >= 1,
-               "{}: head counts, dims and layer counts must be positive", where);
+                   c.num_single_layers >= 0 && c.patch_size >= 1 && c.in_channels > 0 && c.out_channels > 0 &&
+                   c.joint_attention_dim > 0,
+               "{}: head counts, dims, channels and layer counts must be positive", where);
+  DITGEN_CHECK(c.rope_theta > 0, "{}: rope_theta must be positive, got {}", where, c.rope_theta);
+  DITGEN_CHECK(c.eps > 0, "{}: eps must be positive, got {}", where, c.eps);
+  DITGEN_CHECK(c.mlp_ratio > 0 && c.mlp_hidden() * 1.0 == c.inner_dim() * c.mlp_ratio,
+               "{}: mlp_ratio {} must be positive and give a whole MLP width for inner dim {}", where, c.mlp_ratio,
+               c.inner_dim());
   return c;
 }
 

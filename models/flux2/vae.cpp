@@ -69,6 +69,7 @@ VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where
                c.layers_per_block);
   DITGEN_CHECK(c.norm_num_groups > 0, "{}: key 'norm_num_groups' must be positive, got {}", where,
                c.norm_num_groups);
+  DITGEN_CHECK(c.batch_norm_eps > 0, "{}: key 'batch_norm_eps' must be positive, got {}", where, c.batch_norm_eps);
   for (int64_t ch : c.block_out_channels)
     DITGEN_CHECK(ch > 0 && ch % c.norm_num_groups == 0,
                  "{}: key 'block_out_channels' value {} is not a positive multiple of norm_num_groups {}",

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "lib/io/json.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 
@@ -81,6 +82,7 @@ class ConfigView {
   std::optional<T> get(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
+    io::detail::check_kind<T>(*v, where_, path(key));
     try {
       return v->get<T>();
     } catch (const json::exception& e) {
@@ -247,6 +249,10 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& where,
     c.rope_local = c.rope_global;
     if (gemma) c.rope_local = RopeParams{v.get_or<double>("rope_local_base_freq", 1e4), 1.0};
   }
+
+  DITGEN_CHECK(c.rms_norm_eps > 0, "{}: '{}' must be positive, got {}", where, v.path("rms_norm_eps"), c.rms_norm_eps);
+  DITGEN_CHECK(c.rope_global.theta > 0 && c.rope_local.theta > 0 && c.rope_global.linear_factor > 0,
+               "{}: the RoPE base (rope_theta / rope_local_base_freq) and scaling factor must be positive", where);
 
   // Sliding-window layers.
   const int n = c.num_hidden_layers;

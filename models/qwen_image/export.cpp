@@ -3,7 +3,7 @@
 // `model.*` names with its keys at the config's top level (as Qwen/Qwen-Image ships it), configs.
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
-#include "lib/io/report.h"
+#include "lib/io/output_files.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/log.h"
@@ -12,7 +12,9 @@
 
 namespace ditgen::qwen_image {
 
-void export_tiny(const std::string& dir, int transformer_shards) {
+void export_tiny(const std::string& out_dir, int transformer_shards, bool replace) {
+  io::OutputFolder folder(out_dir, replace);  // refuses a non-empty folder before any work
+  const std::string& dir = folder.path();
   std::map<std::string, std::shared_ptr<nn::RecordingSource>> rec;
   LoadOptions lo;
   lo.wrap_source = [&](const std::string& component, std::shared_ptr<nn::WeightSource> src) {
@@ -60,7 +62,10 @@ void export_tiny(const std::string& dir, int transformer_shards) {
   nlohmann::json sched = preset["scheduler"];
   sched["_class_name"] = "FlowMatchEulerDiscreteScheduler";
   write_json(io::join_path(dir, "scheduler/scheduler_config.json"), sched);
-  log::info("wrote the tiny Qwen-Image to {}", dir);
+  // Its presets travel with it: the folder runs with the tiny defaults (size, steps, prompt).
+  write_json(io::join_path(dir, pipeline::kPresetsFile), {{"defaults", preset["defaults"]}});
+  folder.commit();
+  log::info("wrote the tiny Qwen-Image to {}", out_dir);
 }
 
 }  // namespace ditgen::qwen_image

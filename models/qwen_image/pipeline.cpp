@@ -78,6 +78,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   name_ = tiny ? "qwen_image-tiny" : (from_folder && !opt.random_weights ? "qwen_image" : "qwen_image-random");
   const nlohmann::json& p = preset();
   defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
+  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
 
   TransformerConfig tcfg;
   VaeConfig vcfg;

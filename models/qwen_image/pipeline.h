@@ -100,13 +100,13 @@ class Pipeline : public pipeline::Model {
   std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
-  friend void export_tiny(const std::string& dir, int transformer_shards);
+  friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 };
 
 // Writes the built-in tiny model as a diffusers-format folder (model_index.json, transformer/ in
 // `transformer_shards` safetensors files with an index, vae/, text_encoder/ with Qwen2.5-VL's
 // `model.language_model.` names, tokenizer/, scheduler/): the same weights as the built-in model.
-void export_tiny(const std::string& dir, int transformer_shards);
+void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 
 // The registry entry of `ditgen qwen-image`.
 pipeline::ModelEntry model_entry();

@@ -155,7 +155,17 @@ TEST_CASE("llm config: errors name the file and the key", "[llm]") {
   j = tiny_mistral();
   j["hidden_size"] = "big";
   e = error_of([&] { llm::DecoderConfig::from_json(j, "/x/config.json"); });
-  CHECK_THAT(e, Catch::Contains("hidden_size") && Catch::Contains("wrong type"));
+  CHECK_THAT(e, Catch::Contains("hidden_size") && Catch::Contains("must be an integer"));
+
+  j = tiny_mistral();
+  j["hidden_size"] = 32.5;  // not truncated to 32
+  e = error_of([&] { llm::DecoderConfig::from_json(j, "/x/config.json"); });
+  CHECK_THAT(e, Catch::Contains("hidden_size") && Catch::Contains("must be an integer, got 32.5"));
+
+  j = tiny_mistral();
+  j["rms_norm_eps"] = 0;
+  e = error_of([&] { llm::DecoderConfig::from_json(j, "/x/config.json"); });
+  CHECK_THAT(e, Catch::Contains("rms_norm_eps") && Catch::Contains("must be positive"));
 
   j = tiny_mistral();
   j["num_key_value_heads"] = 3;

@@ -1,0 +1,11 @@
+# `-p ""` runs with an empty prompt (as the reference pipelines do), recorded as such in the report.
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${DITGEN} flux2 --warmup 0 --steps 1 -p "" -o ${WORK}/ RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ditgen flux2 -p \"\" failed (${rc})")
+endif()
+file(READ ${WORK}/flux2-tiny.128x128.C0.json report)
+string(JSON prompt GET "${report}" settings prompt)
+if(NOT prompt STREQUAL "")
+  message(FATAL_ERROR "the empty prompt became '${prompt}'")
+endif()

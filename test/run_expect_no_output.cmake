@@ -1,0 +1,22 @@
+# A failing run must end non-zero with a message matching REGEX and leave nothing in DIR: no image, no
+# report, no temporary file. RUN is the command line (';' list); PREFIX an optional shell prefix such as
+# "ulimit -f 16;" (then the command runs through sh).
+file(REMOVE_RECURSE ${DIR})
+file(MAKE_DIRECTORY ${DIR})
+if(PREFIX)
+  string(REPLACE ";" " " line "${RUN}")
+  execute_process(COMMAND sh -c "${PREFIX} exec ${line}" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+else()
+  execute_process(COMMAND ${RUN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+endif()
+message(STATUS "exit ${rc}\n${out}${err}")
+if(rc EQUAL 0)
+  message(FATAL_ERROR "the run succeeded but should have failed")
+endif()
+if(NOT "${out}${err}" MATCHES "${REGEX}")
+  message(FATAL_ERROR "the output does not match /${REGEX}/")
+endif()
+file(GLOB_RECURSE left ${DIR}/*)
+if(left)
+  message(FATAL_ERROR "the failed run left files behind: ${left}")
+endif()
