@@ -4,6 +4,10 @@
 //
 //   ditgen_bench_blocks [--tokens 4608] [--txt 512] [--tp 1] [--reps 20] [--json out.json]
 #include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include <torch/version.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -120,6 +124,43 @@ int main(int argc, char** argv) {
   at::Tensor q = at::randn({1, S, H, hd}, opt), k = at::randn({1, S, H, hd}, opt), v = at::randn({1, S, H, hd}, opt);
   add("attention S x S, H heads", time_it(dev, reps, [&] { nn::attention(q, k, v); }), attn_flop, 2.0 * 4 * S * D);
   add("attention + lse (ring)", time_it(dev, reps, [&] { nn::attention_with_lse(q, k, v); }), attn_flop, 2.0 * 4 * S * D);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  if (dev.is_cuda()) {
+    // Each kernel on its own, twice in alternating order (cuDNN builds a plan per shape and flag set).
+    const at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+    for (int round = 0; round < 2; ++round) {
+      add("  kernel: SDPA's choice", time_it(dev, reps, [&] { at::scaled_dot_product_attention(qt, kt, vt); }),
+          attn_flop, 2.0 * 4 * S * D);
+      add("  kernel: cuDNN, no lse", time_it(dev, reps, [&] {
+            at::_scaled_dot_product_cudnn_attention(qt, kt, vt, std::nullopt, false);
+          }),
+          attn_flop, 2.0 * 4 * S * D);
+      add("  kernel: cuDNN with lse", time_it(dev, reps, [&] {
+            at::_scaled_dot_product_cudnn_attention(qt, kt, vt, std::nullopt, true);
+          }),
+          attn_flop, 2.0 * 4 * S * D);
+      add("  kernel: flash (lse)", time_it(dev, reps, [&] { at::_scaled_dot_product_flash_attention(qt, kt, vt); }),
+          attn_flop, 2.0 * 4 * S * D);
+      add("  kernel: efficient (lse)", time_it(dev, reps, [&] {
+            at::_scaled_dot_product_efficient_attention(qt, kt, vt, std::nullopt, true);
+          }),
+          attn_flop, 2.0 * 4 * S * D);
+    }
+  }
+#endif
+  {
+    // The fused kernels against fp32 arithmetic on the first 512 queries: output and log-sum-exp.
+    const int64_t n = std::min<int64_t>(512, S);
+    const at::Tensor qs = q.narrow(1, 0, n);
+    const auto ref = nn::attention_with_lse(qs.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat));
+    const auto got = nn::attention_with_lse(qs, k, v);
+    const at::Tensor plain = nn::attention(qs, k, v);
+    auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+      return ((a.to(at::kFloat) - b).norm() / b.norm()).item<double>();
+    };
+    std::printf("attention check vs fp32: output rel %.2e, with lse: output rel %.2e, lse max abs %.2e\n",
+                rel(plain, ref.out), rel(got.out, ref.out), (got.lse - ref.lse).abs().max().item<double>());
+  }
   at::Tensor cs = at::randn({S, hd}, at::TensorOptions().dtype(at::kFloat).device(dev));
   at::Tensor rope = nn::rope_pair_factors(cs, cs);
   add("rope interleaved (q)", time_it(dev, reps, [&] { nn::rope_interleaved(q, rope); }), 0, 2.0 * 2 * S * D + 4.0 * S * hd);

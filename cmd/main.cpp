@@ -6,6 +6,7 @@
 
 #include "lib/dist/agreement.h"
 #include "lib/dist/launch.h"
+#include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/runner.h"
@@ -79,6 +80,15 @@ CLI::Validator non_empty() {
       "");
 }
 
+// --attention: the fused attention kernel on GPUs (see nn::AttentionBackend).
+void add_attention_flag(CLI::App* app, std::string& value) {
+  app->add_option("--attention", value,
+                  "GPU attention kernel: auto (cuDNN where it applies, else flash), flash, or sdpa (the dispatcher's "
+                  "choice)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "flash", "sdpa"}));
+}
+
 // Mesh flags shared by every command that runs a model.
 struct MeshFlags {
   std::string preset;
@@ -127,7 +137,7 @@ int main(int argc, char** argv) {
     MeshFlags mesh;
   };
   std::vector<std::unique_ptr<ModelCommand>> model_commands;
-  std::string trace_dir;
+  std::string trace_dir, attention = "auto";
   for (const auto& entry : ditgen::registered_models()) {
     auto cmd = std::make_unique<ModelCommand>();
     cmd->entry = &entry;
@@ -207,6 +217,7 @@ int main(int argc, char** argv) {
         ->check(unsigned_integer());
     sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
+    add_attention_flag(sub, attention);
     cmd->mesh.add(sub);
     model_commands.push_back(std::move(cmd));
   }
@@ -225,6 +236,7 @@ int main(int argc, char** argv) {
   verify->add_option("--dtype", vdtype, "fp32, bf16 or fp16")->capture_default_str();
   verify->add_option("--device", vdevice, "cpu or cuda")->capture_default_str();
   verify_mesh.add(verify);
+  add_attention_flag(verify, attention);
   verify->add_option("--trace", trace_dir, "folder for each rank's named intermediates");
 
   // ---- ditgen trace-diff ----
@@ -260,6 +272,9 @@ int main(int argc, char** argv) {
       return rc;
     }
     ditgen::log::set_verbose(verbose);
+    ditgen::nn::set_attention_backend(attention == "flash"  ? ditgen::nn::AttentionBackend::Flash
+                                      : attention == "sdpa" ? ditgen::nn::AttentionBackend::Sdpa
+                                                            : ditgen::nn::AttentionBackend::Auto);
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     // Every rank must have been asked the same thing before anything runs.

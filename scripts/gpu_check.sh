@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|attention|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -14,7 +14,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == attention || $what == kernels ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -95,6 +95,35 @@ if [[ $what == qwen || $what == all ]]; then
   run_qwen cfg_1024 -H 1024 -W 1024
   run_qwen cfg_1328 -H 1328 -W 1328
   run_qwen nocfg_1024_t128 -H 1024 -W 1024 --true-cfg-scale 1 --max-sequence-length 128
+fi
+
+if [[ $what == attention ]]; then
+  # The attention kernels (--attention auto = cuDNN, flash, sdpa): fixtures, kernel check, steps.
+  D=$B/ditgen; F=$G/fixtures
+  for c in models/flux2_transformer_b1_h6w8_t20 models/qwenimage_transformer_b1_h6w8_t12 pipelines/flux2_pipeline_64x96_s4; do
+    for a in auto flash sdpa; do
+      $D verify $F/$c --device cuda --dtype bf16 --tolerance 0.2 --attention $a 2>&1 | sed "s/^/[bf16 $a] /" | tee -a "$summary"
+    done
+  done
+  $B/ditgen_bench_blocks --tp 1 --json "$OUT/blocks_tp1.json" 2>&1 | grep -E "attention|check|kernel" | sed "s/^/[blocks] /" | tee -a "$summary"
+  bench() {  # tag flags...
+    local tag=$1; shift
+    timeout 300 $D "$@" --random-weights --warmup 1 --warmup-steps 2 --steps 10 --track-memory -o /tmp/bench/$tag.png \
+      > /tmp/$tag.log 2>&1
+    note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; cp /tmp/bench/$tag.json "$OUT/" 2>/dev/null
+  }
+  for a in auto flash; do
+    bench qwen_t128_$a qwen-image -H 1024 -W 1024 --true-cfg-scale 1 --max-sequence-length 128 --attention $a
+    bench qwen_cfg_1024_$a qwen-image -H 1024 -W 1024 --attention $a
+    bench flux2_1024_$a flux2 --attention $a
+  done
+  bench qwen_cfg_1328_auto qwen-image -H 1328 -W 1328
+  grep -h "declined" /tmp/*.log | sort | uniq -c | tee -a "$summary"
+fi
+
+if [[ $what == kernels ]]; then
+  $B/ditgen_bench_blocks --tp 1 --json "$OUT/blocks_tp1_kernels.json" 2>&1 | sed "s/^/[blocks tp1] /" | tee -a "$summary"
+  $B/ditgen_bench_blocks --tp 4 --json "$OUT/blocks_tp4_kernels.json" 2>&1 | grep -E "kernel|attention" | sed "s/^/[blocks tp4] /" | tee -a "$summary"
 fi
 
 if [[ $what == blocks || $what == all ]]; then

@@ -2,10 +2,12 @@
 
 #include <torch/version.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 
 #include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
 
 #ifdef DITGEN_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -78,11 +80,55 @@ AttentionLse math_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return {out.transpose(1, 2).to(q.scalar_type()), want_lse ? lse.transpose(1, 2).contiguous() : at::Tensor()};
 }
 
+AttentionBackend g_backend = AttentionBackend::Auto;
+
+// The fused kernel for [B, S, H, D] inputs (passed as [B, H, S, D] views of the same memory), with the
+// fp32 log-sum-exp [B, Sq, H] that Ring attention merges with. Nothing when none applies (the callers
+// then use SDPA's dispatcher or the math path).
+std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            bool want_lse) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  static std::atomic<bool> cudnn_usable{true};
+  const int64_t d = q.size(-1);
+  if (!q.is_cuda() || (q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf) || k.size(2) != q.size(2) ||
+      d % 8 != 0 || q.size(1) == 0 || k.size(1) == 0)
+    return std::nullopt;
+  const int64_t B = q.size(0), H = q.size(2), S = q.size(1);
+  const at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  auto finish = [&](const at::Tensor& out, const at::Tensor& lse) {  // out [B, H, S, D], lse [B, H, S(, 1)]
+    AttentionLse r{out.transpose(1, 2), at::Tensor()};
+    if (want_lse) r.lse = lse.reshape({B, H, S}).transpose(1, 2).contiguous();
+    return r;
+  };
+  if (g_backend == AttentionBackend::Auto && d <= 128 && cudnn_usable) {
+    try {
+      auto r = at::_scaled_dot_product_cudnn_attention(qt, kt, vt, std::nullopt, /*compute_log_sumexp=*/want_lse);
+      return finish(std::get<0>(r), std::get<1>(r));
+    } catch (const c10::Error& e) {
+      cudnn_usable = false;
+      const std::string why = e.what_without_backtrace();
+      log::warn("cuDNN attention declined [B {}, S {}/{}, H {}, D {}, {}] ({}); flash attention from here on", B, S,
+                k.size(1), H, d, c10::toString(q.scalar_type()), why.substr(0, why.find('\n')));
+    }
+  }
+  if (g_backend == AttentionBackend::Sdpa && !want_lse) return std::nullopt;  // the dispatcher's choice
+  if (d > 256) return std::nullopt;
+  auto r = at::_scaled_dot_product_flash_attention(qt, kt, vt);
+  return finish(std::get<0>(r), std::get<1>(r));
+#else
+  return std::nullopt;
+#endif
+}
+
 }  // namespace
+
+void set_attention_backend(AttentionBackend backend) { g_backend = backend; }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& mask) {
 #if TORCH_VERSION_MAJOR >= 2
+  if (!mask)
+    if (auto r = fused_attention(q, k, v, /*want_lse=*/false)) return r->out;
   if (q.is_cuda()) {
     // Fused kernels (flash / memory-efficient / cuDNN) in [B, H, S, D].
     at::Tensor kh = expand_kv(k, q.size(2)), vh = expand_kv(v, q.size(2));
@@ -103,11 +149,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 #if TORCH_VERSION_MAJOR >= 2
-  if (q.is_cuda() && q.scalar_type() != at::kFloat && k.size(2) == q.size(2)) {
-    auto r = at::_scaled_dot_product_flash_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
-    // out [B, H, S, D], logsumexp [B, H, S] float32
-    return {std::get<0>(r).transpose(1, 2), std::get<1>(r).transpose(1, 2).contiguous()};
-  }
+  if (auto r = fused_attention(q, k, v, /*want_lse=*/true)) return *r;
 #endif
   return math_attention(q, k, v, std::nullopt, /*want_lse=*/true);
 }

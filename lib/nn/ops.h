@@ -19,6 +19,16 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // HF Llama/Mistral RMSNorm: normalise in fp32, cast to the input dtype, then multiply the weight.
 at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// Which fused kernel runs bf16/fp16 attention without a mask on the GPU. Measured on an H200 at FLUX.2's
+// shape (48 heads x 128, 4608 tokens; bench/results/2026-12-02_h200_attention.md): cuDNN ~0.85 ms with or
+// without the log-sum-exp (1.2x the matmul floor; SDPA's own choice is the same kernel), flash 1.6-1.7 ms,
+// memory-efficient 3.1 ms. `auto` = cuDNN where it applies (head dim <= 128, multiple of 8) for both the
+// plain and the Ring (log-sum-exp) path, else flash / SDPA's choice; a cuDNN refusal turns it off for
+// the process with a warning. `flash` and `sdpa` are for A/B measurements (--attention). CPU runs use
+// the fp32 math path.
+enum class AttentionBackend { Auto, Flash, Sdpa };
+void set_attention_backend(AttentionBackend backend);
+
 // Scaled dot-product attention. q [B, Sq, H, D], k/v [B, Sk, Hk, D] with H % Hk == 0 (grouped
 // query heads: query head h uses key head h / (H/Hk)). `mask` (optional) is boolean, broadcastable
 // to [B, H, Sq, Sk], true = attend; a query row that sees no key returns 0.
