@@ -82,20 +82,40 @@ OutputFiles::~OutputFiles() {
   }
 }
 
-void OutputFiles::add(const std::string& path, const std::string& bytes) {
-  DITGEN_CHECK(!committed_, "output files already committed");
+namespace {
+// A fresh temporary file next to `path`, owned by `files` from here on (the destructor or a terminating
+// signal removes it). Returns its descriptor.
+int create_temp(std::vector<std::pair<std::string, std::string>>& files, const std::string& path) {
   std::string tmp = path + ".partial.XXXXXX";
   const int fd = ::mkstemp(&tmp[0]);
   DITGEN_CHECK(fd >= 0, "cannot create a file in '{}' for '{}': {}", folder_of(path), path, std::strerror(errno));
-  files_.emplace_back(tmp, path);  // from here on the destructor (or a terminating signal) removes it
+  files.emplace_back(tmp, path);
   track(tmp);
+  // mkstemp makes the file private; give it the permissions a plain create would (0666 minus umask).
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  if (::fchmod(fd, 0666 & ~mask) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    fail("cannot set the permissions of '{}': {}", path, why);
+  }
+  return fd;
+}
+}  // namespace
+
+std::string OutputFiles::add_path(const std::string& path) {
+  DITGEN_CHECK(!committed_, "output files already committed");
+  const int fd = create_temp(files_, path);
+  DITGEN_CHECK(::close(fd) == 0, "cannot close '{}': {}", path, std::strerror(errno));
+  return files_.back().first;
+}
+
+void OutputFiles::add(const std::string& path, const std::string& bytes) {
+  DITGEN_CHECK(!committed_, "output files already committed");
+  const int fd = create_temp(files_, path);
   try {
     write_all(fd, bytes, path);
     DITGEN_CHECK(::fsync(fd) == 0, "cannot flush '{}' to disk: {}", path, std::strerror(errno));
-    // mkstemp makes the file private; give it the permissions a plain create would (0666 minus umask).
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    DITGEN_CHECK(::fchmod(fd, 0666 & ~mask) == 0, "cannot set the permissions of '{}': {}", path, std::strerror(errno));
   } catch (...) {
     ::close(fd);
     throw;

@@ -19,6 +19,9 @@ class OutputFiles {
   // Writes `bytes` to a temporary file next to `path` (checked, fsynced). Throws ditgen::Error naming
   // the file and the reason (e.g. no space left on the device).
   void add(const std::string& path, const std::string& bytes);
+  // For writers that need a file name (FFmpeg): creates the temporary file for `path` and returns its
+  // name; the caller writes it completely (and checks every step), then commit() renames it like the rest.
+  std::string add_path(const std::string& path);
   // Renames every file into place, in the order added. If a rename fails, the ones already renamed are
   // removed again before the error is thrown.
   void commit();
