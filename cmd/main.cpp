@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lib/dist/agreement.h"
@@ -158,8 +159,8 @@ int main(int argc, char** argv) {
     sub->add_flag("--random-weights", req.random_weights,
                   "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
     cmd->prompt_opt = sub->add_option("-p,--prompt", cmd->prompt, "text prompt (default: the preset prompt)");
-    sub->add_option("-H,--height", req.height, "image height in pixels" + dflt("height"))->check(integer_in(1, 16384));
-    sub->add_option("-W,--width", req.width, "image width in pixels" + dflt("width"))->check(integer_in(1, 16384));
+    sub->add_option("-H,--height", req.height, "height in pixels" + dflt("height"))->check(integer_in(1, 16384));
+    sub->add_option("-W,--width", req.width, "width in pixels" + dflt("width"))->check(integer_in(1, 16384));
     sub->add_option("--steps,--num-inference-steps", req.steps, "denoising steps" + dflt("steps"))
         ->check(integer_in(1, 10000));
     for (auto flag : entry.flags) {
@@ -193,14 +194,33 @@ int main(int argc, char** argv) {
                           "text-encoder layers whose hidden states feed the transformer" + dflt("text_encoder_out_layers"))
               ->delimiter(',');
           break;
+        case ModelFlag::CfgGuidance:
+          sub->add_option("--guidance,--guidance-scale", req.guidance,
+                          "classifier-free guidance scale of the video; CFG runs when it or the audio's is above 1" +
+                              dflt("guidance"))
+              ->check(finite_number(0, false, 1e4));
+          sub->add_option("--audio-guidance,--audio-guidance-scale", req.audio_guidance,
+                          "classifier-free guidance scale of the audio (default: the video's)")
+              ->check(finite_number(0, false, 1e4));
+          break;
+        case ModelFlag::Video:
+          sub->add_option("-F,--num-frames", req.num_frames, "video frames" + dflt("num_frames"))
+              ->check(integer_in(1, 100000));
+          sub->add_option("--frame-rate,--fps", req.frame_rate, "frames per second" + dflt("frame_rate"))
+              ->check(finite_number(0, true, 1000));
+          sub->add_flag("--save-frames", req.save_frames,
+                        "also write each frame as PNG (folder NAME.frames/) and the audio as NAME.wav");
+          break;
       }
     }
     sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str()->check(unsigned_integer());
-    sub->add_option("-b,--batch-count", req.batch, "images per prompt")->capture_default_str()->check(integer_in(1, 1024));
+    sub->add_option("-b,--batch-count", req.batch, "outputs per prompt")->capture_default_str()->check(integer_in(1, 1024));
     sub->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens" + dflt("max_sequence_length"))
         ->check(integer_in(1, 1 << 20));
+    const bool video = std::count(entry.flags.begin(), entry.flags.end(), ditgen::pipeline::ModelFlag::Video) > 0;
     sub->add_option("-o,--output,--save-path", req.output,
-                    "output .png file, or a folder for an auto-named one (default: current folder)")
+                    std::string("output ") + (video ? ".mp4" : ".png") +
+                        " file, or a folder for an auto-named one (default: current folder)")
         ->check(non_empty());
     sub->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
     sub->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();

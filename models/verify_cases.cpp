@@ -10,6 +10,7 @@
 #include "lib/verify/compare.h"
 #include "models/flux2/verify.h"
 #include "models/llm/verify.h"
+#include "models/ltx2/verify.h"
 #include "models/qwen_image/verify.h"
 
 namespace ditgen {
@@ -29,6 +30,11 @@ const std::map<std::string, Runner>& runners() {
       {"qwenimage_transformer", qwen_image::verify_transformer},
       {"qwenimage_vae", qwen_image::verify_vae},
       {"qwenimage_pipeline", qwen_image::verify_pipeline},
+      {"ltx2_transformer", ltx2::verify_transformer},
+      {"ltx2_connectors", ltx2::verify_connectors},
+      {"ltx2_video_vae", ltx2::verify_video_vae},
+      {"ltx2_audio_vae_vocoder", ltx2::verify_audio_vae_vocoder},
+      {"ltx2_pipeline", ltx2::verify_pipeline},
       {"text_encoder_gemma3", llm::verify_text_encoder},
       {"tokenizer", text::verify_tokenizer},
   };

@@ -2,6 +2,9 @@
 # Prepares .gpu/ (git-ignored) for scripts/gpu_check.sh on GPU machines that have CUDA LibTorch, NCCL,
 # MPI, CMake and ninja but none of our Debian packages and no network: the header-only dependencies,
 # libutf8proc, and the golden fixture cases the GPU checks read. Carry .gpu with the device call.
+# FFmpeg is not carried: Debian's libavcodec needs about 160 MiB of shared libraries (x265, codec2, rsvg,
+# aom, SVT-AV1, ...), over the 64 MiB a device call carries, so the CUDA build there is configured with
+# -DDITGEN_FFMPEG=OFF (videos as PNG frames + WAV).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -16,7 +19,9 @@ cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so.2
 fixtures=${DITGEN_FIXTURES:-../shared/fixtures}
 for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/text_encoder_mistral \
          pipelines/flux2_pipeline_64x96_s4 models/qwenimage_transformer_b1_h6w8_t12 models/qwenimage_vae_b1_6x8 \
-         models/text_encoder_qwen25vl pipelines/qwenimage_pipeline_64x96_s4_cfg4.0; do
+         models/text_encoder_qwen25vl pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 \
+         models/ltx2_transformer_split_b1_f2h4w6_a9 models/ltx2_connectors_b2_L8 models/ltx2_video_vae_b1_f3_4x6 \
+         models/ltx2_audio_vae_vocoder models/text_encoder_gemma3 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
   cp -r "$fixtures/$c" ".gpu/fixtures/$c"
 done
 du -sh .gpu

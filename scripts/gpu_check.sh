@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|attention|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|attention|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -14,7 +14,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == attention || $what == kernels ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == attention || $what == kernels ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -22,7 +22,7 @@ if [[ $what == build || $what == all || $what == quick || $what == final || $wha
     -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
-    -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
+    -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"
 fi
@@ -95,6 +95,26 @@ if [[ $what == qwen || $what == all ]]; then
   run_qwen cfg_1024 -H 1024 -W 1024
   run_qwen cfg_1328 -H 1328 -W 1328
   run_qwen nocfg_1024_t128 -H 1024 -W 1024 --true-cfg-scale 1 --max-sequence-length 128
+fi
+
+if [[ $what == ltx2 || $what == all ]]; then
+  D=$B/ditgen; F=$G/fixtures
+  for c in models/ltx2_transformer_split_b1_f2h4w6_a9 models/ltx2_connectors_b2_L8 models/ltx2_video_vae_b1_f3_4x6 \
+           models/ltx2_audio_vae_vocoder models/text_encoder_gemma3 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
+    $D verify $F/$c --device cuda --dtype fp32 2>&1 | sed 's/^/[1gpu fp32] /' | tee -a "$summary"
+    $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed 's/^/[1gpu bf16] /' | tee -a "$summary"
+  done
+  $D ltx2 --warmup 1 --save-frames -o /tmp/tiny/ > /tmp/ltx2_tiny.log 2>&1; note "ltx2 tiny: rc=$?"; tail -12 /tmp/ltx2_tiny.log | tee -a "$summary"
+  # LTX-2 at its real size with random weights (19B transformer, Gemma 3 12B, VAEs, vocoder): the reference
+  # tool's default video (768x512, 121 frames at 24 fps, 6144 video + 126 audio tokens) with CFG on both streams.
+  run_ltx2() {  # tag flags...
+    local tag=$1; shift
+    timeout 540 $D -v ltx2 --random-weights --warmup 1 --warmup-steps 1 --track-memory --save-frames "$@" \
+      -o /tmp/bench/ltx2_$tag.mp4 > /tmp/ltx2_$tag.log 2>&1
+    note "ltx2 $tag ($*): rc=$?"; grep -E "Memory|error" /tmp/ltx2_$tag.log | tee -a "$summary"
+    tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
+  }
+  run_ltx2 default_s8 --steps 8
 fi
 
 if [[ $what == attention ]]; then

@@ -17,7 +17,7 @@ set(FLAG_CASES
   "cfg_three|qwen-image|--cfg: must be an integer from 1 to 2|--cfg,3"
   "true_cfg_nan|qwen-image|--true-cfg-scale: must be a finite number >= 0|--true-cfg-scale,nan"
   "warmup_float|flux2|--warmup: must be an integer from 0 to 1000, got '1.5'|--warmup,1.5"
-  "output_jpg|flux2|--output '.*x.jpg': ditgen writes PNG images|-o,${FWORK}/x.jpg"
+  "output_jpg|flux2|--output '.*x.jpg': this model writes PNG images|-o,${FWORK}/x.jpg"
 )
 foreach(entry ${FLAG_CASES})
   string(REPLACE "|" ";" parts "${entry}")

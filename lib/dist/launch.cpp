@@ -1,9 +1,13 @@
 #include "lib/dist/launch.h"
 
+#include <ATen/Parallel.h>
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "lib/dist/mpi_communicator.h"
 #include "lib/runtime/error.h"
@@ -23,18 +27,52 @@ bool started_by_mpi_launcher() {
     if (std::getenv(v)) return true;
   return false;
 }
+
+// Ranks on one host share its cores. Unless the user chose (OMP_NUM_THREADS), each rank's intra-op
+// thread pool is capped at its share, so that ranks do not oversubscribe the cores: threads waiting
+// at a parallel region's end spin, and a rank's spinning threads slow the ranks still computing. A
+// rank bound to fewer cores than the host has (mpirun --bind-to) keeps the cores it is bound to.
+void share_cores(const std::string& what) {
+  if (std::getenv("OMP_NUM_THREADS")) return;
+  MPI_Comm host = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host),
+            "MPI_Comm_split_type", what);
+  int local = 1;
+  mpi_check(MPI_Comm_size(host, &local), "MPI_Comm_size", what);
+  mpi_check(MPI_Comm_free(&host), "MPI_Comm_free", what);
+  cpu_set_t set;
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int visible = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : hardware;
+  const int share = visible < hardware ? visible : std::max(1, hardware / std::max(1, local));
+  if (at::get_num_threads() > share) at::set_num_threads(share);
+}
 }  // namespace
 
 LaunchInfo launch(int* argc, char*** argv) {
   LaunchInfo info;
   if (started_by_mpi_launcher()) {
-    MPI_Init(argc, argv);
+    // Open MPI's own blocking waits (MPI_Init, MPI_Comm_split, MPI_Finalize) yield the core while
+    // idle: CPU runs oversubscribe the cores, and a spinning rank slows the ones still computing.
+    // Our own waits poll with back-off (mpi_wait). The user's setting, if any, wins.
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", /*overwrite=*/0);
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+      log::error_line("[mpi] MPI_Init failed");
+      std::_Exit(2);
+    }
     g_mpi = true;
     info.mpi = true;
-    MPI_Comm_rank(MPI_COMM_WORLD, &info.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &info.world);
-    // Errors come back as codes so that we can name the operation; we end the job ourselves.
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    try {
+      // Errors come back as codes so that we can name the operation; we end the job ourselves.
+      const std::string what = "starting on group world";
+      mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", what);
+      mpi_check(MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", what);
+      mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &info.rank), "MPI_Comm_rank", what);
+      mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &info.world), "MPI_Comm_size", what);
+      share_cores(what);
+    } catch (const Error& e) {  // before the caller's handler exists
+      log::error_line(e.what());
+      abort_job(2);
+    }
   }
   log::set_rank(info.rank, info.world);
   return info;
@@ -43,17 +81,20 @@ LaunchInfo launch(int* argc, char*** argv) {
 void shutdown() {
   if (!g_mpi) return;
   int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized) return;
+  if (MPI_Finalize() != MPI_SUCCESS) log::warn("[mpi] MPI_Finalize failed");
 }
 
 void abort_job(int code) {
   if (!g_mpi) return;
   usleep(300 * 1000);  // let peers that hit the same check print their own message
   MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort returned: end this rank at least; mpirun ends the others
 }
 
 std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s) {
+  // NaN would compare false against every deadline and wait forever.
+  DITGEN_CHECK(timeout_s > 0, "--comm-timeout must be a positive number of seconds, got {}", timeout_s);
   if (info.world == 1) return make_self_communicator("world");
   if (cuda) {
 #ifdef DITGEN_CUDA

@@ -15,7 +15,9 @@ struct LaunchInfo {
   bool mpi = false;  // started by mpirun (MPI initialised)
 };
 
-// Initialises MPI when the process was started by an MPI launcher; sets the log rank prefix.
+// Initialises MPI when the process was started by an MPI launcher (MPI errors returned as codes,
+// Open MPI yielding while idle, each rank's intra-op threads capped at its share of the host's cores
+// unless OMP_NUM_THREADS says otherwise); sets the log rank prefix. Ends the job if MPI cannot start.
 LaunchInfo launch(int* argc, char*** argv);
 // MPI_Finalize when it was initialised.
 void shutdown();
@@ -24,7 +26,7 @@ void shutdown();
 void abort_job(int code);
 
 // The world communicator for tensors on `cuda ? GPU : CPU`: NCCL (bootstrapped over MPI) or MPI,
-// or a self communicator for one process. `timeout_s` bounds every operation.
+// or a self communicator for one process. `timeout_s` bounds every operation; it must be > 0.
 std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s);
 
 }  // namespace ditgen::dist

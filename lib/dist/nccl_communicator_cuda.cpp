@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <list>
 #include <mutex>
@@ -23,13 +24,32 @@ namespace ditgen::dist {
 
 namespace {
 
-#define NCCL_CHECK(cmd, what)                                                                            \
-  do {                                                                                                   \
-    ncclResult_t r_ = (cmd);                                                                             \
-    if (r_ != ncclSuccess) fail("[nccl] {} failed: {}", what, ncclGetErrorString(r_));                   \
+// NCCL's description of `r`, with its last error message where the library keeps one.
+std::string nccl_error(ncclResult_t r, ncclComm_t comm) {
+  std::string s = ncclGetErrorString(r);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 13, 0)
+  const char* last = ncclGetLastError(comm);
+  if (last && *last) s += std::string(" (") + last + ")";
+#else
+  (void)comm;
+#endif
+  return s;
+}
+
+// "ncclSend" of "ncclSend(buf, n, ...)": the call NCCL_CHECK names.
+std::string call_name(const char* expr) {
+  const std::string s = expr;
+  return s.substr(0, s.find('('));
+}
+
+// `what` is "op on group NAME {ranks}"; the log line adds "[rank r/w]".
+#define NCCL_CHECK(cmd, what)                                                                                \
+  do {                                                                                                       \
+    ncclResult_t r_ = (cmd);                                                                                 \
+    if (r_ != ncclSuccess) fail("[nccl] {}: {} failed: {}", what, call_name(#cmd), nccl_error(r_, nullptr)); \
   } while (0)
 
-ncclDataType_t nccl_type(at::ScalarType t) {
+ncclDataType_t nccl_type(at::ScalarType t, const std::string& what) {
   switch (t) {
     case at::kFloat: return ncclFloat32;
     case at::kHalf: return ncclFloat16;
@@ -39,14 +59,15 @@ ncclDataType_t nccl_type(at::ScalarType t) {
     case at::kInt: return ncclInt32;
     case at::kByte: return ncclUint8;
     case at::kChar: return ncclInt8;
-    default: fail("[nccl] unsupported tensor type {}", c10::toString(t));
+    default: fail("[nccl] {}: unsupported tensor type {}", what, c10::toString(t));
   }
 }
 
-// One process-wide watchdog thread. It watches two things: host calls into NCCL that have not
-// returned (the first collective on a communicator connects to its peers and blocks there), and
-// device work whose completion event has not fired. Either past its deadline ends this rank with a
-// message naming the operation; mpirun then ends the other ranks.
+// One process-wide watchdog thread. It watches three things: host calls into NCCL that have not
+// returned (the first collective on a communicator connects to its peers and blocks there), device
+// work whose completion event has not fired, and each communicator's asynchronous error (a peer or
+// network failure that NCCL reports only there). A deadline passed or an error ends this rank with a
+// message naming the operation or group; mpirun then ends the other ranks.
 class Watchdog {
  public:
   static Watchdog& get() {
@@ -78,6 +99,15 @@ class Watchdog {
     timeout_ = timeout_s;
     pending_.push_back({std::move(ev), std::move(what), runtime::now_seconds() + timeout_s});
   }
+  // Polls `comm`'s asynchronous error until forget() (before the communicator is destroyed).
+  void add_comm(ncclComm_t comm, std::string label) {
+    std::lock_guard<std::mutex> lock(mu_);
+    comms_.emplace_back(comm, std::move(label));
+  }
+  void forget(ncclComm_t comm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    comms_.remove_if([comm](const auto& c) { return c.first == comm; });
+  }
 
  private:
   struct Item {
@@ -86,10 +116,13 @@ class Watchdog {
     double deadline;
   };
   Watchdog() : thread_([this] { loop(); }) { thread_.detach(); }
-  [[noreturn]] void expire(const std::string& what) {
-    log::error_line(fmt::format("[nccl] {} timed out after {:.0f} s: a peer rank is stuck or gone (--comm-timeout)",
-                                what, timeout_));
+  [[noreturn]] static void end_rank(const std::string& msg) {
+    log::error_line(msg);
     std::_Exit(4);  // not MPI_Abort: MPI is single-threaded here and the main thread may be inside NCCL
+  }
+  [[noreturn]] void expire(const std::string& what) {
+    end_rank(fmt::format("[nccl] {} timed out after {:.0f} s: a peer rank is stuck or gone (--comm-timeout)",
+                         what, timeout_));
   }
   void loop() {
     for (;;) {
@@ -98,12 +131,26 @@ class Watchdog {
       const double now = runtime::now_seconds();
       for (const auto& [what, deadline] : host_)
         if (now > deadline) expire(what);
-      while (!pending_.empty() && pending_.front().ev->query()) pending_.pop_front();
+      for (const auto& [comm, label] : comms_) {
+        ncclResult_t async = ncclSuccess;
+        const ncclResult_t r = ncclCommGetAsyncError(comm, &async);
+        if (r != ncclSuccess)
+          end_rank(
+              fmt::format("[nccl] group {}: ncclCommGetAsyncError failed: {}", label, nccl_error(r, comm)));
+        if (async != ncclSuccess && async != ncclInProgress)
+          end_rank(fmt::format("[nccl] group {}: asynchronous error: {}", label, nccl_error(async, comm)));
+      }
+      try {
+        while (!pending_.empty() && pending_.front().ev->query()) pending_.pop_front();
+      } catch (const std::exception& e) {  // a device error, reported by the event of the op it hit first
+        end_rank(fmt::format("[nccl] {} failed on the device: {}", pending_.front().what, e.what()));
+      }
       if (!pending_.empty() && now > pending_.front().deadline) expire(pending_.front().what);
     }
   }
   std::mutex mu_;
   std::list<std::pair<std::string, double>> host_;
+  std::list<std::pair<ncclComm_t, std::string>> comms_;
   std::deque<Item> pending_;
   double timeout_ = 0;
   std::thread thread_;
@@ -129,15 +176,28 @@ class NcclCommunicator : public Communicator {
     rank_ = group_.rank();
     size_ = group_.size();
     device_ = c10::cuda::current_device();
+    const std::string init = what("creating the communicator");
     ncclUniqueId id;
-    if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id), "ncclGetUniqueId for " + this->name());
-    auto guard = Watchdog::get().host_call(what("ncclCommInitRank"), timeout_);
-    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_.comm());
-    NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank for " + this->name());
+    std::memset(&id, 0, sizeof(id));
+    if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id), init);
+    auto guard = Watchdog::get().host_call(init, timeout_);
+    mpi_check(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_.comm()), "MPI_Bcast", init);
+    NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), init);
+    Watchdog::get().add_comm(comm_, this->name());
     stream_ = std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_));
   }
   ~NcclCommunicator() override {
-    if (comm_) ncclCommDestroy(comm_);
+    if (!comm_) return;
+    Watchdog::get().forget(comm_);
+    // Destroying waits for the communicator's work: bounded like any operation. After an
+    // asynchronous error that work never ends, so the communicator is aborted instead.
+    auto guard = Watchdog::get().host_call(what("destroying the communicator"), timeout_);
+    ncclResult_t async = ncclSuccess;
+    const bool broken = ncclCommGetAsyncError(comm_, &async) != ncclSuccess || async != ncclSuccess;
+    const ncclResult_t r = broken ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
+    if (r != ncclSuccess)
+      log::warn("[nccl] {}: {} failed: {}", what("destroying the communicator"),
+                broken ? "ncclCommAbort" : "ncclCommDestroy", nccl_error(r, nullptr));
   }
 
   int rank() const override { return rank_; }
@@ -157,10 +217,10 @@ class NcclCommunicator : public Communicator {
       return;
     }
     at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
+    const ncclDataType_t type = nccl_type(buf.scalar_type(), what("all_reduce"));
     auto guard = begin("all_reduce");
     const ncclRedOp_t rop = op == ReduceOp::Sum ? ncclSum : op == ReduceOp::Avg ? ncclAvg : ncclMax;
-    NCCL_CHECK(ncclAllReduce(buf.data_ptr(), buf.data_ptr(), buf.numel(), nccl_type(buf.scalar_type()), rop, comm_,
-                             stream()),
+    NCCL_CHECK(ncclAllReduce(buf.data_ptr(), buf.data_ptr(), buf.numel(), type, rop, comm_, stream()),
                what("all_reduce"));
     end_and_wait(what("all_reduce"));
     if (!buf.is_same(t)) t.copy_(buf);
@@ -168,10 +228,15 @@ class NcclCommunicator : public Communicator {
 
   at::Tensor all_gather(const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes) override {
     if (!t.is_cuda()) return all_gather(t.to(at::Device(at::kCUDA, device_)), dim, sizes).cpu();
+    DITGEN_CHECK(static_cast<int>(sizes.size()) == size_, "internal: {} got {} sizes for {} ranks",
+                 what("all_gather"), sizes.size(), size_);
+    DITGEN_CHECK(t.size(dim) == sizes[rank_], "internal: {}: this rank holds {} rows but sizes say {}",
+                 what("all_gather"), t.size(dim), sizes[rank_]);
     at::Tensor src = t.movedim(dim, 0).contiguous();
     int64_t total = 0;
     bool even = true;
     for (auto s : sizes) {
+      DITGEN_CHECK(s >= 0, "internal: {}: a rank holds {} rows", what("all_gather"), s);
       total += s;
       even = even && s == sizes[0];
     }
@@ -182,7 +247,8 @@ class NcclCommunicator : public Communicator {
     for (size_t d = 1; d < shape.size(); ++d) inner *= shape[d];
     auto guard = begin("all_gather");
     if (even) {
-      NCCL_CHECK(ncclAllGather(src.data_ptr(), out.data_ptr(), src.numel(), nccl_type(src.scalar_type()), comm_, stream()),
+      NCCL_CHECK(ncclAllGather(src.data_ptr(), out.data_ptr(), src.numel(),
+                               nccl_type(src.scalar_type(), what("all_gather")), comm_, stream()),
                  what("all_gather"));
     } else {
       // Uneven chunks: every rank sends its chunk to every peer.
@@ -207,8 +273,16 @@ class NcclCommunicator : public Communicator {
 
   std::vector<at::Tensor> all_to_all(const std::vector<at::Tensor>& send,
                                      const std::vector<std::vector<int64_t>>& recv_shapes) override {
+    DITGEN_CHECK(static_cast<int>(send.size()) == size_ && static_cast<int>(recv_shapes.size()) == size_,
+                 "internal: {} needs one tensor and one receive shape per rank, got {} and {}",
+                 what("all_to_all"), send.size(), recv_shapes.size());
     std::vector<at::Tensor> sendc, out;
-    for (const auto& s : send) sendc.push_back(s.contiguous());
+    for (const auto& s : send) {
+      DITGEN_CHECK(s.scalar_type() == send[0].scalar_type() && s.device() == send[0].device(),
+                   "internal: {}: tensors of types {} and {}", what("all_to_all"), send[0].toString(),
+                   s.toString());
+      sendc.push_back(s.contiguous());
+    }
     for (const auto& shape : recv_shapes) out.push_back(at::empty(shape, sendc[0].options()));
     auto guard = begin("all_to_all");
     NCCL_CHECK(ncclGroupStart(), what("all_to_all"));
@@ -224,6 +298,11 @@ class NcclCommunicator : public Communicator {
   }
 
   std::unique_ptr<Work> send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override {
+    DITGEN_CHECK(src >= 0 && src < size_ && dst >= 0 && dst < size_,
+                 "internal: {}: ranks {} and {} are not both in the group", what("send_recv"), dst, src);
+    DITGEN_CHECK(
+        recv.is_contiguous() && recv.is_cuda() && send.is_cuda() && recv.scalar_type() == send.scalar_type(),
+        "internal: {} needs GPU tensors of one type and a contiguous receive buffer", what("send_recv"));
     at::Tensor s = send.contiguous();
     auto guard = begin("send_recv");
     NCCL_CHECK(ncclGroupStart(), what("send_recv"));
@@ -242,6 +321,9 @@ class NcclCommunicator : public Communicator {
       t.copy_(d.cpu());
       return;
     }
+    DITGEN_CHECK(root >= 0 && root < size_, "internal: {}: root {} is not a rank of the group",
+                 what("broadcast"), root);
+    DITGEN_CHECK(t.is_contiguous(), "internal: {} needs a contiguous tensor", what("broadcast"));
     auto guard = begin("broadcast");
     NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel() * t.element_size(), ncclUint8, root, comm_, stream()),
                what("broadcast"));
@@ -289,7 +371,7 @@ class NcclCommunicator : public Communicator {
 
 std::shared_ptr<Communicator> make_nccl_world(double timeout_s) {
   int rank = 0, gpus = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank", "creating the NCCL world");
   gpus = static_cast<int>(c10::cuda::device_count());
   DITGEN_CHECK(gpus > 0, "[nccl] no GPU visible to rank {}", rank);
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(rank % gpus));

@@ -51,6 +51,14 @@ at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t full_len, c
   return ctx.cp().all_gather(x.contiguous(), dim, chunk_sizes(full_len, ctx));
 }
 
+at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t kv_full_len,
+                                 const Context& ctx) {
+  if (ctx.mesh().cp_size() == 1) return nn::attention(q, k, v);
+  at::Tensor kv = gather_sequence(at::stack({k, v}, 0), 2, kv_full_len, ctx);  // [2, B, Sk, h, D]
+  if (q.size(1) == 0) return at::zeros_like(q);
+  return nn::attention(q, kv[0], kv[1]);
+}
+
 void tp_all_reduce(at::Tensor& partial, const Context& ctx) {
   if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, dist::ReduceOp::Sum);
 }

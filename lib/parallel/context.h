@@ -55,6 +55,13 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const std::vector<int64_t>& local_lens, const Context& ctx,
                      const std::vector<at::Tensor>& key_masks = {});
 
+// Attention of this rank's queries over keys/values of another token stream that is split over the CP
+// group on its own (LTX-2's audio <-> video attention): K/V are gathered from every CP rank (they are
+// rotated before, so positions stay right), then attended locally. q [B, Sq_loc, h, D]; k, v
+// [B, Sk_loc, h, D] with `kv_full_len` tokens over the group. Returns [B, Sq_loc, h, D].
+at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t kv_full_len,
+                                 const Context& ctx);
+
 // ---- tensor parallelism --------------------------------------------------------------------------
 
 // Sums a row-parallel layer's partial outputs over the TP group (in place).

@@ -24,7 +24,10 @@ struct Settings {
   std::string negative_prompt;
   bool has_negative_prompt = false;  // a negative prompt was given (an empty one counts, as upstream)
   int64_t height = 0, width = 0, steps = 0, batch = 1, max_sequence_length = 0;
-  double guidance = 0;        // FLUX.2: the embedded guidance scale
+  int64_t num_frames = 1;     // video models
+  double frame_rate = 0;      // video models: frames per second
+  double guidance = 0;        // FLUX.2: the embedded guidance scale; LTX-2: the video stream's CFG scale
+  double audio_guidance = 0;  // LTX-2: the audio stream's CFG scale
   double true_cfg_scale = 1;  // Qwen-Image: true classifier-free guidance
   uint64_t seed = 0;
   bool allow_nonfinite = false;  // do not stop on NaN/Inf latents or pixels
@@ -40,9 +43,15 @@ struct Conditioning {
 // The latent streams one denoising loop updates (one for image models; video and audio for LTX-2).
 using Latents = std::vector<at::Tensor>;
 
-// Decoded outputs: images [B, 3, H, W] float32 in [0, 1].
+// Decoded outputs, float32 in [0, 1]: images [B, 3, H, W] from image models; video models give
+// videos [B, F, 3, H, W] at `fps` and, with a sound track, audio [B, channels, samples] in [-1, 1] at
+// `sample_rate` Hz.
 struct Media {
   at::Tensor images;
+  at::Tensor videos;
+  at::Tensor audio;
+  double fps = 0;
+  int sample_rate = 0;
 };
 
 class Model {

@@ -99,32 +99,36 @@ void make_dirs(const std::string& dir) {
 }
 
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
-                         const std::string& tag, int64_t batch) {
+                         int64_t frames, const std::string& tag, int64_t batch, const std::string& ext) {
   // The name decides: a trailing '/' or an existing folder is a folder; a name with an extension must
-  // be .png (nothing else is written, and "x.jpg" silently becoming a folder surprised users); any other
-  // name is a folder to create.
+  // carry the one written (and "x.jpg" silently becoming a folder surprised users); any other name is a
+  // folder to create.
   const auto slash = output.find_last_of('/');
   const std::string last = slash == std::string::npos ? output : output.substr(slash + 1);
   const auto dot = last.find_last_of('.');
   const bool has_ext = dot != std::string::npos && dot > 0 && dot + 1 < last.size();
   const bool folder = output.empty() || last.empty() || io::dir_exists(output) || !has_ext;
-  std::string base;  // path without ".png"
+  std::string base;  // path without the extension
   if (!folder) {
-    std::string ext = last.substr(dot + 1);
-    for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    DITGEN_CHECK(ext == "png",
-                 "--output '{}': ditgen writes PNG images; give a .png file name, or a folder (end it with '/' when "
-                 "its name has a dot)",
-                 output);
-    base = output.substr(0, output.size() - 4);
+    std::string given = last.substr(dot + 1);
+    for (auto& c : given) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    DITGEN_CHECK(given == ext,
+                 "--output '{}': this model writes {}; give a .{} file name, or a folder (end it with '/' when its "
+                 "name has a dot)",
+                 output, ext == "mp4" ? "MP4 videos" : "PNG images", ext);
+    base = output.substr(0, output.size() - ext.size() - 1);
     if (slash != std::string::npos && slash > 0) make_dirs(output.substr(0, slash));
   } else {
     const std::string dir = output.empty() ? "." : output;
     make_dirs(dir);
-    base = io::join_path(dir, fmt::format("{}.{}x{}.{}", model, height, width, tag));
+    const std::string size = frames > 0 ? fmt::format("{}x{}x{}", height, width, frames) : fmt::format("{}x{}", height, width);
+    base = io::join_path(dir, fmt::format("{}.{}.{}", model, size, tag));
   }
   OutputPaths p;
-  for (int64_t b = 0; b < batch; ++b) p.images.push_back(batch == 1 ? base + ".png" : fmt::format("{}_{}.png", base, b));
+  for (int64_t b = 0; b < batch; ++b) {
+    p.stems.push_back(batch == 1 ? base : fmt::format("{}_{}", base, b));
+    p.files.push_back(p.stems.back() + "." + ext);
+  }
   p.report = base + ".json";
   return p;
 }

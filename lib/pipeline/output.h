@@ -27,13 +27,15 @@ std::string run_tag(const dist::Mesh& mesh, bool cache);
 void make_dirs(const std::string& dir);
 
 struct OutputPaths {
-  std::vector<std::string> images;  // one per batch item
-  std::string report;               // the JSON report
+  std::vector<std::string> files;  // one per batch item: the image (.png) or the video (.mp4)
+  std::vector<std::string> stems;  // the same without the extension (for a video's .frames/ and .wav)
+  std::string report;              // the JSON report
 };
-// `output` empty: the current folder; a name ending in ".png": that file (batch items get _0, _1, ...);
-// a name with another extension is refused; otherwise a folder (created if missing) that receives
-// "{model}.{H}x{W}.{tag}.png".
+// `output` empty: the current folder; a name ending in `.{ext}` ("png" or "mp4"): that file (batch items
+// get _0, _1, ...); a name with another extension is refused; otherwise a folder (created if missing)
+// that receives "{model}.{H}x{W}.{tag}.png", or "{model}.{H}x{W}x{frames}.{tag}.mp4" for videos
+// (frames > 0), as the reference tool names them.
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
-                         const std::string& tag, int64_t batch);
+                         int64_t frames, const std::string& tag, int64_t batch, const std::string& ext = "png");
 
 }  // namespace ditgen::pipeline

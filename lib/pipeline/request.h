@@ -17,16 +17,20 @@ struct GenerateRequest {
 
   std::optional<std::string> prompt;           // unset = preset prompt; an empty one is empty (as upstream)
   std::optional<std::string> negative_prompt;  // true-CFG models; unset = preset (an empty one counts)
-  int64_t batch = 1;            // images per prompt
+  int64_t batch = 1;            // images (videos) per prompt
   int64_t height = 0, width = 0, steps = 0;
+  int64_t num_frames = 0;       // video models: frames of the video
+  double frame_rate = 0;        // video models: frames per second (<= 0: preset)
   std::string aspect_ratio;     // a preset size name ("16:9"); exclusive with height/width
   double guidance = -1;         // < 0: preset
   double true_cfg_scale = -1;   // < 0: preset
+  double audio_guidance = -1;   // LTX-2: CFG scale of the audio stream (< 0: preset, else the video's)
   uint64_t seed = 0;
   int64_t max_sequence_length = 0;
   std::vector<int> text_encoder_out_layers;  // hidden states fed to the DiT; empty = preset
 
-  std::string output;           // a .png path, or a folder for an auto-named file
+  std::string output;           // a .png (.mp4 for videos) path, or a folder for an auto-named file
+  bool save_frames = false;     // videos: also each frame as PNG and the audio as WAV
   std::string dtype = "auto";   // bf16 | fp16 | fp32 | auto (bf16 on GPU, fp32 on CPU)
   std::string device = "auto";  // cpu | cuda | auto
   int warmup = 1;               // full untimed runs before the timed ones (cache-dit default)

@@ -1,9 +1,12 @@
 #include "lib/pipeline/runner.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "lib/io/image.h"
+#include "lib/io/json.h"
 #include "lib/io/output_files.h"
+#include "lib/io/video.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
@@ -36,6 +39,9 @@ Settings resolve_settings(const GenerateRequest& req, const Model& model, const 
       req.max_sequence_length > 0 ? req.max_sequence_length : preset("max_sequence_length").get<int64_t>();
   s.guidance = req.guidance >= 0 ? req.guidance : d.value("guidance", 0.0);
   s.true_cfg_scale = req.true_cfg_scale >= 0 ? req.true_cfg_scale : d.value("true_cfg_scale", 1.0);
+  s.audio_guidance = req.audio_guidance >= 0 ? req.audio_guidance : s.guidance;  // the audio follows the video
+  s.num_frames = req.num_frames > 0 ? req.num_frames : d.value("num_frames", int64_t{1});
+  s.frame_rate = req.frame_rate > 0 ? req.frame_rate : d.value("frame_rate", 0.0);
   s.batch = req.batch;
   s.seed = req.seed;
   s.allow_nonfinite = req.allow_nonfinite;
@@ -173,6 +179,12 @@ auto in_stage(const char* stage, const at::Device& device, F&& f) -> decltype(f(
 io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx) {
   const GenerateRequest req = apply_aspect_ratio(entry, request);
   const auto& mesh = ctx->mesh();
+  const bool video = std::count(entry.flags.begin(), entry.flags.end(), ModelFlag::Video) > 0;
+  // Before anything loads: a video needs FFmpeg (MP4) or --save-frames (PNG frames + WAV).
+  DITGEN_CHECK(!video || io::mp4_supported() || req.save_frames,
+               "this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot write MP4: pass "
+               "--save-frames to write the frames as PNG and the audio as WAV, or rebuild with FFmpeg "
+               "(scripts/setup.sh installs it)");
   const auto [device, dtype] = resolve_device(req.device, req.dtype, mesh.rank());
 
   runtime::Stopwatch load_watch(device);
@@ -194,10 +206,15 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   io::RunReport report;
   report.model = model->name();
   report.device = device_description(device, mesh.world());
-  report.settings = {{"prompt", s.prompt},     {"height", s.height},         {"width", s.width},
+  report.settings = nlohmann::json::object();
+  if (video) {
+    report.settings["num_frames"] = s.num_frames;
+    report.settings["frame_rate"] = s.frame_rate;
+  }
+  report.settings.update({{"prompt", s.prompt},     {"height", s.height},         {"width", s.width},
                      {"steps", s.steps},       {"seed", s.seed},             {"batch", s.batch},
                      {"max_sequence_length", s.max_sequence_length},          {"dtype", c10::toString(dtype)},
-                     {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}};
+                     {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}});
   const nlohmann::json extra = model->report_settings(s);
   report.settings.update(extra);
   report.add_stage("load", load_s);
@@ -218,10 +235,11 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
     progress.finish();
     sw.restart();
     Media media = in_stage("decoding with the VAE", device, [&] { return model->decode(result.latents, run); });
-    DITGEN_CHECK(run.allow_nonfinite || at::isfinite(media.images).all().item<bool>(),
-                 "the decoded image has NaN or Inf pixels (the VAE overflows the {} arithmetic; --allow-nonfinite "
-                 "writes it anyway)",
-                 c10::toString(dtype));
+    for (const at::Tensor* t : {&media.images, &media.videos, &media.audio})
+      DITGEN_CHECK(run.allow_nonfinite || !t->defined() || at::isfinite(*t).all().item<bool>(),
+                   "the decoded {} has NaN or Inf values (the decoder overflows the {} arithmetic; --allow-nonfinite "
+                   "writes it anyway)",
+                   t == &media.audio ? "audio" : (t == &media.videos ? "video" : "image"), c10::toString(dtype));
     const double vae = sw.seconds();
     return std::make_tuple(te, result.step_seconds, vae, media);
   };
@@ -269,13 +287,36 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
 
   // Every rank holds the same images. Rank 0 writes them and then the report under temporary names;
   // they move into place only once every rank has come this far, so a failed job leaves nothing.
-  const auto paths =
-      output_paths(req.output, model->name(), s.height, s.width, run_tag(mesh, false), s.batch);
-  report.outputs = paths.images;
+  const auto paths = output_paths(req.output, model->name(), s.height, s.width, video ? s.num_frames : 0,
+                                  run_tag(mesh, false), s.batch, video ? "mp4" : "png");
+  const bool write_mp4 = video && io::mp4_supported();
+  std::vector<std::string> saved;  // what the log lists
+  for (int64_t i = 0; i < s.batch; ++i) {
+    if (!video || write_mp4) saved.push_back(paths.files[i]);
+    if (video && req.save_frames) {
+      saved.push_back(paths.stems[i] + ".frames/");
+      if (media.audio.defined()) saved.push_back(paths.stems[i] + ".wav");
+    }
+  }
+  report.outputs = saved;
   io::OutputFiles files;
   if (mesh.rank() == 0) {
     runtime::Stopwatch write_watch(device);
-    for (int64_t i = 0; i < s.batch; ++i) files.add(paths.images[i], io::png_bytes(media.images[i]));
+    for (int64_t i = 0; i < s.batch; ++i) {
+      if (!video) {
+        files.add(paths.files[i], io::png_bytes(media.images[i]));
+        continue;
+      }
+      const at::Tensor audio = media.audio.defined() ? media.audio[i] : at::Tensor();
+      if (write_mp4) io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate);
+      if (req.save_frames) {
+        const std::string dir = paths.stems[i] + ".frames";
+        make_dirs(dir);
+        for (int64_t f = 0; f < media.videos.size(1); ++f)
+          files.add(io::join_path(dir, fmt::format("{:05d}.png", f)), io::png_bytes(media.videos[i][f]));
+        if (audio.defined()) files.add(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));
+      }
+    }
     report.add_stage("write", write_watch.seconds());
     files.add(paths.report, report.to_json().dump(2) + "\n");
   }
@@ -291,7 +332,10 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
       log::info("Memory Usage: {:.2f}GiB ({} peak, max over ranks)", static_cast<double>(peak) / (1 << 30),
                 device.is_cuda() ? "device allocated" : "host RSS");
     }
-    for (const auto& p : paths.images) log::info("Image saved to {}", p);
+    for (const auto& p : saved) {
+      const bool frames = p.back() == '/', wav = p.size() > 4 && p.compare(p.size() - 4, 4, ".wav") == 0;
+      log::info("{} saved to {}", frames ? "Frames" : wav ? "Audio" : video ? "Video" : "Image", p);
+    }
     log::info("Report saved to {}", paths.report);
   }
   return report;

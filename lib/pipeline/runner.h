@@ -16,7 +16,9 @@
 namespace ditgen::pipeline {
 
 // Flags a model command takes beyond the common ones (the CLI adds only those its model lists).
-enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio };
+// Guidance: FLUX.2's embedded guidance; CfgGuidance: true-CFG scales per stream (--guidance for the
+// video, --audio-guidance); Video: --num-frames, --frame-rate, --save-frames and MP4 output.
+enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video };
 
 struct ModelEntry {
   std::string command;  // "flux2", "qwen-image"

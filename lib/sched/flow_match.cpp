@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lib/io/json.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::sched {
@@ -65,6 +66,38 @@ Schedule static_shift_schedule(int64_t num_steps, double shift, double shift_ter
   const float k = static_cast<float>(shift);
   for (float& v : s) v = k * v / (1.0f + (k - 1.0f) * v);
   return finish(std::move(s), shift_terminal);
+}
+
+FlowMatchConfig FlowMatchConfig::from_json(const nlohmann::json& j, const std::string& where,
+                                          const FlowMatchConfig& defaults) {
+  DITGEN_CHECK(j.is_object(), "{}: the scheduler config must be a JSON object", where);
+  FlowMatchConfig c = defaults;
+  c.use_dynamic_shifting = io::json_get<bool>(j, "use_dynamic_shifting", c.use_dynamic_shifting, where);
+  c.shift = io::json_get<double>(j, "shift", c.shift, where);
+  c.base_shift = io::json_get<double>(j, "base_shift", c.base_shift, where);
+  c.max_shift = io::json_get<double>(j, "max_shift", c.max_shift, where);
+  c.base_image_seq_len = io::json_get<int64_t>(j, "base_image_seq_len", c.base_image_seq_len, where);
+  c.max_image_seq_len = io::json_get<int64_t>(j, "max_image_seq_len", c.max_image_seq_len, where);
+  c.shift_terminal = io::json_get<double>(j, "shift_terminal", 0.0, where);
+  const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
+  DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (only 'exponential')",
+               where, kind);
+  for (const char* flag : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
+                           "stochastic_sampling"})
+    DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where), "{}: '{}' is true, which this sampler does not implement",
+                 where, flag);
+  DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
+  DITGEN_CHECK(c.shift_terminal >= 0 && c.shift_terminal < 1, "{}: shift_terminal must lie in [0, 1), got {}", where,
+               c.shift_terminal);
+  DITGEN_CHECK(c.max_image_seq_len != c.base_image_seq_len,
+               "{}: max_image_seq_len and base_image_seq_len must differ (both {})", where, c.base_image_seq_len);
+  return c;
+}
+
+Schedule FlowMatchConfig::schedule(int64_t steps, int64_t seq_len) const {
+  if (!use_dynamic_shifting) return static_shift_schedule(steps, shift, shift_terminal);
+  const double mu = linear_mu(seq_len, base_image_seq_len, max_image_seq_len, base_shift, max_shift);
+  return exponential_shift_schedule(steps, mu, shift_terminal);
 }
 
 }  // namespace ditgen::sched

@@ -1,6 +1,8 @@
 #pragma once
 // Flow-matching Euler schedules (diffusers FlowMatchEulerDiscreteScheduler semantics, in fp32).
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 namespace ditgen::sched {
@@ -25,5 +27,22 @@ Schedule exponential_shift_schedule(int64_t num_steps, double mu, double shift_t
 
 // Static shift (use_dynamic_shifting = false): s = shift*s_in / (1 + (shift-1)*s_in).
 Schedule static_shift_schedule(int64_t num_steps, double shift, double shift_terminal = 0);
+
+// scheduler/scheduler_config.json of a FlowMatchEulerDiscreteScheduler as Qwen-Image and LTX-2 ship it:
+// exponential time shift, mu linear in the latent token count (or a static shift), optional terminal
+// stretch. Absent keys take `defaults` (the model's values), except shift_terminal (absent = none, as
+// upstream). Options this sampler does not implement (Karras/beta sigmas, stochastic sampling, ...)
+// are refused naming the key.
+struct FlowMatchConfig {
+  bool use_dynamic_shifting = true;
+  double shift = 1.0;  // without dynamic shifting
+  double base_shift = 0.5, max_shift = 1.15;
+  int64_t base_image_seq_len = 256, max_image_seq_len = 4096;
+  double shift_terminal = 0;  // 0: none
+  static FlowMatchConfig from_json(const nlohmann::json& j, const std::string& where,
+                                   const FlowMatchConfig& defaults);
+  // The N-step schedule for `seq_len` latent tokens (the packed image, or the video's tokens).
+  Schedule schedule(int64_t steps, int64_t seq_len) const;
+};
 
 }  // namespace ditgen::sched

@@ -12,37 +12,14 @@
 
 namespace ditgen::qwen_image {
 
-// ---- scheduler ----------------------------------------------------------------------------------
-
-SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::string& where) {
-  DITGEN_CHECK(j.is_object(), "{}: the scheduler config must be a JSON object", where);
-  SchedulerConfig c;
-  c.use_dynamic_shifting = io::json_get<bool>(j, "use_dynamic_shifting", c.use_dynamic_shifting, where);
-  c.shift = io::json_get<double>(j, "shift", c.shift, where);
-  c.base_shift = io::json_get<double>(j, "base_shift", c.base_shift, where);
-  c.max_shift = io::json_get<double>(j, "max_shift", c.max_shift, where);
-  c.base_image_seq_len = io::json_get<int64_t>(j, "base_image_seq_len", c.base_image_seq_len, where);
-  c.max_image_seq_len = io::json_get<int64_t>(j, "max_image_seq_len", c.max_image_seq_len, where);
-  c.shift_terminal = io::json_get<double>(j, "shift_terminal", 0.0, where);
-  const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
-  DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (Qwen-Image uses 'exponential')",
-               where, kind);
-  for (const char* flag : {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
-                           "stochastic_sampling"})
-    DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where), "{}: '{}' is true, which Qwen-Image's sampler does not use",
-                 where, flag);
-  DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
-  DITGEN_CHECK(c.shift_terminal >= 0 && c.shift_terminal < 1, "{}: shift_terminal must lie in [0, 1), got {}", where,
-               c.shift_terminal);
-  DITGEN_CHECK(c.max_image_seq_len != c.base_image_seq_len,
-               "{}: max_image_seq_len and base_image_seq_len must differ (both {})", where, c.base_image_seq_len);
+sched::FlowMatchConfig scheduler_defaults() {
+  sched::FlowMatchConfig c;
+  c.base_shift = 0.5;
+  c.max_shift = 0.9;
+  c.base_image_seq_len = 256;
+  c.max_image_seq_len = 8192;
+  c.shift_terminal = 0.02;
   return c;
-}
-
-sched::Schedule SchedulerConfig::schedule(int64_t steps, int64_t image_seq_len) const {
-  if (!use_dynamic_shifting) return sched::static_shift_schedule(steps, shift, shift_terminal);
-  const double mu = sched::linear_mu(image_seq_len, base_image_seq_len, max_image_seq_len, base_shift, max_shift);
-  return sched::exponential_shift_schedule(steps, mu, shift_terminal);
 }
 
 // ---- loading ------------------------------------------------------------------------------------
@@ -65,7 +42,7 @@ std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSo
 }  // namespace
 
 Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg, const nn::Weights& vw,
-                   const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx)
+                   const sched::FlowMatchConfig& scfg, std::shared_ptr<parallel::Context> ctx)
     : ctx_(std::move(ctx)), name_("qwen_image"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
   vae_ = std::make_unique<Vae>(vcfg, vw);
@@ -109,7 +86,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     te_where = io::join_path(tedir, "config.json");
     te_json = io::read_json_file(te_where);
     const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
-    scheduler_ = SchedulerConfig::from_json(io::read_json_file(sched_path), sched_path);
+    scheduler_ = sched::FlowMatchConfig::from_json(io::read_json_file(sched_path), sched_path, scheduler_defaults());
     tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
     if (!opt.random_weights) {
       tsrc = with_progress(std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir)), "load transformer");
@@ -124,7 +101,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     }
     te_json = cfgs["text_encoder"];
     te_where = tiny ? "configs/qwen_image.json tiny.text_encoder" : "configs/qwen_image.json text_encoder";
-    scheduler_ = SchedulerConfig::from_json(cfgs["scheduler"], "configs/qwen_image.json scheduler");
+    scheduler_ = sched::FlowMatchConfig::from_json(cfgs["scheduler"], "configs/qwen_image.json scheduler", scheduler_defaults());
     tokenizer_ = text::tiny_qwen_tokenizer();  // built once per process
     if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
   }

@@ -20,16 +20,8 @@
 
 namespace ditgen::qwen_image {
 
-// scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler); defaults = Qwen-Image's.
-struct SchedulerConfig {
-  bool use_dynamic_shifting = true;
-  double shift = 1.0;  // without dynamic shifting
-  double base_shift = 0.5, max_shift = 0.9;
-  int64_t base_image_seq_len = 256, max_image_seq_len = 8192;
-  double shift_terminal = 0.02;  // 0: none
-  static SchedulerConfig from_json(const nlohmann::json& j, const std::string& where);
-  sched::Schedule schedule(int64_t steps, int64_t image_seq_len) const;
-};
+// Qwen-Image's scheduler values (scheduler/scheduler_config.json keys that are absent take these).
+sched::FlowMatchConfig scheduler_defaults();
 
 struct LoadOptions {
   std::string model_path;       // empty: the built-in tiny model
@@ -54,7 +46,7 @@ class Pipeline : public pipeline::Model {
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
   // From explicit configs and weight sources (the golden cases).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
-           const nn::Weights& vae_weights, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx);
+           const nn::Weights& vae_weights, const sched::FlowMatchConfig& scfg, std::shared_ptr<parallel::Context> ctx);
 
   // The conditioning for given prompt states at the settings' image size.
   std::shared_ptr<Conditioning> condition(const at::Tensor& embeds, const at::Tensor& mask,
@@ -96,7 +88,7 @@ class Pipeline : public pipeline::Model {
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<Vae> vae_;
-  SchedulerConfig scheduler_;
+  sched::FlowMatchConfig scheduler_;
   std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 

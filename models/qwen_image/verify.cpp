@@ -50,7 +50,8 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
                "{}: a pipeline case needs 'transformer' and 'vae' sections", where);
   auto tcfg = TransformerConfig::from_json(c.config()["transformer"], where + " transformer");
   auto vcfg = VaeConfig::from_json(c.config()["vae"], where + " vae");
-  auto scfg = SchedulerConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler");
+  auto scfg = sched::FlowMatchConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler",
+                                               scheduler_defaults());
   auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
   auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
                                                      Vae::unread_keys());

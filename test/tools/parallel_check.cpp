@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lib/dist/launch.h"
+#include "lib/dist/mpi_communicator.h"
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/parallel/context.h"
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
   int64_t img_h = 5, img_w = 7, txt = 13, batch = 2;
   double tol = 1e-5;
   std::string device_name = "cpu", dtype_name = "fp32";
-  int stall_rank = -1, die_rank = -1;
+  int stall_rank = -1, die_rank = -1, truncate_rank = -1;
   double timeout_s = 120;
   app.add_option("--model", model, "flux2 or qwen-image");
   app.add_option("--parallel", preset);
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
   app.add_option("--stall-rank", stall_rank, "this rank stops before the mesh run (tests the collective timeout)");
   app.add_option("--comm-timeout", timeout_s, "seconds a collective may wait");
   app.add_option("--die-rank", die_rank, "this rank exits abruptly before the mesh run (a dead rank)");
+  app.add_option("--truncate-rank", truncate_rank,
+                 "this rank sends the next one a longer MPI message than it posted for (tests MPI error reporting)");
   CLI11_PARSE(app, argc, argv);
 
   int code = 0;
@@ -58,6 +61,18 @@ int main(int argc, char** argv) {
     const auto [device, dtype] = pipeline::resolve_device(device_name, dtype_name, launch.rank);
     auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
     auto ctx = parallel::Context::create(world, shape);
+    if (truncate_rank >= 0) {  // MPI itself fails (MPI_ERR_TRUNCATE): the error names the op and the reason
+      const int next = (truncate_rank + 1) % launch.world;
+      at::Tensor buf = at::zeros({2}, at::kInt);
+      std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
+      if (launch.rank == truncate_rank)
+        dist::mpi_check(MPI_Isend(buf.data_ptr(), 2, MPI_INT, next, 99, MPI_COMM_WORLD, &req[0]), "MPI_Isend",
+                        "test");
+      if (launch.rank == next)
+        dist::mpi_check(MPI_Irecv(buf.data_ptr(), 1, MPI_INT, truncate_rank, 99, MPI_COMM_WORLD, &req[0]),
+                        "MPI_Irecv", "test");
+      dist::mpi_wait(req, timeout_s, "test message on group world", {buf});
+    }
 
     // Runs the model's transformer on one process and under the mesh: (reference, mesh output).
     std::pair<at::Tensor, at::Tensor> outs;

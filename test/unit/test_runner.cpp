@@ -167,17 +167,25 @@ TEST_CASE("runner: NaN latents stop the loop naming the step, unless allowed", "
 
 TEST_CASE("output paths: the extension decides, other formats are refused", "[runner][output]") {
   const std::string d = temp_dir("paths");
-  auto p = pipeline::output_paths(d + "/img.png", "m", 16, 24, "C0", 2);
-  CHECK(p.images == std::vector<std::string>({d + "/img_0.png", d + "/img_1.png"}));
+  auto p = pipeline::output_paths(d + "/img.png", "m", 16, 24, 0, "C0", 2);
+  CHECK(p.files == std::vector<std::string>({d + "/img_0.png", d + "/img_1.png"}));
   CHECK(p.report == d + "/img.json");
-  p = pipeline::output_paths(d + "/runs.v2/", "m", 16, 24, "C0", 1);
-  CHECK(p.images.at(0) == d + "/runs.v2/m.16x24.C0.png");
+  p = pipeline::output_paths(d + "/runs.v2/", "m", 16, 24, 0, "C0", 1);
+  CHECK(p.files.at(0) == d + "/runs.v2/m.16x24.C0.png");
   CHECK(std::filesystem::is_directory(d + "/runs.v2"));
-  p = pipeline::output_paths(d + "/plain", "m", 16, 24, "C0_TP2", 1);
-  CHECK(p.images.at(0) == d + "/plain/m.16x24.C0_TP2.png");
-  CHECK_THAT(error_of([&] { pipeline::output_paths(d + "/x.jpg", "m", 16, 24, "C0", 1); }),
-             Catch::Contains("ditgen writes PNG images"));
+  p = pipeline::output_paths(d + "/plain", "m", 16, 24, 0, "C0_TP2", 1);
+  CHECK(p.files.at(0) == d + "/plain/m.16x24.C0_TP2.png");
+  CHECK_THAT(error_of([&] { pipeline::output_paths(d + "/x.jpg", "m", 16, 24, 0, "C0", 1); }),
+             Catch::Contains("this model writes PNG images"));
   CHECK_FALSE(std::filesystem::exists(d + "/x.jpg"));
+  // Videos: .mp4, named with the frame count; a .png name is refused.
+  p = pipeline::output_paths(d + "/vids/", "ltx2", 64, 96, 9, "C0_Ulysses2", 1, "mp4");
+  CHECK(p.files.at(0) == d + "/vids/ltx2.64x96x9.C0_Ulysses2.mp4");
+  CHECK(p.stems.at(0) == d + "/vids/ltx2.64x96x9.C0_Ulysses2");
+  p = pipeline::output_paths(d + "/clip.MP4", "ltx2", 64, 96, 9, "C0", 2, "mp4");
+  CHECK(p.files == std::vector<std::string>({d + "/clip_0.mp4", d + "/clip_1.mp4"}));
+  CHECK_THAT(error_of([&] { pipeline::output_paths(d + "/clip.png", "ltx2", 64, 96, 9, "C0", 1, "mp4"); }),
+             Catch::Contains("this model writes MP4 videos"));
   std::filesystem::remove_all(d);
 }
 

@@ -1,0 +1,25 @@
+#pragma once
+// Video output: MP4 (H.264 yuv420p + AAC stereo) through FFmpeg's libraries, and WAV for the audio
+// alone. Frames and samples are quantised as the reference does (docs/reference/ltx2.md §7, encode_video):
+// video round-half-even to uint8, audio clipped to [-1, 1] and scaled by 32767 to int16.
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace ditgen::io {
+
+// Whether this build writes MP4 (CMake -DDITGEN_FFMPEG, on where FFmpeg's libraries are found).
+bool mp4_supported();
+
+// Writes an MP4 file to `path` (usually OutputFiles::add_path(final): the name carries no extension,
+// the container is always MP4). frames: [F, 3, H, W] uint8, or float in [0, 1]; H and W even.
+// fps > 0 (24 -> 24/1, 23.976 -> 24000/1001, 12.5 -> 25/2). audio: [2, S] float in [-1, 1] (clipped)
+// at `sample_rate` Hz, or an undefined tensor for no audio track. Throws ditgen::Error naming the file,
+// the stage and FFmpeg's reason; a build without FFmpeg throws naming --save-frames (PNG + WAV).
+void write_mp4(const std::string& path, const at::Tensor& frames, double fps, const at::Tensor& audio,
+               int sample_rate);
+
+// The bytes of a 16-bit PCM WAV file for audio [2, S] float (clipped to [-1, 1], * 32767, rounded).
+std::string wav_bytes(const at::Tensor& audio, int sample_rate);
+
+}  // namespace ditgen::io

@@ -1,0 +1,63 @@
+#pragma once
+// The layers LTX-2's transformer and its text connectors share (docs/reference/ltx2.md §1.6, §1.9, §3):
+// attention with a query/key RMSNorm across all heads, rotary embeddings in the "split" (per-head
+// frequency slices, pairs (i, i + r)) or "interleaved" (pairs (2i, 2i+1) over the flat width) layout,
+// the weightless RMSNorm and the GELU-tanh feed-forward. Tensor-parallel aware: under --tp each rank
+// holds heads / tp and its slice of every MLP.
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "lib/nn/weights.h"
+#include "lib/parallel/context.h"
+
+namespace ditgen::ltx2 {
+
+struct Linear {
+  at::Tensor w, b;
+};
+// A replicated linear layer with bias.
+Linear load_linear(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in);
+
+// Rotary tables of one attention for this rank's tokens (context parallel) and heads (tensor parallel).
+struct Rope {
+  at::Tensor cos, sin;  // split: [N, heads_local, head_dim/2] fp32; interleaved: [N, inner_local] fp32
+};
+struct RopeSettings {
+  double theta = 10000;
+  bool double_precision = true;
+  bool split = true;
+};
+// omega_k = (pi/2) theta^(k/(n-1)) rounded to fp32, angle = f32(f32(2g - 1) * omega_k), frequency-major and
+// axis-minor over the P axes of `grid` [N, P] (float64), missing entries prepended as identity (§1.9, §10.1).
+Rope rope_table(const at::Tensor& grid, int64_t dim, int64_t heads, const RopeSettings& s,
+                const parallel::Context& ctx, const at::Device& device);
+
+struct Attention {
+  Linear q, k, v, out;        // q/k/v column-parallel, out row-parallel
+  at::Tensor norm_q, norm_k;  // [inner / tp] RMSNorm weights across heads
+  int64_t heads = 0, head_dim = 0;  // heads on this rank
+};
+Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int64_t heads, int64_t head_dim,
+                         int64_t out_dim, int tp);
+
+// Where the keys live under context parallelism: the same split stream (self-attention), whole on every
+// rank (text), or the other split stream (LTX-2's audio <-> video attention).
+enum class Keys { Self, Whole, OtherStream };
+
+// x [B, Nq_loc, q_in], kv [B, Nk_loc, kv_in] -> [B, Nq_loc, out]. `kv_full` = the key stream's global length
+// (Self, OtherStream); `key_mask` [B, Nk] bool hides keys (Whole only).
+at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
+                  const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask, bool split_rope,
+                  double eps, const parallel::Context& ctx);
+
+// x * rsqrt(mean(x^2) + eps), no weight, statistics in fp32, in x's dtype.
+at::Tensor rms(const at::Tensor& x, double eps);
+
+struct FeedForward {
+  Linear in, out;  // in column-parallel, out row-parallel
+};
+FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden);
+at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);
+
+}  // namespace ditgen::ltx2

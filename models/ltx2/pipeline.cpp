@@ -1,0 +1,365 @@
+#include "models/ltx2/pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lib/io/checkpoint.h"
+#include "lib/io/json.h"
+#include "lib/runtime/embedded_configs.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
+#include "lib/runtime/trace.h"
+#include "lib/text/tiny_tokenizer.h"
+#include "models/ltx2/prompt.h"
+
+namespace ditgen::ltx2 {
+
+sched::FlowMatchConfig scheduler_defaults() {
+  sched::FlowMatchConfig c;
+  c.base_shift = 0.95;
+  c.max_shift = 2.05;
+  c.base_image_seq_len = 1024;
+  c.max_image_seq_len = 4096;
+  c.shift_terminal = 0.1;
+  return c;
+}
+
+nlohmann::json tiny_tokenizer_json() {
+  nlohmann::json j = text::tiny_qwen_tokenizer_json();
+  int64_t next = 0;
+  for (const auto& t : j["added_tokens"]) next = std::max(next, t["id"].get<int64_t>() + 1);
+  for (const auto& [k, v] : j["model"]["vocab"].items()) next = std::max(next, v.get<int64_t>() + 1);
+  const int64_t bos = next + 2;
+  for (const char* t : {"<pad>", "<eos>", "<bos>"})
+    j["added_tokens"].push_back({{"id", next++},
+                                 {"content", t},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
+  const nlohmann::json bos_piece = {{"SpecialToken", {{"id", "<bos>"}, {"type_id", 0}}}};
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {bos_piece, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"pair", {bos_piece, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos_piece, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+      {"special_tokens", {{"<bos>", {{"id", "<bos>"}, {"ids", {bos}}, {"tokens", {"<bos>"}}}}}}};
+  return j;
+}
+
+namespace {
+
+const nlohmann::json& preset() {
+  static const nlohmann::json p = io::parse_json(embedded_configs().at("ltx2"), "configs/ltx2.json");
+  return p;
+}
+
+std::shared_ptr<text::Tokenizer> tiny_tokenizer() {
+  static const std::shared_ptr<text::Tokenizer> tok =
+      text::Tokenizer::from_json(tiny_tokenizer_json(), "the built-in tiny LTX-2 tokenizer");
+  return tok;
+}
+
+uint64_t component_seed(uint64_t seed, const std::string& component) {
+  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
+}
+
+const char* const kComponents[] = {"transformer", "connectors", "vae", "audio_vae", "vocoder"};
+
+}  // namespace
+
+// ---- loading ------------------------------------------------------------------------------------
+
+Pipeline::Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights,
+                   std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), name_("ltx2"), dtype_(weights.at("transformer").dtype()),
+      device_(weights.at("transformer").device()) {
+  build(parts, weights);
+}
+
+void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w) {
+  scheduler_ = p.scheduler;
+  // The components must fit together; a mismatch would otherwise surface as a shape error deep inside.
+  DITGEN_CHECK(p.transformer.in_channels == p.vae.latent_channels && p.transformer.out_channels == p.vae.latent_channels,
+               "the transformer takes {} and predicts {} video channels, but the VAE's latent_channels is {}",
+               p.transformer.in_channels, p.transformer.out_channels, p.vae.latent_channels);
+  DITGEN_CHECK(p.transformer.audio_in_channels == p.audio_vae.packed_features() &&
+                   p.transformer.audio_out_channels == p.audio_vae.packed_features(),
+               "the transformer takes {} and predicts {} audio features, but the audio VAE packs latent_channels {} x "
+               "mel_bins/4 {} = {}",
+               p.transformer.audio_in_channels, p.transformer.audio_out_channels, p.audio_vae.latent_channels,
+               p.audio_vae.latent_mel_bins(), p.audio_vae.packed_features());
+  DITGEN_CHECK(p.transformer.caption_channels == p.connectors.caption_channels,
+               "the transformer's caption_channels {} differs from the connectors' {}", p.transformer.caption_channels,
+               p.connectors.caption_channels);
+  DITGEN_CHECK(p.vocoder.in_channels == p.audio_vae.output_channels * p.audio_vae.mel_bins,
+               "the vocoder takes {} channels, but the audio VAE decodes {} channels x {} mel bins",
+               p.vocoder.in_channels, p.audio_vae.output_channels, p.audio_vae.mel_bins);
+  connectors_ = std::make_unique<Connectors>(p.connectors, w.at("connectors"));
+  transformer_ = std::make_unique<Transformer>(p.transformer, w.at("transformer"), ctx_);
+  video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"));
+  audio_vae_ = std::make_unique<AudioVae>(p.audio_vae, w.at("audio_vae"));
+  vocoder_ = std::make_unique<Vocoder>(p.vocoder, w.at("vocoder"));
+}
+
+Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+  const bool from_folder = !opt.model_path.empty();
+  const bool tiny = !from_folder && !opt.random_weights;
+  name_ = tiny ? "ltx2-tiny" : (from_folder && !opt.random_weights ? "ltx2" : "ltx2-random");
+  const nlohmann::json& pre = preset();
+  defaults_ = tiny ? pre["tiny"]["defaults"] : pre["defaults"];
+  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
+
+  // Each component's config (file or preset section) and, from a checkpoint, its tensors.
+  std::map<std::string, nlohmann::json> cfg;
+  std::map<std::string, std::string> where;
+  std::map<std::string, std::shared_ptr<nn::WeightSource>> src;
+  std::shared_ptr<io::TensorStore> te_store;
+  if (from_folder) {
+    const std::string root = opt.model_path;
+    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
+    const std::string index = io::join_path(root, "model_index.json");
+    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?", root);
+    const auto mi = io::read_json_file(index);
+    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
+    DITGEN_CHECK(cls == pre["model_index_class"].get<std::string>(),
+                 "{} names pipeline class '{}', but `ditgen ltx2` needs an LTX2Pipeline folder", index, cls);
+    auto component = [&](const std::string& name) {
+      const std::string dir = io::join_path(root, name);
+      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
+      return dir;
+    };
+    for (const std::string name : {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder"}) {
+      where[name] = io::join_path(component(name), "config.json");
+      cfg[name] = io::read_json_file(where[name]);
+    }
+    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
+    scheduler_ = sched::FlowMatchConfig::from_json(io::read_json_file(sched_path), sched_path, scheduler_defaults());
+    tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
+    if (!opt.random_weights) {
+      auto open = [&](const std::string& name, std::vector<std::string> unread) {
+        auto s = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(component(name)), "", unread);
+        return name == "transformer"
+                   ? std::static_pointer_cast<nn::WeightSource>(
+                         std::make_shared<nn::ProgressSource>(s, "load transformer", s->expected_count()))
+                   : std::static_pointer_cast<nn::WeightSource>(s);
+      };
+      src["transformer"] = open("transformer", {});
+      src["connectors"] = open("connectors", {});
+      src["vae"] = open("vae", VideoVae::unread_keys());
+      src["audio_vae"] = open("audio_vae", AudioVae::unread_keys());
+      src["vocoder"] = open("vocoder", {});
+      te_store = io::TensorStore::open_dir(component("text_encoder"));
+    }
+  } else {
+    const nlohmann::json& sections = tiny ? pre["tiny"] : pre;
+    const std::string file = tiny ? "configs/ltx2.json tiny." : "configs/ltx2.json ";
+    for (const std::string name : {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder"}) {
+      cfg[name] = sections.value(name, nlohmann::json::object());
+      where[name] = file + name;
+    }
+    scheduler_ = sched::FlowMatchConfig::from_json(sections["scheduler"], file + "scheduler", scheduler_defaults());
+    tokenizer_ = tiny_tokenizer();  // built once per process
+    if (!cfg["text_encoder"].contains("vocab_size")) cfg["text_encoder"]["vocab_size"] = tokenizer_->vocab_size();
+  }
+
+  Parts parts;
+  parts.transformer = TransformerConfig::from_json(cfg["transformer"], where["transformer"]);
+  parts.connectors = ConnectorsConfig::from_json(cfg["connectors"], where["connectors"]);
+  parts.vae = VideoVaeConfig::from_json(cfg["vae"], where["vae"]);
+  parts.audio_vae = AudioVaeConfig::from_json(cfg["audio_vae"], where["audio_vae"]);
+  parts.vocoder = VocoderConfig::from_json(cfg["vocoder"], where["vocoder"]);
+  parts.scheduler = scheduler_;
+  // Mel frames per second times the vocoder's upsampling is the waveform's rate: a mismatch would give a
+  // sound track of the wrong length (the golden cases' test configs have one, so this is checked here).
+  const double mel_rate = static_cast<double>(parts.audio_vae.sample_rate) / static_cast<double>(parts.audio_vae.mel_hop_length);
+  DITGEN_CHECK(std::abs(mel_rate * static_cast<double>(parts.vocoder.upsample_factor()) -
+                        static_cast<double>(parts.vocoder.output_sampling_rate)) < 1e-6,
+               "the audio VAE makes {} mel frames per second and the vocoder upsamples them {}x, which is not its "
+               "output_sampling_rate {} Hz",
+               mel_rate, parts.vocoder.upsample_factor(), parts.vocoder.output_sampling_rate);
+
+  te_json_ = cfg["text_encoder"];
+  const auto te_cfg = llm::DecoderConfig::from_json(te_json_, where["text_encoder"], llm::DecoderFamily::Gemma3);
+  DITGEN_CHECK(te_cfg.family == llm::DecoderFamily::Gemma3,
+               "{}: LTX-2's text encoder is a Gemma 3 text model, but the config describes a {} model",
+               where["text_encoder"], llm::family_name(te_cfg.family));
+  DITGEN_CHECK(te_cfg.hidden_size == parts.connectors.caption_channels &&
+                   te_cfg.num_hidden_layers + 1 == parts.connectors.text_proj_in_factor,
+               "the text encoder ({}) has hidden_size {} and {} layers, but the connectors take caption_channels {} x "
+               "text_proj_in_factor {} (hidden_size x (layers + 1))",
+               where["text_encoder"], te_cfg.hidden_size, te_cfg.num_hidden_layers, parts.connectors.caption_channels,
+               parts.connectors.text_proj_in_factor);
+  DITGEN_CHECK(tokenizer_->vocab_size() <= te_cfg.vocab_size,
+               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})", tokenizer_->vocab_size(),
+               te_cfg.vocab_size, where["text_encoder"]);
+  if (te_store) {
+    auto s = llm::open_decoder_source(te_store, te_cfg, te_cfg.num_hidden_layers);
+    src["text_encoder"] = std::make_shared<nn::ProgressSource>(s, "load text encoder", s->expected_count());
+  }
+  if (src.empty()) {
+    for (const char* name : kComponents)
+      src[name] = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, name));
+    src["text_encoder"] = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
+  }
+  if (opt.wrap_source)
+    for (auto& [name, s] : src) s = opt.wrap_source(name, s);
+
+  std::map<std::string, nn::Weights> weights;
+  for (const auto& [name, s] : src) weights.emplace(name, nn::Weights(s, dtype_, device_));
+  build(parts, weights);
+  text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, weights.at("text_encoder"), te_cfg.num_hidden_layers);
+  for (const auto& [name, s] : src) {
+    s->check_all_used();
+    bytes_read_[name] = s->bytes_read();
+  }
+}
+
+// ---- settings -----------------------------------------------------------------------------------
+
+Grid Pipeline::grid(const pipeline::Settings& s) const {
+  Grid g;
+  const int64_t sr = video_vae_->spatial_ratio(), tr = video_vae_->temporal_ratio();
+  g.frames = (s.num_frames - 1) / tr + 1;
+  g.height = s.height / sr;
+  g.width = s.width / sr;
+  g.audio = audio_vae_->latent_length(s.num_frames, s.frame_rate);
+  return g;
+}
+
+void Pipeline::check(const pipeline::Settings& s) const {
+  const int64_t tr = video_vae_->temporal_ratio();
+  const int64_t lo = (s.num_frames - 1) / tr * tr + 1;
+  DITGEN_CHECK((s.num_frames - 1) % tr == 0,
+               "--num-frames {} is not 1 + a multiple of {} (the VAE's frames per latent frame); use {} or {}",
+               s.num_frames, tr, lo, lo + tr);
+  DITGEN_CHECK(s.frame_rate > 0 && std::isfinite(s.frame_rate), "--frame-rate must be a positive number, got {}",
+               s.frame_rate);
+  for (const auto* b : {&connectors_->config().video, &connectors_->config().audio})
+    DITGEN_CHECK(b->registers == 0 || s.max_sequence_length % b->registers == 0,
+                 "--max-sequence-length {} is not a multiple of {} (the text connectors' learnable registers)",
+                 s.max_sequence_length, b->registers);
+  DITGEN_CHECK(grid(s).audio >= 1, "{} frames at {} fps are too short for one audio latent row", s.num_frames,
+               s.frame_rate);
+}
+
+std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
+  if (s.guidance <= 1 && s.audio_guidance <= 1)
+    return fmt::format("--guidance {} and --audio-guidance {} are not above 1", s.guidance, s.audio_guidance);
+  return "";
+}
+
+nlohmann::json Pipeline::report_settings(const pipeline::Settings& s) const {
+  const Grid g = grid(s);
+  nlohmann::json j = {{"guidance", s.guidance},
+                      {"audio_guidance", s.audio_guidance},
+                      {"cfg", cfg_off_reason(s).empty()},
+                      {"video_tokens", g.frames * g.height * g.width},
+                      {"audio_tokens", g.audio}};
+  j["negative_prompt"] = s.has_negative_prompt ? nlohmann::json(s.negative_prompt) : nlohmann::json();
+  return j;
+}
+
+// ---- stages -------------------------------------------------------------------------------------
+
+std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& states, const at::Tensor& mask) const {
+  const auto out = connectors_->forward(states.to(device_, dtype_), mask.to(device_, at::kLong));
+  auto c = std::make_shared<Conditioning>();
+  c->video = out.video;
+  c->audio = out.audio;
+  if (!out.mask.ne(0).all().item<bool>()) c->mask = out.mask;  // all ones (the registers): no mask
+  return c;
+}
+
+std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::string>& prompts,
+                                                         const pipeline::Settings& s) const {
+  DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
+  const PromptStates p = encode_prompts(*tokenizer_, *text_encoder_, prompts, s.max_sequence_length);
+  runtime::trace("prompt_states", p.states);  // the first branch encoded: the conditional one
+  return condition(p.states, p.mask);
+}
+
+pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
+  const Grid g = grid(s);
+  const int64_t c = video_vae_->config().latent_channels;
+  const auto& a = audio_vae_->config();
+  at::Generator gen = at::detail::createCPUGenerator(s.seed);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor video = at::randn({s.batch, c, g.frames, g.height, g.width}, gen, f32);  // drawn first
+  const at::Tensor audio = at::randn({s.batch, a.latent_channels, g.audio, a.latent_mel_bins()}, gen, f32);
+  // [B, C, F, H, W] -> [B, F*H*W, C] (tokens f, h, w); [B, C, L, M'] -> [B, L, C*M'].
+  return {video.permute({0, 2, 3, 4, 1}).reshape({s.batch, g.frames * g.height * g.width, c}).to(device_),
+          audio_vae_->pack(audio).to(device_)};
+}
+
+sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
+  const Grid g = grid(s);
+  return scheduler_.schedule(s.steps, g.frames * g.height * g.width);
+}
+
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int,
+                                    const pipeline::Settings& s) const {
+  const auto& c = static_cast<const Conditioning&>(cond);
+  const Grid g = grid(s);
+  TransformerInput in;
+  in.hidden_states = latents[0].to(dtype_);
+  in.audio_hidden_states = latents[1].to(dtype_);
+  in.encoder_hidden_states = c.video;
+  in.audio_encoder_hidden_states = c.audio;
+  in.encoder_mask = c.mask;
+  in.timestep = at::full({latents[0].size(0)}, t, at::TensorOptions().dtype(at::kFloat).device(device_));
+  in.frames = g.frames;
+  in.height = g.height;
+  in.width = g.width;
+  in.fps = s.frame_rate;
+  const auto out = transformer_->forward(in);
+  return {out.video.to(at::kFloat), out.audio.to(at::kFloat)};  // the loop and the guidance run in fp32
+}
+
+pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
+                                  const pipeline::Settings& s) const {
+  return {uncond[0] + (cond[0] - uncond[0]) * s.guidance, uncond[1] + (cond[1] - uncond[1]) * s.audio_guidance};
+}
+
+pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
+  const Grid g = grid(s);
+  const int64_t b = latents[0].size(0), c = latents[0].size(2);
+  // [B, F*H*W, C] -> [B, C, F, H, W] in the VAE dtype, de-normalised and decoded to [B, F_px, 3, H, W].
+  const at::Tensor z = latents[0].view({b, g.frames, g.height, g.width, c}).permute({0, 4, 1, 2, 3}).to(dtype_);
+  pipeline::Media m;
+  m.videos = video_vae_->decode_to_frames(z).to(at::kFloat);
+  // Audio: de-normalised on the packed features (fp32), unpacked, decoded to a mel spectrogram, then the
+  // vocoder's waveform [B, 2, samples].
+  const at::Tensor za = audio_vae_->unpack(audio_vae_->denormalize_packed(latents[1].to(at::kFloat))).to(dtype_);
+  m.audio = vocoder_->forward(audio_vae_->decode(za)).to(at::kFloat);
+  m.fps = s.frame_rate;
+  m.sample_rate = static_cast<int>(vocoder_->sample_rate());
+  return m;
+}
+
+// ---- registry -----------------------------------------------------------------------------------
+
+pipeline::ModelEntry model_entry() {
+  pipeline::ModelEntry e;
+  e.command = "ltx2";
+  e.summary = "Generate videos with sound with LTX-2 (built-in tiny model without --model-path)";
+  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance, pipeline::ModelFlag::Video};
+  e.presets = preset();
+  e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
+              std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
+    LoadOptions lo;
+    lo.model_path = req.model_path;
+    lo.random_weights = req.random_weights;
+    lo.weight_seed = req.weight_seed;
+    lo.dtype = dtype;
+    lo.device = device;
+    if (req.model_path.empty() && !req.random_weights)
+      log::info("no --model-path: running the built-in tiny LTX-2 (random weights, no files)");
+    return std::make_unique<Pipeline>(lo, ctx);
+  };
+  e.export_tiny = export_tiny;
+  return e;
+}
+
+}  // namespace ditgen::ltx2

@@ -1,0 +1,132 @@
+#pragma once
+// The LTX-2 text-to-video+audio pipeline (docs/reference/ltx2.md §6-7, LTX-2.0 sampling): prompt ->
+// Gemma 3 hidden states (all layers, stacked) -> text connectors (video and audio contexts) -> Euler loop
+// over the two-stream transformer with classifier-free guidance on each stream -> video VAE decode to
+// frames, audio VAE decode to a mel spectrogram and the vocoder to a stereo waveform -> MP4.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "lib/parallel/context.h"
+#include "lib/pipeline/runner.h"
+#include "lib/sched/flow_match.h"
+#include "lib/text/tokenizer.h"
+#include "models/llm/decoder.h"
+#include "models/ltx2/audio_vae.h"
+#include "models/ltx2/connectors.h"
+#include "models/ltx2/transformer.h"
+#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vocoder.h"
+
+namespace ditgen::ltx2 {
+
+// LTX-2's scheduler values (absent scheduler_config.json keys take these).
+sched::FlowMatchConfig scheduler_defaults();
+
+struct LoadOptions {
+  std::string model_path;       // empty: the built-in tiny model
+  bool random_weights = false;  // real config, random weights
+  uint64_t weight_seed = 0;
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  // Optional hook that wraps each component's weight source ("transformer", "connectors", "vae",
+  // "audio_vae", "vocoder", "text_encoder"), e.g. to record the tiny model's tensors for export.
+  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
+};
+
+// One CFG branch's conditioning: the connectors' video and audio contexts.
+struct Conditioning : pipeline::Conditioning {
+  at::Tensor video, audio;  // [B, L, caption_channels] in the pipeline dtype
+  at::Tensor mask;          // [B, L] int64, or undefined when every row is real (the registers fill the pads)
+};
+
+// The latent sizes of a generation.
+struct Grid {
+  int64_t frames = 0, height = 0, width = 0;  // video latent cells: Nv = frames * height * width
+  int64_t audio = 0;                          // audio latent rows
+};
+
+class Pipeline : public pipeline::Model {
+ public:
+  Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
+
+  // From explicit configs and weights (the golden cases): no text encoder.
+  struct Parts {
+    TransformerConfig transformer;
+    ConnectorsConfig connectors;
+    VideoVaeConfig vae;
+    AudioVaeConfig audio_vae;
+    VocoderConfig vocoder;
+    sched::FlowMatchConfig scheduler;
+  };
+  Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights, std::shared_ptr<parallel::Context> ctx);
+
+  // Stacked Gemma states [B, L, hidden * (layers + 1)] and their mask [B, L] (1 = real, left padded)
+  // through the connectors.
+  std::shared_ptr<Conditioning> condition(const at::Tensor& states, const at::Tensor& mask) const;
+  Grid grid(const pipeline::Settings& s) const;
+
+  // pipeline::Model
+  const std::string& name() const override { return name_; }
+  const nlohmann::json& defaults() const override { return defaults_; }
+  int64_t pixel_multiple() const override { return video_vae_->spatial_ratio(); }
+  // --num-frames must be 1 + a multiple of the VAE's temporal ratio, --max-sequence-length a multiple of
+  // the connectors' register count.
+  void check(const pipeline::Settings& s) const override;
+  // CFG runs unless both scales are <= 1; without a negative prompt the empty one is the unconditional
+  // branch, as upstream.
+  std::string cfg_off_reason(const pipeline::Settings& s) const override;
+  nlohmann::json report_settings(const pipeline::Settings& s) const override;
+  std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
+                                                 const pipeline::Settings& s) const override;
+  // Video noise [B, C, F, H, W] then audio noise [B, Ca, L, M'], both fp32 from one CPU generator seeded
+  // with s.seed, packed to [B, F*H*W, C] and [B, L, Ca*M'] (§7). The loop keeps them in fp32.
+  pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
+  // mu from the video token count (§6).
+  sched::Schedule schedule(const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
+                            const pipeline::Settings& s) const override;
+  // Per stream: v = v_u + g (v_c - v_u), with --guidance on the video and --audio-guidance on the audio.
+  pipeline::Latents guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
+                          const pipeline::Settings& s) const override;
+  pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
+  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+
+ private:
+  void build(const Parts& parts, const std::map<std::string, nn::Weights>& weights);
+
+  std::shared_ptr<parallel::Context> ctx_;
+  std::string name_;
+  nlohmann::json defaults_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Device device_ = at::kCPU;
+  std::shared_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<llm::DecoderLM> text_encoder_;
+  std::unique_ptr<Connectors> connectors_;
+  std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<VideoVae> video_vae_;
+  std::unique_ptr<AudioVae> audio_vae_;
+  std::unique_ptr<Vocoder> vocoder_;
+  sched::FlowMatchConfig scheduler_;
+  std::map<std::string, uint64_t> bytes_read_;
+  nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
+
+  friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
+};
+
+// The built-in tiny model's tokenizer.json: the tiny byte-level BPE with Gemma's <pad>, <eos> and <bos>
+// appended and a post-processor that prepends <bos>, as Gemma's does.
+nlohmann::json tiny_tokenizer_json();
+
+// Writes the built-in tiny model as a diffusers-format folder (model_index.json, transformer/ in
+// `transformer_shards` files with an index, connectors/, vae/, audio_vae/, vocoder/, text_encoder/ with
+// Gemma 3's `model.language_model.` names, tokenizer/, scheduler/).
+void export_tiny(const std::string& dir, int transformer_shards, bool replace);
+
+// The registry entry of `ditgen ltx2`.
+pipeline::ModelEntry model_entry();
+
+}  // namespace ditgen::ltx2

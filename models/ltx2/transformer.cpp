@@ -1,0 +1,329 @@
+#include "models/ltx2/transformer.h"
+
+#include <cmath>
+
+#include "lib/io/json.h"
+#include "lib/nn/embeddings.h"
+#include "lib/nn/ops.h"
+#include "lib/runtime/error.h"
+#include "lib/runtime/trace.h"
+
+namespace ditgen::ltx2 {
+
+using nn::Init;
+using nn::Shard;
+
+TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  DITGEN_CHECK(j.is_object(), "{}: the transformer config must be a JSON object", where);
+  TransformerConfig c;
+  auto i64 = [&](const char* k, int64_t& v) { v = io::json_get<int64_t>(j, k, v, where); };
+  auto f64 = [&](const char* k, double& v) { v = io::json_get<double>(j, k, v, where); };
+  i64("in_channels", c.in_channels);
+  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);
+  i64("num_attention_heads", c.num_attention_heads);
+  i64("attention_head_dim", c.attention_head_dim);
+  i64("cross_attention_dim", c.cross_attention_dim);
+  i64("audio_in_channels", c.audio_in_channels);
+  c.audio_out_channels = io::json_get<int64_t>(j, "audio_out_channels", c.audio_in_channels, where);
+  i64("audio_num_attention_heads", c.audio_num_attention_heads);
+  i64("audio_attention_head_dim", c.audio_attention_head_dim);
+  i64("audio_cross_attention_dim", c.audio_cross_attention_dim);
+  i64("num_layers", c.num_layers);
+  i64("caption_channels", c.caption_channels);
+  c.vae_scale_factors = io::json_get<std::vector<int64_t>>(j, "vae_scale_factors", c.vae_scale_factors, where);
+  f64("pos_embed_max_pos", c.pos_embed_max_pos);
+  f64("audio_pos_embed_max_pos", c.audio_pos_embed_max_pos);
+  f64("base_height", c.base_height);
+  f64("base_width", c.base_width);
+  i64("audio_scale_factor", c.audio_scale_factor);
+  f64("audio_sampling_rate", c.audio_sampling_rate);
+  f64("audio_hop_length", c.audio_hop_length);
+  i64("causal_offset", c.causal_offset);
+  f64("timestep_scale_multiplier", c.timestep_scale_multiplier);
+  f64("cross_attn_timestep_scale_multiplier", c.cross_attn_timestep_scale_multiplier);
+  f64("rope_theta", c.rope_theta);
+  c.rope_double_precision = io::json_get<bool>(j, "rope_double_precision", c.rope_double_precision, where);
+  f64("norm_eps", c.norm_eps);
+  const std::string rope = io::json_get<std::string>(j, "rope_type", "interleaved", where);
+  DITGEN_CHECK(rope == "split" || rope == "interleaved", "{}: rope_type must be 'split' or 'interleaved', got '{}'",
+               where, rope);
+  c.rope_split = rope == "split";
+
+  // LTX-2.0 only: the 2.3+ switches change the block (§0); refuse them rather than run them wrongly.
+  for (const char* flag : {"gated_attn", "cross_attn_mod", "audio_gated_attn", "audio_cross_attn_mod", "perturbed_attn",
+                           "use_keyframes_abs_pos_embedding"})
+    DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where), "{}: '{}' is true: that is an LTX-2.3+ feature, not "
+                 "supported by `ditgen ltx2` (LTX-2.0)", where, flag);
+  for (const char* flag : {"use_prompt_embeddings", "use_prompt_adaln_single", "ff_bias", "audio_ff_bias",
+                           "attention_bias", "attention_out_bias"})
+    DITGEN_CHECK(io::json_get<bool>(j, flag, true, where), "{}: '{}' is false; LTX-2.0 has it on", where, flag);
+  for (const char* key : {"patch_size", "patch_size_t", "audio_patch_size", "audio_patch_size_t"})
+    DITGEN_CHECK(io::json_get<int64_t>(j, key, 1, where) == 1, "{}: '{}' must be 1 (LTX-2.0)", where, key);
+  const std::string qk = io::json_get<std::string>(j, "qk_norm", "rms_norm_across_heads", where);
+  DITGEN_CHECK(qk == "rms_norm_across_heads", "{}: qk_norm '{}' is not supported (rms_norm_across_heads)", where, qk);
+  const std::string act = io::json_get<std::string>(j, "activation_fn", "gelu-approximate", where);
+  DITGEN_CHECK(act == "gelu-approximate", "{}: activation_fn '{}' is not supported (gelu-approximate)", where, act);
+
+  DITGEN_CHECK(c.in_channels > 0 && c.out_channels > 0 && c.audio_in_channels > 0 && c.audio_out_channels > 0 &&
+                   c.num_attention_heads > 0 && c.attention_head_dim > 0 && c.audio_num_attention_heads > 0 &&
+                   c.audio_attention_head_dim > 0 && c.num_layers >= 0 && c.caption_channels > 0,
+               "{}: channel, head and layer counts must be positive", where);
+  DITGEN_CHECK(c.attention_head_dim % 2 == 0 && c.audio_attention_head_dim % 2 == 0,
+               "{}: attention head dims must be even (RoPE pairs)", where);
+  DITGEN_CHECK(c.cross_attention_dim == c.inner_dim(),
+               "{}: cross_attention_dim {} must equal num_attention_heads x attention_head_dim = {} (the caption "
+               "projection's width)",
+               where, c.cross_attention_dim, c.inner_dim());
+  DITGEN_CHECK(c.audio_cross_attention_dim == c.audio_inner_dim(),
+               "{}: audio_cross_attention_dim {} must equal audio heads x head dim = {}", where,
+               c.audio_cross_attention_dim, c.audio_inner_dim());
+  DITGEN_CHECK(c.vae_scale_factors.size() == 3 && c.vae_scale_factors[0] > 0 && c.vae_scale_factors[1] > 0 &&
+                   c.vae_scale_factors[2] > 0,
+               "{}: vae_scale_factors must be three positive integers (time, height, width)", where);
+  DITGEN_CHECK(c.pos_embed_max_pos > 0 && c.audio_pos_embed_max_pos > 0 && c.base_height > 0 && c.base_width > 0 &&
+                   c.audio_sampling_rate > 0 && c.audio_hop_length > 0 && c.audio_scale_factor > 0 &&
+                   c.rope_theta > 0 && c.norm_eps > 0 && c.timestep_scale_multiplier > 0,
+               "{}: positions, rates, theta and eps must be positive", where);
+  return c;
+}
+
+// ---- RoPE (§1.8-1.9, §10.1) -----------------------------------------------------------------------
+
+namespace {
+
+// Midpoint of the causal span a latent index covers in its source frames: [max(s*i + o - s, 0), s*(i+1) + o - s).
+double causal_mid(int64_t i, int64_t s, int64_t offset) {
+  const double start = static_cast<double>(std::max<int64_t>(s * i + offset - s, 0));
+  const double end = static_cast<double>(s * (i + 1) + offset - s);
+  return 0.5 * (start + end);
+}
+
+}  // namespace
+
+at::Tensor video_grid(const TransformerConfig& c, int64_t frames, int64_t height, int64_t width, double fps) {
+  at::Tensor g = at::empty({frames * height * width, 3}, at::kDouble);
+  auto a = g.accessor<double, 2>();
+  const int64_t st = c.vae_scale_factors[0], sh = c.vae_scale_factors[1], sw = c.vae_scale_factors[2];
+  int64_t n = 0;
+  for (int64_t f = 0; f < frames; ++f) {
+    const double t = causal_mid(f, st, c.causal_offset) / fps;  // seconds
+    for (int64_t h = 0; h < height; ++h)
+      for (int64_t w = 0; w < width; ++w, ++n) {
+        a[n][0] = t / c.pos_embed_max_pos;
+        a[n][1] = (static_cast<double>(sh * h) + 0.5 * sh) / c.base_height;
+        a[n][2] = (static_cast<double>(sw * w) + 0.5 * sw) / c.base_width;
+      }
+  }
+  return g;
+}
+
+at::Tensor audio_grid(const TransformerConfig& c, int64_t audio_frames, double max_pos) {
+  at::Tensor g = at::empty({audio_frames, 1}, at::kDouble);
+  auto a = g.accessor<double, 2>();
+  const double seconds_per_mel = c.audio_hop_length / c.audio_sampling_rate;
+  for (int64_t f = 0; f < audio_frames; ++f)
+    a[f][0] = causal_mid(f, c.audio_scale_factor, c.causal_offset) * seconds_per_mel / max_pos;
+  return g;
+}
+
+at::Tensor Transformer::attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
+                               const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask) const {
+  return ltx2::attend(a, x, kv, q_rope, k_rope, keys, kv_full, key_mask, cfg_.rope_split, cfg_.norm_eps, *ctx_);
+}
+
+Transformer::Ropes Transformer::ropes(int64_t frames, int64_t height, int64_t width, double fps,
+                                      int64_t audio_frames) const {
+  const double cross_max = std::max(cfg_.pos_embed_max_pos, cfg_.audio_pos_embed_max_pos);
+  const at::Tensor vg = video_grid(cfg_, frames, height, width, fps);
+  // Cross-modal attention uses only the time axis, over the larger of the two position ranges.
+  const at::Tensor vt = vg.narrow(1, 0, 1) * (cfg_.pos_embed_max_pos / cross_max);
+  const RopeSettings rs{cfg_.rope_theta, cfg_.rope_double_precision, cfg_.rope_split};
+  const at::Device dev = proj_in_.w.device();
+  auto table = [&](const at::Tensor& grid, int64_t dim, int64_t heads) {
+    return rope_table(grid, dim, heads, rs, *ctx_, dev);
+  };
+  Ropes r;
+  r.video = table(vg, cfg_.inner_dim(), cfg_.num_attention_heads);
+  r.audio = table(audio_grid(cfg_, audio_frames, cfg_.audio_pos_embed_max_pos), cfg_.audio_inner_dim(),
+                  cfg_.audio_num_attention_heads);
+  r.cross_video = table(vt, cfg_.audio_cross_attention_dim, cfg_.audio_num_attention_heads);
+  r.cross_audio = table(audio_grid(cfg_, audio_frames, cross_max), cfg_.audio_cross_attention_dim,
+                        cfg_.audio_num_attention_heads);
+  return r;
+}
+
+// ---- construction -------------------------------------------------------------------------------
+
+Transformer::AdaLN Transformer::adaln(const nn::Weights& wb, const std::string& name, int64_t width, int64_t n) const {
+  const nn::Weights a = wb.pp(name);
+  return {load_linear(a, "emb.timestep_embedder.linear_1", width, 256),
+          load_linear(a, "emb.timestep_embedder.linear_2", width, width), load_linear(a, "linear", n * width, width)};
+}
+
+Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in, std::shared_ptr<parallel::Context> ctx)
+    : cfg_(config), ctx_(std::move(ctx)) {
+  const int tp = ctx_->mesh().shape().tp;
+  const int u = ctx_->mesh().shape().ulysses;
+  for (int64_t heads : {cfg_.num_attention_heads, cfg_.audio_num_attention_heads}) {
+    DITGEN_CHECK(heads % tp == 0, "--tp {} does not divide the transformer's {} attention heads; choose a tp that "
+                 "divides {}", tp, heads, heads);
+    DITGEN_CHECK(heads / tp % u == 0,
+                 "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses and tp "
+                 "whose product divides {}", u, heads / tp, heads, tp, heads);
+  }
+  const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
+  const int64_t D = cfg_.inner_dim(), Da = cfg_.audio_inner_dim(), C = cfg_.caption_channels;
+  const int64_t H = cfg_.num_attention_heads, hd = cfg_.attention_head_dim;
+  const int64_t Ha = cfg_.audio_num_attention_heads, hda = cfg_.audio_attention_head_dim;
+
+  proj_in_ = load_linear(wb, "proj_in", D, cfg_.in_channels);
+  audio_proj_in_ = load_linear(wb, "audio_proj_in", Da, cfg_.audio_in_channels);
+  proj_out_ = load_linear(wb, "proj_out", cfg_.out_channels, D);
+  audio_proj_out_ = load_linear(wb, "audio_proj_out", cfg_.audio_out_channels, Da);
+  caption1_ = load_linear(wb, "caption_projection.linear_1", D, C);
+  caption2_ = load_linear(wb, "caption_projection.linear_2", D, D);
+  audio_caption1_ = load_linear(wb, "audio_caption_projection.linear_1", Da, C);
+  audio_caption2_ = load_linear(wb, "audio_caption_projection.linear_2", Da, Da);
+  time_ = adaln(wb, "time_embed", D, 6);
+  audio_time_ = adaln(wb, "audio_time_embed", Da, 6);
+  av_video_ss_ = adaln(wb, "av_cross_attn_video_scale_shift", D, 4);
+  av_audio_ss_ = adaln(wb, "av_cross_attn_audio_scale_shift", Da, 4);
+  av_video_gate_ = adaln(wb, "av_cross_attn_video_a2v_gate", D, 1);
+  av_audio_gate_ = adaln(wb, "av_cross_attn_audio_v2a_gate", Da, 1);
+  scale_shift_table_ = wb.get("scale_shift_table", {2, D}, Shard::replicated(), Init::Bias);
+  audio_scale_shift_table_ = wb.get("audio_scale_shift_table", {2, Da}, Shard::replicated(), Init::Bias);
+
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    const nn::Weights b = wb.pp("transformer_blocks").pp(i);
+    Block k;
+    k.attn1 = load_attention(b.pp("attn1"), D, D, H, hd, D, tp);
+    k.audio_attn1 = load_attention(b.pp("audio_attn1"), Da, Da, Ha, hda, Da, tp);
+    k.attn2 = load_attention(b.pp("attn2"), D, D, H, hd, D, tp);
+    k.audio_attn2 = load_attention(b.pp("audio_attn2"), Da, Da, Ha, hda, Da, tp);
+    k.a2v = load_attention(b.pp("audio_to_video_attn"), D, Da, Ha, hda, D, tp);  // Q video, K/V audio
+    k.v2a = load_attention(b.pp("video_to_audio_attn"), Da, D, Ha, hda, Da, tp);  // Q audio, K/V video
+    k.ff = load_feed_forward(b.pp("ff"), D, 4 * D);
+    k.audio_ff = load_feed_forward(b.pp("audio_ff"), Da, 4 * Da);
+    k.table = b.get("scale_shift_table", {6, D}, Shard::replicated(), Init::Bias);
+    k.audio_table = b.get("audio_scale_shift_table", {6, Da}, Shard::replicated(), Init::Bias);
+    k.video_av_table = b.get("video_a2v_cross_attn_scale_shift_table", {5, D}, Shard::replicated(), Init::Bias);
+    k.audio_av_table = b.get("audio_a2v_cross_attn_scale_shift_table", {5, Da}, Shard::replicated(), Init::Bias);
+    blocks_.push_back(std::move(k));
+  }
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+
+std::pair<at::Tensor, at::Tensor> Transformer::embed(const AdaLN& a, const at::Tensor& t, at::ScalarType dt) const {
+  at::Tensor f = nn::timestep_features(t, 256).to(dt);  // [B, 256], cosines first (§1.4)
+  at::Tensor e = nn::linear(at::silu(nn::linear(f, a.t1.w, a.t1.b)), a.t2.w, a.t2.b);  // [B, W]
+  return {nn::linear(at::silu(e), a.mod.w, a.mod.b), e};
+}
+
+namespace {
+
+// get_mod: rows of `table` [k, W] plus the modulation [B, k*W] viewed [B, 1, k, W] -> k tensors [B, 1, W].
+std::vector<at::Tensor> modulation(const at::Tensor& table, const at::Tensor& mod) {
+  const int64_t k = table.size(0), W = table.size(1);
+  at::Tensor m = table.view({1, 1, k, W}) + mod.view({mod.size(0), 1, k, W});
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < k; ++i) out.push_back(m.select(2, i));
+  return out;
+}
+
+at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
+  return at::addcmul(shift, x, 1 + scale);
+}
+
+}  // namespace
+
+Transformer::Output Transformer::forward(const TransformerInput& in) const {
+  const at::ScalarType dt = proj_in_.w.scalar_type();
+  const at::Device dev = proj_in_.w.device();
+  const int64_t B = in.hidden_states.size(0), Nv = in.hidden_states.size(1), Na = in.audio_hidden_states.size(1);
+  DITGEN_CHECK(in.hidden_states.dim() == 3 && in.hidden_states.size(2) == cfg_.in_channels,
+               "transformer: hidden_states must be [B, N, {}], got {}", cfg_.in_channels,
+               io::shape_str(in.hidden_states.sizes()));
+  DITGEN_CHECK(in.audio_hidden_states.dim() == 3 && in.audio_hidden_states.size(0) == B &&
+                   in.audio_hidden_states.size(2) == cfg_.audio_in_channels,
+               "transformer: audio_hidden_states must be [{}, Na, {}], got {}", B, cfg_.audio_in_channels,
+               io::shape_str(in.audio_hidden_states.sizes()));
+  DITGEN_CHECK(in.frames * in.height * in.width == Nv, "transformer: the latent grid {}x{}x{} holds {} tokens, not {}",
+               in.frames, in.height, in.width, in.frames * in.height * in.width, Nv);
+  for (const at::Tensor* t : {&in.encoder_hidden_states, &in.audio_encoder_hidden_states})
+    DITGEN_CHECK(t->dim() == 3 && t->size(0) == B && t->size(2) == cfg_.caption_channels,
+                 "transformer: text contexts must be [{}, L, {}], got {}", B, cfg_.caption_channels,
+                 io::shape_str(t->sizes()));
+
+  // Timestep embeddings (§1.4): all six from the (video / audio) timestep; the A/V gates see it scaled
+  // by cross_attn_timestep_scale_multiplier / timestep_scale_multiplier.
+  const at::Tensor tv = in.timestep.to(dev, at::kFloat);
+  const at::Tensor ta = in.audio_timestep.defined() ? in.audio_timestep.to(dev, at::kFloat) : tv;
+  const double gate_scale = cfg_.cross_attn_timestep_scale_multiplier / cfg_.timestep_scale_multiplier;
+  const auto [temb_v, e_v] = embed(time_, tv, dt);
+  const auto [temb_a, e_a] = embed(audio_time_, ta, dt);
+  const at::Tensor ca_v = embed(av_video_ss_, tv, dt).first, ca_a = embed(av_audio_ss_, ta, dt).first;
+  const at::Tensor gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
+  const at::Tensor gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
+
+  // Text contexts through the caption projections (GELU-tanh MLPs).
+  auto caption = [&](const at::Tensor& t, const Linear& l1, const Linear& l2) {
+    return nn::linear(at::gelu(nn::linear(t.to(dev, dt), l1.w, l1.b), "tanh"), l2.w, l2.b);
+  };
+  const at::Tensor ctx_v = caption(in.encoder_hidden_states, caption1_, caption2_);             // [B, Lt, D]
+  const at::Tensor ctx_a = caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_);  // [B, Lt, Da]
+  at::Tensor key_mask;  // the additive -10000 bias of padded text keys is a hard mask in effect
+  if (in.encoder_mask.defined()) {
+    at::Tensor m = in.encoder_mask.to(at::kCPU).ne(0);
+    if (!m.all().item<bool>()) key_mask = m;
+  }
+
+  // Video and audio tokens split over the CP group once; gathered once at the end.
+  at::Tensor x = nn::linear(parallel::split_sequence(in.hidden_states, 1, *ctx_).to(dev, dt), proj_in_.w,
+                            proj_in_.b);  // [B, Nv_loc, D]
+  at::Tensor y = nn::linear(parallel::split_sequence(in.audio_hidden_states, 1, *ctx_).to(dev, dt),
+                            audio_proj_in_.w, audio_proj_in_.b);  // [B, Na_loc, Da]
+  const Ropes r = ropes(in.frames, in.height, in.width, in.fps, Na);
+  runtime::trace("transformer.x_embedded", x);
+  runtime::trace("transformer.audio_embedded", y);
+
+  auto ff = [&](const FeedForward& f, const at::Tensor& t) { return feed_forward(f, t, *ctx_); };
+  auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
+    const auto ma = modulation(b.audio_table, temb_a);
+    const at::Tensor nx0 = modulate(rms(x), mv[1], mv[0]);
+    x = at::addcmul(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv, at::Tensor()));
+    const at::Tensor ny0 = modulate(rms(y), ma[1], ma[0]);
+    y = at::addcmul(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na, at::Tensor()));
+    x = x + attend(b.attn2, rms(x), ctx_v, nullptr, nullptr, Keys::Whole, 0, key_mask);
+    y = y + attend(b.audio_attn2, rms(y), ctx_a, nullptr, nullptr, Keys::Whole, 0, key_mask);
+
+    // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
+    const at::Tensor nx = rms(x), ny = rms(y);
+    const auto cv = modulation(b.video_av_table.narrow(0, 0, 4), ca_v);  // a2v scale, shift, v2a scale, shift
+    const auto ca = modulation(b.audio_av_table.narrow(0, 0, 4), ca_a);
+    const at::Tensor g_a2v = modulation(b.video_av_table.narrow(0, 4, 1), gate_v)[0];
+    const at::Tensor g_v2a = modulation(b.audio_av_table.narrow(0, 4, 1), gate_a)[0];
+    x = at::addcmul(x, g_a2v, attend(b.a2v, modulate(nx, cv[0], cv[1]), modulate(ny, ca[0], ca[1]), &r.cross_video,
+                                     &r.cross_audio, Keys::OtherStream, Na, at::Tensor()));
+    y = at::addcmul(y, g_v2a, attend(b.v2a, modulate(ny, ca[2], ca[3]), modulate(nx, cv[2], cv[3]), &r.cross_audio,
+                                     &r.cross_video, Keys::OtherStream, Nv, at::Tensor()));
+
+    x = at::addcmul(x, mv[5], ff(b.ff, modulate(rms(x), mv[4], mv[3])));
+    y = at::addcmul(y, ma[5], ff(b.audio_ff, modulate(rms(y), ma[4], ma[3])));
+    runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
+    runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
+  }
+
+  // Output (§1.7): (shift, scale) = table rows + the embedded timestep, LayerNorm without affine.
+  auto out = [&](const at::Tensor& t, const at::Tensor& table, const at::Tensor& e, const Linear& proj) {
+    at::Tensor shift = (table[0].unsqueeze(0) + e).unsqueeze(1), scale = (table[1].unsqueeze(0) + e).unsqueeze(1);
+    return nn::linear(modulate(nn::layer_norm(t, cfg_.norm_eps), scale, shift), proj.w, proj.b);
+  };
+  return {parallel::gather_sequence(out(x, scale_shift_table_, e_v, proj_out_), 1, Nv, *ctx_),
+          parallel::gather_sequence(out(y, audio_scale_shift_table_, e_a, audio_proj_out_), 1, Na, *ctx_)};
+}
+
+}  // namespace ditgen::ltx2

@@ -1,0 +1,111 @@
+#pragma once
+// LTX2VideoTransformer3DModel (docs/reference/ltx2.md §1): 48 blocks over two streams, video [B, Nv, D]
+// and audio [B, Na, Da], each with self-attention, text cross-attention and a GELU-tanh MLP, plus the
+// audio-to-video and video-to-audio cross attention; six AdaLN-single timestep embeddings; RoPE from
+// physical coordinates (seconds and pixels) in the "split" or "interleaved" layout. Parameter names
+// equal the diffusers checkpoint keys. Under context parallelism the video and the audio tokens are each
+// split over the CP group (the text stays whole: it is only ever keys); under tensor parallelism every
+// attention holds heads / tp and every MLP its slice (cache-dit-semantics.md §2.4).
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lib/nn/weights.h"
+#include "lib/parallel/context.h"
+#include "models/ltx2/layers.h"
+
+namespace ditgen::ltx2 {
+
+struct TransformerConfig {
+  int64_t in_channels = 128, out_channels = 128;
+  int64_t num_attention_heads = 32, attention_head_dim = 128;
+  int64_t cross_attention_dim = 4096;
+  int64_t audio_in_channels = 128, audio_out_channels = 128;
+  int64_t audio_num_attention_heads = 32, audio_attention_head_dim = 64;
+  int64_t audio_cross_attention_dim = 2048;  // also the RoPE width of the audio<->video attention (§1.1)
+  int64_t num_layers = 48;
+  int64_t caption_channels = 3840;
+  std::vector<int64_t> vae_scale_factors = {8, 32, 32};  // (time, height, width) pixels per latent cell
+  double pos_embed_max_pos = 20, audio_pos_embed_max_pos = 20;
+  double base_height = 2048, base_width = 2048;
+  int64_t audio_scale_factor = 4;  // mel frames per audio latent frame
+  double audio_sampling_rate = 16000, audio_hop_length = 160;
+  int64_t causal_offset = 1;
+  double timestep_scale_multiplier = 1000, cross_attn_timestep_scale_multiplier = 1000;
+  double rope_theta = 10000;
+  bool rope_double_precision = true;
+  bool rope_split = true;  // rope_type "split" (the real config); false: "interleaved" (the code default)
+  double norm_eps = 1e-6;
+
+  int64_t inner_dim() const { return num_attention_heads * attention_head_dim; }
+  int64_t audio_inner_dim() const { return audio_num_attention_heads * audio_attention_head_dim; }
+
+  // Refuses LTX-2.3+ features (gated attention, prompt AdaLN, perturbed attention, ...) and
+  // inconsistent widths, naming the key.
+  static TransformerConfig from_json(const nlohmann::json& j, const std::string& where);
+};
+
+// Inputs of one forward.
+struct TransformerInput {
+  at::Tensor hidden_states;                // [B, Nv, in_channels] packed video latents, tokens (f, h, w)
+  at::Tensor audio_hidden_states;          // [B, Na, audio_in_channels] packed audio latents
+  at::Tensor encoder_hidden_states;        // [B, Lt, caption_channels] video text context (connectors)
+  at::Tensor audio_encoder_hidden_states;  // [B, Lt, caption_channels] audio text context
+  at::Tensor encoder_mask;                 // [B, Lt] (1 = real) or undefined: every token real
+  at::Tensor timestep;                     // [B] sigma * 1000
+  at::Tensor audio_timestep;               // [B] or undefined: the video timestep
+  int64_t frames = 0, height = 0, width = 0;  // the latent grid, Nv = frames * height * width
+  double fps = 24;
+};
+
+class Transformer {
+ public:
+  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
+
+  struct Output {
+    at::Tensor video;  // [B, Nv, out_channels]
+    at::Tensor audio;  // [B, Na, audio_out_channels]
+  };
+  Output forward(const TransformerInput& in) const;
+
+  const TransformerConfig& config() const { return cfg_; }
+
+  // The rotary tables of a generation (positions fixed, so computed once): this rank's tokens.
+  struct Ropes {
+    Rope video, audio, cross_video, cross_audio;
+  };
+  Ropes ropes(int64_t frames, int64_t height, int64_t width, double fps, int64_t audio_frames) const;
+
+ private:
+  struct AdaLN {  // AdaLN-single: timestep embedder + modulation linear
+    Linear t1, t2, mod;
+  };
+  struct Block {
+    Attention attn1, audio_attn1, attn2, audio_attn2, a2v, v2a;
+    FeedForward ff, audio_ff;
+    at::Tensor table, audio_table, video_av_table, audio_av_table;  // [6, D], [6, Da], [5, D], [5, Da]
+  };
+
+  AdaLN adaln(const nn::Weights& wb, const std::string& name, int64_t width, int64_t n) const;
+  // (modulation [B, n*W], embedded timestep [B, W]) for timestep t [B].
+  std::pair<at::Tensor, at::Tensor> embed(const AdaLN& a, const at::Tensor& t, at::ScalarType dt) const;
+  at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
+                    const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask) const;
+
+  TransformerConfig cfg_;
+  std::shared_ptr<parallel::Context> ctx_;
+  Linear proj_in_, audio_proj_in_, proj_out_, audio_proj_out_;
+  Linear caption1_, caption2_, audio_caption1_, audio_caption2_;
+  AdaLN time_, audio_time_, av_video_ss_, av_audio_ss_, av_video_gate_, av_audio_gate_;
+  at::Tensor scale_shift_table_, audio_scale_shift_table_;  // [2, D], [2, Da]
+  std::vector<Block> blocks_;
+};
+
+// Physical RoPE coordinates (§1.8), normalised to [0, 1]-ish grids: video [F*H*W, 3] (time, y, x) and its
+// time axis alone [F*H*W, 1]; audio [Na, 1].
+at::Tensor video_grid(const TransformerConfig& c, int64_t frames, int64_t height, int64_t width, double fps);
+at::Tensor audio_grid(const TransformerConfig& c, int64_t audio_frames, double max_pos);
+
+}  // namespace ditgen::ltx2

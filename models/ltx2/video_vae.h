@@ -1,0 +1,104 @@
+#pragma once
+// LTX-2's video VAE decoder (diffusers `AutoencoderKLLTX2Video`, docs/reference/ltx2.md section 4):
+// latents [B, 128, F, H, W] -> video [B, 3, 8F-7, 32H, 32W], plus the per-channel de-normalisation and
+// the [0, 1] frames the pipeline makes around it.
+//
+// Parameter names equal the checkpoint keys: `decoder.*`, `latents_mean`, `latents_std`. A
+// text-to-video pipeline never encodes, so `encoder.*` is not declared (see unread_keys()).
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lib/nn/weights.h"
+
+namespace ditgen::ltx2 {
+
+// vae/config.json (decoder side; the encoder keys are not read). Defaults are the real LTX-2.0
+// values (ltx2.md 4). Lists are in config order, as upstream: the decoder walks
+// decoder_block_out_channels, decoder_layers_per_block, decoder_spatio_temporal_scaling,
+// decoder_inject_noise, upsample_residual and upsample_factor reversed, but upsample_type forward.
+struct VideoVaeConfig {
+  int64_t out_channels = 3;
+  int64_t latent_channels = 128;
+  std::vector<int64_t> decoder_block_out_channels = {256, 512, 1024};
+  // Resnets per block: [last up block, ..., first up block, mid block].
+  std::vector<int64_t> decoder_layers_per_block = {5, 5, 5, 5};
+  std::vector<bool> decoder_spatio_temporal_scaling = {true, true, true};
+  std::vector<bool> decoder_inject_noise = {false, false, false, false};
+  std::vector<std::string> upsample_type = {"spatiotemporal", "spatiotemporal", "spatiotemporal"};
+  std::vector<bool> upsample_residual = {true, true, true};
+  std::vector<int64_t> upsample_factor = {2, 2, 2};
+  bool timestep_conditioning = false;
+  int64_t patch_size = 4;
+  int64_t patch_size_t = 1;
+  double resnet_norm_eps = 1e-6;  // only the LayerNorm of an up block's channel-changing conv_in
+  double scaling_factor = 1.0;
+  bool decoder_causal = false;
+  std::string decoder_spatial_padding_mode = "reflect";  // "reflect" or "zeros"
+
+  // Throws naming `where` (the file) and the key on features LTX-2.0 does not use and this port does
+  // not implement (timestep conditioning, noise injection, patch_size_t != 1, padding modes other
+  // than zeros/reflect) and on inconsistent values (list lengths, channel counts that the upsample
+  // factors or depth-to-space strides do not divide, compression ratios that disagree with the
+  // decoder).
+  static VideoVaeConfig from_json(const nlohmann::json& j, const std::string& where);
+
+  // Pixels per latent pixel: patch_size * 2 per upsampler with a spatial stride (32 for LTX-2.0).
+  int64_t spatial_ratio() const;
+  // Frames per latent frame: patch_size_t * 2 per upsampler with a temporal stride (8 for LTX-2.0).
+  int64_t temporal_ratio() const;
+  // Pixel frames decoded from F latent frames: temporal_ratio * (F - 1) + 1 (each temporal
+  // upsampler doubles and drops the first frame).
+  int64_t pixel_frames(int64_t latent_frames) const { return temporal_ratio() * (latent_frames - 1) + 1; }
+};
+
+class VideoVae {
+ public:
+  // Declares the decoder and the latents_mean/std buffers under `wb` (the component root); the
+  // caller tells its checkpoint source to ignore unread_keys().
+  VideoVae(const VideoVaeConfig& config, const nn::Weights& wb);
+  // Checkpoint key prefixes a decode-only VideoVae does not read: the encoder.
+  static std::vector<std::string> unread_keys();
+
+  const VideoVaeConfig& config() const { return config_; }
+  int64_t spatial_ratio() const { return config_.spatial_ratio(); }
+  int64_t temporal_ratio() const { return config_.temporal_ratio(); }
+
+  // [B, latent_channels, F, H, W] de-normalised latents -> [B, out_channels, F_px, H*sr, W*sr], the raw
+  // decoder output as the reference `decode` returns it (not clamped). Runs in the weights' dtype and
+  // device (the input is moved there), one sample at a time.
+  at::Tensor decode(const at::Tensor& z) const;
+
+  // [B, latent_channels, F, H, W] in z's dtype and device: z * latents_std / scaling_factor +
+  // latents_mean per channel (ltx2.md 4, decode step 1).
+  at::Tensor denormalize(const at::Tensor& z) const;
+
+  // The pipeline's decode: normalised latents -> denormalize (in z's dtype) -> decode (VAE dtype) ->
+  // clamp(x * 0.5 + 0.5, 0, 1) in the VAE dtype -> frames-major float32 [B, F_px, 3, H_px, W_px] in
+  // [0, 1] (diffusers' "pt" output), on the VAE's device.
+  at::Tensor decode_to_frames(const at::Tensor& z_normalised) const;
+
+  struct Decoder;  // defined in video_vae.cpp
+
+ private:
+  VideoVaeConfig config_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  std::shared_ptr<const Decoder> decoder_;
+  at::Tensor mean_, std_;  // [latent_channels] as stored, weights' dtype and device
+};
+
+// The two sub-pixel orders of the decoder, exposed for tests.
+//
+// Upsampler depth-to-space: [B, C*st*sh*sw, F, H, W] (channel c*st*sh*sw + t*sh*sw + h*sw + w) ->
+// [B, C, F*st - (st-1), H*sh, W*sw]: frame f*st + t, row y*sh + h, column x*sw + w, then the first
+// st - 1 frames dropped (ltx2.md 9 item 12). A view of a fresh tensor.
+at::Tensor video_depth_to_space(const at::Tensor& x, int64_t st, int64_t sh, int64_t sw);
+// Final unpatchify: [B, C*p*p, F, H, W] (channel c*p*p + a*p + b, a = WIDTH sub-position, b = height
+// sub-position) -> [B, C, F, H*p, W*p] with out[c, f, y*p + b, x*p + a] (ltx2.md 4 step 3). Contiguous.
+at::Tensor video_unpatchify(const at::Tensor& x, int64_t p);
+
+}  // namespace ditgen::ltx2

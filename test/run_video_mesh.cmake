@@ -1,0 +1,25 @@
+# Runs the tiny LTX-2 under a mesh (FLAGS, NP ranks) with --save-frames and compares every frame with
+# the single-process run's (REFERENCE folder: frames/ and .wav) within TOLERANCE/255, and the sound track
+# within WAV_TOLERANCE/32767. ARGS: the generation flags both runs share.
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+execute_process(COMMAND ${MPIRUN} --oversubscribe --allow-run-as-root --bind-to none -np ${NP} ${DITGEN} ltx2
+                        ${ARGS} ${FLAGS} --save-frames -o ${WORK}/mesh.mp4 RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ditgen ltx2 under the mesh failed (${rc})")
+endif()
+file(GLOB frames RELATIVE ${REFERENCE}.frames ${REFERENCE}.frames/*.png)
+list(LENGTH frames n)
+if(n EQUAL 0)
+  message(FATAL_ERROR "no reference frames in ${REFERENCE}.frames")
+endif()
+foreach(f ${frames})
+  execute_process(COMMAND ${PNG_DIFF} ${REFERENCE}.frames/${f} ${WORK}/mesh.frames/${f} ${TOLERANCE} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "frame ${f} under the mesh differs from the single-process frame by more than ${TOLERANCE}/255")
+  endif()
+endforeach()
+execute_process(COMMAND ${WAV_DIFF} ${REFERENCE}.wav ${WORK}/mesh.wav ${WAV_TOLERANCE} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the sound track under the mesh differs from the single-process one by more than ${WAV_TOLERANCE}/32767")
+endif()
