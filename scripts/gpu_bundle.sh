@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ (git-ignored) for scripts/gpu_check.sh on GPU machines that have CUDA LibTorch, NCCL,
 # MPI, CMake and ninja but none of our Debian packages and no network: the header-only dependencies,
-# libutf8proc, and the golden fixture cases the GPU checks read. Carry .gpu with the device call.
+# libutf8proc, libonig, and the golden fixture cases the GPU checks read. Carry .gpu with the device call.
 # FFmpeg is not carried: Debian's libavcodec needs about 160 MiB of shared libraries (x265, codec2, rsvg,
 # aom, SVT-AV1, ...), over the 64 MiB a device call carries, so the CUDA build there is configured with
 # -DDITGEN_FFMPEG=OFF (videos as PNG frames + WAV).
@@ -12,10 +12,12 @@ rm -rf .gpu
 mkdir -p .gpu/include/stb .gpu/include/catch2 .gpu/lib .gpu/fixtures/models .gpu/fixtures/pipelines
 cp -r /usr/include/CLI /usr/include/nlohmann /usr/include/fmt .gpu/include/
 cp /usr/include/stb/stb_image_write.h /usr/include/stb/stb_image.h .gpu/include/stb/
-cp /usr/include/utf8proc.h /usr/include/zlib.h /usr/include/zconf.h .gpu/include/
+cp /usr/include/utf8proc.h /usr/include/oniguruma.h /usr/include/zlib.h /usr/include/zconf.h .gpu/include/
 cp /usr/include/catch2/catch.hpp .gpu/include/catch2/
 cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so
 cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so.2
+cp -L /usr/lib/x86_64-linux-gnu/libonig.so.5 .gpu/lib/libonig.so.5
+ln -s libonig.so.5 .gpu/lib/libonig.so  # gpu_check.sh names libonig.so.5 itself, should a carry drop links
 fixtures=${DITGEN_FIXTURES:-../shared/fixtures}
 for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/text_encoder_mistral \
          pipelines/flux2_pipeline_64x96_s4 models/qwenimage_transformer_b1_h6w8_t12 models/qwenimage_vae_b1_6x8 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
-# Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, fixture cases).
+# Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, libonig, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
 # Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|attention|all]
 set -uo pipefail
@@ -21,6 +21,7 @@ if [[ $what == build || $what == all || $what == quick || $what == final || $wha
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
     -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
+    -DONIGURUMA_ROOT=$G -DONIGURUMA_INCLUDE_DIR=$G/include -DONIGURUMA_LIBRARY=$G/lib/libonig.so.5 \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }

@@ -8,7 +8,7 @@ packages=(
   libtorch-dev            # LibTorch 1.13, CPU
   libopenmpi-dev openmpi-bin
   libcli11-dev libfmt-dev nlohmann-json3-dev libstb-dev catch2
-  libutf8proc-dev zlib1g-dev
+  libutf8proc-dev libonig-dev zlib1g-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev  # MP4 (H.264 + AAC)
   ffmpeg                  # ffprobe, for the video tests
   libopenblas0-openmp     # optimised BLAS for LibTorch's CPU matmuls (Debian defaults to reference BLAS)

@@ -51,6 +51,22 @@ add_library(utf8proc::utf8proc UNKNOWN IMPORTED)
 set_target_properties(utf8proc::utf8proc PROPERTIES IMPORTED_LOCATION ${UTF8PROC_LIBRARY}
                       INTERFACE_INCLUDE_DIRECTORIES ${UTF8PROC_INCLUDE_DIR})
 
+# Oniguruma: the regex engine of tokenizer.json patterns (the one the tokenizers library uses).
+# pkg-config `oniguruma` (Debian libonig-dev), then -DONIGURUMA_ROOT=<prefix> or -DONIGURUMA_INCLUDE_DIR /
+# -DONIGURUMA_LIBRARY.
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND AND NOT ONIGURUMA_ROOT AND NOT ONIGURUMA_LIBRARY)
+  pkg_check_modules(ONIG_PC QUIET oniguruma)
+endif()
+find_path(ONIGURUMA_INCLUDE_DIR oniguruma.h HINTS ${ONIGURUMA_ROOT} ${ONIGURUMA_ROOT}/include ${ONIG_PC_INCLUDE_DIRS})
+find_library(ONIGURUMA_LIBRARY onig HINTS ${ONIGURUMA_ROOT} ${ONIGURUMA_ROOT}/lib ${ONIG_PC_LIBRARY_DIRS})
+if(NOT ONIGURUMA_INCLUDE_DIR OR NOT ONIGURUMA_LIBRARY)
+  message(FATAL_ERROR "Oniguruma not found: apt-get install libonig-dev (scripts/setup.sh), or pass -DONIGURUMA_ROOT=<prefix>")
+endif()
+add_library(oniguruma::oniguruma UNKNOWN IMPORTED)
+set_target_properties(oniguruma::oniguruma PROPERTIES IMPORTED_LOCATION ${ONIGURUMA_LIBRARY}
+                      INTERFACE_INCLUDE_DIRECTORIES ${ONIGURUMA_INCLUDE_DIR})
+
 # FFmpeg's libraries (MP4 with H.264 + AAC): pkg-config (Debian libav*-dev), then -DFFMPEG_ROOT=<prefix
 # with include/ and lib/>. DITGEN_FFMPEG defaults to whether they are found; an OFF build refuses MP4
 # output (frames + WAV instead). The target ditgen_ffmpeg (libraries only) always exists, empty when

@@ -4,8 +4,8 @@
 
 #include "lib/runtime/error.h"
 #include "lib/text/qwen2_tokenizer.h"
+#include "lib/text/regex.h"
 #include "lib/text/tokenizer_pipeline.h"
-#include "lib/text/unicode_regex.h"
 
 namespace ditgen::text {
 
@@ -75,9 +75,9 @@ const char* const kQwenImageTemplateText =
 // twice.
 void learn_merges(const char* pattern, const std::string& text, size_t vocab_size,
                   std::vector<std::string>& vocab, std::vector<std::pair<std::string, std::string>>& merges) {
-  const UnicodeRegex re(pattern);
+  const Regex re(pattern);
   std::map<std::string, int> word_count;
-  for (const auto& [b, e] : re.find_all_utf8(text)) ++word_count[byte_level_encode(text.substr(b, e - b))];
+  for (const auto& [b, e] : re.find_all(text)) ++word_count[byte_level_encode(text.substr(b, e - b))];
 
   struct Word {
     std::vector<std::string> syms;

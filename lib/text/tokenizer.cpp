@@ -14,7 +14,6 @@
 #include "lib/text/bpe.h"
 #include "lib/text/qwen2_tokenizer.h"
 #include "lib/text/tokenizer_pipeline.h"
-#include "lib/text/unicode_regex.h"
 #include "lib/text/utf8.h"
 
 namespace ditgen::text {

@@ -8,7 +8,7 @@
 #include <iterator>
 
 #include "lib/runtime/error.h"
-#include "lib/text/unicode_regex.h"
+#include "lib/text/regex.h"
 #include "lib/text/utf8.h"
 
 namespace ditgen::text {
@@ -27,7 +27,7 @@ std::string type_of(const json& j, const std::string& where, const char* stage) 
 // A "pattern" object: {"String": "..."} or {"Regex": "..."}.
 struct Pattern {
   std::string literal;
-  std::shared_ptr<UnicodeRegex> regex;
+  std::shared_ptr<Regex> regex;
 
   Pattern(const json& j, const std::string& where) {
     DITGEN_CHECK(j.is_object() && j.size() == 1, "{}: pattern {} is not {{\"String\"|\"Regex\": ...}}", where,
@@ -36,15 +36,22 @@ struct Pattern {
       literal = j["String"].get<std::string>();
       DITGEN_CHECK(!literal.empty(), "{}: empty String pattern", where);
     } else if (j.contains("Regex")) {
-      regex = std::make_shared<UnicodeRegex>(j["Regex"].get<std::string>());
+      try {
+        regex = std::make_shared<Regex>(j["Regex"].get<std::string>());
+      } catch (const Error& e) {
+        fail("{}: {}", where, e.what());
+      }
     } else {
       fail("{}: pattern {} is neither String nor Regex", where, j.dump());
     }
   }
 
-  // Non-overlapping matches as byte ranges.
+  // Non-overlapping matches as byte ranges, empty ones included (a Replace inserts its content there, a
+  // Split makes a boundary), as the tokenizers library's Pattern::find_matches gives them; it reports no
+  // match at all in an empty text.
   std::vector<std::pair<size_t, size_t>> find_all(const std::string& s) const {
-    if (regex) return regex->find_all_utf8(s);
+    if (s.empty()) return {};
+    if (regex) return regex->find_all(s);
     std::vector<std::pair<size_t, size_t>> out;
     for (size_t p = s.find(literal); p != std::string::npos; p = s.find(literal, p + literal.size()))
       out.emplace_back(p, p + literal.size());
@@ -274,14 +281,14 @@ const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p
 class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, bool use_regex) : add_prefix_space_(add_prefix_space) {
-    if (use_regex) regex_ = std::make_unique<UnicodeRegex>(kGpt2Pattern);
+    if (use_regex) regex_ = std::make_unique<Regex>(kGpt2Pattern);
   }
   void split(std::vector<Piece>& pieces) const override {
     std::vector<Piece> out;
     for (auto p : pieces) {
       if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
       if (regex_)
-        split_piece(p, regex_->find_all_utf8(p.text), Behavior::Isolated, false, out);
+        split_piece(p, regex_->find_all(p.text), Behavior::Isolated, false, out);
       else
         out.push_back(std::move(p));
     }
@@ -291,7 +298,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
 
  private:
   bool add_prefix_space_;
-  std::unique_ptr<UnicodeRegex> regex_;
+  std::unique_ptr<Regex> regex_;
 };
 
 enum class PrependScheme { Always, First, Never };

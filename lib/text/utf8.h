@@ -1,6 +1,5 @@
 #pragma once
-// UTF-8 <-> code points, with the byte offset of every code point (the regex engine works on code
-// points, the tokenizer on bytes).
+// UTF-8 <-> code points, with the byte offset of every code point.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,6 +20,8 @@ std::string to_utf8(const std::u32string& cps);
 std::string to_utf8(char32_t cp);
 // Like Rust's String::from_utf8_lossy: each maximal invalid subsequence becomes one U+FFFD.
 std::string utf8_lossy(const std::string& bytes);
+// Unicode White_Space (Rust's char::is_whitespace, what the tokenizers library strips).
+bool is_unicode_space(char32_t c);
 // Length of the UTF-8 sequence that starts with byte `b` (1 for stray continuation bytes).
 inline size_t utf8_len(unsigned char b) {
   return b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 1;

@@ -1,20 +1,22 @@
-// Tokenizer: the Unicode regex engine, the tokenizer.json interpreter (added tokens, BPE, byte
-// fallback, post-processors, decoders, errors), the built-in tiny Tekken tokenizer and the FLUX.2
-// prompt tokenization. Expected regex splits were checked with Python's `regex` module, whose
-// semantics equal Oniguruma's for these patterns.
+// Tokenizer: the Oniguruma regex wrapper, the tokenizer.json interpreter (added tokens, BPE, byte
+// fallback, post-processors, decoders, errors), the built-in tiny Tekken tokenizer, the FLUX.2
+// prompt tokenization and the time a long prompt takes. Expected regex splits were checked with
+// Python's `regex` module, whose semantics equal Oniguruma's for these patterns.
 #include <zlib.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "lib/io/json.h"
 #include "lib/runtime/error.h"
+#include "lib/text/regex.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "lib/text/tokenizer.h"
 #include "lib/text/tokenizer_pipeline.h"
-#include "lib/text/unicode_regex.h"
 #include "lib/text/utf8.h"
 #include "lib/text/verify_tokenizer.h"
 #include "models/flux2/prompt.h"
@@ -29,9 +31,9 @@ const char* kQwenPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 std::vector<std::string> split(const std::string& pattern, const std::string& text) {
-  text::UnicodeRegex re(pattern);
+  const text::Regex re(pattern);
   std::vector<std::string> out;
-  for (const auto& [b, e] : re.find_all_utf8(text)) out.push_back(text.substr(b, e - b));
+  for (const auto& [b, e] : re.find_all(text)) out.push_back(text.substr(b, e - b));
   return out;
 }
 
@@ -126,7 +128,7 @@ std::string error_of(const std::function<void()>& f) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Regex engine
+// Regex (Oniguruma)
 
 TEST_CASE("regex: whitespace rules of the Qwen / GPT-4 style pattern", "[tokenizer][regex]") {
   CHECK(split(kQwenPattern, "  leading") == Strings{" ", " leading"});
@@ -185,18 +187,85 @@ TEST_CASE("regex: quantifiers, alternation, groups and lookahead", "[tokenizer][
   CHECK(split(R"(\x41\u0042\x{43})", "ABC") == Strings{"ABC"});
   CHECK(split("^a|b$", "ab\nab") == Strings{"a", "b", "a", "b"});  // Ruby syntax: ^ $ are line anchors
   CHECK(split(R"(\bab\b)", "ab abc ab") == Strings{"ab", "ab"});
-  CHECK(text::UnicodeRegex("a.c").full_match(U"abc"));
-  CHECK_FALSE(text::UnicodeRegex("a.c").full_match(U"a\nc"));
-  CHECK_FALSE(text::UnicodeRegex("ab").full_match(U"abc"));
+  CHECK(split("a.c", "abc a\nc") == Strings{"abc"});  // `.` stops at a newline
+  CHECK(split("(?<=a)b", "abcb") == Strings{"b"});    // lookbehind
+  CHECK(split(R"(\p{Han}+)",
+              "ab\xE4\xB8\xAD\xE6\x96\x87"
+              "cd") == Strings{"\xE4\xB8\xAD\xE6\x96\x87"});  // scripts
+  // Byte ranges of multi-byte code points.
+  const text::Regex word(R"(\p{L}+)");
+  using Spans = std::vector<std::pair<size_t, size_t>>;
+  CHECK(word.find_all("\xC3\xA9t\xC3\xA9 1 \xCE\xA9") == Spans{{0, 5}, {8, 10}});
 }
 
-TEST_CASE("regex: unsupported syntax is an error that names the pattern", "[tokenizer][regex]") {
-  for (const char* bad :
-       {"(abc", "abc)", "[a-", "\\p{NoSuchCategory}", "(?<=a)b", "*a", "\\1", "[z-a]", "(?x)a"}) {
-    const std::string msg = error_of([&] { text::UnicodeRegex re(bad); });
+TEST_CASE("regex: empty matches are reported as onig's find_iter reports them", "[tokenizer][regex]") {
+  using Spans = std::vector<std::pair<size_t, size_t>>;
+  // After an empty match the search moves one code point on; the empty match right after a
+  // non-empty one is dropped.
+  CHECK(text::Regex("a*").find_all("bab") == Spans{{0, 0}, {1, 2}, {3, 3}});
+  CHECK(text::Regex("x*").find_all("\xC3\xA9") == Spans{{0, 0}, {2, 2}});
+  CHECK(text::Regex("b|(?=x)").find_all("bax") == Spans{{0, 1}});  // the quirk: any next empty match
+  CHECK(text::Regex("a*").find_all("") == Spans{{0, 0}});
+  CHECK(text::Regex("z").find_all("abc").empty());
+}
+
+TEST_CASE("regex: empty matches in Split and Replace follow the tokenizers library", "[tokenizer][regex]") {
+  // Replace inserts its content at every empty match; an empty text stays empty.
+  auto norm = text::make_normalizer(
+      json{{"type", "Replace"}, {"pattern", {{"Regex", "x*"}}}, {"content", "-"}}, "test");
+  CHECK(norm->normalize("ab") == "-a-b-");
+  CHECK(norm->normalize("") == "");
+  // Split: an empty match is a boundary (here between every character) but never a piece.
+  auto pre = text::make_pre_tokenizer(
+      json{{"type", "Split"}, {"pattern", {{"Regex", "x*"}}}, {"behavior", "Removed"}, {"invert", false}},
+      "test");
+  std::vector<text::Piece> pieces{{"abxxc", true}};
+  pre->split(pieces);
+  Strings got;
+  for (const auto& p : pieces) got.push_back(p.text);
+  CHECK(got == Strings{"a", "b", "c"});
+}
+
+TEST_CASE("regex: the wrapper is safe to share between threads", "[tokenizer][regex]") {
+  const text::Regex re(kQwenPattern);
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Hello, World! 123 don't  stop\n";
+  const auto ref = re.find_all(text);
+  std::vector<std::thread> threads;
+  std::vector<int> same(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 20; ++k) same[t] += re.find_all(text) == ref;
+    });
+  for (auto& th : threads) th.join();
+  for (int n : same) CHECK(n == 20);
+}
+
+TEST_CASE("regex: a bad pattern is an error that names the pattern and Oniguruma's message",
+          "[tokenizer][regex]") {
+  const std::pair<const char*, const char*> cases[] = {
+      {"(abc", "end pattern with unmatched parenthesis"},
+      {"abc)", "unmatched close parenthesis"},
+      {"[a-", "premature end of char-class"},
+      {"\\p{NoSuchCategory}", "invalid character property name {NoSuchCategory}"},
+      {"*a", "target of repeat operator is not specified"},
+      {"\\1", "invalid backref number/name"},
+      {"[z-a]", "empty range in char class"}};
+  for (const auto& [bad, why] : cases) {
+    const std::string msg = error_of([&] { text::Regex re(bad); });
     INFO(bad << " -> " << msg);
-    CHECK(msg.find("regex '") != std::string::npos);
+    CHECK(msg == std::string("regex '") + bad + "': " + why);
   }
+  // Through a tokenizer.json: the stage is named too.
+  json j = small_bpe_json();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(a"}}}, {"behavior", "Isolated"}};
+  const std::string msg = error_of([&] { text::Tokenizer::from_json(j, "bad.json"); });
+  INFO(msg);
+  CHECK(msg.find("regex '(a'") != std::string::npos);
+  CHECK(msg.find("bad.json") != std::string::npos);
+  // Text that is not UTF-8 never reaches Oniguruma.
+  CHECK(error_of([] { text::Regex("a").find_all("a\xFF"); }).find("not valid UTF-8 (byte 1 of 2)") !=
+        std::string::npos);
 }
 
 TEST_CASE("utf8: decoding, lossy conversion", "[tokenizer]") {
@@ -451,4 +520,46 @@ TEST_CASE("tokenizer fixtures: Qwen3 and Gemma 3 match the reference", "[tokeniz
       CHECK(c.pass);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speed
+
+TEST_CASE("tokenizer: a 100 KB prompt tokenizes in well under a second", "[tokenizer][regex]") {
+  // Mixed text: words, capitals, contractions, numbers, punctuation runs, CJK, emoji, accents and
+  // whitespace runs, so that every branch of the patterns is taken.
+  const std::string unit =
+      "A photograph of a red fox, standing in the SNOW at 6:45am; it's 2024-01-31 and don't move!!  \n"
+      "\xE6\x95\xB0\xE5\xAD\x97 caf\xC3\xA9 na\xC3\xAFve \xF0\x9F\x90\xB1\xF0\x9F\x9A\x80 x=(a+b)/2 "
+      "...\t\tend.\r\n";
+  std::string prompt;
+  while (prompt.size() < 100 * 1024) prompt += unit;
+  struct Case {
+    const char* name;
+    std::shared_ptr<text::Tokenizer> tok;
+  };
+  std::vector<Case> cases = {{"tiny Tekken", text::tiny_tekken_tokenizer()},
+                             {"tiny Qwen", text::tiny_qwen_tokenizer()}};
+  const std::string qwen3 = std::string(DITGEN_FIXTURES) + "/tokenizers/tokenizer_qwen3/tokenizer.json.gz";
+  if (io::file_exists(qwen3)) cases.push_back({"Qwen3 (fixture)", text::Tokenizer::from_file(qwen3)});
+  for (const auto& c : cases) {
+    c.tok->encode("warm up", false);
+    const auto t0 = std::chrono::steady_clock::now();
+    const Ids ids = c.tok->encode(prompt, false);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", c.name, prompt.size(), ids.size(), s);
+    std::fflush(stdout);
+    INFO(c.name << ": " << s << " s");
+    CHECK(s < 1.0);
+    CHECK(c.tok->decode(ids) == prompt);
+  }
+  // The pattern alone.
+  const text::Regex re(text::kTekkenPattern);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto spans = re.find_all(prompt);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("Tekken pattern alone: %zu matches in %.3f s\n", spans.size(), s);
+  CHECK(s < 1.0);
+  REQUIRE_FALSE(spans.empty());
+  CHECK(spans.back().second == prompt.size());
 }
