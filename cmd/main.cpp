@@ -14,6 +14,7 @@
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
 #include "lib/runtime/trace.h"
+#include "lib/runtime/versions.h"
 #include "models/registry.h"
 #include "models/verify_cases.h"
 
@@ -124,7 +125,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", kVersion);
+  app.set_version_flag("--version", std::string(kVersion) + "\n" + ditgen::runtime::build_versions());
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "print debug information");
 
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
     CLI::App* app;
     std::string prompt, negative;  // taken only when given: an explicit empty prompt is empty
     CLI::Option *prompt_opt = nullptr, *negative_opt = nullptr;
+    std::vector<CLI::Option*> cache_flags;  // meaningful only with --cache
     ditgen::pipeline::GenerateRequest req;
     MeshFlags mesh;
   };
@@ -203,6 +205,38 @@ int main(int argc, char** argv) {
                           "classifier-free guidance scale of the audio (default: the video's)")
               ->check(finite_number(0, false, 1e4));
           break;
+        case ModelFlag::Cache: {
+          // The reference tool's cache flags and CLI defaults (cache-dit-semantics.md §5.8, §6.1).
+          auto& c = req.cache;
+          auto* g = sub->add_option_group("cache", "DBCache (block cache), TaylorSeer and step masks");
+          g->add_flag("--cache", c.enabled, "skip redundant transformer blocks with DBCache");
+          cmd->cache_flags = {
+              g->add_option("--Fn", c.Fn, "first blocks of each list always computed")->capture_default_str()
+                  ->check(integer_in(0, 1000)),
+              g->add_option("--Bn", c.Bn, "last blocks of each list always computed")->capture_default_str()
+                  ->check(integer_in(0, 1000)),
+              g->add_option("--rdt", c.residual_diff_threshold, "residual difference threshold: below it a step is cached")
+                  ->capture_default_str()->check(finite_number(0, false, 1e6)),
+              g->add_option("--ws", c.max_warmup_steps, "warm-up steps always computed")->capture_default_str()
+                  ->check(integer_in(0, 100000)),
+              g->add_option("--wi", c.warmup_interval, "warm-up interval")->capture_default_str()->check(integer_in(1, 100000)),
+              g->add_option("--mc", c.max_cached_steps, "most cached steps per list (-1: unlimited)")->capture_default_str()
+                  ->check(integer_in(-1, 100000)),
+              g->add_option("--mcc", c.max_continuous_cached_steps, "most consecutive cached steps (-1: unlimited)")
+                  ->capture_default_str()->check(integer_in(-1, 100000)),
+              g->add_flag("--taylorseer", c.taylorseer, "extrapolate cached residuals with TaylorSeer"),
+              g->add_option("--taylorseer-order", c.taylorseer_order, "TaylorSeer order")->capture_default_str()
+                  ->check(integer_in(1, 8)),
+              g->add_option("--scm,--mask-policy", c.mask_policy, "steps-computation mask: slow, medium, fast or ultra")
+                  ->check(CLI::IsMember({"slow", "medium", "fast", "ultra", "s", "m", "f", "u"})),
+              g->add_option("--steps-mask", c.steps_mask,
+                            "a steps-computation mask, one 0/1 per step (1 = compute); alone, the --scm mask")
+                  ->expected(0, 1),
+              g->add_option("--scm-policy", c.mask_mode, "dynamic (cached mask steps still measured) or static")
+                  ->capture_default_str()->check(CLI::IsMember({"dynamic", "static"})),
+          };
+          break;
+        }
         case ModelFlag::Video:
           sub->add_option("-F,--num-frames", req.num_frames, "video frames" + dflt("num_frames"))
               ->check(integer_in(1, 100000));
@@ -238,6 +272,9 @@ int main(int argc, char** argv) {
     sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
     add_attention_flag(sub, attention);
+    sub->add_flag("--parallel-text,--parallel-text-encoder", req.parallel_text,
+                  "text encoder tensor-parallel over all ranks (each loads its slice)");
+    sub->add_flag("--parallel-vae", req.parallel_vae, "VAE decode split by image rows over all ranks");
     cmd->mesh.add(sub);
     model_commands.push_back(std::move(cmd));
   }
@@ -256,8 +293,12 @@ int main(int argc, char** argv) {
   verify->add_option("--dtype", vdtype, "fp32, bf16 or fp16")->capture_default_str();
   verify->add_option("--device", vdevice, "cpu or cuda")->capture_default_str();
   verify_mesh.add(verify);
+  verify->add_flag("--parallel-text,--parallel-text-encoder", vreq.options.parallel_text,
+                   "text-encoder cases: the encoder tensor-parallel over all ranks (TE-P)");
   add_attention_flag(verify, attention);
   verify->add_option("--trace", trace_dir, "folder for each rank's named intermediates");
+  verify->add_flag("--parallel-vae", vreq.options.parallel_vae,
+                   "VAE cases: the decode split by image rows over all ranks (VAE-P)");
 
   // ---- ditgen trace-diff ----
   std::string trace_a, trace_b;
@@ -319,6 +360,9 @@ int main(int argc, char** argv) {
       ditgen::pipeline::GenerateRequest req = generate->req;
       if (generate->prompt_opt->count() > 0) req.prompt = generate->prompt;
       if (generate->negative_opt && generate->negative_opt->count() > 0) req.negative_prompt = generate->negative;
+      for (const auto* o : generate->cache_flags)
+        DITGEN_CHECK(o->count() == 0 || req.cache.enabled, "{} sets up the block cache; add --cache (or drop {})",
+                     o->get_name(), o->get_name());
       req.mesh = generate->mesh.resolve(launch.world);
       const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
       auto world = ditgen::dist::make_world(launch, cuda, generate->mesh.timeout_s);

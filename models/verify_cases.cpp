@@ -37,6 +37,7 @@ const std::map<std::string, Runner>& runners() {
       {"ltx2_pipeline", ltx2::verify_pipeline},
       {"text_encoder_gemma3", llm::verify_text_encoder},
       {"tokenizer", text::verify_tokenizer},
+      {"cache", flux2::verify_cache},  // also picked by a case.json with a "cache" section
   };
   return r;
 }
@@ -60,6 +61,8 @@ int run_verify(const VerifyRequest& req) {
   if (kind.empty()) {
     for (const auto& kv : runners())
       if (c.name().rfind(kv.first, 0) == 0 && kv.first.size() > kind.size()) kind = kv.first;
+    // DBCache cases are named by their settings (F1B0_W8_MC3_rdt0.8): their case.json says what they are.
+    if (kind.empty() && c.case_json().contains("cache") && c.case_json()["cache"].is_object()) kind = "cache";
   }
   auto it = runners().find(kind);
   if (it == runners().end()) {

@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, libonig, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|attention|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -14,7 +14,7 @@ MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == attention || $what == kernels ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -116,6 +116,29 @@ if [[ $what == ltx2 || $what == all ]]; then
     tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
   }
   run_ltx2 default_s8 --steps 8
+fi
+
+if [[ $what == cache ]]; then
+  D=$B/ditgen
+  # FLUX.2-dev real size, random weights, 1024x1024, 28 steps: no cache, the reference CLI's --cache
+  # defaults, and the static fast mask; then the VAE decode at 2048x2048 (and the per-stage peaks).
+  run_flux() {  # tag flags...
+    local tag=$1; shift
+    timeout 400 $D -v flux2 --random-weights --warmup 1 --warmup-steps 2 --track-memory "$@" \
+      -o /tmp/bench/flux2_$tag.png > /tmp/flux2_$tag.log 2>&1
+    note "flux2 $tag ($*): rc=$?"; grep -E "^cache|Memory|error" /tmp/flux2_$tag.log | tee -a "$summary"
+    tail -12 /tmp/flux2_$tag.log | tee -a "$summary"; cp /tmp/bench/flux2_$tag*.json "$OUT/" 2>/dev/null
+  }
+  run_flux nocache_1024
+  DITGEN_MEMORY_PLAN=off run_flux nocache_1024_noplan
+  run_flux cache_1024 --cache
+  run_flux cache_fast_1024 --cache --scm fast --scm-policy static
+  run_flux nocache_2048_s2 -H 2048 -W 2048 --steps 2
+  # LTX-2 at its default size: the decode's parts timed on their own, and the per-stage peaks.
+  timeout 300 $D ltx2 --random-weights --warmup 0 --steps 2 --track-memory --save-frames -o /tmp/bench/ltx2_decode.mp4 \
+    > /tmp/ltx2_decode.log 2>&1; note "ltx2 decode parts: rc=$?"; tail -30 /tmp/ltx2_decode.log | tee -a "$summary"
+  cp /tmp/bench/ltx2_decode.json "$OUT/" 2>/dev/null
+  note "FFmpeg on this machine: $(ls /usr/lib/x86_64-linux-gnu/libavcodec.so* 2>/dev/null | head -3 | tr '\n' ' ') $(pkg-config --modversion libavcodec 2>/dev/null)"
 fi
 
 if [[ $what == attention ]]; then

@@ -104,3 +104,33 @@ foreach(entry ${LTX2_MESHES} ${LTX2_CFG_MESHES})
   set_tests_properties(${tests} PROPERTIES TIMEOUT 600 LABELS "mpi;ltx2" SKIP_RETURN_CODE 77 PROCESSORS ${np})
   set_tests_properties(mpi.ltx2_pipeline.${name} PROPERTIES FIXTURES_REQUIRED ltx2_builtin)
 endforeach()
+
+# Broken copies of the exported folder are refused naming the file and the key (or the config values).
+add_test(NAME cli.ltx2_prepare_models
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/make_bad_ltx2_models.sh ${LTX2_EXE} ${LTX2_WORK}/models)
+set_tests_properties(cli.ltx2_prepare_models PROPERTIES FIXTURES_SETUP ltx2_bad_models LABELS "cli;ltx2")
+set(LTX2_BAD ${LTX2_WORK}/models)
+add_test(NAME cli.error.ltx2_truncated_audio_vae
+         COMMAND ${FAIL} "audio_vae/diffusion_pytorch_model.safetensors' is truncated: tensor '"
+                 ${LTX2_RUN} --model-path ${LTX2_BAD}/truncated_audio_vae)
+add_test(NAME cli.error.ltx2_misshaped_vae
+         COMMAND ${FAIL} "tensor 'decoder.conv_in.conv.weight' in .*vae/diffusion_pytorch_model.safetensors' has shape \\[8, 16, 3, 3, 3\\] but the model config needs \\[16, 8, 3, 3, 3\\]"
+                 ${LTX2_RUN} --model-path ${LTX2_BAD}/misshaped_vae)
+add_test(NAME cli.error.ltx2_missing_vocoder
+         COMMAND ${FAIL} "is missing its 'vocoder' folder" ${LTX2_RUN} --model-path ${LTX2_BAD}/novocoder)
+add_test(NAME cli.error.ltx2_vocoder_rate
+         COMMAND ${FAIL} "upsamples them 160x, which is not its output_sampling_rate 24000 Hz"
+                 ${LTX2_RUN} --model-path ${LTX2_BAD}/vocoder_rate)
+set_tests_properties(cli.error.ltx2_truncated_audio_vae cli.error.ltx2_misshaped_vae cli.error.ltx2_missing_vocoder
+                     cli.error.ltx2_vocoder_rate PROPERTIES FIXTURES_REQUIRED ltx2_bad_models LABELS "cli;ltx2" TIMEOUT 120)
+
+# Output and memory problems end the run before any model work: an output folder that cannot be created,
+# and a checkpoint whose weights cannot fit (the test hook pretends the machine has 100 kB).
+add_test(NAME cli.error.ltx2_unwritable_output
+         COMMAND ${FAIL} "cannot create output folder '/proc/self/ditgen'" ${LTX2_EXE} ltx2 --warmup 0 -o /proc/self/ditgen/)
+add_test(NAME cli.error.weights_do_not_fit
+         COMMAND ${CMAKE_COMMAND} -E env DITGEN_TEST_AVAILABLE_BYTES=100000
+                 ${FAIL} "the weights need about .* at once on each rank \\(audio_vae .*transformer .*\\) but the host has only 97.66 KiB available: spread the transformer over more ranks \\(--tp\\)"
+                 ${LTX2_RUN} --model-path ${LTX2_WORK}/exported)
+set_tests_properties(cli.error.ltx2_unwritable_output cli.error.weights_do_not_fit PROPERTIES LABELS "cli;ltx2" TIMEOUT 120)
+set_tests_properties(cli.error.weights_do_not_fit PROPERTIES FIXTURES_REQUIRED ltx2_exported)

@@ -39,9 +39,18 @@ nlohmann::json RunReport::to_json() const {
                   {"host_rss_peak_bytes", r.host_rss_peak},
                   {"device_allocated_peak_bytes", r.device_allocated_peak},
                   {"device_reserved_peak_bytes", r.device_reserved_peak}});
+    if (r.stages.empty()) continue;
+    nlohmann::json by_stage = nlohmann::json::array();
+    for (const auto& m : r.stages)
+      by_stage.push_back({{"stage", m.stage},
+                          {"host_rss_peak_bytes", m.host_rss_peak},
+                          {"device_allocated_peak_bytes", m.device_allocated_peak},
+                          {"device_reserved_peak_bytes", m.device_reserved_peak}});
+    rs.back()["memory_by_stage"] = by_stage;
   }
   j["ranks"] = rs;
   j["outputs"] = outputs;
+  for (const auto& [k, v] : extra.items()) j[k] = v;
   return j;
 }
 
@@ -67,16 +76,33 @@ std::string RunReport::table() const {
                      human_bytes(static_cast<double>(r.device_allocated_peak)),
                      human_bytes(static_cast<double>(r.device_reserved_peak)));
   }
+  if (!ranks.empty() && !ranks[0].stages.empty()) {
+    // Peak per stage and rank: device allocated on GPUs, host RSS on the CPU.
+    bool device = false;
+    for (const auto& r : ranks)
+      for (const auto& m : r.stages) device = device || m.device_allocated_peak > 0;
+    t += fmt::format("  peak memory by stage ({})\n  {:<5}", device ? "device allocated" : "host RSS", "rank");
+    for (const auto& m : ranks[0].stages) t += fmt::format(" {:>16}", m.stage);
+    t += "\n";
+    for (const auto& r : ranks) {
+      t += fmt::format("  {:<5}", r.rank);
+      for (const auto& m : r.stages)
+        t += fmt::format(" {:>16}", human_bytes(static_cast<double>(device ? m.device_allocated_peak : m.host_rss_peak)));
+      t += "\n";
+    }
+  }
   return t;
 }
 
 std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicator& world) {
-  at::Tensor t = at::tensor({mine.load_seconds, static_cast<double>(mine.bytes_read),
-                             static_cast<double>(mine.host_rss_peak), static_cast<double>(mine.device_allocated_peak),
-                             static_cast<double>(mine.device_reserved_peak), static_cast<double>(mine.bytes_transformer),
-                             static_cast<double>(mine.bytes_text_encoder), static_cast<double>(mine.bytes_vae)},
-                            at::kDouble)
-                     .unsqueeze(0);
+  std::vector<double> values = {mine.load_seconds, static_cast<double>(mine.bytes_read),
+                                static_cast<double>(mine.host_rss_peak), static_cast<double>(mine.device_allocated_peak),
+                                static_cast<double>(mine.device_reserved_peak), static_cast<double>(mine.bytes_transformer),
+                                static_cast<double>(mine.bytes_text_encoder), static_cast<double>(mine.bytes_vae)};
+  for (const auto& m : mine.stages)  // every rank ran the same stages
+    for (int64_t v : {m.host_rss_peak, m.device_allocated_peak, m.device_reserved_peak})
+      values.push_back(static_cast<double>(v));
+  at::Tensor t = at::tensor(values, at::kDouble).unsqueeze(0);
   const int n = world.size();
   at::Tensor all = world.all_gather(t, 0, std::vector<int64_t>(n, 1));
   std::vector<RankStats> out;
@@ -91,6 +117,14 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicat
     s.bytes_transformer = static_cast<uint64_t>(all[r][5].item<double>());
     s.bytes_text_encoder = static_cast<uint64_t>(all[r][6].item<double>());
     s.bytes_vae = static_cast<uint64_t>(all[r][7].item<double>());
+    for (size_t k = 0; k < mine.stages.size(); ++k) {
+      StageMemory m;
+      m.stage = mine.stages[k].stage;
+      m.host_rss_peak = static_cast<int64_t>(all[r][8 + 3 * k].item<double>());
+      m.device_allocated_peak = static_cast<int64_t>(all[r][9 + 3 * k].item<double>());
+      m.device_reserved_peak = static_cast<int64_t>(all[r][10 + 3 * k].item<double>());
+      s.stages.push_back(m);
+    }
     out.push_back(s);
   }
   return out;

@@ -12,6 +12,14 @@ class Communicator;
 
 namespace ditgen::io {
 
+// One stage's memory peaks on one rank (--track-memory; the counters reset at the stage's start).
+struct StageMemory {
+  std::string stage;  // "load", "text_encode", "load_transformer", "denoise", "vae_decode"
+  int64_t host_rss_peak = 0;
+  int64_t device_allocated_peak = 0;
+  int64_t device_reserved_peak = 0;
+};
+
 struct RankStats {
   int rank = 0;
   double load_seconds = 0;
@@ -20,6 +28,7 @@ struct RankStats {
   int64_t host_rss_peak = 0;
   int64_t device_allocated_peak = 0;
   int64_t device_reserved_peak = 0;
+  std::vector<StageMemory> stages;  // --track-memory: in run order (the same stages on every rank)
 };
 
 struct RunReport {
@@ -30,6 +39,7 @@ struct RunReport {
   std::vector<double> step_seconds;                     // each denoising step of the timed run
   std::vector<RankStats> ranks;                         // every rank, gathered on rank 0
   std::vector<std::string> outputs;
+  nlohmann::json extra = nlohmann::json::object();      // further sections (e.g. "cache"), copied as they are
 
   void add_stage(const std::string& name, double seconds);
   nlohmann::json to_json() const;

@@ -136,7 +136,8 @@ class Mp4Writer {
     return p;
   }
 
-  void write(const at::Tensor& frames, double fps, const at::Tensor& audio, int sample_rate) {
+  void write(const at::Tensor& frames, double fps, const at::Tensor& audio, int sample_rate,
+             const std::string& comment) {
     num_frames_ = frames.size(0);
     const int h = static_cast<int>(frames.size(2)), w = static_cast<int>(frames.size(3));
     AVFormatContext* fc = nullptr;
@@ -152,6 +153,7 @@ class Mp4Writer {
       audio_.done = true;
     }
 
+    if (!comment.empty()) check(av_dict_set(&fc->metadata, "comment", comment.c_str(), 0), "setting the metadata");
     check(avio_open(&fc->pb, path_.c_str(), AVIO_FLAG_WRITE), "opening the file");
     Dict opts;  // faststart: the index first, so that playback can start before the whole file is read
     check(av_dict_set(&opts.d, "movflags", "+faststart", 0), "setting the muxer options");
@@ -322,8 +324,13 @@ class Mp4Writer {
 
 bool mp4_supported() { return true; }
 
+std::string ffmpeg_version() {
+  const unsigned v = avcodec_version();
+  return fmt::format("{} (libavcodec {}.{}.{})", av_version_info(), v >> 16, (v >> 8) & 0xff, v & 0xff);
+}
+
 void write_mp4(const std::string& path, const at::Tensor& frames, double fps, const at::Tensor& audio,
-               int sample_rate) {
+               int sample_rate, const std::string& comment) {
   DITGEN_CHECK(frames.defined() && frames.dim() == 4 && frames.size(1) == 3 && frames.size(0) > 0,
                "cannot write the video '{}': expected frames [F, 3, H, W] with F > 0, got {}", path,
                shape_of(frames));
@@ -338,7 +345,7 @@ void write_mp4(const std::string& path, const at::Tensor& frames, double fps, co
   if (audio.defined())
     DITGEN_CHECK(sample_rate > 0, "cannot write the video '{}': bad audio sample rate {}", path, sample_rate);
   quiet_ffmpeg();
-  Mp4Writer(path).write(frames, fps, audio, sample_rate);
+  Mp4Writer(path).write(frames, fps, audio, sample_rate, comment);
 }
 
 std::string wav_bytes(const at::Tensor& audio, int sample_rate) {
@@ -389,7 +396,9 @@ std::string wav_bytes(const at::Tensor& audio, int sample_rate) {
 
 bool mp4_supported() { return false; }
 
-void write_mp4(const std::string& path, const at::Tensor&, double, const at::Tensor&, int) {
+std::string ffmpeg_version() { return "not built in (-DDITGEN_FFMPEG=OFF: no MP4 output)"; }
+
+void write_mp4(const std::string& path, const at::Tensor&, double, const at::Tensor&, int, const std::string&) {
   fail("cannot write the video '{}': this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF); "
        "pass --save-frames for PNG frames and a WAV, or rebuild after scripts/setup.sh",
        path);

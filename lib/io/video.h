@@ -10,14 +10,17 @@ namespace ditgen::io {
 
 // Whether this build writes MP4 (CMake -DDITGEN_FFMPEG, on where FFmpeg's libraries are found).
 bool mp4_supported();
+// FFmpeg's version and its libavcodec's, or "not built in".
+std::string ffmpeg_version();
 
 // Writes an MP4 file to `path` (usually OutputFiles::add_path(final): the name carries no extension,
 // the container is always MP4). frames: [F, 3, H, W] uint8, or float in [0, 1]; H and W even.
 // fps > 0 (24 -> 24/1, 23.976 -> 24000/1001, 12.5 -> 25/2). audio: [2, S] float in [-1, 1] (clipped)
 // at `sample_rate` Hz, or an undefined tensor for no audio track. Throws ditgen::Error naming the file,
-// the stage and FFmpeg's reason; a build without FFmpeg throws naming --save-frames (PNG + WAV).
+// the stage and FFmpeg's reason; a build without FFmpeg throws naming --save-frames (PNG + WAV). A
+// non-empty `comment` goes into the container's metadata (the generation settings).
 void write_mp4(const std::string& path, const at::Tensor& frames, double fps, const at::Tensor& audio,
-               int sample_rate);
+               int sample_rate, const std::string& comment = "");
 
 // The bytes of a 16-bit PCM WAV file for audio [2, S] float (clipped to [-1, 1], * 32767, rounded).
 std::string wav_bytes(const at::Tensor& audio, int sample_rate);

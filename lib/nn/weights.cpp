@@ -124,7 +124,8 @@ at::Tensor RandomSource::load(const std::string& key, const std::vector<int64_t>
   if (!slice.is_whole()) {
     std::vector<at::Tensor> parts;
     for (auto [start, len] : slice.ranges) parts.push_back(t.narrow(slice.dim, start, len));
-    t = parts.size() == 1 ? parts[0].contiguous() : at::cat(parts, slice.dim);
+    // A copy: a narrowed view (contiguous when cut along dim 0) would keep the whole tensor's storage alive.
+    t = parts.size() == 1 ? parts[0].clone(at::MemoryFormat::Contiguous) : at::cat(parts, slice.dim);
   }
   return t.to(device, dtype).contiguous();
 }
@@ -173,6 +174,18 @@ Weights Weights::with_tp(TpGroup tp) const {
 
 io::Slice Weights::slice_for(const std::string& k, const std::vector<int64_t>& full_shape,
                              const Shard& shard) const {
+  if (shard.range) {
+    const auto [start, len] = *shard.range;
+    DITGEN_CHECK(shard.dim >= 0 && shard.dim < static_cast<int>(full_shape.size()) && start >= 0 && len >= 0 &&
+                     start + len <= full_shape[shard.dim],
+                 "internal: piece [{}, {}) of '{}' (shape {}) along dim {} is out of range", start, start + len, k,
+                 io::shape_str(full_shape), shard.dim);
+    if (start == 0 && len == full_shape[shard.dim]) return io::Slice::whole();
+    io::Slice slice;
+    slice.dim = shard.dim;
+    slice.ranges.emplace_back(start, len);
+    return slice;
+  }
   if (shard.is_replicated() || tp_.size == 1) return io::Slice::whole();
   DITGEN_CHECK(shard.dim < static_cast<int>(full_shape.size()), "cannot shard '{}' of shape {} along dim {}",
                k, io::shape_str(full_shape), shard.dim);

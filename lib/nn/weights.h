@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,10 +28,14 @@ namespace ditgen::nn {
 struct Shard {
   int dim = -1;  // -1: replicated
   std::vector<int64_t> segments;
+  // Set: this rank's piece is exactly [start, start + length) along `dim`, whatever the TP group (uneven
+  // splits, pieces several ranks share, empty pieces: the text encoder under TE-P, models/llm/decoder.h).
+  std::optional<std::pair<int64_t, int64_t>> range;
 
   static Shard replicated() { return {}; }
-  static Shard rows(std::vector<int64_t> segments = {}) { return {0, std::move(segments)}; }  // output features
-  static Shard cols(std::vector<int64_t> segments = {}) { return {1, std::move(segments)}; }  // input features
+  static Shard rows(std::vector<int64_t> segments = {}) { return {0, std::move(segments), std::nullopt}; }  // output features
+  static Shard cols(std::vector<int64_t> segments = {}) { return {1, std::move(segments), std::nullopt}; }  // input features
+  static Shard piece(int dim, int64_t start, int64_t length) { return {dim, {}, std::make_pair(start, length)}; }
   bool is_replicated() const { return dim < 0; }
 };
 

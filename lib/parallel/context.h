@@ -28,6 +28,11 @@ class Context {
   dist::Communicator& cp() const { return *cp_; }
   dist::Communicator& cfg() const { return *cfg_; }  // the two CFG halves' peers
   nn::TpGroup tp_group() const { return {mesh_.tp_index(), mesh_.shape().tp}; }
+  // TE-P (--parallel-text): the text encoder is tensor-parallel over every rank of the world, whatever the
+  // mesh; under --cfg 2 too (each rank then encodes both branches' prompts), so that each rank holds 1/world
+  // of the encoder rather than 2/world. The world communicator itself: no extra group to create.
+  dist::Communicator& text_tp() const { return *world_; }
+  nn::TpGroup text_tp_group() const { return {mesh_.rank(), mesh_.world()}; }
 
  private:
   dist::Mesh mesh_;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/options.h"
 #include "lib/dist/mesh.h"
 #include "lib/sched/flow_match.h"
 
@@ -33,6 +34,7 @@ struct Settings {
   bool allow_nonfinite = false;  // do not stop on NaN/Inf latents or pixels
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  cache::Options cache;  // DBCache / TaylorSeer / step mask (lib/cache); disabled by default
 };
 
 // A model's encoding of the prompts of one CFG branch (opaque to the runner).
@@ -52,7 +54,12 @@ struct Media {
   at::Tensor audio;
   double fps = 0;
   int sample_rate = 0;
+  // Seconds of the decode's parts worth reporting on their own (LTX-2: "video_vae", "audio_vae_vocoder").
+  std::vector<std::pair<std::string, double>> decode_seconds;
 };
+
+// The components the memory plan frees once nothing needs them again.
+enum class Component { TextEncoder, Transformer };
 
 class Model {
  public:
@@ -86,6 +93,22 @@ class Model {
 
   // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").
   virtual std::map<std::string, uint64_t> bytes_read() const = 0;
+
+  // The memory plan (README "Memory plan"): the runner encodes the prompts once, releases the text
+  // encoder, then calls load_deferred() (a model loaded with its transformer deferred reads it now, so the
+  // text encoder and the transformer never hold memory at the same time), and releases the transformer
+  // before the last VAE decode. Using a released component is an error. The defaults keep everything.
+  virtual void load_deferred() {}
+  virtual void release(Component c) {}
+
+  // Called by `denoise` at the start of every step (0 .. steps-1), before the step's transformer
+  // calls: per-generation state such as the block cache follows the steps through it.
+  virtual void on_step(int64_t step, int64_t steps) const {}
+  // What the block cache did in the last generation (per list and branch: cached steps, differences,
+  // decisions; lib/cache/dbcache.h), or null when it was off.
+  virtual nlohmann::json cache_report() const { return nullptr; }
+  // Its one-line summary for rank 0 ("" when it was off).
+  virtual std::string cache_summary() const { return ""; }
 };
 
 // The file in a model folder that carries ditgen's presets (written by export-tiny, so that an exported

@@ -1,7 +1,9 @@
 #include "lib/pipeline/output.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -78,11 +80,15 @@ void check_image_size(int64_t height, int64_t width, int64_t m) {
   check("--width", width);
 }
 
-std::string run_tag(const dist::Mesh& mesh, bool cache) {
+std::string run_tag(const dist::Mesh& mesh, const nlohmann::json& cache, bool parallel_text, bool parallel_vae) {
   std::string tag = "C0";
-  if (cache) tag += "_DBCache";
+  const bool cached = cache.is_object() && cache.contains("tag");
+  if (cached) tag += "_" + cache["tag"].get<std::string>() + "_" + cache.value("calibrator_tag", std::string("T0O0"));
   const std::string mt = mesh.tag();
   if (!mt.empty()) tag += "_" + mt;
+  if (parallel_text) tag += "_TEP";
+  if (parallel_vae) tag += "_VAEP";
+  if (cached) tag += "_S" + std::to_string(cache.value("name_cached_steps", int64_t{0}));
   return tag;
 }
 
@@ -131,6 +137,17 @@ OutputPaths output_paths(const std::string& output, const std::string& model, in
   }
   p.report = base + ".json";
   return p;
+}
+
+void check_output_writable(const std::string& output, const std::string& ext) {
+  const OutputPaths p = output_paths(output, "probe", 1, 1, 0, "C0", 1, ext);  // checks the name, makes the folder
+  const auto slash = p.report.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : p.report.substr(0, std::max<size_t>(slash, 1));
+  std::string probe = io::join_path(dir, ".ditgen_probe_XXXXXX");
+  const int fd = ::mkstemp(&probe[0]);
+  DITGEN_CHECK(fd >= 0, "--output '{}': cannot write in the folder '{}': {}", output, dir, std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 }  // namespace ditgen::pipeline

@@ -3,6 +3,7 @@
 // carry the configuration (cache-dit style: flux2.1024x1024.C0_Ulysses4_TP2.png).
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,8 +21,13 @@ std::string device_description(const at::Device& device, int world);
 // Fails with the nearest valid sizes when height or width is not a positive multiple of `multiple`.
 void check_image_size(int64_t height, int64_t width, int64_t multiple);
 
-// "C0" + "_" + mesh tag (+ "_cache" tag later): the configuration part of output names.
-std::string run_tag(const dist::Mesh& mesh, bool cache);
+// "C0" (+ "_" + cache tag + "_" + calibrator tag) + "_" + mesh tag (+ "_TEP" with the text encoder
+// tensor-parallel, + "_VAEP" with the VAE decode spread over the ranks) (+ "_S" + cached steps): the
+// configuration part of output names, as cache-dit-semantics.md §6.3 (flux2.1024x1024.C0_Ulysses4_TP2_TEP.png,
+// flux2.1024x1024.C0_DBCache_F1B0_W8I1M0MC3_R0.12_T0O0_S9.png). `cache` is the model's cache_report()
+// (null with the cache off).
+std::string run_tag(const dist::Mesh& mesh, const nlohmann::json& cache = nullptr, bool parallel_text = false,
+                    bool parallel_vae = false);
 
 // mkdir -p.
 void make_dirs(const std::string& dir);
@@ -37,5 +43,9 @@ struct OutputPaths {
 // (frames > 0), as the reference tool names them.
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
                          int64_t frames, const std::string& tag, int64_t batch, const std::string& ext = "png");
+
+// Before any work: the output name is valid for `ext` and its folder (created if missing) accepts a new
+// file; otherwise fails naming --output, the folder and the reason.
+void check_output_writable(const std::string& output, const std::string& ext);
 
 }  // namespace ditgen::pipeline

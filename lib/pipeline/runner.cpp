@@ -7,6 +7,7 @@
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/io/video.h"
+#include "lib/pipeline/fit_check.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
@@ -45,12 +46,13 @@ Settings resolve_settings(const GenerateRequest& req, const Model& model, const 
   s.batch = req.batch;
   s.seed = req.seed;
   s.allow_nonfinite = req.allow_nonfinite;
+  s.cache = req.cache;
   s.dtype = dtype;
   s.device = device;
   return s;
 }
 
-Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx) {
+Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx, bool text_on_all_ranks) {
   const std::vector<std::string> prompts(static_cast<size_t>(s.batch), s.prompt);
   Branches b;
   if (!model.cfg_off_reason(s).empty()) {
@@ -59,8 +61,10 @@ Branches encode_branches(const Model& model, const Settings& s, const parallel::
   }
   const std::vector<std::string> negatives(static_cast<size_t>(s.batch), s.negative_prompt);
   const auto& mesh = ctx.mesh();
-  if (mesh.shape().cfg == 1 || mesh.cfg_index() == 0) b.cond = model.encode(prompts, s);
-  if (mesh.shape().cfg == 1 || mesh.cfg_index() == 1) b.uncond = model.encode(negatives, s);
+  const bool both = mesh.shape().cfg == 1 || text_on_all_ranks;
+  if (both || mesh.cfg_index() == 0) b.cond = model.encode(prompts, s);
+  if (both || mesh.cfg_index() == 1) b.uncond = model.encode(negatives, s);
+  if (mesh.shape().cfg == 2) (mesh.cfg_index() == 0 ? b.uncond : b.cond).reset();  // the other half's
   return b;
 }
 
@@ -98,6 +102,7 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& b, 
   std::vector<at::Tensor> finite;
   for (int64_t i = 0; i < steps; ++i) {
     runtime::Stopwatch sw(s.device);
+    model.on_step(i, steps);
     const float t = r.schedule.timesteps[i];
     Latents v;
     if (!cfg) {
@@ -174,6 +179,35 @@ auto in_stage(const char* stage, const at::Device& device, F&& f) -> decltype(f(
   }
 }
 
+// --track-memory: each stage's peaks per rank, the counters reset at the stage's start; a stage that
+// runs several times (warm-up and timed runs) keeps its highest.
+class StagePeaks {
+ public:
+  StagePeaks(const at::Device& device, bool on) : device_(device), on_(on) {}
+  void begin() const {
+    if (on_) runtime::reset_peaks(device_);
+  }
+  void end(const std::string& stage) {
+    if (!on_) return;
+    const auto m = runtime::read_memory(device_);
+    log::debug("memory after {}: host RSS {} (stage peak {}), device allocated {} (stage peak {})", stage,
+               io::human_bytes(static_cast<double>(m.host_rss)), io::human_bytes(static_cast<double>(m.host_rss_peak)),
+               io::human_bytes(static_cast<double>(m.device_allocated)),
+               io::human_bytes(static_cast<double>(m.device_allocated_peak)));
+    auto it = std::find_if(stages_.begin(), stages_.end(), [&](const io::StageMemory& x) { return x.stage == stage; });
+    if (it == stages_.end()) it = stages_.insert(stages_.end(), io::StageMemory{stage});
+    it->host_rss_peak = std::max(it->host_rss_peak, m.host_rss_peak);
+    it->device_allocated_peak = std::max(it->device_allocated_peak, m.device_allocated_peak);
+    it->device_reserved_peak = std::max(it->device_reserved_peak, m.device_reserved_peak);
+  }
+  const std::vector<io::StageMemory>& stages() const { return stages_; }
+
+ private:
+  at::Device device_;
+  bool on_;
+  std::vector<io::StageMemory> stages_;
+};
+
 }  // namespace
 
 io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx) {
@@ -185,12 +219,29 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
                "this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot write MP4: pass "
                "--save-frames to write the frames as PNG and the audio as WAV, or rebuild with FFmpeg "
                "(scripts/setup.sh installs it)");
+  // An output that cannot be written fails now, not after the model has run (rank 0 writes).
+  if (mesh.rank() == 0) check_output_writable(req.output, video ? "mp4" : "png");
   const auto [device, dtype] = resolve_device(req.device, req.dtype, mesh.rank());
+  // A checkpoint whose weights cannot fit ends here, before any is allocated.
+  if (!req.model_path.empty() && !req.random_weights && io::dir_exists(req.model_path)) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    check_weights_fit(estimate_weights(req.model_path, mesh.shape().tp, req.parallel_text ? mesh.world() : 1, dtype),
+                      device, local ? std::atoi(local) : mesh.world());
+  }
 
+  StagePeaks peaks(device, req.track_memory);
+  peaks.begin();
   runtime::Stopwatch load_watch(device);
   const std::unique_ptr<Model> model =
       in_stage("loading the model", device, [&] { return entry.load(req, device, dtype, ctx); });
-  const double load_s = load_watch.seconds();
+  // DITGEN_MEMORY_PLAN=off keeps every component resident all along (what runs did before the plan), to
+  // measure what the plan saves.
+  const char* plan_env = std::getenv("DITGEN_MEMORY_PLAN");
+  const bool plan = !(plan_env && std::string(plan_env) == "off");
+  if (!plan) model->load_deferred();
+  runtime::return_freed_memory(device);  // what loading held only for a while (whole tensors before slicing)
+  double load_s = load_watch.seconds();
+  peaks.end("load");
 
   // Every rank checks the settings before any work, so a bad request ends the job everywhere.
   const Settings s = resolve_settings(req, *model, device, dtype);
@@ -215,25 +266,55 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
                      {"steps", s.steps},       {"seed", s.seed},             {"batch", s.batch},
                      {"max_sequence_length", s.max_sequence_length},          {"dtype", c10::toString(dtype)},
                      {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}});
+  // TE-P is on with --parallel-text and more than one rank (one process runs the whole encoder anyway).
+  const bool tep = req.parallel_text && mesh.world() > 1;
+  report.settings["parallel_text"] = tep;
+  if (req.parallel_text && !tep) log::info("--parallel-text: one process, the text encoder runs whole");
+  // VAE-P likewise: the decode split by image rows over every rank (lib/parallel/rows.h).
+  const bool vaep = req.parallel_vae && mesh.world() > 1;
+  report.settings["parallel_vae"] = vaep;
   const nlohmann::json extra = model->report_settings(s);
   report.settings.update(extra);
-  report.add_stage("load", load_s);
   log::info("{}: {}x{}, {} steps, seed {}, {} on {} ({}) {}", model->name(), s.width, s.height, s.steps, s.seed,
             c10::toString(dtype), report.device, mesh.describe(), extra.dump());
 
-  auto run_once = [&](int64_t n_steps, bool timed) {
+  // The memory plan (runner.h): the prompts once for every run, then the text encoder goes before the
+  // transformer comes.
+  peaks.begin();
+  runtime::Stopwatch te_watch(device);
+  const Branches branches =
+      in_stage("encoding the prompt", device, [&] { return encode_branches(*model, s, *ctx, tep); });
+  const double te_s = te_watch.seconds();
+  if (plan) {
+    model->release(Component::TextEncoder);
+    runtime::return_freed_memory(device);
+  }
+  peaks.end("text_encode");
+  peaks.begin();
+  load_watch.restart();
+  in_stage("loading the transformer", device, [&] { model->load_deferred(); });
+  runtime::return_freed_memory(device);
+  load_s += load_watch.seconds();
+  peaks.end("load_transformer");
+  report.add_stage("load", load_s);
+
+  auto run_once = [&](int64_t n_steps, bool timed, bool last) {
     Settings run = s;
     run.steps = n_steps;
-    runtime::Stopwatch sw(device);
-    const Branches branches = in_stage("encoding the prompt", device, [&] { return encode_branches(*model, run, *ctx); });
-    const double te = sw.seconds();
+    peaks.begin();
     runtime::Progress progress(timed ? "denoise" : "warmup", n_steps);
     auto result = in_stage("denoising", device, [&] {
       return denoise(*model, run, branches, model->initial_latents(run), *ctx,
                      [&](int64_t, double sec) { progress.advance(sec); });
     });
     progress.finish();
-    sw.restart();
+    peaks.end("denoise");
+    if (last && plan) {  // nothing needs the transformer again
+      model->release(Component::Transformer);
+      runtime::return_freed_memory(device);
+    }
+    peaks.begin();
+    runtime::Stopwatch sw(device);
     Media media = in_stage("decoding with the VAE", device, [&] { return model->decode(result.latents, run); });
     for (const at::Tensor* t : {&media.images, &media.videos, &media.audio})
       DITGEN_CHECK(run.allow_nonfinite || !t->defined() || at::isfinite(*t).all().item<bool>(),
@@ -241,20 +322,20 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
                    "writes it anyway)",
                    t == &media.audio ? "audio" : (t == &media.videos ? "video" : "image"), c10::toString(dtype));
     const double vae = sw.seconds();
-    return std::make_tuple(te, result.step_seconds, vae, media);
+    peaks.end("vae_decode");
+    return std::make_tuple(result.step_seconds, vae, media);
   };
 
-  if (req.track_memory) runtime::reset_peaks(device);
-  for (int i = 0; i < req.warmup; ++i) run_once(warmup_steps, false);
+  for (int i = 0; i < req.warmup; ++i) run_once(warmup_steps, false, false);
 
-  double te_sum = 0, vae_sum = 0, total_sum = 0;
+  double vae_sum = 0, total_sum = 0;
   std::vector<double> steps_sum(static_cast<size_t>(s.steps), 0.0);
   Media media;
-  for (int r = 0; r < std::max(1, req.repeat); ++r) {
+  const int repeats = std::max(1, req.repeat);
+  for (int r = 0; r < repeats; ++r) {
     runtime::Stopwatch total(device);
-    auto [te, step_s, vae, m] = run_once(s.steps, true);
+    auto [step_s, vae, m] = run_once(s.steps, true, r == repeats - 1);
     total_sum += total.seconds();
-    te_sum += te;
     vae_sum += vae;
     for (size_t i = 0; i < step_s.size(); ++i) steps_sum[i] += step_s[i];
     media = m;
@@ -262,10 +343,12 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   const double n = std::max(1, req.repeat);
   double denoise_s = 0;
   for (auto& x : steps_sum) denoise_s += (x /= n);
-  report.add_stage("text_encode", te_sum / n);
+  report.add_stage("text_encode", te_s);
   report.add_stage("denoise", denoise_s);
   report.add_stage("vae_decode", vae_sum / n);
-  report.add_stage("inference", total_sum / n);
+  for (const auto& [part, sec] : media.decode_seconds) report.add_stage(part, sec);  // of the last timed run
+  // As the reference's full pipeline call: the (one) prompt encoding plus a run's denoising and decode.
+  report.add_stage("inference", te_s + total_sum / n);
   report.step_seconds = steps_sum;
 
   // The last collective: every rank's load and memory numbers. Outputs are written only after it, so
@@ -283,12 +366,26 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   mine.host_rss_peak = mem.host_rss_peak;
   mine.device_allocated_peak = mem.device_allocated_peak;
   mine.device_reserved_peak = mem.device_reserved_peak;
+  mine.stages = peaks.stages();
+  if (req.track_memory) {
+    // The peak after loading, as the reference tool's (it resets the counters once the pipeline is loaded):
+    // the highest stage since; the deferred transformer load counts.
+    mine.host_rss_peak = mine.device_allocated_peak = mine.device_reserved_peak = 0;
+    for (const auto& m : mine.stages) {
+      if (m.stage == "load") continue;
+      mine.host_rss_peak = std::max(mine.host_rss_peak, m.host_rss_peak);
+      mine.device_allocated_peak = std::max(mine.device_allocated_peak, m.device_allocated_peak);
+      mine.device_reserved_peak = std::max(mine.device_reserved_peak, m.device_reserved_peak);
+    }
+  }
   report.ranks = io::gather_rank_stats(mine, ctx->world());
+  const nlohmann::json cache_report = model->cache_report();  // null with the cache off
+  if (!cache_report.is_null()) report.extra["cache"] = cache_report;
 
   // Every rank holds the same images. Rank 0 writes them and then the report under temporary names;
   // they move into place only once every rank has come this far, so a failed job leaves nothing.
   const auto paths = output_paths(req.output, model->name(), s.height, s.width, video ? s.num_frames : 0,
-                                  run_tag(mesh, false), s.batch, video ? "mp4" : "png");
+                                  run_tag(mesh, cache_report, tep, vaep), s.batch, video ? "mp4" : "png");
   const bool write_mp4 = video && io::mp4_supported();
   std::vector<std::string> saved;  // what the log lists
   for (int64_t i = 0; i < s.batch; ++i) {
@@ -299,16 +396,24 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
     }
   }
   report.outputs = saved;
+  // The settings travel inside the files (PNG text "parameters", MP4 comment), as image tools expect.
+  std::string parameters = s.prompt;
+  if (s.has_negative_prompt) parameters += "\nNegative prompt: " + s.negative_prompt;
+  parameters += fmt::format("\nSteps: {}, Seed: {}, Size: {}x{}{}, {}Model: {}, Mesh: {}, Generator: ditgen",
+                            s.steps, s.seed, s.width, s.height,
+                            video ? fmt::format(", Frames: {}, Frame rate: {}", s.num_frames, s.frame_rate) : "",
+                            extra.empty() ? "" : "Settings: " + extra.dump() + ", ", model->name(), mesh.describe());
   io::OutputFiles files;
   if (mesh.rank() == 0) {
     runtime::Stopwatch write_watch(device);
     for (int64_t i = 0; i < s.batch; ++i) {
       if (!video) {
-        files.add(paths.files[i], io::png_bytes(media.images[i]));
+        files.add(paths.files[i], io::png_bytes(media.images[i], parameters));
         continue;
       }
       const at::Tensor audio = media.audio.defined() ? media.audio[i] : at::Tensor();
-      if (write_mp4) io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate);
+      if (write_mp4)
+        io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate, parameters);
       if (req.save_frames) {
         const std::string dir = paths.stems[i] + ".frames";
         make_dirs(dir);
@@ -326,6 +431,7 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   if (mesh.rank() == 0) {
     files.commit();
     log::info_line(report.table());
+    if (const std::string cs = model->cache_summary(); !cs.empty()) log::info("{}", cs);
     if (req.track_memory) {
       int64_t peak = 0;
       for (const auto& r : report.ranks) peak = std::max(peak, device.is_cuda() ? r.device_allocated_peak : r.host_rss_peak);

@@ -18,7 +18,8 @@ namespace ditgen::pipeline {
 // Flags a model command takes beyond the common ones (the CLI adds only those its model lists).
 // Guidance: FLUX.2's embedded guidance; CfgGuidance: true-CFG scales per stream (--guidance for the
 // video, --audio-guidance); Video: --num-frames, --frame-rate, --save-frames and MP4 output.
-enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video };
+// Cache: --cache and its flags (the model runs its block lists through lib/cache).
+enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video, Cache };
 
 struct ModelEntry {
   std::string command;  // "flux2", "qwen-image"
@@ -42,10 +43,13 @@ Settings resolve_settings(const GenerateRequest& request, const Model& model, co
 
 // The conditioning of each CFG branch this rank runs: both when the branches run one after the
 // other, only its own under --cfg 2 (the other half encodes the other prompt), `uncond` null without CFG.
+// `text_on_all_ranks` (TE-P: the text encoder is one collective over every rank): under --cfg 2 every
+// rank then encodes both branches, in the same order, and keeps its own.
 struct Branches {
   std::shared_ptr<Conditioning> cond, uncond;
 };
-Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx);
+Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx,
+                         bool text_on_all_ranks = false);
 
 struct DenoiseResult {
   Latents latents;
@@ -62,6 +66,9 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& bra
 
 // `ditgen <model>`: load, check the settings on every rank, warm up, generate, then (after the last
 // collective) write the outputs and the report on rank 0. Returns the report.
+// The memory plan: the prompts are encoded once for the warm-up and the timed runs (same settings, same
+// embeddings), the text encoder is released, then the transformer is read (the loaders defer it), and it
+// is released before the last run's VAE decode; the peak is the largest stage, not the sum.
 io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx);
 
 }  // namespace ditgen::pipeline

@@ -4,6 +4,10 @@
 #include <fstream>
 #include <string>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #ifdef DITGEN_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -34,6 +38,18 @@ int64_t proc_status_kb(const std::string& key) {
 }
 }  // namespace
 
+#ifdef DITGEN_CUDA
+namespace {
+// The caching allocator refuses questions about a device it has not set up yet ("Invalid device
+// argument"): before the first allocation (e.g. resetting the peaks before the model loads), make one.
+void touch_allocator(const at::Device& device) {
+  static bool touched = false;
+  if (!touched) (void)at::empty({1}, at::TensorOptions().device(device));
+  touched = true;
+}
+}  // namespace
+#endif
+
 MemoryReading read_memory(const at::Device& device) {
   MemoryReading r;
   r.host_rss = proc_status_kb("VmRSS");
@@ -41,6 +57,7 @@ MemoryReading read_memory(const at::Device& device) {
 #ifdef DITGEN_CUDA
   if (device.is_cuda()) {
     using namespace c10::cuda::CUDACachingAllocator;
+    touch_allocator(device);
     const auto stats = getDeviceStats(device.index());
     const size_t agg = 0;  // StatType::AGGREGATE (its namespace moved between LibTorch versions)
     r.device_allocated = stats.allocated_bytes[agg].current;
@@ -56,7 +73,21 @@ MemoryReading read_memory(const at::Device& device) {
 void reset_peaks(const at::Device& device) {
   std::ofstream("/proc/self/clear_refs") << "5";  // resets VmHWM; harmless where not allowed
 #ifdef DITGEN_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  if (device.is_cuda()) {
+    touch_allocator(device);
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  }
+#else
+  (void)device;
+#endif
+}
+
+void return_freed_memory(const at::Device& device) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
 #else
   (void)device;
 #endif

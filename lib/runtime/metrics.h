@@ -22,6 +22,9 @@ struct MemoryReading {
 MemoryReading read_memory(const at::Device& device);
 // Resets the device peak counters (and the host peak where the kernel allows).
 void reset_peaks(const at::Device& device);
+// After a component's tensors are freed: gives the memory back (glibc's malloc_trim on the host, the CUDA
+// caching allocator's unused blocks on the device) so that RSS and reserved memory show the release.
+void return_freed_memory(const at::Device& device);
 
 // Times one stage: synchronises the device at both ends.
 class Stopwatch {

@@ -18,6 +18,12 @@ struct CaseOptions {
   double tolerance = 0;  // 0: the kind's default
   // The mesh the case runs under (one process when null); results must match the single run.
   std::shared_ptr<parallel::Context> parallel;
+  // --parallel-text: text-encoder cases run the encoder tensor-parallel over every rank (TE-P).
+  bool parallel_text = false;
+  // --parallel-vae: VAE cases decode with their rows split over every rank (VAE-P, lib/parallel/rows.h).
+  bool parallel_vae = false;
+  // The ranks a VAE decode is split over: the world under --parallel-vae, else none (null).
+  dist::Communicator* vae_ranks() const { return parallel_vae && parallel ? &parallel->world() : nullptr; }
 };
 
 class Case {

@@ -10,7 +10,7 @@ pipeline::ModelEntry model_entry() {
   pipeline::ModelEntry e;
   e.command = "flux2";
   e.summary = "Generate images with FLUX.2-dev (built-in tiny model without --model-path)";
-  e.flags = {pipeline::ModelFlag::Guidance, pipeline::ModelFlag::TextEncoderOutLayers};
+  e.flags = {pipeline::ModelFlag::Guidance, pipeline::ModelFlag::TextEncoderOutLayers, pipeline::ModelFlag::Cache};
   e.presets = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
@@ -21,6 +21,9 @@ pipeline::ModelEntry model_entry() {
     lo.dtype = dtype;
     lo.device = device;
     lo.text_layers = req.text_encoder_out_layers;
+    lo.parallel_text = req.parallel_text;
+    lo.parallel_vae = req.parallel_vae;
+    lo.defer_transformer = true;  // the runner's memory plan reads it once the prompt is encoded
     if (req.model_path.empty() && !req.random_weights)
       log::info("no --model-path: running the built-in tiny FLUX.2 (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);

@@ -78,7 +78,7 @@ Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const V
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
   const bool from_folder = !opt.model_path.empty();
   const bool tiny = !from_folder && !opt.random_weights;
   name_ = tiny ? "flux2-tiny" : (from_folder && !opt.random_weights ? "flux2" : "flux2-random");
@@ -158,8 +158,12 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     vsrc = opt.wrap_source("vae", vsrc);
     if (tesrc) tesrc = opt.wrap_source("text_encoder", tesrc);
   }
-  transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
-  tsrc->check_all_used();
+  load_transformer_ = [this, tcfg, tsrc] {
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+    tsrc->check_all_used();
+    bytes_read_["transformer"] = tsrc->bytes_read();
+  };
+  if (!opt.defer_transformer) load_deferred();
   vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/false);
   vsrc->check_all_used();
   DITGEN_CHECK(tcfg.in_channels * tcfg.patch_size * tcfg.patch_size == vcfg.patched_channels(),
@@ -174,12 +178,25 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
                  "is {}",
                  text_layers_.size(), te_cfg->hidden_size, text_layers_.size() * te_cfg->hidden_size,
                  tcfg.joint_attention_dim);
-    text_encoder_ = std::make_unique<llm::DecoderLM>(*te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed);
+    text_encoder_ = llm::load_decoder(*te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed, ctx_,
+                                      opt.parallel_text);
     tesrc->check_all_used();
   }
-  bytes_read_ = {{"transformer", tsrc->bytes_read()},
-                 {"vae", vsrc->bytes_read()},
-                 {"text_encoder", tesrc ? tesrc->bytes_read() : 0}};
+  bytes_read_["vae"] = vsrc->bytes_read();
+  bytes_read_["text_encoder"] = tesrc ? tesrc->bytes_read() : 0;
+  if (!bytes_read_.count("transformer")) bytes_read_["transformer"] = 0;  // read later (deferred)
+}
+
+void Pipeline::load_deferred() {
+  if (!load_transformer_) return;
+  auto load = std::move(load_transformer_);
+  load_transformer_ = nullptr;
+  load();
+}
+
+void Pipeline::release(pipeline::Component c) {
+  if (c == pipeline::Component::TextEncoder) text_encoder_.reset();
+  if (c == pipeline::Component::Transformer) transformer_.reset();  // the block cache keeps its report
 }
 
 // ---- stages -------------------------------------------------------------------------------------
@@ -200,7 +217,7 @@ std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& prompt_embed
   const int64_t m = pixel_multiple();
   c->prompt_embeds = prompt_embeds.to(device_, dtype_);
   c->txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
-  c->rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c->txt_ids);
+  if (transformer_) c->rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c->txt_ids);
   c->guidance = at::full({prompt_embeds.size(0)}, s.guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
   return c;
 }
@@ -229,9 +246,23 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   return scheduler_.schedule(s.steps, (s.height / m) * (s.width / m));
 }
 
+void Pipeline::check(const pipeline::Settings& s) const {
+  if (s.cache.enabled) s.cache.validate(s.steps);
+}
+
+void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
+nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
+std::string Pipeline::cache_summary() const { return cache_.summary(); }
+
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
-                                    int, const pipeline::Settings& s) const {
+                                    int branch, const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
+  DITGEN_CHECK(transformer_, "internal: FLUX.2's transformer is not loaded (deferred or released)");
+  if (!c.rope.defined()) {  // encoded before the transformer was loaded (memory plan)
+    const int64_t m = pixel_multiple();
+    c.rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c.txt_ids);
+  }
+  cache::Cache* cache = cache_.get(s.cache, ctx_, "FLUX.2");
   TransformerInput in;
   in.hidden_states = latents[0];
   in.encoder_hidden_states = c.prompt_embeds;
@@ -239,12 +270,13 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, c
   in.rope = c.rope;
   in.guidance = c.guidance;
   in.timestep = pipeline::model_timestep(t, latents[0].size(0), latents[0].scalar_type(), device_);
-  return {transformer_->forward(in)};
+  return {transformer_->forward(in, cache, branch)};
 }
 
 pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
   const int64_t m = pixel_multiple();
-  return {vae_->decode_to_image(latents[0], s.height / m, s.width / m)};
+  dist::Communicator* vae_ranks = parallel_vae_ ? &ctx_->world() : nullptr;  // VAE-P over every rank
+  return {vae_->decode_to_image(latents[0], s.height / m, s.width / m, vae_ranks)};
 }
 
 }  // namespace ditgen::flux2

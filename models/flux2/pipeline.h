@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
@@ -35,6 +36,9 @@ struct LoadOptions {
   at::Device device = at::kCPU;
   bool load_text_encoder = true;
   std::vector<int> text_layers;  // text-encoder hidden states to stack; empty = preset (10, 20, 30)
+  bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
+  bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
+  bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
   // Optional hook that wraps each component's weight source ("transformer", "vae", "text_encoder"),
   // e.g. to record the tensors of the built-in tiny model for export.
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
@@ -45,7 +49,9 @@ struct LoadOptions {
 struct Conditioning : pipeline::Conditioning {
   at::Tensor prompt_embeds;  // [B, L, joint_attention_dim]
   at::Tensor txt_ids;        // [L, 4]
-  at::Tensor rope;           // this rank's [L_loc + N_loc, head_dim/2] complex64
+  // This rank's [L_loc + N_loc, head_dim/2] complex64; made by the first predict() when the prompt was
+  // encoded before the transformer was loaded (memory plan), then kept for every later step and run.
+  mutable at::Tensor rope;
   at::Tensor guidance;       // [B] float32
 };
 
@@ -78,6 +84,15 @@ class Pipeline : public pipeline::Model {
   // Packed latents -> images [B, 3, H, W] float in [0, 1].
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
   std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+  void load_deferred() override;
+  void release(pipeline::Component c) override;
+  // Refuses cache settings that cannot run (naming the flag) before any work.
+  void check(const pipeline::Settings& s) const override;
+  // The block cache follows the runner's steps; step 0 starts a generation afresh.
+  void on_step(int64_t step, int64_t steps) const override;
+  nlohmann::json cache_report() const override;
+  // The one-line cache summary of the last generation ("" with the cache off).
+  std::string cache_summary() const override;
 
   const Transformer& transformer() const { return *transformer_; }
 
@@ -95,10 +110,14 @@ class Pipeline : public pipeline::Model {
   std::shared_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
+  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
+  bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   SchedulerConfig scheduler_;
   std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
+  // DBCache of the generation in progress (FLUX.2 runs one call per step: the reference's _CFG0).
+  mutable cache::StepCache cache_{/*separate_cfg=*/false};
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 };

@@ -305,11 +305,23 @@ at::Tensor Transformer::finish(const State& s) const {
   return parallel::gather_sequence(out, 1, s.img_full, *ctx_);
 }
 
-at::Tensor Transformer::forward(const TransformerInput& in) const {
+at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   State s = prepare(in);
-  run_double_blocks(s, 0, cfg_.num_layers);
+  if (cache == nullptr || !cache->options().enabled) {
+    run_double_blocks(s, 0, cfg_.num_layers);
+    join_streams(s);
+    run_single_blocks(s, 0, cfg_.num_single_layers);
+    return finish(s);
+  }
+  // DBCache (cache-dit-semantics §5.1): transformer_blocks is Pattern_1 (the image stream x decides;
+  // x and the text stream c get their middle residuals), single_transformer_blocks Pattern_3 on the
+  // joint [text, image] stream. The reference CLI gives the single-stream list 3 x rdt (§5.8).
+  const double single_factor = cache->options().list_threshold_rules ? 3.0 : 1.0;
+  cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, s.x, &s.c,
+             [&](int64_t b, int64_t e) { run_double_blocks(s, b, e); });
   join_streams(s);
-  run_single_blocks(s, 0, cfg_.num_single_layers);
+  cache->run("single_transformer_blocks", cfg_.num_single_layers, single_factor, branch, s.h, nullptr,
+             [&](int64_t b, int64_t e) { run_single_blocks(s, b, e); });
   return finish(s);
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/dbcache.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -55,8 +56,10 @@ class Transformer {
  public:
   Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
 
-  // Predicted velocity [B, N_img, out_dim], gathered on every rank.
-  at::Tensor forward(const TransformerInput& in) const;
+  // Predicted velocity [B, N_img, out_dim], gathered on every rank. With an enabled `cache`, the
+  // double-stream and the single-stream list each run through DBCache with their own state for CFG
+  // branch `branch` (cache-dit-semantics §5.1); without one the blocks run as they always did.
+  at::Tensor forward(const TransformerInput& in, cache::Cache* cache = nullptr, int branch = 0) const;
 
   const TransformerConfig& config() const { return cfg_; }
 

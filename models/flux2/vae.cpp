@@ -7,6 +7,7 @@
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::flux2 {
@@ -129,12 +130,17 @@ struct Conv2d {
     return {wb.get("weight", {cout, cin, kernel, kernel}, Shard::replicated(), Init::Linear),
             wb.get("bias", {cout}, Shard::replicated(), Init::Bias), stride, padding};
   }
-  // [B, cin, H, W] -> [B, cout, H', W']
-  at::Tensor operator()(const at::Tensor& x) const {
-    if (!cpu_reduced(x)) return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
-    return at::conv2d(x.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {stride, stride},
-                      {padding, padding})
-        .to(x.scalar_type());
+  // [B, cin, H, W] -> [B, cout, H', W']. Under VAE-P (`rows` split, stride 1) x is this rank's band and
+  // the rows' padding comes from the neighbours (zeros only at the image's top and bottom).
+  at::Tensor operator()(at::Tensor x, const parallel::RowSplit& rows = {}) const {
+    DITGEN_CHECK(stride == 1 || !rows.split(), "internal: VAE-P splits only stride-1 convolutions");
+    const at::Tensor in = rows.with_halo(x, /*dim=*/2, padding, parallel::RowPad::Zeros);
+    const auto dtype = x.scalar_type();
+    x.reset();  // a temporary argument is freed here
+    const std::vector<int64_t> pad = {rows.conv_padding(padding), padding};
+    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {stride, stride}, pad);
+    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {stride, stride}, pad)
+        .to(dtype);
   }
 };
 
@@ -146,16 +152,17 @@ struct GroupNorm {
     return {wb.get("weight", {channels}, Shard::replicated(), Init::Norm),
             wb.get("bias", {channels}, Shard::replicated(), Init::Bias), groups};
   }
-  // [B, C, H, W] -> [B, C, H, W], a new tensor.
-  at::Tensor operator()(const at::Tensor& x) const {
+  // [B, C, H, W] -> [B, C, H, W], a new tensor. Under VAE-P the statistics span every rank's band.
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
     // Statistics in fp32 (CUDA kernels do that themselves for bf16 inputs).
-    if (!cpu_reduced(x)) return at::group_norm(x, groups, weight, bias, kGroupNormEps);
-    return at::group_norm(x.to(at::kFloat), groups, weight.to(at::kFloat), bias.to(at::kFloat), kGroupNormEps)
+    if (!cpu_reduced(x)) return parallel::group_norm(x, groups, weight, bias, kGroupNormEps, rows);
+    return parallel::group_norm(x.to(at::kFloat), groups, weight.to(at::kFloat), bias.to(at::kFloat),
+                                kGroupNormEps, rows)
         .to(x.scalar_type());
   }
   // silu(GN(x)), the SiLU applied in place on the fresh normalised tensor.
-  at::Tensor silu(const at::Tensor& x) const {
-    at::Tensor t = (*this)(x);
+  at::Tensor silu(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
+    at::Tensor t = (*this)(x, rows);
     at::silu_(t);
     return t;
   }
@@ -174,10 +181,10 @@ struct ResnetBlock {
     if (cin != cout) r.conv_shortcut = Conv2d::load(wb.pp("conv_shortcut"), cin, cout, 1, 1, 0);
     return r;
   }
-  // [B, cin, H, W] -> [B, cout, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
-    at::Tensor h = conv1(norm1.silu(x));
-    h = conv2(norm2.silu(h));
+  // [B, cin, H, W] -> [B, cout, H, W] (VAE-P: this rank's band of rows)
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
+    at::Tensor h = conv1(norm1.silu(x, rows), rows);
+    h = conv2(norm2.silu(h, rows), rows);
     return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
   }
 };
@@ -204,13 +211,14 @@ struct MidAttention {
             w("to_out.0"),
             b("to_out.0")};
   }
-  // [B, C, H, W] -> [B, C, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
+  // [B, C, H, W] -> [B, C, H, W]. Under VAE-P the band's pixels attend to every pixel of the image: the
+  // keys and values of all ranks are gathered (the mid block runs at the latent size).
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-    at::Tensor t = group_norm(x).flatten(2).transpose(1, 2);  // [B, HW, C]
-    at::Tensor q = linear(t, q_w, q_b).unsqueeze(2);          // [B, HW, 1, C]
-    at::Tensor k = linear(t, k_w, k_b).unsqueeze(2);
-    at::Tensor v = linear(t, v_w, v_b).unsqueeze(2);
+    at::Tensor t = group_norm(x, rows).flatten(2).transpose(1, 2);      // [B, h*W, C]
+    at::Tensor q = linear(t, q_w, q_b).unsqueeze(2);                    // [B, h*W, 1, C]
+    at::Tensor k = rows.all_rows(linear(t, k_w, k_b), 1, w).unsqueeze(2);  // [B, H*W, 1, C]
+    at::Tensor v = rows.all_rows(linear(t, v_w, v_b), 1, w).unsqueeze(2);
     t = at::Tensor();
     at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), o_w, o_b);  // [B, HW, C]
     return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
@@ -229,10 +237,10 @@ struct MidBlock {
     return m;
   }
   // [B, C, H, W] -> [B, C, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
-    at::Tensor h = resnet0(x);
-    if (attention) h = (*attention)(h);
-    return resnet1(h);
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
+    at::Tensor h = resnet0(x, rows);
+    if (attention) h = (*attention)(h, rows);
+    return resnet1(h, rows);
   }
 };
 
@@ -274,19 +282,21 @@ struct Vae::Decoder {
   GroupNorm conv_norm_out;
   Conv2d conv_out;
 
-  // [B, L, h, w] -> [B, out, h*sf, w*sf]
-  at::Tensor operator()(const at::Tensor& z) const {
-    at::Tensor x = conv_in(post_quant_conv ? (*post_quant_conv)(z) : z);
-    x = mid_block(x);
+  // [B, L, h, w] -> [B, out, h*sf, w*sf]; under VAE-P `rows` splits the latent rows and every tensor
+  // here is this rank's band.
+  at::Tensor operator()(const at::Tensor& z, parallel::RowSplit rows = {}) const {
+    at::Tensor x = conv_in(post_quant_conv ? (*post_quant_conv)(z) : z, rows);
+    x = mid_block(x, rows);
     for (const auto& block : up_blocks) {
-      for (const auto& r : block.resnets) x = r(x);
+      for (const auto& r : block.resnets) x = r(x, rows);
       if (block.resample) {
-        // Upsample2D: nearest x2 (exact in any dtype), then a 3x3 conv.
+        // Upsample2D: nearest x2 (exact in any dtype; each row becomes two on its rank), then a 3x3 conv.
         const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
-        x = (*block.resample)(at::upsample_nearest2d(x, size));
+        rows = rows.scaled(2);
+        x = (*block.resample)(at::upsample_nearest2d(x, size), rows);
       }
     }
-    return conv_out(conv_norm_out.silu(x));
+    return conv_out(conv_norm_out.silu(x, rows), rows);
   }
 };
 
@@ -366,11 +376,20 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
   bn_var_ = bn.get("running_var", {config_.patched_channels()}, Shard::replicated(), Init::Variance);
 }
 
-at::Tensor Vae::decode(const at::Tensor& z) const {
+at::Tensor Vae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels,
                "VAE decode: expected latents [B, {}, h, w], got {}", config_.latent_channels,
                io::shape_str(z.sizes()));
-  return (*decoder_)(z.to(device_, dtype_).contiguous());  // [B, out, h*sf, w*sf]
+  // VAE-P: each rank decodes a band of the latent rows; every rank ends with the whole image.
+  const parallel::RowSplit rows(vae_parallel, z.size(2));
+  const int64_t sf = scale_factor();
+  at::Tensor band;  // this rank's rows of the image (none on a rank past the last latent row)
+  if (rows.idle())
+    band = at::empty({z.size(0), config_.out_channels, 0, z.size(3) * sf},
+                     z.options().device(device_).dtype(dtype_));
+  else
+    band = (*decoder_)(rows.slice(z, 2).to(device_, dtype_).contiguous(), rows);
+  return rows.scaled(sf).gather(band, 2);  // [B, out, h*sf, w*sf]
 }
 
 at::Tensor Vae::encode_mean(const at::Tensor& image) const {
@@ -412,13 +431,14 @@ at::Tensor Vae::bn_normalize(const at::Tensor& z_p) const {
   return (z_p - mean) / std;  // [B, 4L, h, w]
 }
 
-at::Tensor Vae::decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w) const {
+at::Tensor Vae::decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w,
+                                dist::Communicator* vae_parallel) const {
   DITGEN_CHECK(packed_latents.dim() == 3 && packed_latents.size(2) == config_.patched_channels(),
                "VAE decode_to_image: expected packed latents [B, {}*{}, {}], got {}", h, w,
                config_.patched_channels(), io::shape_str(packed_latents.sizes()));
   at::Tensor z = nn::unpack_latents(packed_latents, h, w);          // [B, 4L, h, w]
   z = nn::unpatchify(bn_denormalize(z));                            // [B, L, 2h, 2w]
-  at::Tensor img = decode(z).to(packed_latents.scalar_type());  // [B, 3, 2h*sf, 2w*sf]
+  at::Tensor img = decode(z, vae_parallel).to(packed_latents.scalar_type());  // [B, 3, 2h*sf, 2w*sf]
   img.mul_(0.5).add_(0.5).clamp_(0, 1);                         // in the latents' dtype, like the reference
   return img.to(at::kFloat);
 }

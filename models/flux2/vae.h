@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "lib/dist/communicator.h"
 #include "lib/nn/latents.h"
 #include "lib/nn/weights.h"
 
@@ -59,7 +60,9 @@ class Vae {
 
   // [B, L, h, w] -> [B, out_channels, h*sf, w*sf]: post_quant_conv then the decoder, raw output
   // (about [-1, 1], not clamped). Runs in the weights' dtype and device (the input is moved there).
-  at::Tensor decode(const at::Tensor& z) const;
+  // `vae_parallel` (VAE-P, lib/parallel/rows.h): its ranks, all passing the same z, each decode a band of
+  // the rows and all return the whole image; null: this process decodes everything.
+  at::Tensor decode(const at::Tensor& z, dist::Communicator* vae_parallel = nullptr) const;
   // [B, in_channels, H, W] in [-1, 1] -> [B, L, H/sf, W/sf]: encoder then quant_conv; the mean of
   // the posterior (its mode), which is what the pipeline uses for conditioning images.
   at::Tensor encode_mean(const at::Tensor& image) const;
@@ -72,7 +75,8 @@ class Vae {
   // flux2.md 3.7: packed latents [B, h*w, 4L] (token grid h x w) -> unpack -> BN denormalise ->
   // unpatchify -> decode -> (x * 0.5 + 0.5).clamp(0, 1), done in the latents' dtype.
   // Returns float32 [B, out_channels, 2*sf*h, 2*sf*w] in [0, 1].
-  at::Tensor decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w) const;
+  at::Tensor decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w,
+                             dist::Communicator* vae_parallel = nullptr) const;
 
   struct Encoder;  // defined in vae.cpp
   struct Decoder;

@@ -4,9 +4,12 @@
 #include <cmath>
 #include <set>
 
+#include "lib/dist/mesh.h"
 #include "lib/io/json.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/context.h"
 #include "lib/runtime/error.h"
+#include "lib/runtime/log.h"
 
 namespace ditgen::llm {
 
@@ -362,6 +365,69 @@ std::shared_ptr<nn::CheckpointSource> open_decoder_source(std::shared_ptr<io::Te
   return std::make_shared<nn::CheckpointSource>(std::move(store), root, std::move(ignore));
 }
 
+// ---- TE-P ---------------------------------------------------------------------------------------
+
+namespace {
+
+// [offset, offset + size) of part `r` of `n` split in `parts` (dist::split_sizes).
+std::pair<int64_t, int64_t> part_of(int64_t n, int parts, int r) {
+  const auto sizes = dist::split_sizes(n, parts);
+  int64_t offset = 0;
+  for (int i = 0; i < r; ++i) offset += sizes[i];
+  return {offset, sizes[r]};
+}
+
+// "11+11+10" for up to 8 parts, else "4 or 3".
+std::string shares(int64_t n, int parts) {
+  const auto sizes = dist::split_sizes(n, parts);
+  if (parts <= 8) {
+    std::string s;
+    for (auto v : sizes) s += (s.empty() ? "" : "+") + std::to_string(v);
+    return s;
+  }
+  return sizes.front() == sizes.back() ? fmt::format("{} each", sizes.front())
+                                       : fmt::format("{} or {}", sizes.front(), sizes.back());
+}
+
+}  // namespace
+
+TpSlices tp_slices(const DecoderConfig& c, const nn::TpGroup& tp) {
+  TpSlices t;
+  std::tie(t.head0, t.heads) = part_of(c.num_attention_heads, tp.size, tp.rank);
+  if (t.heads > 0) {
+    const int64_t group = c.num_attention_heads / c.num_key_value_heads;  // query heads per KV head
+    t.kv0 = t.head0 / group;
+    t.kv_heads = (t.head0 + t.heads - 1) / group + 1 - t.kv0;
+  }
+  std::tie(t.ff0, t.ff) = part_of(c.intermediate_size, tp.size, tp.rank);
+  std::tie(t.vocab0, t.vocab) = part_of(c.vocab_size, tp.size, tp.rank);
+  return t;
+}
+
+std::string describe_tp(const DecoderConfig& c, int ranks) {
+  int64_t kv_held = 0;
+  int idle = 0;
+  std::string kv_shares;
+  for (int r = 0; r < ranks; ++r) {
+    const TpSlices t = tp_slices(c, {r, ranks});
+    kv_held += t.kv_heads;
+    idle += t.heads == 0 ? 1 : 0;
+    if (ranks <= 8) kv_shares += (kv_shares.empty() ? "" : "+") + std::to_string(t.kv_heads);
+  }
+  std::string s = fmt::format(
+      "TE-P: the {} text encoder is tensor-parallel over {} ranks: {} query heads as {}, {} KV heads held as {}{}, "
+      "MLP {} as {}, vocabulary {} as {} (embedding rows sharded)",
+      family_name(c.family), ranks, c.num_attention_heads, shares(c.num_attention_heads, ranks),
+      c.num_key_value_heads, ranks <= 8 ? kv_shares : fmt::format("{} copies", kv_held),
+      kv_held > c.num_key_value_heads
+          ? fmt::format(" ({} replicated: a rank holds every KV head its query heads read)", kv_held - c.num_key_value_heads)
+          : "",
+      c.intermediate_size, shares(c.intermediate_size, ranks), c.vocab_size, shares(c.vocab_size, ranks));
+  if (c.num_attention_heads % ranks != 0) s += "; uneven head split (the ranks do not divide the heads)";
+  if (idle > 0) s += fmt::format("; {} rank(s) hold no attention head (more ranks than heads)", idle);
+  return s;
+}
+
 // ---- model ------------------------------------------------------------------------------------
 
 DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_needed, AllReduce tp_all_reduce)
@@ -377,29 +443,38 @@ DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_ne
   DITGEN_CHECK(static_cast<int>(c.layer_is_sliding.size()) == c.num_hidden_layers,
                "internal: text encoder config has {} layer types for {} layers", c.layer_is_sliding.size(),
                c.num_hidden_layers);
-  // TE-P: heads (and KV heads) are split contiguously, so local query head h still uses local KV head
-  // h / (H/KV).
-  const int64_t tp = tp_size_;
-  if (tp > 1) {
-    DITGEN_CHECK(all_reduce_ != nullptr, "internal: text encoder built with --tp {} but no all-reduce", tp);
-    DITGEN_CHECK(c.num_attention_heads % tp == 0, "--tp {} does not divide the encoder's {} attention heads",
-                 tp, c.num_attention_heads);
-    DITGEN_CHECK(tp <= c.num_key_value_heads, "--tp {} exceeds the encoder's {} KV heads", tp,
-                 c.num_key_value_heads);
-    DITGEN_CHECK(c.num_key_value_heads % tp == 0, "--tp {} does not divide the encoder's {} KV heads", tp,
-                 c.num_key_value_heads);
+  const bool tp = tp_size_ > 1;
+  DITGEN_CHECK(!tp || all_reduce_ != nullptr, "internal: text encoder built for {} TE-P ranks but no all-reduce",
+               tp_size_);
+  slices_ = tp_slices(c, wb.tp());
+  const TpSlices& t = slices_;
+  if (t.heads > 0) {
+    // Local query head j reads global KV head (head0 + j) / group. When that is j / (heads / kv_heads), the
+    // grouped layout nn::attention expands itself; otherwise (a query group cut by a rank boundary) the
+    // local K/V heads are gathered per query head.
+    const int64_t group = c.num_attention_heads / c.num_key_value_heads;
+    std::vector<int64_t> index;
+    bool grouped = t.heads % t.kv_heads == 0;
+    for (int64_t j = 0; j < t.heads; ++j) {
+      index.push_back((t.head0 + j) / group - t.kv0);
+      grouped = grouped && index.back() == j / (t.heads / t.kv_heads);
+    }
+    if (!grouped) kv_index_ = at::tensor(index, at::kLong).to(device_);
   }
-  local_heads_ = c.num_attention_heads / tp;
-  local_kv_heads_ = c.num_key_value_heads / tp;
 
   using nn::Init;
   using nn::Shard;
   const int64_t hd = c.hidden_size, dh = c.head_dim, ff = c.intermediate_size;
   const int64_t q_out = c.num_attention_heads * dh, kv_out = c.num_key_value_heads * dh;
+  // This rank's piece of a dim (the whole dim on one rank).
+  auto piece = [&](int dim, int64_t start, int64_t len) { return tp ? Shard::piece(dim, start, len) : Shard::replicated(); };
+  const Shard q_rows = piece(0, t.head0 * dh, t.heads * dh), kv_rows = piece(0, t.kv0 * dh, t.kv_heads * dh);
+  const Shard o_cols = piece(1, t.head0 * dh, t.heads * dh);
+  const Shard ff_rows = piece(0, t.ff0, t.ff), ff_cols = piece(1, t.ff0, t.ff);
   // (1 + w) norms store w centred at 0.
   const Init norm_init = c.offset_norms ? Init::Mean : Init::Norm;
 
-  embed_ = wb.get("embed_tokens.weight", {c.vocab_size, hd}, Shard::replicated(), Init::Embedding);
+  embed_ = wb.get("embed_tokens.weight", {c.vocab_size, hd}, piece(0, t.vocab0, t.vocab), Init::Embedding);
   layers_.reserve(n);
   for (int i = 0; i < n; ++i) {
     const nn::Weights lw = wb.pp("layers").pp(i);
@@ -411,22 +486,22 @@ DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_ne
       l.pre_ff_norm = lw.get("pre_feedforward_layernorm.weight", {hd}, Shard::replicated(), norm_init);
       l.post_ff_norm = lw.get("post_feedforward_layernorm.weight", {hd}, Shard::replicated(), norm_init);
     }
-    l.q = aw.get("q_proj.weight", {q_out, hd}, Shard::rows());
-    l.k = aw.get("k_proj.weight", {kv_out, hd}, Shard::rows());
-    l.v = aw.get("v_proj.weight", {kv_out, hd}, Shard::rows());
-    l.o = aw.get("o_proj.weight", {hd, q_out}, Shard::cols());
+    l.q = aw.get("q_proj.weight", {q_out, hd}, q_rows);
+    l.k = aw.get("k_proj.weight", {kv_out, hd}, kv_rows);
+    l.v = aw.get("v_proj.weight", {kv_out, hd}, kv_rows);
+    l.o = aw.get("o_proj.weight", {hd, q_out}, o_cols);
     if (c.qkv_bias) {
-      l.q_bias = aw.get("q_proj.bias", {q_out}, Shard::rows(), Init::Bias);
-      l.k_bias = aw.get("k_proj.bias", {kv_out}, Shard::rows(), Init::Bias);
-      l.v_bias = aw.get("v_proj.bias", {kv_out}, Shard::rows(), Init::Bias);
+      l.q_bias = aw.get("q_proj.bias", {q_out}, q_rows, Init::Bias);
+      l.k_bias = aw.get("k_proj.bias", {kv_out}, kv_rows, Init::Bias);
+      l.v_bias = aw.get("v_proj.bias", {kv_out}, kv_rows, Init::Bias);
     }
     if (c.qk_norm) {
       l.q_norm = aw.get("q_norm.weight", {dh}, Shard::replicated(), norm_init);
       l.k_norm = aw.get("k_norm.weight", {dh}, Shard::replicated(), norm_init);
     }
-    l.gate = mw.get("gate_proj.weight", {ff, hd}, Shard::rows());
-    l.up = mw.get("up_proj.weight", {ff, hd}, Shard::rows());
-    l.down = mw.get("down_proj.weight", {hd, ff}, Shard::cols());
+    l.gate = mw.get("gate_proj.weight", {ff, hd}, ff_rows);
+    l.up = mw.get("up_proj.weight", {ff, hd}, ff_rows);
+    l.down = mw.get("down_proj.weight", {hd, ff}, ff_cols);
     layers_.push_back(std::move(l));
   }
   if (n == c.num_hidden_layers) final_norm_ = wb.get("norm.weight", {hd}, Shard::replicated(), norm_init);
@@ -442,6 +517,20 @@ at::Tensor DecoderLM::norm(const at::Tensor& x, const at::Tensor& w) const {
 
 void DecoderLM::reduce(at::Tensor& t) const {
   if (tp_size_ > 1) all_reduce_(t);
+}
+
+at::Tensor DecoderLM::embed(const at::Tensor& ids) const {
+  if (tp_size_ == 1) return at::embedding(embed_, ids);
+  // Vocabulary-sharded: the rows this rank holds, zeros for the others, summed over the ranks.
+  at::Tensor local = ids - slices_.vocab0;
+  at::Tensor mine = local.ge(0).logical_and(local.lt(slices_.vocab));  // [B, L]
+  at::Tensor x;
+  if (slices_.vocab > 0)
+    x = at::embedding(embed_, local.clamp(0, slices_.vocab - 1)).masked_fill_(mine.logical_not().unsqueeze(-1), 0);
+  else
+    x = at::zeros({ids.size(0), ids.size(1), cfg_.hidden_size}, embed_.options());
+  reduce(x);
+  return x;
 }
 
 namespace {
@@ -477,28 +566,43 @@ at::Tensor activation(const at::Tensor& x, Activation a) {
 at::Tensor DecoderLM::layer_forward(const Layer& l, const at::Tensor& x, const at::Tensor& mask,
                                     const at::Tensor& cos, const at::Tensor& sin) const {
   const int64_t b = x.size(0), s = x.size(1), dh = cfg_.head_dim;
-  at::Tensor h = norm(x, l.input_norm);                                           // [B, L, hidden]
-  at::Tensor q = nn::linear(h, l.q, l.q_bias).view({b, s, local_heads_, dh});     // [B, L, H/tp, D]
-  at::Tensor k = nn::linear(h, l.k, l.k_bias).view({b, s, local_kv_heads_, dh});  // [B, L, KV/tp, D]
-  at::Tensor v = nn::linear(h, l.v, l.v_bias).view({b, s, local_kv_heads_, dh});
-  if (cfg_.qk_norm) {
-    q = norm(q, l.q_norm);
-    k = norm(k, l.k_norm);
+  const int64_t heads = slices_.heads, kv_heads = slices_.kv_heads;  // this rank's (all on one rank)
+  at::Tensor a;
+  if (heads > 0) {
+    at::Tensor h = norm(x, l.input_norm);                                     // [B, L, hidden]
+    at::Tensor q = nn::linear(h, l.q, l.q_bias).view({b, s, heads, dh});      // [B, L, H_loc, D]
+    at::Tensor k = nn::linear(h, l.k, l.k_bias).view({b, s, kv_heads, dh});   // [B, L, KV_loc, D]
+    at::Tensor v = nn::linear(h, l.v, l.v_bias).view({b, s, kv_heads, dh});
+    if (cfg_.qk_norm) {
+      q = norm(q, l.q_norm);
+      k = norm(k, l.k_norm);
+    }
+    q = nn::rope_half(q, cos, sin);
+    k = nn::rope_half(k, cos, sin);
+    if (kv_index_.defined()) {  // TE-P: a query group cut by a rank boundary; one K/V head per query head
+      k = k.index_select(2, kv_index_);  // [B, L, H_loc, D]
+      v = v.index_select(2, kv_index_);
+    }
+    // nn::attention scales by 1/sqrt(D); Gemma's query_pre_attn_scalar may ask for another scale.
+    const double extra = cfg_.attention_scale() * std::sqrt(static_cast<double>(dh));
+    if (std::abs(extra - 1.0) > 1e-12) q = q * extra;
+    // Rows that see no key (left padding) get exactly 0 here but still go through residual and MLP.
+    a = nn::attention(q, k, v, mask);                  // [B, L, H_loc, D]
+    a = nn::linear(a.reshape({b, s, heads * dh}), l.o);  // [B, L, hidden] partial
+  } else {
+    a = at::zeros_like(x);  // TE-P rank without heads: adds nothing to the sum
   }
-  q = nn::rope_half(q, cos, sin);
-  k = nn::rope_half(k, cos, sin);
-  // nn::attention scales by 1/sqrt(D); Gemma's query_pre_attn_scalar may ask for another scale.
-  const double extra = cfg_.attention_scale() * std::sqrt(static_cast<double>(dh));
-  if (std::abs(extra - 1.0) > 1e-12) q = q * extra;
-  // Rows that see no key (left padding) get exactly 0 here but still go through residual and MLP.
-  at::Tensor a = nn::attention(q, k, v, mask);                // [B, L, H/tp, D]
-  a = nn::linear(a.reshape({b, s, local_heads_ * dh}), l.o);  // [B, L, hidden] partial
   reduce(a);
   if (cfg_.sandwich_norms) a = norm(a, l.post_attn_norm);
   at::Tensor hs = x + a;
 
-  at::Tensor m = norm(hs, cfg_.sandwich_norms ? l.pre_ff_norm : l.post_attn_norm);
-  at::Tensor f = nn::linear(activation(nn::linear(m, l.gate), cfg_.hidden_act) * nn::linear(m, l.up), l.down);
+  at::Tensor f;
+  if (slices_.ff > 0) {
+    at::Tensor m = norm(hs, cfg_.sandwich_norms ? l.pre_ff_norm : l.post_attn_norm);
+    f = nn::linear(activation(nn::linear(m, l.gate), cfg_.hidden_act) * nn::linear(m, l.up), l.down);
+  } else {
+    f = at::zeros_like(hs);
+  }
   reduce(f);
   if (cfg_.sandwich_norms) f = norm(f, l.post_ff_norm);
   return hs + f;
@@ -537,7 +641,13 @@ std::vector<at::Tensor> DecoderLM::forward(const at::Tensor& input_ids, const at
   }
 
   std::vector<at::Tensor> states(total + 1);
-  at::Tensor x = at::embedding(embed_, ids);  // [B, L, hidden]
+  if (tp_size_ > 1 && ids.numel() > 0) {
+    // Out-of-range ids would silently embed as zeros under a sharded vocabulary: refuse them as one rank does.
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    DITGEN_CHECK(lo >= 0 && hi < c.vocab_size, "text encoder: token ids [{}, {}] outside the vocabulary of {}", lo, hi,
+                 c.vocab_size);
+  }
+  at::Tensor x = embed(ids);  // [B, L, hidden]
   if (c.scale_embeddings) {
     // Gemma: the sqrt(hidden) scale is rounded to the weight dtype first (bf16: exactly 62.0 for 3840).
     at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(c.hidden_size)),
@@ -575,6 +685,16 @@ std::vector<at::Tensor> DecoderLM::forward(const at::Tensor& input_ids, const at
   out.reserve(idx.size());
   for (int r : idx) out.push_back(states[r]);
   return out;
+}
+
+std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weights& wb, int num_layers_needed,
+                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text) {
+  if (!parallel_text || !ctx || ctx->text_tp().size() == 1)
+    return std::make_unique<DecoderLM>(cfg, wb, num_layers_needed);
+  log::info("{}", describe_tp(cfg, ctx->text_tp().size()));
+  std::shared_ptr<parallel::Context> group = ctx;
+  return std::make_unique<DecoderLM>(cfg, wb.with_tp(ctx->text_tp_group()), num_layers_needed,
+                                     [group](at::Tensor& t) { group->text_tp().all_reduce(t, dist::ReduceOp::Sum); });
 }
 
 }  // namespace ditgen::llm

@@ -22,6 +22,10 @@
 #include "lib/io/checkpoint.h"
 #include "lib/nn/weights.h"
 
+namespace ditgen::parallel {
+class Context;
+}
+
 namespace ditgen::llm {
 
 enum class DecoderFamily { Mistral, Qwen2, Gemma3 };
@@ -90,14 +94,40 @@ std::vector<std::string> decoder_ignore_prefixes(const std::string& root, const 
 std::shared_ptr<nn::CheckpointSource> open_decoder_source(std::shared_ptr<io::TensorStore> store,
                                                           const DecoderConfig& cfg, int num_layers_loaded);
 
+// TE-P (--parallel-text; DESIGN §6, cache-dit-semantics.md §4.1): Megatron-style tensor parallelism of the
+// decoder over any number of ranks N. Every split is contiguous and as even as possible (dist::split_sizes:
+// the first n % N ranks get one more), so no rank count is refused:
+//   - query heads: rank r holds heads [head0, head0 + heads) of q_proj (column-parallel) and the matching
+//     input columns of o_proj (row-parallel); N not dividing the heads gives uneven shares (32 heads on 3
+//     ranks: 11 + 11 + 10), N above the heads leaves some ranks with none (they add zeros to the sum);
+//   - KV heads: each rank holds the KV heads its query heads read, [kv0, kv0 + kv_heads) of k_proj/v_proj.
+//     A KV head whose query group spans two ranks is held by both (replicated), which is how more ranks
+//     than KV heads work (the reference tool's reshape breaks there);
+//   - MLP: the intermediate features split the same way (gate/up column-, down row-parallel);
+//   - embeddings: vocabulary-sharded (rank r holds rows [vocab0, vocab0 + vocab), looks up the ids it holds,
+//     zeros elsewhere, one all-reduce: exact, since every sum has one non-zero term);
+//   - norms (input, post-attention, Gemma's sandwich, q/k and final) replicated.
+// All-reduces: one after the embedding lookup, then two per layer (after o_proj and after down_proj).
+struct TpSlices {
+  int64_t head0 = 0, heads = 0;    // query heads
+  int64_t kv0 = 0, kv_heads = 0;   // KV heads
+  int64_t ff0 = 0, ff = 0;         // MLP intermediate features
+  int64_t vocab0 = 0, vocab = 0;   // embedding rows
+};
+TpSlices tp_slices(const DecoderConfig& cfg, const nn::TpGroup& tp);
+// One line for the log: how the heads, KV heads, MLP and vocabulary are split over `ranks`.
+std::string describe_tp(const DecoderConfig& cfg, int ranks);
+
 class DecoderLM {
  public:
-  // Sum over the tensor-parallel group, in place; called after o_proj and down_proj when tp > 1.
+  // Sum over the tensor-parallel group, in place; called after the embedding lookup, o_proj and
+  // down_proj when tp > 1.
   using AllReduce = std::function<void(at::Tensor&)>;
 
   // `wb` is rooted at the decoder (names `embed_tokens.weight`, `layers.{i}...`, `norm.weight`).
   // Loads layers 0..num_layers_needed-1 (-1: all); the final norm only when all layers are loaded.
-  // q/k/v/gate/up are row-sharded, o/down column-sharded over wb.tp(); embeddings and norms replicated.
+  // With wb.tp().size > 1 each rank reads only its slices (tp_slices above); every rank of the group
+  // must then call forward() with the same inputs.
   DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_needed = -1,
             AllReduce tp_all_reduce = nullptr);
 
@@ -124,16 +154,24 @@ class DecoderLM {
   at::Tensor layer_forward(const Layer& l, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& cos,
                            const at::Tensor& sin) const;
   void reduce(at::Tensor& t) const;
+  at::Tensor embed(const at::Tensor& ids) const;  // [B, L] -> [B, L, hidden], summed over TE-P ranks
 
   DecoderConfig cfg_;
   at::ScalarType dtype_;
   at::Device device_;
   int tp_size_ = 1;
-  int64_t local_heads_ = 0, local_kv_heads_ = 0;
+  TpSlices slices_;
+  at::Tensor kv_index_;  // [heads] local KV head of each local query head; undefined: plain grouped layout
   AllReduce all_reduce_;
   at::Tensor embed_;
   std::vector<Layer> layers_;
   std::optional<at::Tensor> final_norm_;
 };
+
+// A pipeline's text encoder: replicated, or with `parallel_text` (--parallel-text) and more than one rank
+// tensor-parallel over ctx's text-encoder group (parallel::Context::text_tp: every rank), each rank
+// reading only its slices of `wb`'s source. Logs the split (describe_tp) on rank 0.
+std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weights& wb, int num_layers_needed,
+                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text);
 
 }  // namespace ditgen::llm

@@ -8,6 +8,7 @@
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
+#include "lib/runtime/metrics.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/ltx2/prompt.h"
@@ -75,6 +76,7 @@ Pipeline::Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>&
     : ctx_(std::move(ctx)), name_("ltx2"), dtype_(weights.at("transformer").dtype()),
       device_(weights.at("transformer").device()) {
   build(parts, weights);
+  load_deferred();
 }
 
 void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w) {
@@ -96,14 +98,17 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
                "the vocoder takes {} channels, but the audio VAE decodes {} channels x {} mel bins",
                p.vocoder.in_channels, p.audio_vae.output_channels, p.audio_vae.mel_bins);
   connectors_ = std::make_unique<Connectors>(p.connectors, w.at("connectors"));
-  transformer_ = std::make_unique<Transformer>(p.transformer, w.at("transformer"), ctx_);
+  // Built by load_deferred(): at once, or after the prompts are encoded (the memory plan).
+  load_transformer_ = [this, tcfg = p.transformer, tw = w.at("transformer")] {
+    transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  };
   video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"));
   audio_vae_ = std::make_unique<AudioVae>(p.audio_vae, w.at("audio_vae"));
   vocoder_ = std::make_unique<Vocoder>(p.vocoder, w.at("vocoder"));
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
   const bool from_folder = !opt.model_path.empty();
   const bool tiny = !from_folder && !opt.random_weights;
   name_ = tiny ? "ltx2-tiny" : (from_folder && !opt.random_weights ? "ltx2" : "ltx2-random");
@@ -209,11 +214,32 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   std::map<std::string, nn::Weights> weights;
   for (const auto& [name, s] : src) weights.emplace(name, nn::Weights(s, dtype_, device_));
   build(parts, weights);
-  text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, weights.at("text_encoder"), te_cfg.num_hidden_layers);
+  text_encoder_ = llm::load_decoder(te_cfg, weights.at("text_encoder"), te_cfg.num_hidden_layers, ctx_,
+                                    opt.parallel_text);
   for (const auto& [name, s] : src) {
+    if (name == "transformer") continue;  // checked once read
     s->check_all_used();
     bytes_read_[name] = s->bytes_read();
   }
+  load_transformer_ = [this, build = std::move(load_transformer_), tsrc = src.at("transformer")] {
+    build();
+    tsrc->check_all_used();
+    bytes_read_["transformer"] = tsrc->bytes_read();
+  };
+  bytes_read_["transformer"] = 0;  // until it is read (now, or by load_deferred)
+  if (!opt.defer_transformer) load_deferred();
+}
+
+void Pipeline::load_deferred() {
+  if (!load_transformer_) return;
+  auto load = std::move(load_transformer_);
+  load_transformer_ = nullptr;
+  load();
+}
+
+void Pipeline::release(pipeline::Component c) {
+  if (c == pipeline::Component::TextEncoder) text_encoder_.reset();
+  if (c == pipeline::Component::Transformer) transformer_.reset();
 }
 
 // ---- settings -----------------------------------------------------------------------------------
@@ -229,6 +255,7 @@ Grid Pipeline::grid(const pipeline::Settings& s) const {
 }
 
 void Pipeline::check(const pipeline::Settings& s) const {
+  if (s.cache.enabled) s.cache.validate(s.steps);
   const int64_t tr = video_vae_->temporal_ratio();
   const int64_t lo = (s.num_frames - 1) / tr * tr + 1;
   DITGEN_CHECK((s.num_frames - 1) % tr == 0,
@@ -298,8 +325,12 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   return scheduler_.schedule(s.steps, g.frames * g.height * g.width);
 }
 
-pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int,
-                                    const pipeline::Settings& s) const {
+void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
+nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
+std::string Pipeline::cache_summary() const { return cache_.summary(); }
+
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                                    int branch, const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
   const Grid g = grid(s);
   TransformerInput in;
@@ -313,7 +344,8 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, c
   in.height = g.height;
   in.width = g.width;
   in.fps = s.frame_rate;
-  const auto out = transformer_->forward(in);
+  DITGEN_CHECK(transformer_, "internal: LTX-2's transformer is not loaded (deferred or released)");
+  const auto out = transformer_->forward(in, cache_.get(s.cache, ctx_, "LTX-2"), branch);
   return {out.video.to(at::kFloat), out.audio.to(at::kFloat)};  // the loop and the guidance run in fp32
 }
 
@@ -328,11 +360,15 @@ pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipelin
   // [B, F*H*W, C] -> [B, C, F, H, W] in the VAE dtype, de-normalised and decoded to [B, F_px, 3, H, W].
   const at::Tensor z = latents[0].view({b, g.frames, g.height, g.width, c}).permute({0, 4, 1, 2, 3}).to(dtype_);
   pipeline::Media m;
-  m.videos = video_vae_->decode_to_frames(z).to(at::kFloat);
+  runtime::Stopwatch sw(device_);
+  m.videos = video_vae_->decode_to_frames(z, parallel_vae_ ? &ctx_->world() : nullptr).to(at::kFloat);
+  m.decode_seconds.emplace_back("video_vae", sw.seconds());
+  sw.restart();
   // Audio: de-normalised on the packed features (fp32), unpacked, decoded to a mel spectrogram, then the
   // vocoder's waveform [B, 2, samples].
   const at::Tensor za = audio_vae_->unpack(audio_vae_->denormalize_packed(latents[1].to(at::kFloat))).to(dtype_);
   m.audio = vocoder_->forward(audio_vae_->decode(za)).to(at::kFloat);
+  m.decode_seconds.emplace_back("audio_vae_vocoder", sw.seconds());
   m.fps = s.frame_rate;
   m.sample_rate = static_cast<int>(vocoder_->sample_rate());
   return m;
@@ -344,7 +380,8 @@ pipeline::ModelEntry model_entry() {
   pipeline::ModelEntry e;
   e.command = "ltx2";
   e.summary = "Generate videos with sound with LTX-2 (built-in tiny model without --model-path)";
-  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance, pipeline::ModelFlag::Video};
+  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance, pipeline::ModelFlag::Video,
+             pipeline::ModelFlag::Cache};
   e.presets = preset();
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
@@ -354,6 +391,9 @@ pipeline::ModelEntry model_entry() {
     lo.weight_seed = req.weight_seed;
     lo.dtype = dtype;
     lo.device = device;
+    lo.parallel_text = req.parallel_text;
+    lo.parallel_vae = req.parallel_vae;
+    lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
     if (req.model_path.empty() && !req.random_weights)
       log::info("no --model-path: running the built-in tiny LTX-2 (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);

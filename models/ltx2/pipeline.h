@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
@@ -32,6 +33,9 @@ struct LoadOptions {
   uint64_t weight_seed = 0;
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
+  bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
+  bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
   // Optional hook that wraps each component's weight source ("transformer", "connectors", "vae",
   // "audio_vae", "vocoder", "text_encoder"), e.g. to record the tiny model's tensors for export.
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
@@ -94,6 +98,11 @@ class Pipeline : public pipeline::Model {
                           const pipeline::Settings& s) const override;
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
   std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+  void on_step(int64_t step, int64_t steps) const override;
+  nlohmann::json cache_report() const override;
+  std::string cache_summary() const override;
+  void load_deferred() override;
+  void release(pipeline::Component c) override;
 
  private:
   void build(const Parts& parts, const std::map<std::string, nn::Weights>& weights);
@@ -107,11 +116,15 @@ class Pipeline : public pipeline::Model {
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Connectors> connectors_;
   std::unique_ptr<Transformer> transformer_;
+  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<VideoVae> video_vae_;
+  bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   std::unique_ptr<AudioVae> audio_vae_;
   std::unique_ptr<Vocoder> vocoder_;
   sched::FlowMatchConfig scheduler_;
   std::map<std::string, uint64_t> bytes_read_;
+  // DBCache of the generation in progress (the reference names LTX-2's _CFG0).
+  mutable cache::StepCache cache_{/*separate_cfg=*/false};
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);

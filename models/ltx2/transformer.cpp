@@ -237,7 +237,7 @@ at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale, const at::Tens
 
 }  // namespace
 
-Transformer::Output Transformer::forward(const TransformerInput& in) const {
+Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   const at::ScalarType dt = proj_in_.w.scalar_type();
   const at::Device dev = proj_in_.w.device();
   const int64_t B = in.hidden_states.size(0), Nv = in.hidden_states.size(1), Na = in.audio_hidden_states.size(1);
@@ -289,8 +289,9 @@ Transformer::Output Transformer::forward(const TransformerInput& in) const {
 
   auto ff = [&](const FeedForward& f, const at::Tensor& t) { return feed_forward(f, t, *ctx_); };
   auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const Block& b = blocks_[i];
+  auto run_blocks = [&](int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const Block& b = blocks_[static_cast<size_t>(i)];
     const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
     const auto ma = modulation(b.audio_table, temb_a);
     const at::Tensor nx0 = modulate(rms(x), mv[1], mv[0]);
@@ -315,6 +316,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in) const {
     y = at::addcmul(y, ma[5], ff(b.audio_ff, modulate(rms(y), ma[4], ma[3])));
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
+  }
+  };
+  if (cache == nullptr) {
+    run_blocks(0, cfg_.num_layers);
+  } else {  // DBCache (cache-dit-semantics §5.1): one list; the video stream decides, the audio rides along
+    cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, x, &y, run_blocks);
   }
 
   // Output (§1.7): (shift, scale) = table rows + the embedded timestep, LayerNorm without affine.

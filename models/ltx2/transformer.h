@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/dbcache.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 #include "models/ltx2/layers.h"
@@ -68,7 +69,9 @@ class Transformer {
     at::Tensor video;  // [B, Nv, out_channels]
     at::Tensor audio;  // [B, Na, audio_out_channels]
   };
-  Output forward(const TransformerInput& in) const;
+  // With a `cache`, the block list runs through DBCache (video and audio together) with the state of CFG
+  // branch `branch`.
+  Output forward(const TransformerInput& in, cache::Cache* cache = nullptr, int branch = 0) const;
 
   const TransformerConfig& config() const { return cfg_; }
 

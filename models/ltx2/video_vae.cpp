@@ -7,6 +7,7 @@
 
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
+#include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::ltx2 {
@@ -248,18 +249,21 @@ at::Tensor conv3d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 // in front and one of the last behind), then one pixel of reflect or zero padding around each frame.
 // The padded input is built in one buffer: the caller writes the interior (a copy, or the normalised
 // activation straight away), fill() completes the border. The two paddings act on different dims, so
-// their order does not matter.
+// their order does not matter. Under VAE-P (`rows` split) a frame holds this rank's band of rows and
+// the rows above and below it come from the neighbours (reflect or zeros only at the image's border).
 struct ConvPad {
   bool causal = false;
   bool reflect = true;
+  parallel::RowSplit rows;  // the current resolution's split (not split: one process)
 
   // [B, C, F+2, H+2, W+2] uninitialised, and the view x's values belong in.
   std::pair<at::Tensor, at::Tensor> alloc(const at::Tensor& x) const {
     const int64_t b = x.size(0), c = x.size(1), f = x.size(2), h = x.size(3), w = x.size(4);
-    DITGEN_CHECK(!reflect || (h >= 2 && w >= 2),
+    const int64_t image_h = rows.split() ? rows.rows() : h;
+    DITGEN_CHECK(!reflect || (image_h >= 2 && w >= 2),
                  "LTX-2 video VAE: reflect padding needs at least 2x2 pixels per frame, got {}x{} (latents of "
                  "at least 2x2)",
-                 h, w);
+                 image_h, w);
     at::Tensor full = at::empty({b, c, f + 2, h + 2, w + 2}, x.options());
     at::Tensor interior = full.narrow(2, front(), f).narrow(3, 1, h).narrow(4, 1, w);
     return {full, interior};
@@ -267,17 +271,16 @@ struct ConvPad {
   int64_t front() const { return causal ? 2 : 1; }
 
   void fill(at::Tensor& full) const {
-    const int64_t t0 = front(), f = full.size(2) - 2, hp = full.size(3), wp = full.size(4);
+    const int64_t t0 = front(), f = full.size(2) - 2, wp = full.size(4);
     at::Tensor mid = full.narrow(2, t0, f);
+    // Rows over the interior columns (the neighbours' under VAE-P), then whole columns: the corners pad
+    // both ways.
+    rows.fill_halo(mid.narrow(4, 1, wp - 2), /*dim=*/3, /*halo=*/1,
+                   reflect ? parallel::RowPad::Reflect : parallel::RowPad::Zeros);
     if (reflect) {
-      // Rows over the interior columns, then whole columns: the corners reflect both ways.
-      mid.narrow(3, 0, 1).narrow(4, 1, wp - 2).copy_(mid.narrow(3, 2, 1).narrow(4, 1, wp - 2));
-      mid.narrow(3, hp - 1, 1).narrow(4, 1, wp - 2).copy_(mid.narrow(3, hp - 3, 1).narrow(4, 1, wp - 2));
       mid.narrow(4, 0, 1).copy_(mid.narrow(4, 2, 1));
       mid.narrow(4, wp - 1, 1).copy_(mid.narrow(4, wp - 3, 1));
     } else {
-      mid.narrow(3, 0, 1).zero_();
-      mid.narrow(3, hp - 1, 1).zero_();
       mid.narrow(4, 0, 1).zero_();
       mid.narrow(4, wp - 1, 1).zero_();
     }
@@ -405,7 +408,7 @@ struct VideoVae::Decoder {
     const double eps = config.resnet_norm_eps;
     const nn::Weights d = wb.pp("decoder");
 
-    Decoder dec{ConvPad{config.decoder_causal, config.decoder_spatial_padding_mode == "reflect"},
+    Decoder dec{ConvPad{config.decoder_causal, config.decoder_spatial_padding_mode == "reflect", {}},
                 config.patch_size,
                 CausalConv3d::load(d.pp("conv_in"), config.latent_channels, c0),
                 {},
@@ -435,16 +438,22 @@ struct VideoVae::Decoder {
     return dec;
   }
 
-  // [B, latent, F, H, W] -> [B, out, F_px, H*sr, W*sr], unclamped
-  at::Tensor operator()(const at::Tensor& z) const {
-    at::Tensor x = conv_in(pad.copy(z));  // [B, c0, F, H, W]
-    for (const auto& r : mid_resnets) x = r(x, pad);
+  // [B, latent, F, H, W] -> [B, out, F_px, H*sr, W*sr], unclamped; under VAE-P `rows` splits the latent
+  // rows and every tensor here is this rank's band (the norms are per pixel).
+  at::Tensor operator()(const at::Tensor& z, const parallel::RowSplit& rows = {}) const {
+    ConvPad p = pad;  // this decode's padding, with the rows' split at the current resolution
+    p.rows = rows;
+    at::Tensor x = conv_in(p.copy(z));  // [B, c0, F, H, W]
+    for (const auto& r : mid_resnets) x = r(x, p);
     for (const auto& block : up_blocks) {
-      if (block.conv_in) x = (*block.conv_in)(x, pad);
-      if (block.upsampler) x = (*block.upsampler)(std::move(x), pad);
-      for (const auto& r : block.resnets) x = r(x, pad);
+      if (block.conv_in) x = (*block.conv_in)(x, p);
+      if (block.upsampler) {
+        x = (*block.upsampler)(std::move(x), p);
+        p.rows = p.rows.scaled(block.upsampler->sh);  // each row became sh rows on its rank
+      }
+      for (const auto& r : block.resnets) x = r(x, p);
     }
-    at::Tensor padded = pad.norm_silu(x);  // norm_out + SiLU
+    at::Tensor padded = p.norm_silu(x);  // norm_out + SiLU
     x.reset();
     x = conv_out(std::move(padded));  // [B, out*p*p, F_px, H', W']
     return video_unpatchify(x, patch_size);
@@ -468,16 +477,28 @@ VideoVae::VideoVae(const VideoVaeConfig& config, const nn::Weights& wb)
       mean_(wb.get("latents_mean", {config_.latent_channels}, Shard::replicated(), Init::Mean)),
       std_(wb.get("latents_std", {config_.latent_channels}, Shard::replicated(), Init::Variance)) {}
 
-at::Tensor VideoVae::decode(const at::Tensor& z) const {
+at::Tensor VideoVae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.latent_channels,
                "LTX-2 video VAE decode: expected latents [B, {}, F, H, W], got {}", config_.latent_channels,
                io::shape_str(z.sizes()));
+  // VAE-P: each rank decodes a band of the latent rows; every rank ends with the whole video.
+  const parallel::RowSplit rows(vae_parallel, z.size(3));
+  const int64_t sr = spatial_ratio();
+  const auto decode_rows = [&](const at::Tensor& zi) {  // [b, C, F, H, W] -> [b, out, F_px, H*sr, W*sr]
+    at::Tensor band;  // this rank's rows of the video (none on a rank past the last latent row)
+    if (rows.idle())
+      band = at::empty({zi.size(0), config_.out_channels, config_.pixel_frames(zi.size(2)), 0, zi.size(4) * sr},
+                       zi.options().device(device_).dtype(dtype_));
+    else
+      band = (*decoder_)(rows.slice(zi, 3).to(device_, dtype_), rows);
+    return rows.scaled(sr).gather(band, 3);
+  };
   const int64_t b = z.size(0);
-  if (b == 1) return (*decoder_)(z.to(device_, dtype_));
+  if (b == 1) return decode_rows(z);
   // One sample at a time bounds the activations to one video; the result is the same.
   at::Tensor out;
   for (int64_t i = 0; i < b; ++i) {
-    at::Tensor x = (*decoder_)(z.narrow(0, i, 1).to(device_, dtype_));  // [1, 3, F_px, H_px, W_px]
+    at::Tensor x = decode_rows(z.narrow(0, i, 1));  // [1, 3, F_px, H_px, W_px]
     if (!out.defined()) {
       std::vector<int64_t> size = x.sizes().vec();
       size[0] = b;
@@ -500,8 +521,8 @@ at::Tensor VideoVae::denormalize(const at::Tensor& z) const {
   return out.add_(cast(mean_));  // [B, C, F, H, W]
 }
 
-at::Tensor VideoVae::decode_to_frames(const at::Tensor& z_normalised) const {
-  at::Tensor x = decode(denormalize(z_normalised));  // [B, 3, F, H, W], VAE dtype
+at::Tensor VideoVae::decode_to_frames(const at::Tensor& z_normalised, dist::Communicator* vae_parallel) const {
+  at::Tensor x = decode(denormalize(z_normalised), vae_parallel);  // [B, 3, F, H, W], VAE dtype
   x.mul_(0.5).add_(0.5).clamp_(0, 1);                // in the VAE dtype, like the reference
   at::Tensor frames = at::empty({x.size(0), x.size(2), x.size(1), x.size(3), x.size(4)},
                                 x.options().dtype(at::kFloat));

@@ -49,7 +49,7 @@ Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const V
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device) {
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
   const bool from_folder = !opt.model_path.empty();
   const bool tiny = !from_folder && !opt.random_weights;
   name_ = tiny ? "qwen_image-tiny" : (from_folder && !opt.random_weights ? "qwen_image" : "qwen_image-random");
@@ -134,18 +134,38 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
                tcfg.in_channels, tcfg.out_channels, vcfg.z_dim, 4 * vcfg.z_dim);
   DITGEN_CHECK(tcfg.patch_size == 2, "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches",
                tcfg.patch_size);
-  transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
-  tsrc->check_all_used();
+  load_transformer_ = [this, tcfg, tsrc] {
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+    tsrc->check_all_used();
+    bytes_read_["transformer"] = tsrc->bytes_read();
+  };
+  bytes_read_["transformer"] = 0;  // until it is read (now, or by load_deferred)
+  if (!opt.defer_transformer) load_deferred();
   vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_));
   vsrc->check_all_used();
-  text_encoder_ = std::make_unique<llm::DecoderLM>(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers);
+  text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers, ctx_,
+                                    opt.parallel_text);
   tesrc->check_all_used();
-  bytes_read_ = {{"transformer", tsrc->bytes_read()}, {"vae", vsrc->bytes_read()}, {"text_encoder", tesrc->bytes_read()}};
+  bytes_read_["vae"] = vsrc->bytes_read();
+  bytes_read_["text_encoder"] = tesrc->bytes_read();
+}
+
+void Pipeline::load_deferred() {
+  if (!load_transformer_) return;
+  auto load = std::move(load_transformer_);
+  load_transformer_ = nullptr;
+  load();
+}
+
+void Pipeline::release(pipeline::Component c) {
+  if (c == pipeline::Component::TextEncoder) text_encoder_.reset();
+  if (c == pipeline::Component::Transformer) transformer_.reset();
 }
 
 // ---- settings -----------------------------------------------------------------------------------
 
 void Pipeline::check(const pipeline::Settings& s) const {
+  if (s.cache.enabled) s.cache.validate(s.steps);
   DITGEN_CHECK(s.max_sequence_length <= kMaxPromptTokens,
                "--max-sequence-length {} is larger than Qwen-Image's limit of {} prompt tokens", s.max_sequence_length,
                kMaxPromptTokens);
@@ -176,7 +196,7 @@ std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& embeds, cons
   c->embeds = embeds.to(device_, dtype_);
   if (mask.defined() && !mask.ne(0).all().item<bool>()) c->mask = mask.to(at::kCPU, at::kLong);  // all ones: none
   const auto [h, w] = token_grid(s);
-  c->rope = transformer_->rope(1, h, w, embeds.size(1));
+  if (transformer_) c->rope = transformer_->rope(1, h, w, embeds.size(1));
   return c;
 }
 
@@ -209,10 +229,16 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   return scheduler_.schedule(s.steps, h * w);
 }
 
-pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int,
-                                    const pipeline::Settings& s) const {
+void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
+nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
+std::string Pipeline::cache_summary() const { return cache_.summary(); }
+
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                                    int branch, const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
   const auto [h, w] = token_grid(s);
+  DITGEN_CHECK(transformer_, "internal: Qwen-Image's transformer is not loaded (deferred or released)");
+  if (!c.rope.defined()) c.rope = transformer_->rope(1, h, w, c.embeds.size(1));  // encoded before it was loaded
   TransformerInput in;
   in.hidden_states = latents[0];
   in.encoder_hidden_states = c.embeds;
@@ -222,7 +248,7 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, c
   in.height = h;
   in.width = w;
   in.rope = c.rope;
-  return {transformer_->forward(in)};
+  return {transformer_->forward(in, cache_.get(s.cache, ctx_, "Qwen-Image"), branch)};
 }
 
 pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
@@ -238,7 +264,7 @@ pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipelin
   const auto [h, w] = token_grid(s);
   // [B, h*w, 4z] -> [B, 4z, h, w] -> [B, z, 2h, 2w] -> one frame [B, z, 1, 2h, 2w]
   at::Tensor z = nn::unpatchify(nn::unpack_latents(latents[0], h, w)).unsqueeze(2);
-  return {vae_->decode_to_image(z)};
+  return {vae_->decode_to_image(z, parallel_vae_ ? &ctx_->world() : nullptr)};
 }
 
 // ---- registry -----------------------------------------------------------------------------------
@@ -247,7 +273,8 @@ pipeline::ModelEntry model_entry() {
   pipeline::ModelEntry e;
   e.command = "qwen-image";
   e.summary = "Generate images with Qwen-Image, true CFG (built-in tiny model without --model-path)";
-  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale, pipeline::ModelFlag::AspectRatio};
+  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale, pipeline::ModelFlag::AspectRatio,
+             pipeline::ModelFlag::Cache};
   e.presets = preset();
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
@@ -257,6 +284,9 @@ pipeline::ModelEntry model_entry() {
     lo.weight_seed = req.weight_seed;
     lo.dtype = dtype;
     lo.device = device;
+    lo.parallel_text = req.parallel_text;
+    lo.parallel_vae = req.parallel_vae;
+    lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
     if (req.model_path.empty() && !req.random_weights)
       log::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
@@ -29,6 +30,9 @@ struct LoadOptions {
   uint64_t weight_seed = 0;
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
+  bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
+  bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
   // Optional hook that wraps each component's weight source ("transformer", "vae", "text_encoder"),
   // e.g. to record the tensors of the built-in tiny model for export.
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
@@ -38,7 +42,9 @@ struct LoadOptions {
 struct Conditioning : pipeline::Conditioning {
   at::Tensor embeds;  // [B, L, joint_attention_dim]
   at::Tensor mask;    // [B, L] int64, or undefined when every row is real
-  at::Tensor rope;    // this rank's [L_loc + N_loc, head_dim/2] complex64
+  // This rank's [L_loc + N_loc, head_dim/2] complex64; made by the first predict() when the prompt was
+  // encoded before the transformer was loaded (memory plan), then kept for every later step and run.
+  mutable at::Tensor rope;
 };
 
 class Pipeline : public pipeline::Model {
@@ -75,6 +81,11 @@ class Pipeline : public pipeline::Model {
                           const pipeline::Settings& s) const override;
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
   std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+  void on_step(int64_t step, int64_t steps) const override;
+  nlohmann::json cache_report() const override;
+  std::string cache_summary() const override;
+  void load_deferred() override;
+  void release(pipeline::Component c) override;
 
   const Transformer& transformer() const { return *transformer_; }
 
@@ -87,9 +98,13 @@ class Pipeline : public pipeline::Model {
   std::shared_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
+  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
+  bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   sched::FlowMatchConfig scheduler_;
   std::map<std::string, uint64_t> bytes_read_;
+  // DBCache of the generation in progress: the two CFG branches are separate calls with their own state (_CFG1).
+  mutable cache::StepCache cache_{/*separate_cfg=*/true};
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);

@@ -277,9 +277,14 @@ at::Tensor Transformer::finish(const State& s) const {
   return parallel::gather_sequence(out, 1, s.img_full, *ctx_);
 }
 
-at::Tensor Transformer::forward(const TransformerInput& in) const {
+at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   State s = prepare(in);
-  run_blocks(s, 0, cfg_.num_layers);
+  if (cache == nullptr) {
+    run_blocks(s, 0, cfg_.num_layers);
+  } else {  // DBCache (cache-dit-semantics §5.1): one dual-stream list, the image stream decides
+    cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, s.x, &s.c,
+               [&](int64_t b, int64_t e) { run_blocks(s, b, e); });
+  }
   return finish(s);
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/cache/dbcache.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -53,7 +54,8 @@ class Transformer {
   Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
 
   // Predicted velocity [B, N_img, out_dim], gathered on every rank.
-  at::Tensor forward(const TransformerInput& in) const;
+  // With a `cache`, the block list runs through DBCache with the state of CFG branch `branch`.
+  at::Tensor forward(const TransformerInput& in, cache::Cache* cache = nullptr, int branch = 0) const;
 
   const TransformerConfig& config() const { return cfg_; }
 

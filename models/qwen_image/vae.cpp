@@ -8,6 +8,7 @@
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::qwen_image {
@@ -97,12 +98,15 @@ struct Conv2d {
     return {wb.get("weight", {cout, cin, k, k}, Shard::replicated(), Init::Linear),
             wb.get("bias", {cout}, Shard::replicated(), Init::Bias), k / 2};
   }
-  // [B, cin, H, W] -> [B, cout, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
-    if (!cpu_reduced(x)) return at::conv2d(x, weight, bias, {1, 1}, {padding, padding});
-    return at::conv2d(x.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {1, 1},
-                      {padding, padding})
-        .to(x.scalar_type());
+  // [B, cin, H, W] -> [B, cout, H, W]. Under VAE-P (`rows` split) x is this rank's band and the rows'
+  // padding comes from the neighbours (zeros only at the image's top and bottom).
+  at::Tensor operator()(at::Tensor x, const parallel::RowSplit& rows = {}) const {
+    const at::Tensor in = rows.with_halo(x, /*dim=*/2, padding, parallel::RowPad::Zeros);
+    const auto dtype = x.scalar_type();
+    x.reset();  // a temporary argument is freed here
+    const std::vector<int64_t> pad = {rows.conv_padding(padding), padding};
+    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {1, 1}, pad);
+    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {1, 1}, pad).to(dtype);
   }
 };
 
@@ -146,10 +150,10 @@ struct ResidualBlock {
     if (cin != cout) r.conv_shortcut = Conv2d::causal(wb.pp("conv_shortcut"), cin, cout, 1);
     return r;
   }
-  // [B, cin, H, W] -> [B, cout, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
-    at::Tensor h = conv1(norm1.silu(x));
-    h = conv2(norm2.silu(h));
+  // [B, cin, H, W] -> [B, cout, H, W] (VAE-P: this rank's band of rows; the norms are per pixel)
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
+    at::Tensor h = conv1(norm1.silu(x), rows);
+    h = conv2(norm2.silu(h), rows);
     return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
   }
 };
@@ -167,13 +171,15 @@ struct MidAttention {
             wb.get("proj.weight", {c, c, 1, 1}, Shard::replicated(), Init::Linear).view({c, c}),
             wb.get("proj.bias", {c}, Shard::replicated(), Init::Bias)};
   }
-  // [B, C, H, W] -> [B, C, H, W]
-  at::Tensor operator()(const at::Tensor& x) const {
+  // [B, C, H, W] -> [B, C, H, W]. Under VAE-P the band's pixels attend to every pixel of the image: the
+  // keys and values of all ranks are gathered (the mid block runs at the latent size).
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-    at::Tensor qkv = linear(norm(x).flatten(2).transpose(1, 2), qkv_w, qkv_b);  // [B, HW, 3C]
-    at::Tensor q = qkv.narrow(2, 0, c).unsqueeze(2);                            // [B, HW, 1, C]
-    at::Tensor k = qkv.narrow(2, c, c).unsqueeze(2);
-    at::Tensor v = qkv.narrow(2, 2 * c, c).unsqueeze(2);
+    at::Tensor qkv = linear(norm(x).flatten(2).transpose(1, 2), qkv_w, qkv_b);  // [B, h*W, 3C]
+    at::Tensor q = qkv.narrow(2, 0, c).unsqueeze(2);                            // [B, h*W, 1, C]
+    at::Tensor kv = rows.all_rows(qkv.narrow(2, c, 2 * c), 1, w);               // [B, H*W, 2C]
+    at::Tensor k = kv.narrow(2, 0, c).unsqueeze(2);
+    at::Tensor v = kv.narrow(2, c, c).unsqueeze(2);
     at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), proj_w, proj_b);  // [B, HW, C]
     return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
   }
@@ -230,19 +236,22 @@ struct Vae::Decoder {
     return dec;
   }
 
-  // [B, z_dim, h, w] -> [B, 3, h*sf, w*sf], unclamped
-  at::Tensor operator()(const at::Tensor& z) const {
-    at::Tensor x = conv_in(post_quant_conv(z));  // [B, dims[0], h, w]
-    x = mid_resnet1(mid_attention(mid_resnet0(x)));
+  // [B, z_dim, h, w] -> [B, 3, h*sf, w*sf], unclamped; under VAE-P `rows` splits the latent rows and
+  // every tensor here is this rank's band.
+  at::Tensor operator()(const at::Tensor& z, parallel::RowSplit rows = {}) const {
+    at::Tensor x = conv_in(post_quant_conv(z), rows);  // [B, dims[0], h, w]
+    x = mid_resnet1(mid_attention(mid_resnet0(x, rows), rows), rows);
     for (const auto& block : up_blocks) {
-      for (const auto& r : block.resnets) x = r(x);
+      for (const auto& r : block.resnets) x = r(x, rows);
       if (block.upsampler) {
-        // Nearest x2 (nearest-exact upstream: the same for a factor 2, and exact in any dtype).
+        // Nearest x2 (nearest-exact upstream: the same for a factor 2, and exact in any dtype; each row
+        // becomes two on its rank).
         const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
-        x = (*block.upsampler)(at::upsample_nearest2d(x, size));
+        rows = rows.scaled(2);
+        x = (*block.upsampler)(at::upsample_nearest2d(x, size), rows);
       }
     }
-    return conv_out(norm_out.silu(x));
+    return conv_out(norm_out.silu(x), rows);
   }
 };
 
@@ -264,15 +273,24 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb)
       mean_(at::tensor(config_.latents_mean, at::kDouble).to(at::kFloat)),
       std_(at::tensor(config_.latents_std, at::kDouble).to(at::kFloat)) {}
 
-at::Tensor Vae::decode(const at::Tensor& z) const {
+at::Tensor Vae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,
                "Qwen-Image VAE decode: expected latents [B, {}, 1, h, w], got {}", config_.z_dim,
                io::shape_str(z.sizes()));
   DITGEN_CHECK(z.size(2) == 1,
                "Qwen-Image VAE decode: only one latent frame (an image) is supported, got {} frames in {}",
                z.size(2), io::shape_str(z.sizes()));
-  at::Tensor x = (*decoder_)(z.select(2, 0).to(device_, dtype_).contiguous());  // [B, 3, H, W]
-  return x.clamp_(-1, 1).unsqueeze(2);                                          // [B, 3, 1, H, W]
+  // VAE-P: each rank decodes a band of the latent rows; every rank ends with the whole image.
+  const parallel::RowSplit rows(vae_parallel, z.size(3));
+  const int64_t sf = scale_factor();
+  at::Tensor x;  // this rank's rows of the image (none on a rank past the last latent row)
+  if (rows.idle())
+    x = at::empty({z.size(0), config_.input_channels, 0, z.size(4) * sf},
+                  z.options().device(device_).dtype(dtype_));
+  else
+    x = (*decoder_)(rows.slice(z.select(2, 0), 2).to(device_, dtype_).contiguous(), rows);
+  x = rows.scaled(sf).gather(x, 2);     // [B, 3, H, W]
+  return x.clamp_(-1, 1).unsqueeze(2);  // [B, 3, 1, H, W]
 }
 
 at::Tensor Vae::denormalize(const at::Tensor& z) const {
@@ -285,10 +303,10 @@ at::Tensor Vae::denormalize(const at::Tensor& z) const {
   return z * cast(std_) + cast(mean_);  // [B, z_dim, T, h, w]
 }
 
-at::Tensor Vae::decode_to_image(const at::Tensor& z_normalised) const {
+at::Tensor Vae::decode_to_image(const at::Tensor& z_normalised, dist::Communicator* vae_parallel) const {
   // 3.4 step 2: the pipeline casts to the VAE dtype before de-normalising.
   at::Tensor z = denormalize(z_normalised.to(device_, dtype_));  // [B, z_dim, 1, h, w]
-  at::Tensor img = decode(z).select(2, 0);                       // [B, 3, H, W] in [-1, 1]
+  at::Tensor img = decode(z, vae_parallel).select(2, 0);         // [B, 3, H, W] in [-1, 1]
   return img.mul(0.5).add_(0.5).clamp_(0, 1).to(at::kFloat);     // in the VAE dtype, like the reference
 }
 

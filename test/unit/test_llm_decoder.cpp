@@ -304,33 +304,55 @@ TEST_CASE("llm decoder: Qwen2.5-VL right padding keeps real tokens", "[llm]") {
   CHECK(rel(got[0].narrow(1, 0, 5), ref[0]) < 1e-6);
 }
 
-TEST_CASE("llm decoder: TE-P declarations and errors", "[llm]") {
-  auto cfg = llm::DecoderConfig::from_json(tiny_mistral(), "cfg.json");
-  auto src = std::make_shared<nn::RandomSource>(7);
-  nn::Weights wb(src, at::kFloat, at::kCPU, nn::TpGroup{0, 4});
-  auto e = error_of([&] { llm::DecoderLM(cfg, wb, -1, [](at::Tensor&) {}); });
-  CHECK_THAT(e, Catch::Contains("--tp 4 exceeds the encoder's 2 KV heads"));
+TEST_CASE("llm decoder: TE-P slices at any rank count", "[llm]") {
+  auto cfg = llm::DecoderConfig::from_json(tiny_mistral(), "cfg.json");  // 4 heads, 2 KV heads, MLP 48, vocab 50
+  // 3 ranks: heads 2+1+1; rank 0's two heads read KV head 0, ranks 1 and 2 both hold KV head 1.
+  auto t0 = llm::tp_slices(cfg, {0, 3}), t1 = llm::tp_slices(cfg, {1, 3}), t2 = llm::tp_slices(cfg, {2, 3});
+  CHECK((t0.head0 == 0 && t0.heads == 2 && t0.kv0 == 0 && t0.kv_heads == 1));
+  CHECK((t1.head0 == 2 && t1.heads == 1 && t1.kv0 == 1 && t1.kv_heads == 1));
+  CHECK((t2.head0 == 3 && t2.heads == 1 && t2.kv0 == 1 && t2.kv_heads == 1));
+  CHECK((t0.ff == 16 && t2.ff0 == 32 && t0.vocab == 17 && t2.vocab == 16));
+  // 8 ranks: four hold one head each, four none.
+  CHECK(llm::tp_slices(cfg, {5, 8}).heads == 0);
+  CHECK(llm::tp_slices(cfg, {5, 8}).kv_heads == 0);
+  const std::string d = llm::describe_tp(cfg, 8);
+  CHECK_THAT(d, Catch::Contains("4 query heads as 1+1+1+1+0+0+0+0"));
+  CHECK_THAT(d, Catch::Contains("2 replicated"));
+  CHECK_THAT(d, Catch::Contains("4 rank(s) hold no attention head"));
+  CHECK_THAT(llm::describe_tp(cfg, 3), Catch::Contains("uneven head split"));
+}
 
-  // TP 2, each rank in its own thread with an in-process all-reduce, equals TP 1.
-  at::Tensor ids = at::randint(0, 50, {2, 6}, at::kLong);
-  at::Tensor mask = at::ones({2, 6}, at::kLong);
-  mask[1].narrow(0, 0, 2).zero_();
-  const std::vector<int> all = {0, 1, 2, 3};
-  auto ref = llm::DecoderLM(cfg, nn::Weights(src, at::kFloat, at::kCPU)).forward(ids, mask, all);
-  ThreadAllReduce group(2);
-  std::vector<std::vector<at::Tensor>> outs(2);
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r)
-    ranks.emplace_back([&, r] {
-      llm::DecoderLM lm(cfg, nn::Weights(src, at::kFloat, at::kCPU, nn::TpGroup{r, 2}), -1,
-                        [&group, r](at::Tensor& t) { group.all_reduce(r, t); });
-      outs[r] = lm.forward(ids, mask, all);
-    });
-  for (auto& t : ranks) t.join();
-  for (size_t k = 0; k < all.size(); ++k) {
-    INFO("hidden state " << k);
-    CHECK(rel(outs[0][k], ref[k]) < 1e-5);
-    CHECK(at::equal(outs[0][k], outs[1][k]));
+TEST_CASE("llm decoder: TE-P over 2, 3, 4, 5 and 8 ranks equals one rank (all three families)", "[llm]") {
+  json q = {{"model_type", "qwen2"},   {"vocab_size", 50},       {"hidden_size", 32},
+            {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 8},
+            {"num_key_value_heads", 2}};  // 3 ranks: rank 1's heads 3, 4, 5 read KV heads 0, 1, 1 (not grouped)
+  for (const json& j : {tiny_mistral(), tiny_gemma(), q}) {
+    auto cfg = llm::DecoderConfig::from_json(j, "cfg.json");
+    auto src = std::make_shared<nn::RandomSource>(7);
+    at::Tensor ids = at::randint(0, 50, {2, 6}, at::kLong);
+    at::Tensor mask = at::ones({2, 6}, at::kLong);
+    mask[1].narrow(0, 0, 2).zero_();
+    std::vector<int> all;
+    for (int k = 0; k <= cfg.num_hidden_layers; ++k) all.push_back(k);
+    auto ref = llm::DecoderLM(cfg, nn::Weights(src, at::kFloat, at::kCPU)).forward(ids, mask, all);
+    for (int n : {2, 3, 4, 5, 8}) {
+      // Each rank in its own thread with an in-process all-reduce.
+      ThreadAllReduce group(n);
+      std::vector<std::vector<at::Tensor>> outs(n);
+      std::vector<std::thread> ranks;
+      for (int r = 0; r < n; ++r)
+        ranks.emplace_back([&, r] {
+          llm::DecoderLM lm(cfg, nn::Weights(src, at::kFloat, at::kCPU, nn::TpGroup{r, n}), -1,
+                            [&group, r](at::Tensor& t) { group.all_reduce(r, t); });
+          outs[r] = lm.forward(ids, mask, all);
+        });
+      for (auto& t : ranks) t.join();
+      for (size_t k = 0; k < all.size(); ++k) {
+        INFO(llm::family_name(cfg.family) << " on " << n << " ranks, hidden state " << k);
+        CHECK(rel(outs[0][k], ref[k]) < 1e-5);
+        CHECK(at::equal(outs[0][k], outs[n - 1][k]));
+      }
+    }
   }
 }
 

@@ -1,0 +1,114 @@
+#include "lib/pipeline/fit_check.h"
+
+#include <dirent.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <vector>
+
+#include "lib/io/checkpoint.h"
+#include "lib/io/json.h"
+#include "lib/io/report.h"
+#include "lib/runtime/error.h"
+
+#ifdef DITGEN_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace ditgen::pipeline {
+
+namespace {
+
+int64_t element_size(const std::string& dtype) {
+  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "BF16" || dtype == "F16" || dtype == "I16" || dtype == "U16") return 2;
+  return 1;
+}
+
+bool has_safetensors(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0) found = true;
+  }
+  ::closedir(d);
+  return found;
+}
+
+std::string gib(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
+
+}  // namespace
+
+WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype) {
+  WeightEstimate w;
+  std::vector<std::string> components;
+  if (DIR* d = ::opendir(model_path.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != ".." && has_safetensors(io::join_path(model_path, n))) components.push_back(n);
+    }
+    ::closedir(d);
+  }
+  const int64_t run_size = static_cast<int64_t>(c10::elementSize(dtype));
+  for (const auto& c : components) {
+    auto store = io::TensorStore::open_dir(io::join_path(model_path, c));
+    int64_t bytes = 0;
+    for (const auto& key : store->keys()) {
+      const auto& info = store->info(key);
+      int64_t n = 1;
+      for (int64_t s : info.shape) n *= s;
+      // Floating-point tensors are held in the run dtype, others as stored.
+      const bool fp = info.dtype[0] == 'F' || info.dtype == "BF16";
+      bytes += n * (fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
+    }
+    if (c == "transformer") bytes /= std::max(tp, 1);
+    if (c == "text_encoder") bytes /= std::max(text_ranks, 1);
+    w.bytes[c] = bytes;
+  }
+  // The memory plan (lib/pipeline/runner.cpp) holds the text encoder and the transformer at different
+  // times: the peak of the weights is the larger of the two stages (everything when the plan is off).
+  int64_t all = 0;
+  for (const auto& [c, b] : w.bytes) all += b;
+  const auto part = [&](const char* c) { return w.bytes.count(c) ? w.bytes.at(c) : int64_t{0}; };
+  const char* plan = std::getenv("DITGEN_MEMORY_PLAN");
+  const bool planned = !(plan && std::string(plan) == "off");
+  w.total = planned ? std::max(all - part("transformer"), all - part("text_encoder")) : all;
+  return w;
+}
+
+int64_t available_bytes(const at::Device& device) {
+  // Test hook (cli.error.weights_do_not_fit): pretend the machine has this many bytes.
+  if (const char* v = std::getenv("DITGEN_TEST_AVAILABLE_BYTES")) return std::atoll(v);
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) {
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<int64_t>(free);
+    return -1;
+  }
+#endif
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
+
+void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host) {
+  const int64_t avail = available_bytes(device);
+  if (avail < 0 || w.total == 0) return;
+  const int sharing = device.is_cuda() ? 1 : std::max(ranks_on_host, 1);
+  if (w.total * sharing <= avail) return;
+  std::string parts;
+  for (const auto& [name, b] : w.bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
+  fail("the weights need about {} at once on each rank ({}){} but {} has only {} {}: spread the transformer over more "
+       "ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype",
+       gib(w.total), parts, sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
+       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available");
+}
+
+}  // namespace ditgen::pipeline

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Smoke test for a multi-GPU node (or a CPU machine): every model's built-in tiny model under every
+# --parallel preset that fits the rank count (and --cfg 2 for the true-CFG models), each output compared with
+# the single-process output of the same build. Prints a pass/fail table; exits non-zero on any mismatch.
+#
+#   scripts/smoke.sh [--build DIR] [--ranks N] [--steps S] [--out DIR]
+#
+# N defaults to the visible GPUs (nvidia-smi), else 2 CPU ranks. A preset that does not fit N (its degrees
+# do not multiply to N, or do not divide the tiny model's heads) is listed as "n/a" with the reason.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=build; ranks=""; steps=2; out=""
+while (($#)); do
+  case $1 in
+    --build) build=$2; shift 2 ;;
+    --ranks) ranks=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "smoke.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+ditgen=$build/ditgen; png_diff=$build/test/png_diff; wav_diff=$build/test/wav_diff
+for t in "$ditgen" "$png_diff" "$wav_diff"; do
+  [[ -x $t ]] || { echo "smoke.sh: $t not found: build first (scripts/build.sh), or pass --build DIR" >&2; exit 2; }
+done
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [[ -z $ranks ]]; then ranks=$(( gpus > 0 ? gpus : 2 )); fi
+device=cpu; (( gpus > 0 )) && device=cuda
+out=${out:-$(mktemp -d /tmp/ditgen_smoke.XXXXXX)}
+mkdir -p "$out"
+mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE=0)
+"$ditgen" --version | head -1
+echo "smoke: $ranks ranks on $device, $steps steps, outputs in $out"
+
+# One run: model, tag, np, flags... -> writes $out/<model>/<tag>.{png|mp4 + frames/wav}, log next to it.
+run() {
+  local model=$1 tag=$2 np=$3; shift 3
+  local dir=$out/$model; mkdir -p "$dir"
+  local args=("$model" --warmup 0 --steps "$steps" --device "$device")
+  if [[ $model == ltx2 ]]; then args+=(--save-frames -o "$dir/$tag.mp4"); else args+=(-o "$dir/$tag.png"); fi
+  if (( np == 1 )); then "$ditgen" "${args[@]}" "$@" > "$dir/$tag.log" 2>&1
+  else "${mpirun[@]}" -np "$np" "$ditgen" "${args[@]}" "$@" > "$dir/$tag.log" 2>&1; fi
+}
+
+# Same output as the single-process run? (images within 1/255; LTX-2 frames within 1/255 and sound within 2/32767)
+same() {
+  local model=$1 tag=$2 dir=$out/$1
+  if [[ $model == ltx2 ]]; then
+    local f
+    for f in "$dir"/single.frames/*.png; do
+      "$png_diff" "$f" "$dir/$tag.frames/$(basename "$f")" 1 > /dev/null 2>&1 || return 1
+    done
+    "$wav_diff" "$dir/single.wav" "$dir/$tag.wav" 2 > /dev/null 2>&1
+  else
+    "$png_diff" "$dir/single.png" "$dir/$tag.png" 1 > /dev/null 2>&1
+  fi
+}
+
+rows=(); failed=0
+presets=(tp ulysses ring usp ulysses_tp tp_ulysses ring_tp tp_ring usp_tp)
+for model in flux2 qwen-image ltx2; do
+  if ! run "$model" single 1; then
+    rows+=("$model|single|FAIL|$(grep -m1 -i error "$out/$model/single.log")"); failed=1; continue
+  fi
+  configs=()
+  for p in "${presets[@]}"; do configs+=("$p|--parallel $p"); done
+  if [[ $model != flux2 ]] && (( ranks % 2 == 0 )); then
+    configs+=("cfg2|--cfg 2")
+    (( ranks >= 4 )) && configs+=("cfg2_ulysses|--cfg 2 --parallel ulysses")
+  fi
+  for c in "${configs[@]}"; do
+    tag=${c%%|*}; flags=${c#*|}
+    # shellcheck disable=SC2086
+    if run "$model" "$tag" "$ranks" $flags; then
+      if same "$model" "$tag"; then rows+=("$model|$flags|pass|"); else rows+=("$model|$flags|FAIL|differs from the single-process output"); failed=1; fi
+    else
+      msg=$(grep -m1 "error:" "$out/$model/$tag.log" | sed 's/^.*error: //')
+      if [[ $msg == *"does not match the"*"ranks"* || $msg == *"does not divide"* || $msg == *"needs"*"ranks"* || $msg == *"is not a multiple"* ]]; then
+        rows+=("$model|$flags|n/a|$msg")
+      else
+        rows+=("$model|$flags|FAIL|${msg:-exit code, see $out/$model/$tag.log}"); failed=1
+      fi
+    fi
+  done
+done
+
+echo
+echo "| model | mesh ($ranks ranks) | result | note |"
+echo "|---|---|---|---|"
+for r in "${rows[@]}"; do IFS='|' read -r m f s n <<< "$r"; echo "| $m | $f | $s | $n |"; done
+if (( failed )); then echo "smoke: FAILED"; exit 1; fi
+echo "smoke: all passed"
