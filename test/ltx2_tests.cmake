@@ -134,3 +134,24 @@ add_test(NAME cli.error.weights_do_not_fit
                  ${LTX2_RUN} --model-path ${LTX2_WORK}/exported)
 set_tests_properties(cli.error.ltx2_unwritable_output cli.error.weights_do_not_fit PROPERTIES LABELS "cli;ltx2" TIMEOUT 120)
 set_tests_properties(cli.error.weights_do_not_fit PROPERTIES FIXTURES_REQUIRED ltx2_exported)
+
+# Odd inputs: batch 2, 72x104 pixels and 9 frames (3 x 9 x 13 = 351 video tokens and 9 audio rows: neither
+# divides by 4 or 8) under USP at np 4 and USP x TP at np 8, against the single-process videos.
+set(LTX2_ODD --warmup;0;--steps;2;-b;2;-H;72;-W;104;-F;9)
+add_test(NAME cli.ltx2_odd_reference
+         COMMAND ${LTX2_EXE} ltx2 ${LTX2_ODD} --save-frames -o ${LTX2_WORK}/odd/run.mp4)
+set_tests_properties(cli.ltx2_odd_reference PROPERTIES FIXTURES_SETUP ltx2_odd LABELS "cli;ltx2" TIMEOUT 300)
+foreach(mesh "np4_usp|4|--parallel,usp" "np8_usp_tp|8|--parallel,usp_tp")
+  string(REPLACE "|" ";" parts "${mesh}")
+  list(GET parts 0 name)
+  list(GET parts 1 np)
+  list(GET parts 2 flags)
+  string(REPLACE "," ";" flags "${flags}")
+  add_test(NAME mpi.ltx2_odd.${name}
+           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}" -DDITGEN=${LTX2_EXE}
+                   -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff> -DTOLERANCE=1 -DWAV_TOLERANCE=2
+                   "-DARGS=${LTX2_ODD}" "-DITEMS=_0;_1" -DWORK=${LTX2_WORK}/odd/${name}
+                   -DREFERENCE=${LTX2_WORK}/odd/run -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
+  set_tests_properties(mpi.ltx2_odd.${name} PROPERTIES FIXTURES_REQUIRED ltx2_odd LABELS "mpi;ltx2" TIMEOUT 600
+                       PROCESSORS ${np})
+endforeach()
