@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "lib/dist/agreement.h"
-#include "lib/dist/launch.h"
+#include "lib/comm/agreement.h"
+#include "lib/comm/launch.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/output.h"
@@ -99,7 +99,7 @@ struct MeshFlags {
 
   void add(CLI::App* app) {
     std::string names;
-    for (const auto& n : ditgen::dist::preset_names()) names += (names.empty() ? "" : ", ") + n;
+    for (const auto& n : ditgen::comm::preset_names()) names += (names.empty() ? "" : ", ") + n;
     app->add_option("--parallel", preset, "parallelism preset for the launched ranks: " + names);
     app->add_option("--ulysses", ulysses, "Ulysses (all-to-all) context-parallel degree")->check(integer_in(1, 4096));
     app->add_option("--ring", ring, "Ring context-parallel degree")->check(integer_in(1, 4096));
@@ -110,8 +110,8 @@ struct MeshFlags {
         ->check(finite_number(0, true, 1e7));
   }
 
-  ditgen::dist::MeshShape resolve(int world) const {
-    return ditgen::dist::resolve_shape(preset, ulysses, ring, tp, cfg, world);
+  ditgen::comm::MeshShape resolve(int world) const {
+    return ditgen::comm::resolve_shape(preset, ulysses, ring, tp, cfg, world);
   }
 };
 
@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) then fails the write with EFBIG, reported, instead of killing the
   // process halfway through a file.
   signal(SIGXFSZ, SIG_IGN);
-  const ditgen::dist::LaunchInfo launch = ditgen::dist::launch(&argc, &argv);
+  const ditgen::comm::LaunchInfo launch = ditgen::comm::launch(&argc, &argv);
 
   CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};
   app.require_subcommand(1);
@@ -328,8 +328,8 @@ int main(int argc, char** argv) {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
       const int rc = app.exit(e);  // prints help or the error
-      if (rc != 0 && launch.world > 1) ditgen::dist::abort_job(rc);
-      ditgen::dist::shutdown();
+      if (rc != 0 && launch.world > 1) ditgen::comm::abort_job(rc);
+      ditgen::comm::shutdown();
       return rc;
     }
     ditgen::log::set_verbose(verbose);
@@ -339,7 +339,7 @@ int main(int argc, char** argv) {
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     // Every rank must have been asked the same thing before anything runs.
-    ditgen::dist::RequestFields fields = {{"version", kVersion}, {"build", __DATE__ " " __TIME__}};
+    ditgen::comm::RequestFields fields = {{"version", kVersion}, {"build", __DATE__ " " __TIME__}};
     double timeout_s = 300;
     for (auto* sub : app.get_subcommands()) {
       fields.emplace_back("command", sub->get_name());
@@ -351,7 +351,7 @@ int main(int argc, char** argv) {
         if (opt->get_name() == "--comm-timeout") timeout_s = std::stod(opt->results().front());
       }
     }
-    ditgen::dist::check_same_request(launch, fields, timeout_s);
+    ditgen::comm::check_same_request(launch, fields, timeout_s);
 
     const ModelCommand* generate = nullptr;
     for (const auto& c : model_commands)
@@ -365,7 +365,7 @@ int main(int argc, char** argv) {
                      o->get_name(), o->get_name());
       req.mesh = generate->mesh.resolve(launch.world);
       const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
-      auto world = ditgen::dist::make_world(launch, cuda, generate->mesh.timeout_s);
+      auto world = ditgen::comm::make_world(launch, cuda, generate->mesh.timeout_s);
       auto ctx = ditgen::parallel::Context::create(world, req.mesh);
       ditgen::pipeline::generate(*generate->entry, req, ctx);
     } else if (verify->parsed()) {
@@ -373,7 +373,7 @@ int main(int argc, char** argv) {
       const auto [device, dtype] = ditgen::pipeline::resolve_device(vdevice, vdtype, launch.rank);
       vreq.options.device = device;
       vreq.options.dtype = dtype;
-      auto world = ditgen::dist::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);
+      auto world = ditgen::comm::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);
       vreq.options.parallel = ditgen::parallel::Context::create(world, shape);
       code = ditgen::run_verify(vreq);
     } else if (trace_diff->parsed()) {
@@ -399,8 +399,8 @@ int main(int argc, char** argv) {
     ditgen::log::error_line(e.what());
   }
   if (code == 2 || code == 3) {
-    if (launch.world > 1) ditgen::dist::abort_job(code);
+    if (launch.world > 1) ditgen::comm::abort_job(code);
   }
-  ditgen::dist::shutdown();
+  ditgen::comm::shutdown();
   return code;
 }

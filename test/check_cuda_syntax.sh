@@ -8,7 +8,7 @@ mpi_inc=$(mpicxx --showme:incdirs 2>/dev/null | awk '{print $1}')
 [ -f "$cuda/include/cuda_runtime.h" ] && [ -f /usr/include/c10/cuda/CUDAStream.h ] && [ -x "$cuda/bin/nvcc" ] || {
   echo "check_cuda_syntax: no CUDA toolkit or c10/cuda headers here: skipped"; exit 77; }
 rc=0
-for f in $(grep -rl "DITGEN_CUDA" "$src/lib" "$src/models" --include=*.cpp) "$src"/lib/dist/*_cuda.cpp; do
+for f in $(grep -rl "DITGEN_CUDA" "$src/lib" "$src/models" --include=*.cpp) "$src"/lib/comm/*_cuda.cpp; do
   echo "parse $f"
   g++ -std=c++17 -fsyntax-only -DDITGEN_CUDA=1 -DOMPI_SKIP_MPICXX=1 -I"$src/test/cuda_stub" -I"$src" \
       -I"$cuda/include" -I/usr/include/torch/csrc/api/include ${mpi_inc:+-I$mpi_inc} "$f" || rc=1

@@ -13,7 +13,7 @@ Reducer local_reducer() {
 Reducer replica_reducer(std::shared_ptr<parallel::Context> ctx) {
   return [ctx](at::Tensor& t) {
     const auto& mesh = ctx->mesh();
-    if (mesh.cp_size() > 1) ctx->cp().all_reduce(t, dist::ReduceOp::Sum);
+    if (mesh.cp_size() > 1) ctx->cp().all_reduce(t, comm::ReduceOp::Sum);
     if (mesh.shape().tp > 1) ctx->tp().broadcast(t, 0);
   };
 }

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::io {
@@ -94,7 +94,7 @@ std::string RunReport::table() const {
   return t;
 }
 
-std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicator& world) {
+std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicator& world) {
   std::vector<double> values = {mine.load_seconds, static_cast<double>(mine.bytes_read),
                                 static_cast<double>(mine.host_rss_peak), static_cast<double>(mine.device_allocated_peak),
                                 static_cast<double>(mine.device_reserved_peak), static_cast<double>(mine.bytes_transformer),

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 class Communicator;
 }
 
@@ -47,7 +47,7 @@ struct RunReport {
 };
 
 // Gathers every rank's stats onto every rank (collective over `world`).
-std::vector<RankStats> gather_rank_stats(const RankStats& mine, dist::Communicator& world);
+std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicator& world);
 
 std::string human_bytes(double bytes);
 

@@ -7,25 +7,25 @@ namespace ditgen::parallel {
 
 std::shared_ptr<Context> Context::single() {
   auto ctx = std::make_shared<Context>();
-  ctx->mesh_ = dist::Mesh(dist::MeshShape{}, 1, 0);
-  ctx->world_ = dist::make_self_communicator("world");
-  ctx->tp_ = dist::make_self_communicator("tp");
-  ctx->ulysses_ = dist::make_self_communicator("ulysses");
-  ctx->ring_ = dist::make_self_communicator("ring");
-  ctx->cp_ = dist::make_self_communicator("cp");
-  ctx->cfg_ = dist::make_self_communicator("cfg");
+  ctx->mesh_ = comm::Mesh(comm::MeshShape{}, 1, 0);
+  ctx->world_ = comm::make_self_communicator("world");
+  ctx->tp_ = comm::make_self_communicator("tp");
+  ctx->ulysses_ = comm::make_self_communicator("ulysses");
+  ctx->ring_ = comm::make_self_communicator("ring");
+  ctx->cp_ = comm::make_self_communicator("cp");
+  ctx->cfg_ = comm::make_self_communicator("cfg");
   return ctx;
 }
 
-std::shared_ptr<Context> Context::create(std::shared_ptr<dist::Communicator> world, const dist::MeshShape& shape) {
+std::shared_ptr<Context> Context::create(std::shared_ptr<comm::Communicator> world, const comm::MeshShape& shape) {
   auto ctx = std::make_shared<Context>();
-  ctx->mesh_ = dist::Mesh(shape, world->size(), world->rank());
+  ctx->mesh_ = comm::Mesh(shape, world->size(), world->rank());
   const auto& m = ctx->mesh_;
   ctx->world_ = world;
   // Same split order on every rank. An axis of size 1 needs no communicator (no NCCL init at
   // start-up); every rank knows the sizes, so all skip the same splits.
   auto group = [&](int size, int color, int key, const char* name) {
-    return size == 1 ? dist::make_self_communicator(name) : world->split(color, key, name);
+    return size == 1 ? comm::make_self_communicator(name) : world->split(color, key, name);
   };
   const auto& s = m.shape();
   ctx->tp_ = group(s.tp, m.tp_color(), m.tp_index(), "tp");
@@ -36,7 +36,7 @@ std::shared_ptr<Context> Context::create(std::shared_ptr<dist::Communicator> wor
   return ctx;
 }
 
-std::vector<int64_t> chunk_sizes(int64_t n, const Context& ctx) { return dist::split_sizes(n, ctx.mesh().cp_size()); }
+std::vector<int64_t> chunk_sizes(int64_t n, const Context& ctx) { return comm::split_sizes(n, ctx.mesh().cp_size()); }
 
 at::Tensor split_sequence(const at::Tensor& x, int64_t dim, const Context& ctx) {
   if (ctx.mesh().cp_size() == 1) return x;
@@ -60,7 +60,7 @@ at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const
 }
 
 void tp_all_reduce(at::Tensor& partial, const Context& ctx) {
-  if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, dist::ReduceOp::Sum);
+  if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, comm::ReduceOp::Sum);
 }
 
 namespace {
@@ -89,13 +89,13 @@ nn::AttentionLse local_attention(const at::Tensor& q, const at::Tensor& k, const
 at::Tensor ring_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const std::vector<int64_t>& block_lens, const std::vector<at::Tensor>& block_masks,
                           const Context& ctx) {
-  dist::Communicator& ring = ctx.ring();
+  comm::Communicator& ring = ctx.ring();
   const int n = ring.size(), me = ring.rank();
   at::Tensor kv = at::stack({k, v}, 0).contiguous();  // [2, B, S, h, D]
   at::Tensor out, lse;
   for (int step = 0; step < n; ++step) {
     const int block = ((me - step) % n + n) % n;  // whose K/V we hold now
-    std::unique_ptr<dist::Work> work;
+    std::unique_ptr<comm::Work> work;
     at::Tensor next;
     if (step < n - 1) {
       const int incoming = ((me - step - 1) % n + n) % n;

@@ -7,8 +7,8 @@
 #include <memory>
 #include <vector>
 
-#include "lib/dist/communicator.h"
-#include "lib/dist/mesh.h"
+#include "lib/comm/communicator.h"
+#include "lib/comm/mesh.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::parallel {
@@ -18,25 +18,25 @@ class Context {
   // One process: every group has size 1.
   static std::shared_ptr<Context> single();
   // Splits `world` into the mesh's groups (collective over `world`).
-  static std::shared_ptr<Context> create(std::shared_ptr<dist::Communicator> world, const dist::MeshShape& shape);
+  static std::shared_ptr<Context> create(std::shared_ptr<comm::Communicator> world, const comm::MeshShape& shape);
 
-  const dist::Mesh& mesh() const { return mesh_; }
-  dist::Communicator& world() const { return *world_; }
-  dist::Communicator& tp() const { return *tp_; }
-  dist::Communicator& ulysses() const { return *ulysses_; }
-  dist::Communicator& ring() const { return *ring_; }
-  dist::Communicator& cp() const { return *cp_; }
-  dist::Communicator& cfg() const { return *cfg_; }  // the two CFG halves' peers
+  const comm::Mesh& mesh() const { return mesh_; }
+  comm::Communicator& world() const { return *world_; }
+  comm::Communicator& tp() const { return *tp_; }
+  comm::Communicator& ulysses() const { return *ulysses_; }
+  comm::Communicator& ring() const { return *ring_; }
+  comm::Communicator& cp() const { return *cp_; }
+  comm::Communicator& cfg() const { return *cfg_; }  // the two CFG halves' peers
   nn::TpGroup tp_group() const { return {mesh_.tp_index(), mesh_.shape().tp}; }
   // TE-P (--parallel-text): the text encoder is tensor-parallel over every rank of the world, whatever the
   // mesh; under --cfg 2 too (each rank then encodes both branches' prompts), so that each rank holds 1/world
   // of the encoder rather than 2/world. The world communicator itself: no extra group to create.
-  dist::Communicator& text_tp() const { return *world_; }
+  comm::Communicator& text_tp() const { return *world_; }
   nn::TpGroup text_tp_group() const { return {mesh_.rank(), mesh_.world()}; }
 
  private:
-  dist::Mesh mesh_;
-  std::shared_ptr<dist::Communicator> world_, tp_, ulysses_, ring_, cp_, cfg_;
+  comm::Mesh mesh_;
+  std::shared_ptr<comm::Communicator> world_, tp_, ulysses_, ring_, cp_, cfg_;
 };
 
 // ---- context parallelism -------------------------------------------------------------------------

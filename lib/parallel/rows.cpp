@@ -2,17 +2,17 @@
 
 #include <algorithm>
 
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::parallel {
 
-RowSplit::RowSplit(dist::Communicator* world, int64_t rows) : rows_(rows), local_(rows) {
+RowSplit::RowSplit(comm::Communicator* world, int64_t rows) : rows_(rows), local_(rows) {
   DITGEN_CHECK(rows >= 1, "internal: VAE-P: an image of {} rows", rows);
   if (world == nullptr || world->size() == 1) return;
   world_ = world;
   const int size = world->size(), rank = world->rank();
-  sizes_ = dist::split_sizes(rows, size);  // the first ranks take one row more; idle ranks come last
+  sizes_ = comm::split_sizes(rows, size);  // the first ranks take one row more; idle ranks come last
   offsets_.assign(sizes_.size(), 0);
   for (size_t r = 1; r < sizes_.size(); ++r) offsets_[r] = offsets_[r - 1] + sizes_[r - 1];
   begin_ = offsets_[rank];
@@ -159,7 +159,7 @@ at::Tensor group_norm(const at::Tensor& x, int64_t groups, const at::Tensor& wei
     mine[0].select(1, g).copy_(mean);
     mine[1].select(1, g).copy_(var);
   }
-  dist::Communicator& group = rows.group();
+  comm::Communicator& group = rows.group();
   const int size = group.size();
   at::Tensor all = group.all_gather(mine.to(at::kDouble).view({1, -1}), 0, std::vector<int64_t>(size, 1))
                        .view({size, 2, b, groups});  // every rank's, fp64

@@ -20,7 +20,7 @@
 #include <memory>
 #include <vector>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 
 namespace ditgen::parallel {
 
@@ -32,10 +32,10 @@ class RowSplit {
   // Not split: this process holds every row, whatever their number.
   RowSplit() = default;
   // `rows` rows over the ranks of `world` (null or one rank: not split), in bands of
-  // dist::split_sizes(rows, world size), rank order top to bottom. With fewer rows than ranks this is a
+  // comm::split_sizes(rows, world size), rank order top to bottom. With fewer rows than ranks this is a
   // collective over `world` (the ranks holding rows get a group of their own); every rank must call it
   // with the same `rows`.
-  RowSplit(dist::Communicator* world, int64_t rows);
+  RowSplit(comm::Communicator* world, int64_t rows);
 
   // More than one rank holds rows: the decoder's convolutions, norms and attention exchange data.
   bool split() const { return group_ != nullptr; }
@@ -74,14 +74,14 @@ class RowSplit {
   at::Tensor gather(const at::Tensor& band, int64_t dim) const;
 
   // The group of the ranks holding rows (split() only).
-  dist::Communicator& group() const { return *group_; }
+  comm::Communicator& group() const { return *group_; }
 
  private:
   int64_t owner(int64_t row) const;  // the group rank whose band holds global `row`
 
-  dist::Communicator* world_ = nullptr;
-  dist::Communicator* group_ = nullptr;           // world_, or own_ with fewer rows than ranks
-  std::shared_ptr<dist::Communicator> own_;       // the group split off the world, when needed
+  comm::Communicator* world_ = nullptr;
+  comm::Communicator* group_ = nullptr;           // world_, or own_ with fewer rows than ranks
+  std::shared_ptr<comm::Communicator> own_;       // the group split off the world, when needed
   std::vector<int64_t> sizes_, offsets_;          // per world rank (idle ranks: 0 rows at the end)
   int64_t rows_ = 0, begin_ = 0, local_ = 0;
 };

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "lib/cache/options.h"
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 #include "lib/sched/flow_match.h"
 
 namespace ditgen::pipeline {

@@ -80,7 +80,7 @@ void check_image_size(int64_t height, int64_t width, int64_t m) {
   check("--width", width);
 }
 
-std::string run_tag(const dist::Mesh& mesh, const nlohmann::json& cache, bool parallel_text, bool parallel_vae) {
+std::string run_tag(const comm::Mesh& mesh, const nlohmann::json& cache, bool parallel_text, bool parallel_vae) {
   std::string tag = "C0";
   const bool cached = cache.is_object() && cache.contains("tag");
   if (cached) tag += "_" + cache["tag"].get<std::string>() + "_" + cache.value("calibrator_tag", std::string("T0O0"));

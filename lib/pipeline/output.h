@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 #include "lib/pipeline/request.h"
 
 namespace ditgen::pipeline {
@@ -26,7 +26,7 @@ void check_image_size(int64_t height, int64_t width, int64_t multiple);
 // configuration part of output names, as cache-dit-semantics.md §6.3 (flux2.1024x1024.C0_Ulysses4_TP2_TEP.png,
 // flux2.1024x1024.C0_DBCache_F1B0_W8I1M0MC3_R0.12_T0O0_S9.png). `cache` is the model's cache_report()
 // (null with the cache off).
-std::string run_tag(const dist::Mesh& mesh, const nlohmann::json& cache = nullptr, bool parallel_text = false,
+std::string run_tag(const comm::Mesh& mesh, const nlohmann::json& cache = nullptr, bool parallel_text = false,
                     bool parallel_vae = false);
 
 // mkdir -p.

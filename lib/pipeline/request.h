@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "lib/cache/options.h"
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 
 namespace ditgen::pipeline {
 
@@ -40,7 +40,7 @@ struct GenerateRequest {
   bool track_memory = false;
   bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 
-  dist::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
+  comm::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
   bool parallel_text = false;   // --parallel-text: the text encoder tensor-parallel over the ranks
   bool parallel_vae = false;    // --parallel-vae: the VAE decode split by rows over the ranks
   cache::Options cache;         // --cache and its flags (models with ModelFlag::Cache)

@@ -23,7 +23,7 @@ struct CaseOptions {
   // --parallel-vae: VAE cases decode with their rows split over every rank (VAE-P, lib/parallel/rows.h).
   bool parallel_vae = false;
   // The ranks a VAE decode is split over: the world under --parallel-vae, else none (null).
-  dist::Communicator* vae_ranks() const { return parallel_vae && parallel ? &parallel->world() : nullptr; }
+  comm::Communicator* vae_ranks() const { return parallel_vae && parallel ? &parallel->world() : nullptr; }
 };
 
 class Case {

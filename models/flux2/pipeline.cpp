@@ -275,7 +275,7 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, c
 
 pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
   const int64_t m = pixel_multiple();
-  dist::Communicator* vae_ranks = parallel_vae_ ? &ctx_->world() : nullptr;  // VAE-P over every rank
+  comm::Communicator* vae_ranks = parallel_vae_ ? &ctx_->world() : nullptr;  // VAE-P over every rank
   return {vae_->decode_to_image(latents[0], s.height / m, s.width / m, vae_ranks)};
 }
 

@@ -54,7 +54,7 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
   return c;
 }
 
-void TransformerConfig::check_mesh(const dist::Mesh& mesh) const {
+void TransformerConfig::check_mesh(const comm::Mesh& mesh) const {
   const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
   DITGEN_CHECK(num_attention_heads % tp == 0,
                "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,

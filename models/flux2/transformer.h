@@ -38,7 +38,7 @@ struct TransformerConfig {
 
   static TransformerConfig from_json(const nlohmann::json& j, const std::string& where);
   // Fails at start-up, naming the number to change, if `tp` or `ulysses` cannot divide the heads.
-  void check_mesh(const dist::Mesh& mesh) const;
+  void check_mesh(const comm::Mesh& mesh) const;
 };
 
 // Inputs of one forward, full (unsplit) sequences; the model splits them over the CP group.

@@ -376,7 +376,7 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
   bn_var_ = bn.get("running_var", {config_.patched_channels()}, Shard::replicated(), Init::Variance);
 }
 
-at::Tensor Vae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
+at::Tensor Vae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels,
                "VAE decode: expected latents [B, {}, h, w], got {}", config_.latent_channels,
                io::shape_str(z.sizes()));
@@ -432,7 +432,7 @@ at::Tensor Vae::bn_normalize(const at::Tensor& z_p) const {
 }
 
 at::Tensor Vae::decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w,
-                                dist::Communicator* vae_parallel) const {
+                                comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(packed_latents.dim() == 3 && packed_latents.size(2) == config_.patched_channels(),
                "VAE decode_to_image: expected packed latents [B, {}*{}, {}], got {}", h, w,
                config_.patched_channels(), io::shape_str(packed_latents.sizes()));

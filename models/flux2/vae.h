@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 #include "lib/nn/latents.h"
 #include "lib/nn/weights.h"
 
@@ -62,7 +62,7 @@ class Vae {
   // (about [-1, 1], not clamped). Runs in the weights' dtype and device (the input is moved there).
   // `vae_parallel` (VAE-P, lib/parallel/rows.h): its ranks, all passing the same z, each decode a band of
   // the rows and all return the whole image; null: this process decodes everything.
-  at::Tensor decode(const at::Tensor& z, dist::Communicator* vae_parallel = nullptr) const;
+  at::Tensor decode(const at::Tensor& z, comm::Communicator* vae_parallel = nullptr) const;
   // [B, in_channels, H, W] in [-1, 1] -> [B, L, H/sf, W/sf]: encoder then quant_conv; the mean of
   // the posterior (its mode), which is what the pipeline uses for conditioning images.
   at::Tensor encode_mean(const at::Tensor& image) const;
@@ -76,7 +76,7 @@ class Vae {
   // unpatchify -> decode -> (x * 0.5 + 0.5).clamp(0, 1), done in the latents' dtype.
   // Returns float32 [B, out_channels, 2*sf*h, 2*sf*w] in [0, 1].
   at::Tensor decode_to_image(const at::Tensor& packed_latents, int64_t h, int64_t w,
-                             dist::Communicator* vae_parallel = nullptr) const;
+                             comm::Communicator* vae_parallel = nullptr) const;
 
   struct Encoder;  // defined in vae.cpp
   struct Decoder;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <set>
 
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 #include "lib/io/json.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
@@ -369,9 +369,9 @@ std::shared_ptr<nn::CheckpointSource> open_decoder_source(std::shared_ptr<io::Te
 
 namespace {
 
-// [offset, offset + size) of part `r` of `n` split in `parts` (dist::split_sizes).
+// [offset, offset + size) of part `r` of `n` split in `parts` (comm::split_sizes).
 std::pair<int64_t, int64_t> part_of(int64_t n, int parts, int r) {
-  const auto sizes = dist::split_sizes(n, parts);
+  const auto sizes = comm::split_sizes(n, parts);
   int64_t offset = 0;
   for (int i = 0; i < r; ++i) offset += sizes[i];
   return {offset, sizes[r]};
@@ -379,7 +379,7 @@ std::pair<int64_t, int64_t> part_of(int64_t n, int parts, int r) {
 
 // "11+11+10" for up to 8 parts, else "4 or 3".
 std::string shares(int64_t n, int parts) {
-  const auto sizes = dist::split_sizes(n, parts);
+  const auto sizes = comm::split_sizes(n, parts);
   if (parts <= 8) {
     std::string s;
     for (auto v : sizes) s += (s.empty() ? "" : "+") + std::to_string(v);
@@ -694,7 +694,7 @@ std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weig
   log::info("{}", describe_tp(cfg, ctx->text_tp().size()));
   std::shared_ptr<parallel::Context> group = ctx;
   return std::make_unique<DecoderLM>(cfg, wb.with_tp(ctx->text_tp_group()), num_layers_needed,
-                                     [group](at::Tensor& t) { group->text_tp().all_reduce(t, dist::ReduceOp::Sum); });
+                                     [group](at::Tensor& t) { group->text_tp().all_reduce(t, comm::ReduceOp::Sum); });
 }
 
 }  // namespace ditgen::llm

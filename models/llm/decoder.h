@@ -95,7 +95,7 @@ std::shared_ptr<nn::CheckpointSource> open_decoder_source(std::shared_ptr<io::Te
                                                           const DecoderConfig& cfg, int num_layers_loaded);
 
 // TE-P (--parallel-text; DESIGN §6, cache-dit-semantics.md §4.1): Megatron-style tensor parallelism of the
-// decoder over any number of ranks N. Every split is contiguous and as even as possible (dist::split_sizes:
+// decoder over any number of ranks N. Every split is contiguous and as even as possible (comm::split_sizes:
 // the first n % N ranks get one more), so no rank count is refused:
 //   - query heads: rank r holds heads [head0, head0 + heads) of q_proj (column-parallel) and the matching
 //     input columns of o_proj (row-parallel); N not dividing the heads gives uneven shares (32 heads on 3

@@ -477,7 +477,7 @@ VideoVae::VideoVae(const VideoVaeConfig& config, const nn::Weights& wb)
       mean_(wb.get("latents_mean", {config_.latent_channels}, Shard::replicated(), Init::Mean)),
       std_(wb.get("latents_std", {config_.latent_channels}, Shard::replicated(), Init::Variance)) {}
 
-at::Tensor VideoVae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
+at::Tensor VideoVae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.latent_channels,
                "LTX-2 video VAE decode: expected latents [B, {}, F, H, W], got {}", config_.latent_channels,
                io::shape_str(z.sizes()));
@@ -521,7 +521,7 @@ at::Tensor VideoVae::denormalize(const at::Tensor& z) const {
   return out.add_(cast(mean_));  // [B, C, F, H, W]
 }
 
-at::Tensor VideoVae::decode_to_frames(const at::Tensor& z_normalised, dist::Communicator* vae_parallel) const {
+at::Tensor VideoVae::decode_to_frames(const at::Tensor& z_normalised, comm::Communicator* vae_parallel) const {
   at::Tensor x = decode(denormalize(z_normalised), vae_parallel);  // [B, 3, F, H, W], VAE dtype
   x.mul_(0.5).add_(0.5).clamp_(0, 1);                // in the VAE dtype, like the reference
   at::Tensor frames = at::empty({x.size(0), x.size(2), x.size(1), x.size(3), x.size(4)},

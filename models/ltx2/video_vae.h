@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::ltx2 {
@@ -73,7 +73,7 @@ class VideoVae {
   // device (the input is moved there), one sample at a time. `vae_parallel` (VAE-P, lib/parallel/rows.h):
   // its ranks, all passing the same z, each decode a band of the rows and all return the whole video;
   // null: this process decodes everything.
-  at::Tensor decode(const at::Tensor& z, dist::Communicator* vae_parallel = nullptr) const;
+  at::Tensor decode(const at::Tensor& z, comm::Communicator* vae_parallel = nullptr) const;
 
   // [B, latent_channels, F, H, W] in z's dtype and device: z * latents_std / scaling_factor +
   // latents_mean per channel (ltx2.md 4, decode step 1).
@@ -82,7 +82,7 @@ class VideoVae {
   // The pipeline's decode: normalised latents -> denormalize (in z's dtype) -> decode (VAE dtype) ->
   // clamp(x * 0.5 + 0.5, 0, 1) in the VAE dtype -> frames-major float32 [B, F_px, 3, H_px, W_px] in
   // [0, 1] (diffusers' "pt" output), on the VAE's device.
-  at::Tensor decode_to_frames(const at::Tensor& z_normalised, dist::Communicator* vae_parallel = nullptr) const;
+  at::Tensor decode_to_frames(const at::Tensor& z_normalised, comm::Communicator* vae_parallel = nullptr) const;
 
   struct Decoder;  // defined in video_vae.cpp
 

@@ -273,7 +273,7 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb)
       mean_(at::tensor(config_.latents_mean, at::kDouble).to(at::kFloat)),
       std_(at::tensor(config_.latents_std, at::kDouble).to(at::kFloat)) {}
 
-at::Tensor Vae::decode(const at::Tensor& z, dist::Communicator* vae_parallel) const {
+at::Tensor Vae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,
                "Qwen-Image VAE decode: expected latents [B, {}, 1, h, w], got {}", config_.z_dim,
                io::shape_str(z.sizes()));
@@ -303,7 +303,7 @@ at::Tensor Vae::denormalize(const at::Tensor& z) const {
   return z * cast(std_) + cast(mean_);  // [B, z_dim, T, h, w]
 }
 
-at::Tensor Vae::decode_to_image(const at::Tensor& z_normalised, dist::Communicator* vae_parallel) const {
+at::Tensor Vae::decode_to_image(const at::Tensor& z_normalised, comm::Communicator* vae_parallel) const {
   // 3.4 step 2: the pipeline casts to the VAE dtype before de-normalising.
   at::Tensor z = denormalize(z_normalised.to(device_, dtype_));  // [B, z_dim, 1, h, w]
   at::Tensor img = decode(z, vae_parallel).select(2, 0);         // [B, 3, H, W] in [-1, 1]

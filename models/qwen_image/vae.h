@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::qwen_image {
@@ -58,7 +58,7 @@ class Vae {
   // the weights' dtype and device (the input is moved there). `vae_parallel` (VAE-P, lib/parallel/rows.h):
   // its ranks, all passing the same z, each decode a band of the rows and all return the whole image;
   // null: this process decodes everything.
-  at::Tensor decode(const at::Tensor& z, dist::Communicator* vae_parallel = nullptr) const;
+  at::Tensor decode(const at::Tensor& z, comm::Communicator* vae_parallel = nullptr) const;
 
   // [B, z_dim, T, h, w] in z's dtype: z * latents_std + latents_mean per channel (3.4 step 2).
   at::Tensor denormalize(const at::Tensor& z) const;
@@ -66,7 +66,7 @@ class Vae {
   // qwen-image.md 3.4 steps 2-5: normalised latents [B, z_dim, 1, h, w] -> cast to the VAE dtype ->
   // denormalize -> decode -> frame 0 -> clamp(x * 0.5 + 0.5, 0, 1) in the VAE dtype.
   // Returns float32 [B, 3, h*sf, w*sf] in [0, 1].
-  at::Tensor decode_to_image(const at::Tensor& z_normalised, dist::Communicator* vae_parallel = nullptr) const;
+  at::Tensor decode_to_image(const at::Tensor& z_normalised, comm::Communicator* vae_parallel = nullptr) const;
 
   struct Decoder;  // defined in vae.cpp
 

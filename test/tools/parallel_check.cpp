@@ -8,8 +8,8 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
-#include "lib/dist/launch.h"
-#include "lib/dist/mpi_communicator.h"
+#include "lib/comm/launch.h"
+#include "lib/comm/mpi_communicator.h"
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/parallel/context.h"
@@ -26,7 +26,7 @@
 using namespace ditgen;
 
 int main(int argc, char** argv) {
-  const auto launch = dist::launch(&argc, &argv);
+  const auto launch = comm::launch(&argc, &argv);
   CLI::App app{"A transformer: mesh run vs single-process run"};
   std::string preset, fixture, model = "flux2";
   int ulysses = 0, ring = 0, tp = 0;
@@ -57,21 +57,21 @@ int main(int argc, char** argv) {
 
   int code = 0;
   try {
-    const dist::MeshShape shape = dist::resolve_shape(preset, ulysses, ring, tp, 0, launch.world);
+    const comm::MeshShape shape = comm::resolve_shape(preset, ulysses, ring, tp, 0, launch.world);
     const auto [device, dtype] = pipeline::resolve_device(device_name, dtype_name, launch.rank);
-    auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
+    auto world = comm::make_world(launch, device.is_cuda(), timeout_s);
     auto ctx = parallel::Context::create(world, shape);
     if (truncate_rank >= 0) {  // MPI itself fails (MPI_ERR_TRUNCATE): the error names the op and the reason
       const int next = (truncate_rank + 1) % launch.world;
       at::Tensor buf = at::zeros({2}, at::kInt);
       std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
       if (launch.rank == truncate_rank)
-        dist::mpi_check(MPI_Isend(buf.data_ptr(), 2, MPI_INT, next, 99, MPI_COMM_WORLD, &req[0]), "MPI_Isend",
+        comm::mpi_check(MPI_Isend(buf.data_ptr(), 2, MPI_INT, next, 99, MPI_COMM_WORLD, &req[0]), "MPI_Isend",
                         "test");
       if (launch.rank == next)
-        dist::mpi_check(MPI_Irecv(buf.data_ptr(), 1, MPI_INT, truncate_rank, 99, MPI_COMM_WORLD, &req[0]),
+        comm::mpi_check(MPI_Irecv(buf.data_ptr(), 1, MPI_INT, truncate_rank, 99, MPI_COMM_WORLD, &req[0]),
                         "MPI_Irecv", "test");
-      dist::mpi_wait(req, timeout_s, "test message on group world", {buf});
+      comm::mpi_wait(req, timeout_s, "test message on group world", {buf});
     }
 
     // Runs the model's transformer on one process and under the mesh: (reference, mesh output).
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
     };
     if (!fixture.empty() && !io::dir_exists(fixture)) {
       log::info("SKIP: fixture folder {} not found", fixture);
-      dist::shutdown();
+      comm::shutdown();
       return 77;
     }
     at::Generator gen = at::detail::createCPUGenerator(99);
@@ -172,14 +172,14 @@ int main(int argc, char** argv) {
     verify::compare(report, "mesh_vs_single", out, ref, tol);
     // Every rank must agree; rank 0 prints.
     at::Tensor ok = at::tensor({report.ok() ? 1.0 : 0.0}, at::kDouble);
-    ctx->world().all_reduce(ok, dist::ReduceOp::Sum);
+    ctx->world().all_reduce(ok, comm::ReduceOp::Sum);
     report.print();
     code = ok.item<double>() == launch.world ? 0 : 1;
   } catch (const std::exception& e) {
     log::error_line(e.what());
     code = 2;
-    if (launch.world > 1) dist::abort_job(code);
+    if (launch.world > 1) comm::abort_job(code);
   }
-  dist::shutdown();
+  comm::shutdown();
   return code;
 }

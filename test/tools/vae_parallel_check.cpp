@@ -12,7 +12,7 @@
 
 #include <functional>
 
-#include "lib/dist/launch.h"
+#include "lib/comm/launch.h"
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/weights.h"
@@ -34,7 +34,7 @@ namespace {
 // The halo exchange alone: every band padded by fill_halo() (and with_halo() when split) must equal its
 // rows of the whole image padded by LibTorch, bit for bit, for each padding mode and halos of 1 to 3 rows
 // (wider than some bands). Returns the number of failures on this rank; rank 0 prints.
-int check_halo(dist::Communicator& world, int64_t rows, int64_t cols) {
+int check_halo(comm::Communicator& world, int64_t rows, int64_t cols) {
   at::Generator gen = at::detail::createCPUGenerator(11);
   const at::Tensor full = at::randn({2, 3, rows, cols}, gen, at::kFloat);
   const parallel::RowSplit split(&world, rows);
@@ -59,7 +59,7 @@ int check_halo(dist::Communicator& world, int64_t rows, int64_t cols) {
         if (split.split()) ok = ok && at::equal(split.with_halo(band.contiguous(), 2, halo, pad), expected);
       }
       at::Tensor bad = at::tensor({ok ? 0.0 : 1.0}, at::kDouble);
-      world.all_reduce(bad, dist::ReduceOp::Sum);
+      world.all_reduce(bad, comm::ReduceOp::Sum);
       if (world.rank() == 0)
         fmt::print("{} halo {} {} rows {} over {} ranks: {}\n", bad.item<double>() == 0 ? "PASS" : "FAIL", halo, name,
                    rows, world.size(), bad.item<double>() == 0 ? "equal" : "differs on some rank");
@@ -72,7 +72,7 @@ int check_halo(dist::Communicator& world, int64_t rows, int64_t cols) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto launch = dist::launch(&argc, &argv);
+  const auto launch = comm::launch(&argc, &argv);
   CLI::App app{"A VAE decode split by rows over the ranks vs the single-process decode"};
   std::string model = "flux2", config = "tiny", padding, device_name = "cpu", dtype_name = "fp32";
   int64_t rows = 7, cols = 5, frames = 2, batch = 1;
@@ -100,31 +100,31 @@ int main(int argc, char** argv) {
     DITGEN_CHECK(config == "tiny" || config == "real", "--config must be tiny or real, got '{}'", config);
     const bool tiny = config == "tiny";
     const auto [device, dtype] = pipeline::resolve_device(device_name, dtype_name, launch.rank);
-    auto world = dist::make_world(launch, device.is_cuda(), timeout_s);
+    auto world = comm::make_world(launch, device.is_cuda(), timeout_s);
     if (model == "halo") {
       at::Tensor bad = at::tensor({static_cast<double>(check_halo(*world, rows, cols))}, at::kDouble);
-      world->all_reduce(bad, dist::ReduceOp::Sum);
-      dist::shutdown();
+      world->all_reduce(bad, comm::ReduceOp::Sum);
+      comm::shutdown();
       return bad.item<double>() == 0 ? 0 : 1;
     }
     const nn::Weights weights(std::make_shared<nn::RandomSource>(4321), dtype, device);
     at::Generator gen = at::detail::createCPUGenerator(7);
 
     // decode(z, ranks): the model's VAE decode, split over `ranks` (null: this process alone).
-    std::function<at::Tensor(dist::Communicator*)> decode;
+    std::function<at::Tensor(comm::Communicator*)> decode;
     std::string label;
     if (model == "flux2") {
       const auto j = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
       const auto cfg = tiny ? flux2::VaeConfig::from_json(j["tiny"]["vae"], "tiny vae") : flux2::VaeConfig{};
       auto vae = std::make_shared<flux2::Vae>(cfg, weights, /*with_encoder=*/false);
       const at::Tensor z = at::randn({batch, cfg.latent_channels, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](dist::Communicator* ranks) { return vae->decode(z, ranks); };
+      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
     } else if (model == "qwen-image") {
       const auto j = io::parse_json(embedded_configs().at("qwen_image"), "configs/qwen_image.json");
       const auto cfg = tiny ? qwen_image::VaeConfig::from_json(j["tiny"]["vae"], "tiny vae") : qwen_image::VaeConfig{};
       auto vae = std::make_shared<qwen_image::Vae>(cfg, weights);
       const at::Tensor z = at::randn({batch, cfg.z_dim, 1, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](dist::Communicator* ranks) { return vae->decode(z, ranks); };
+      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
     } else if (model == "ltx2") {
       const auto j = io::parse_json(embedded_configs().at("ltx2"), "configs/ltx2.json");
       nlohmann::json vj = tiny ? j["tiny"]["vae"] : nlohmann::json::object();
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
       const auto cfg = ltx2::VideoVaeConfig::from_json(vj, "ltx2 vae");
       auto vae = std::make_shared<ltx2::VideoVae>(cfg, weights);
       const at::Tensor z = at::randn({batch, cfg.latent_channels, frames, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](dist::Communicator* ranks) { return vae->decode(z, ranks); };
+      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
       label = fmt::format(" f{} {}", frames, cfg.decoder_spatial_padding_mode);
     } else {
       fail("--model must be flux2, qwen-image or ltx2, got '{}'", model);
@@ -167,15 +167,15 @@ int main(int argc, char** argv) {
       report.case_name = label;
       verify::compare(report, "split_vs_single", out, ref, tol);
       at::Tensor ok = at::tensor({report.ok() ? 1.0 : 0.0}, at::kDouble);
-      world->all_reduce(ok, dist::ReduceOp::Sum);  // every rank must agree; rank 0 prints
+      world->all_reduce(ok, comm::ReduceOp::Sum);  // every rank must agree; rank 0 prints
       report.print();
       code = ok.item<double>() == launch.world ? 0 : 1;
     }
   } catch (const std::exception& e) {
     log::error_line(e.what());
     code = 2;
-    if (launch.world > 1) dist::abort_job(code);
+    if (launch.world > 1) comm::abort_job(code);
   }
-  dist::shutdown();
+  comm::shutdown();
   return code;
 }

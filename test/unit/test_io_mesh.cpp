@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 #include "lib/io/checkpoint.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/weights.h"
@@ -94,33 +94,33 @@ TEST_CASE("fused sharding gives each rank its piece of every segment", "[io]") {
 
 TEST_CASE("mesh rank arithmetic: TP innermost, then Ulysses, then Ring", "[mesh]") {
   // Ulysses-4 x TP-2 on 8 ranks: TP pairs {0,1},{2,3}...; Ulysses groups {0,2,4,6} and {1,3,5,7}.
-  dist::Mesh m(dist::preset_shape("ulysses_tp", 8), 8, 5);
+  comm::Mesh m(comm::preset_shape("ulysses_tp", 8), 8, 5);
   CHECK(m.shape().ulysses == 4);
   CHECK(m.shape().tp == 2);
   CHECK(m.tp_group() == std::vector<int>{4, 5});
   CHECK(m.ulysses_group() == std::vector<int>{1, 3, 5, 7});
   CHECK(m.cp_index() == 2);
-  dist::Mesh usp(dist::preset_shape("usp_tp", 8), 8, 6);  // ring 2 x ulysses 2 x tp 2
+  comm::Mesh usp(comm::preset_shape("usp_tp", 8), 8, 6);  // ring 2 x ulysses 2 x tp 2
   CHECK(usp.ring_index() == 1);
   CHECK(usp.ulysses_index() == 1);
   CHECK(usp.tp_index() == 0);
   CHECK(usp.cp_index() == 3);
   CHECK(usp.ring_group() == std::vector<int>{2, 6});
   CHECK(usp.cp_group() == std::vector<int>{0, 2, 4, 6});
-  CHECK(dist::preset_shape("usp", 8).ulysses == 4);
-  CHECK(dist::preset_shape("usp", 8).ring == 2);
-  CHECK(dist::preset_shape("tp_ring", 8).tp == 4);
+  CHECK(comm::preset_shape("usp", 8).ulysses == 4);
+  CHECK(comm::preset_shape("usp", 8).ring == 2);
+  CHECK(comm::preset_shape("tp_ring", 8).tp == 4);
   CHECK(m.tag() == "Ulysses4_TP2");
 }
 
 TEST_CASE("invalid meshes name the number to change", "[mesh]") {
-  CHECK_THROWS_WITH(dist::Mesh(dist::MeshShape{1, 1, 4, 1}, 2, 0), Catch::Contains("does not match the 2 launched ranks"));
-  CHECK_THROWS_WITH(dist::preset_shape("usp_tp", 4), Catch::Contains("needs exactly 8 ranks"));
-  CHECK_THROWS_WITH(dist::preset_shape("ulysses_tp", 2), Catch::Contains("at least 4"));
-  CHECK_THROWS_WITH(dist::preset_shape("bogus", 2), Catch::Contains("unknown --parallel 'bogus'"));
+  CHECK_THROWS_WITH(comm::Mesh(comm::MeshShape{1, 1, 4, 1}, 2, 0), Catch::Contains("does not match the 2 launched ranks"));
+  CHECK_THROWS_WITH(comm::preset_shape("usp_tp", 4), Catch::Contains("needs exactly 8 ranks"));
+  CHECK_THROWS_WITH(comm::preset_shape("ulysses_tp", 2), Catch::Contains("at least 4"));
+  CHECK_THROWS_WITH(comm::preset_shape("bogus", 2), Catch::Contains("unknown --parallel 'bogus'"));
 }
 
 TEST_CASE("uneven sequence chunks follow tensor_split", "[mesh]") {
-  CHECK(dist::split_sizes(13, 4) == std::vector<int64_t>{4, 3, 3, 3});
-  CHECK(dist::split_sizes(3, 8) == std::vector<int64_t>{1, 1, 1, 0, 0, 0, 0, 0});
+  CHECK(comm::split_sizes(13, 4) == std::vector<int64_t>{4, 3, 3, 3});
+  CHECK(comm::split_sizes(3, 8) == std::vector<int64_t>{1, 1, 1, 0, 0, 0, 0, 0});
 }

@@ -4,14 +4,14 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
-#include "lib/dist/communicator.h"
-#include "lib/dist/launch.h"
+#include "lib/comm/communicator.h"
+#include "lib/comm/launch.h"
 #include "lib/runtime/error.h"
 
 using namespace ditgen;
 
-TEST_CASE("the size-1 communicator checks its arguments like a real backend", "[dist]") {
-  auto c = dist::make_self_communicator("tp");
+TEST_CASE("the size-1 communicator checks its arguments like a real backend", "[comm]") {
+  auto c = comm::make_self_communicator("tp");
   at::Tensor x = at::arange(6, at::kFloat).reshape({2, 3});
 
   CHECK(at::equal(c->all_gather(x, 1, {3}), x));
@@ -34,9 +34,9 @@ TEST_CASE("the size-1 communicator checks its arguments like a real backend", "[
   CHECK_THROWS_AS(c->broadcast(x, 1), Error);
 }
 
-TEST_CASE("a communication timeout that can never expire is refused", "[dist]") {
-  dist::LaunchInfo single;
-  CHECK_THROWS_AS(dist::make_world(single, false, std::nan("")), Error);
-  CHECK_THROWS_AS(dist::make_world(single, false, 0.0), Error);
-  CHECK(dist::make_world(single, false, 30.0)->size() == 1);
+TEST_CASE("a communication timeout that can never expire is refused", "[comm]") {
+  comm::LaunchInfo single;
+  CHECK_THROWS_AS(comm::make_world(single, false, std::nan("")), Error);
+  CHECK_THROWS_AS(comm::make_world(single, false, 0.0), Error);
+  CHECK(comm::make_world(single, false, 30.0)->size() == 1);
 }

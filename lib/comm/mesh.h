@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 struct MeshShape {
   int cfg = 1, ring = 1, ulysses = 1, tp = 1;
@@ -77,4 +77,4 @@ class Mesh {
 // (torch.tensor_split semantics). Every rank computes the same vector.
 std::vector<int64_t> split_sizes(int64_t n, int parts);
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 enum class ReduceOp { Sum, Avg, Max };
 
@@ -57,4 +57,4 @@ class Communicator {
 // A group of one: every collective is the identity. Lets one process run the parallel code paths.
 std::shared_ptr<Communicator> make_self_communicator(const std::string& name = "self");
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -1,4 +1,4 @@
-#include "lib/dist/launch.h"
+#include "lib/comm/launch.h"
 
 #include <ATen/Parallel.h>
 #include <mpi.h>
@@ -9,15 +9,15 @@
 #include <cstdlib>
 #include <thread>
 
-#include "lib/dist/mpi_communicator.h"
+#include "lib/comm/mpi_communicator.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
 
 #ifdef DITGEN_CUDA
-#include "lib/dist/nccl_communicator.h"
+#include "lib/comm/nccl_communicator.h"
 #endif
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 namespace {
 bool g_mpi = false;
@@ -106,4 +106,4 @@ std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, doub
   return make_mpi_world(timeout_s);
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -1,4 +1,4 @@
-#include "lib/dist/mpi_communicator.h"
+#include "lib/comm/mpi_communicator.h"
 
 #include <fmt/ranges.h>
 #include <time.h>
@@ -11,7 +11,7 @@
 #include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 namespace {
 
@@ -372,4 +372,4 @@ std::shared_ptr<Communicator> make_mpi_world(double timeout_s) {
   return std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, "world", timeout_s);
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -14,13 +14,13 @@
 #include <mutex>
 #include <thread>
 
-#include "lib/dist/mpi_communicator.h"
-#include "lib/dist/nccl_communicator.h"
+#include "lib/comm/mpi_communicator.h"
+#include "lib/comm/nccl_communicator.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 namespace {
 
@@ -378,4 +378,4 @@ std::shared_ptr<Communicator> make_nccl_world(double timeout_s) {
   return std::make_shared<NcclCommunicator>(MPI_COMM_WORLD, "world", timeout_s);
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -4,10 +4,10 @@
 #include <memory>
 #include <string>
 
-#include "lib/dist/communicator.h"
-#include "lib/dist/mesh.h"
+#include "lib/comm/communicator.h"
+#include "lib/comm/mesh.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 struct LaunchInfo {
   int rank = 0;
@@ -29,4 +29,4 @@ void abort_job(int code);
 // or a self communicator for one process. `timeout_s` bounds every operation; it must be > 0.
 std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s);
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -1,9 +1,9 @@
 #include <fmt/ranges.h>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 #include "lib/runtime/error.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 namespace {
 
@@ -65,4 +65,4 @@ std::shared_ptr<Communicator> make_self_communicator(const std::string& name) {
   return std::make_shared<SelfCommunicator>(name);
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

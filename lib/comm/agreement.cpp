@@ -1,12 +1,12 @@
-#include "lib/dist/agreement.h"
+#include "lib/comm/agreement.h"
 
 #include <cstring>
 #include <map>
 
-#include "lib/dist/mpi_communicator.h"
+#include "lib/comm/mpi_communicator.h"
 #include "lib/runtime/error.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 namespace {
 
@@ -110,4 +110,4 @@ void check_same_request(const LaunchInfo& info, const RequestFields& fields, dou
                info.world, diff);
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -7,9 +7,9 @@
 #include <utility>
 #include <vector>
 
-#include "lib/dist/launch.h"
+#include "lib/comm/launch.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 // (name, value) pairs in a fixed order, e.g. ("command", "flux2"), ("--seed", "0").
 using RequestFields = std::vector<std::pair<std::string, std::string>>;
@@ -21,4 +21,4 @@ void check_same_request(const LaunchInfo& info, const RequestFields& fields, dou
 // The message for differing requests (`requests[r]` is rank r's), or "" when all equal rank 0's.
 std::string describe_request_differences(const std::vector<RequestFields>& requests);
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

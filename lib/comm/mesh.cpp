@@ -1,10 +1,10 @@
-#include "lib/dist/mesh.h"
+#include "lib/comm/mesh.h"
 
 #include <fmt/format.h>
 
 #include "lib/runtime/error.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 const std::vector<std::string>& preset_names() {
   static const std::vector<std::string> names = {"tp",         "ulysses",    "ring",    "usp",    "ulysses_tp",
@@ -140,4 +140,4 @@ std::vector<int64_t> split_sizes(int64_t n, int parts) {
   return s;
 }
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

@@ -5,10 +5,10 @@
 // thread ends the job when an operation has not completed within the timeout.
 #include <memory>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 std::shared_ptr<Communicator> make_nccl_world(double timeout_s);
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm

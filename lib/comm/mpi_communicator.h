@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "lib/dist/communicator.h"
+#include "lib/comm/communicator.h"
 
-namespace ditgen::dist {
+namespace ditgen::comm {
 
 // Throws ditgen::Error when `rc` (returned by MPI function `call`) is not MPI_SUCCESS; `what` is
 // "op on group NAME {ranks}".
@@ -60,4 +60,4 @@ std::shared_ptr<Communicator> make_mpi_world(double timeout_s);
 void mpi_wait(std::vector<MPI_Request>& requests, double timeout_s, const std::string& what,
               const std::vector<at::Tensor>& in_flight = {});
 
-}  // namespace ditgen::dist
+}  // namespace ditgen::comm
