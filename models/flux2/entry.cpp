@@ -14,16 +14,8 @@ pipeline::ModelEntry model_entry() {
   e.presets = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
-    LoadOptions lo;
-    lo.model_path = req.model_path;
-    lo.random_weights = req.random_weights;
-    lo.weight_seed = req.weight_seed;
-    lo.dtype = dtype;
-    lo.device = device;
+    LoadOptions lo(pipeline::LoadOptions::from_request(req, device, dtype));
     lo.text_layers = req.text_encoder_out_layers;
-    lo.parallel_text = req.parallel_text;
-    lo.parallel_vae = req.parallel_vae;
-    lo.defer_transformer = true;  // the runner's memory plan reads it once the prompt is encoded
     if (req.model_path.empty() && !req.random_weights)
       log::info("no --model-path: running the built-in tiny FLUX.2 (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);

@@ -11,6 +11,7 @@
 
 #include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
+#include "lib/pipeline/load_options.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
@@ -28,20 +29,11 @@ struct SchedulerConfig {
 };
 
 // Where a pipeline's weights come from and in which precision it runs.
-struct LoadOptions {
-  std::string model_path;       // empty: the built-in tiny model
-  bool random_weights = false;  // real config, random weights
-  uint64_t weight_seed = 0;
-  at::ScalarType dtype = at::kFloat;
-  at::Device device = at::kCPU;
+struct LoadOptions : pipeline::LoadOptions {
+  LoadOptions() = default;
+  explicit LoadOptions(const pipeline::LoadOptions& o) : pipeline::LoadOptions(o) {}
   bool load_text_encoder = true;
   std::vector<int> text_layers;  // text-encoder hidden states to stack; empty = preset (10, 20, 30)
-  bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
-  bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
-  bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
-  // Optional hook that wraps each component's weight source ("transformer", "vae", "text_encoder"),
-  // e.g. to record the tensors of the built-in tiny model for export.
-  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
 };
 
 // FLUX.2's conditioning of one prompt batch: the stacked text-encoder states and what the transformer

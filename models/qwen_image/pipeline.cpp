@@ -278,15 +278,7 @@ pipeline::ModelEntry model_entry() {
   e.presets = preset();
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
-    LoadOptions lo;
-    lo.model_path = req.model_path;
-    lo.random_weights = req.random_weights;
-    lo.weight_seed = req.weight_seed;
-    lo.dtype = dtype;
-    lo.device = device;
-    lo.parallel_text = req.parallel_text;
-    lo.parallel_vae = req.parallel_vae;
-    lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
+    const LoadOptions lo = LoadOptions::from_request(req, device, dtype);
     if (req.model_path.empty() && !req.random_weights)
       log::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);

@@ -12,6 +12,7 @@
 
 #include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
+#include "lib/pipeline/load_options.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
@@ -24,19 +25,7 @@ namespace ditgen::qwen_image {
 // Qwen-Image's scheduler values (scheduler/scheduler_config.json keys that are absent take these).
 sched::FlowMatchConfig scheduler_defaults();
 
-struct LoadOptions {
-  std::string model_path;       // empty: the built-in tiny model
-  bool random_weights = false;  // real config, random weights
-  uint64_t weight_seed = 0;
-  at::ScalarType dtype = at::kFloat;
-  at::Device device = at::kCPU;
-  bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
-  bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
-  bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
-  // Optional hook that wraps each component's weight source ("transformer", "vae", "text_encoder"),
-  // e.g. to record the tensors of the built-in tiny model for export.
-  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
-};
+using LoadOptions = pipeline::LoadOptions;
 
 // One CFG branch's conditioning: the prompt states, their mask and the RoPE factors for this length.
 struct Conditioning : pipeline::Conditioning {
