@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,15 @@ struct LoadOptions {
   // Optional hook that wraps each component's weight source (by component name), e.g. to record the
   // tensors of the built-in tiny model for export.
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
+
+  // Export-tiny: every component's tensors are recorded into `recorded` (by component name) as they load.
+  void record_into(std::map<std::string, std::shared_ptr<nn::RecordingSource>>& recorded) {
+    wrap_source = [&recorded](const std::string& component, std::shared_ptr<nn::WeightSource> src) {
+      auto r = std::make_shared<nn::RecordingSource>(std::move(src));
+      recorded[component] = r;
+      return std::static_pointer_cast<nn::WeightSource>(r);
+    };
+  }
 
   // A model command's load: the request's model, weights and parallel text/VAE on `device` in `dtype`,
   // the transformer deferred for the runner's memory plan.

@@ -16,11 +16,8 @@ void export_tiny(const std::string& out_dir, int transformer_shards, bool replac
   const std::string& dir = folder.path();
   std::map<std::string, std::shared_ptr<nn::RecordingSource>> rec;
   LoadOptions lo;
-  lo.wrap_source = [&](const std::string& component, std::shared_ptr<nn::WeightSource> src) {
-    auto r = std::make_shared<nn::RecordingSource>(std::move(src));
-    rec[component] = r;
-    return std::static_pointer_cast<nn::WeightSource>(r);
-  };
+  lo.record_into(rec);
+
   Pipeline pipe(lo, parallel::Context::single());
   const auto preset = io::parse_json(embedded_configs().at("ltx2"), "configs/ltx2.json")["tiny"];
   auto write_json = [](const std::string& path, const nlohmann::json& j) {
