@@ -1,5 +1,7 @@
 #include "lib/pipeline/runner.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -404,6 +406,16 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
                             video ? fmt::format(", Frames: {}, Frame rate: {}", s.num_frames, s.frame_rate) : "",
                             extra.empty() ? "" : "Settings: " + extra.dump() + ", ", model->name(), mesh.describe());
   io::OutputFiles files;
+  // Frame folders made for --save-frames: removed again (they are empty then) when the job fails before
+  // the commit, so that a failed run leaves nothing at the output path.
+  struct MadeDirs {
+    std::vector<std::string> dirs;
+    bool keep = false;
+    ~MadeDirs() {
+      if (!keep)
+        for (const auto& d : dirs) ::rmdir(d.c_str());
+    }
+  } made_dirs;
   if (mesh.rank() == 0) {
     runtime::Stopwatch write_watch(device);
     for (int64_t i = 0; i < s.batch; ++i) {
@@ -416,6 +428,7 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
         io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate, parameters);
       if (req.save_frames) {
         const std::string dir = paths.stems[i] + ".frames";
+        if (!io::dir_exists(dir)) made_dirs.dirs.push_back(dir);
         make_dirs(dir);
         for (int64_t f = 0; f < media.videos.size(1); ++f)
           files.add(io::join_path(dir, fmt::format("{:05d}.png", f)), io::png_bytes(media.videos[i][f]));
@@ -430,6 +443,7 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   ctx->world().barrier();
   if (mesh.rank() == 0) {
     files.commit();
+    made_dirs.keep = true;
     log::info_line(report.table());
     if (const std::string cs = model->cache_summary(); !cs.empty()) log::info("{}", cs);
     if (req.track_memory) {
