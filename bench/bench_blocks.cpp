@@ -12,32 +12,16 @@
 
 #include <fstream>
 
+#include "bench/timing.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "models/flux2/pipeline.h"
 #include "models/flux2/transformer.h"
 
 using namespace ditgen;
 
-namespace {
-
-// Median seconds of `reps` runs of fn (after 3 warm-ups), device-synchronised.
-template <typename F>
-double time_it(const at::Device& dev, int reps, F&& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    runtime::Stopwatch sw(dev);
-    fn();
-    t.push_back(sw.seconds());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
+using bench::time_it;  // median of `reps` device-synchronised runs (bench/timing.h)
 
 int main(int argc, char** argv) {
   CLI::App app{"FLUX.2 block benchmark"};

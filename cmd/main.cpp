@@ -1,6 +1,7 @@
 // ditgen: the command line. Parses flags, then makes one call into the engine.
 #include <CLI/CLI.hpp>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +13,7 @@
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/runner.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
+#include "lib/runtime/logging.h"
 #include "lib/runtime/trace.h"
 #include "lib/runtime/versions.h"
 #include "models/registry.h"
@@ -127,7 +128,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(kVersion) + "\n" + ditgen::runtime::build_versions());
   bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "print debug information");
+  app.add_flag("-v,--verbose", verbose, "print debug information (--log-level debug)");
+  std::string log_level = "info";
+  CLI::Option* log_level_opt =
+      app.add_option("--log-level", log_level,
+                     "rank 0 logs at this level, the other ranks at warn and above (overrides -v)")
+          ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+          ->capture_default_str();
 
   // ---- ditgen <model>: one subcommand per registered model ----
   struct ModelCommand {
@@ -161,6 +168,11 @@ int main(int argc, char** argv) {
     sub->add_flag("--random-weights", req.random_weights,
                   "seeded random weights at the real size (or the --model-path configs): benchmarks without a checkpoint");
     cmd->prompt_opt = sub->add_option("-p,--prompt", cmd->prompt, "text prompt (default: the preset prompt)");
+    sub->add_option("--prompt-file", req.prompt_file,
+                    "many generations, the model loaded once: one prompt per line, or JSON Lines with per-item "
+                    "prompt, negative_prompt, seed, height, width, steps, output")
+        ->check(non_empty())
+        ->excludes(cmd->prompt_opt);
     sub->add_option("-H,--height", req.height, "height in pixels" + dflt("height"))->check(integer_in(1, 16384));
     sub->add_option("-W,--width", req.width, "width in pixels" + dflt("width"))->check(integer_in(1, 16384));
     sub->add_option("--steps,--num-inference-steps", req.steps, "denoising steps" + dflt("steps"))
@@ -237,6 +249,11 @@ int main(int argc, char** argv) {
           };
           break;
         }
+        case ModelFlag::Fp8:
+          sub->add_flag("--fp8", req.fp8,
+                        "transformer block linears in FP8 (e4m3 weights with per-channel scales, activations scaled "
+                        "per row; CUDA build on Ada/Hopper)");
+          break;
         case ModelFlag::Video:
           sub->add_option("-F,--num-frames", req.num_frames, "video frames" + dflt("num_frames"))
               ->check(integer_in(1, 100000));
@@ -299,6 +316,8 @@ int main(int argc, char** argv) {
   verify->add_option("--trace", trace_dir, "folder for each rank's named intermediates");
   verify->add_flag("--parallel-vae", vreq.options.parallel_vae,
                    "VAE cases: the decode split by image rows over all ranks (VAE-P)");
+  verify->add_flag("--fp8", vreq.options.fp8,
+                   "transformer cases: the block linears in FP8 (CUDA); reports relative error and cosine");
 
   // ---- ditgen trace-diff ----
   std::string trace_a, trace_b;
@@ -332,7 +351,8 @@ int main(int argc, char** argv) {
       ditgen::comm::shutdown();
       return rc;
     }
-    ditgen::log::set_verbose(verbose);
+    const std::string level = log_level_opt->count() == 0 && verbose ? "debug" : log_level;  // -v: debug
+    ditgen::runtime::configure_logging(launch.rank, launch.world, spdlog::level::from_str(level));
     ditgen::nn::set_attention_backend(attention == "flash"  ? ditgen::nn::AttentionBackend::Flash
                                       : attention == "sdpa" ? ditgen::nn::AttentionBackend::Sdpa
                                                             : ditgen::nn::AttentionBackend::Auto);
@@ -349,6 +369,16 @@ int main(int argc, char** argv) {
         for (const auto& r : opt->results()) v += (v.empty() ? "" : " ") + r;
         fields.emplace_back(opt->get_name(), v);
         if (opt->get_name() == "--comm-timeout") timeout_s = std::stod(opt->results().front());
+        // The prompt file's bytes too: the same path may hold different files on different hosts.
+        if (opt->get_name() == "--prompt-file") {
+          std::string digest;
+          try {
+            digest = ditgen::pipeline::prompt_file_digest(opt->results().front());
+          } catch (const ditgen::Error& e) {
+            digest = e.what();  // unreadable on this rank: the agreement names it
+          }
+          fields.emplace_back("--prompt-file contents", digest);
+        }
       }
     }
     ditgen::comm::check_same_request(launch, fields, timeout_s);
@@ -359,6 +389,7 @@ int main(int argc, char** argv) {
     if (generate) {
       ditgen::pipeline::GenerateRequest req = generate->req;
       if (generate->prompt_opt->count() > 0) req.prompt = generate->prompt;
+      if (!req.prompt_file.empty()) req.items = ditgen::pipeline::read_prompt_file(req.prompt_file);
       if (generate->negative_opt && generate->negative_opt->count() > 0) req.negative_prompt = generate->negative;
       for (const auto* o : generate->cache_flags)
         DITGEN_CHECK(o->count() == 0 || req.cache.enabled, "{} sets up the block cache; add --cache (or drop {})",
@@ -384,19 +415,19 @@ int main(int argc, char** argv) {
         if (entry.command == export_model && launch.rank == 0) entry.export_tiny(export_dir, export_shards, export_replace);
     }
   } catch (const ditgen::Error& e) {
-    ditgen::log::error_line(e.what());
+    spdlog::error(e.what());
     code = 2;
   } catch (const c10::Error& e) {  // a LibTorch failure we did not anticipate: its message, not its backtrace
-    ditgen::log::error_line(std::string("internal error (LibTorch): ") + e.what_without_backtrace());
+    spdlog::error(std::string("internal error (LibTorch): ") + e.what_without_backtrace());
     code = 3;
   } catch (const std::exception& e) {
-    ditgen::log::error_line(std::string("internal error: ") + e.what());
+    spdlog::error(std::string("internal error: ") + e.what());
     code = 3;
   }
   try {
     ditgen::runtime::trace_flush(launch.rank);
   } catch (const ditgen::Error& e) {
-    ditgen::log::error_line(e.what());
+    spdlog::error(e.what());
   }
   if (code == 2 || code == 3) {
     if (launch.world > 1) ditgen::comm::abort_job(code);

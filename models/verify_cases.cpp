@@ -1,11 +1,13 @@
 #include "models/verify_cases.h"
 
+#include <spdlog/spdlog.h>
+
 #include <functional>
 #include <map>
 
 #include "lib/io/json.h"
+#include "lib/nn/linear.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/text/verify_tokenizer.h"
 #include "lib/verify/compare.h"
 #include "models/flux2/verify.h"
@@ -53,7 +55,7 @@ std::vector<std::string> verify_kinds() {
 int run_verify(const VerifyRequest& req) {
   if (!io::dir_exists(req.dir)) {
     DITGEN_CHECK(req.skip_missing, "verify: case folder '{}' does not exist", req.dir);
-    log::info("SKIP {}: fixture folder not found", req.dir);
+    spdlog::info("SKIP {}: fixture folder not found", req.dir);
     return 77;
   }
   verify::Case c(req.dir);
@@ -69,6 +71,13 @@ int run_verify(const VerifyRequest& req) {
     std::string known;
     for (const auto& k : verify_kinds()) known += (known.empty() ? "" : ", ") + k;
     fail("cannot tell the kind of case '{}' from its name; pass --kind (one of: {})", c.name(), known);
+  }
+  DITGEN_CHECK(!req.options.fp8 || kind == "flux2_transformer" || kind == "qwenimage_transformer" ||
+                   kind == "ltx2_transformer",
+               "verify --fp8 applies to transformer cases; '{}' is a {} case", c.name(), kind);
+  if (req.options.fp8) {
+    const std::string why = nn::fp8_unavailable_reason(req.options.device);
+    DITGEN_CHECK(why.empty(), "{}", why);
   }
   verify::Report report;
   report.case_name = c.name();

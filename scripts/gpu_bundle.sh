@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 rm -rf .gpu
 mkdir -p .gpu/include/stb .gpu/include/catch2 .gpu/lib .gpu/fixtures/models .gpu/fixtures/pipelines
-cp -r /usr/include/CLI /usr/include/nlohmann /usr/include/fmt .gpu/include/
+cp -r /usr/include/CLI /usr/include/nlohmann /usr/include/fmt /usr/include/spdlog .gpu/include/
 cp /usr/include/stb/stb_image_write.h /usr/include/stb/stb_image.h .gpu/include/stb/
 cp /usr/include/utf8proc.h /usr/include/oniguruma.h /usr/include/zlib.h /usr/include/zconf.h .gpu/include/
 cp /usr/include/catch2/catch.hpp .gpu/include/catch2/

@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, libonig, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|fp8|fp8models|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -13,18 +13,37 @@ B=build-gpu
 MPI="mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE"
 summary=$OUT/summary.txt; : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
+D=$B/ditgen; mkdir -p /tmp/bench /tmp/tiny
+# Qwen-Image at its real size with random weights: true CFG (two passes per step) at 1024^2 and 1328^2,
+# and one pass per step with exactly 128 text tokens (the reference tool's measured workload).
+run_qwen() {  # tag flags...
+  local tag=$1; shift
+  timeout 420 $D -v qwen-image --random-weights --warmup 1 --warmup-steps 2 --steps 10 --track-memory "$@" \
+    -o /tmp/bench/qwen_$tag.png > /tmp/qwen_$tag.log 2>&1
+  note "qwen $tag ($*): rc=$?"; grep -E "text tokens|Memory" /tmp/qwen_$tag.log | tee -a "$summary"
+  tail -14 /tmp/qwen_$tag.log | tee -a "$summary"; cp /tmp/bench/qwen_$tag.json "$OUT/" 2>/dev/null
+}
+# LTX-2 at its real size with random weights (19B transformer, Gemma 3 12B, VAEs, vocoder): the reference
+# tool's default video (768x512, 121 frames at 24 fps, 6144 video + 126 audio tokens) with CFG on both streams.
+run_ltx2() {  # tag flags...
+  local tag=$1; shift
+  timeout 540 $D -v ltx2 --random-weights --warmup 1 --warmup-steps 1 --track-memory --save-frames "$@" \
+    -o /tmp/bench/ltx2_$tag.mp4 > /tmp/ltx2_$tag.log 2>&1
+  note "ltx2 $tag ($*): rc=$?"; grep -E "Memory|error" /tmp/ltx2_$tag.log | tee -a "$summary"
+  tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
+}
 
-if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels ]]; then
+if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
-    -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
+    -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DSPDLOG_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
     -DONIGURUMA_ROOT=$G -DONIGURUMA_INCLUDE_DIR=$G/include -DONIGURUMA_LIBRARY=$G/lib/libonig.so.5 \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
-  ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
+  ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"
 fi
 
@@ -53,6 +72,33 @@ if [[ $what == checks || $what == all ]]; then
   t0=$(date +%s)
   timeout 120 $MPI -np 2 $P --device cuda --tp 2 --stall-rank 1 --comm-timeout 5 > /tmp/stall.log 2>&1
   note "nccl stuck rank: rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m1 'timed out' /tmp/stall.log)"
+fi
+
+if [[ $what == fp8 || $what == all ]]; then
+  # --fp8: the fixture's error against the fp32 reference next to bf16's, then the real-size transformer
+  # (error and forward time against bf16), then the real-size denoising loop.
+  D=$B/ditgen; F=$G/fixtures; mkdir -p /tmp/bench
+  $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed "s/^/[bf16] /" | tee -a "$summary"
+  $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype bf16 --fp8 2>&1 | sed "s/^/[fp8] /" | tee -a "$summary"
+  $D flux2 --fp8 --device cpu > /tmp/fp8_cpu.log 2>&1; note "--fp8 --device cpu: rc=$? $(tail -1 /tmp/fp8_cpu.log)"
+  for c in models/qwenimage_transformer_b1_h6w8_t12 models/ltx2_transformer_split_b1_f2h4w6_a9; do
+    $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed "s/^/[bf16] /" | tee -a "$summary"
+    $D verify $F/$c --device cuda --dtype bf16 --fp8 2>&1 | sed "s/^/[fp8] /" | tee -a "$summary"
+  done
+  for fa in 0 1; do
+    DITGEN_FP8_FAST_ACCUM=$fa $B/ditgen_bench_fp8 --reps 5 --json "$OUT/fp8_transformer_1024_fastaccum$fa.json" 2>&1 | sed "s/^/[fast accum $fa] /" | tee -a "$summary"
+  done
+  # The real-size denoising loop in bf16 and FP8 (and with the cache): the sweep, with its floor probe.
+  DITGEN_BIN=$B/ditgen DITGEN_FLOOR_BIN=$B/ditgen_bench_floor ./scripts/bench_sweep.sh bench/sweeps/flux2_h200.txt \
+    --out "$OUT/sweep" --tag h200_flux2 2>&1 | tail -20 | tee -a "$summary"
+fi
+
+if [[ $what == fp8models ]]; then
+  # --fp8 on Qwen-Image (1024^2, true CFG) and LTX-2 (the default video) at real size, next to bf16.
+  run_qwen cfg_1024_bf16 -H 1024 -W 1024
+  run_qwen cfg_1024_fp8 -H 1024 -W 1024 --fp8
+  run_ltx2 default_s8_bf16 --steps 8
+  run_ltx2 default_s8_fp8 --steps 8 --fp8
 fi
 
 if [[ $what == final ]]; then
@@ -84,15 +130,6 @@ if [[ $what == qwen || $what == all ]]; then
     $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed 's/^/[1gpu bf16] /' | tee -a "$summary"
   done
   $D qwen-image --warmup 1 -o /tmp/tiny/ > /tmp/qwen_tiny.log 2>&1; note "qwen tiny: rc=$?"; tail -12 /tmp/qwen_tiny.log | tee -a "$summary"
-  # Qwen-Image at its real size with random weights: true CFG (two passes per step) at 1024^2 and 1328^2,
-  # and one pass per step with exactly 128 text tokens (the reference tool's measured workload).
-  run_qwen() {  # tag flags...
-    local tag=$1; shift
-    timeout 420 $D -v qwen-image --random-weights --warmup 1 --warmup-steps 2 --steps 10 --track-memory "$@" \
-      -o /tmp/bench/qwen_$tag.png > /tmp/qwen_$tag.log 2>&1
-    note "qwen $tag ($*): rc=$?"; grep -E "text tokens|Memory" /tmp/qwen_$tag.log | tee -a "$summary"
-    tail -14 /tmp/qwen_$tag.log | tee -a "$summary"; cp /tmp/bench/qwen_$tag.json "$OUT/" 2>/dev/null
-  }
   run_qwen cfg_1024 -H 1024 -W 1024
   run_qwen cfg_1328 -H 1328 -W 1328
   run_qwen nocfg_1024_t128 -H 1024 -W 1024 --true-cfg-scale 1 --max-sequence-length 128
@@ -106,15 +143,6 @@ if [[ $what == ltx2 || $what == all ]]; then
     $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | sed 's/^/[1gpu bf16] /' | tee -a "$summary"
   done
   $D ltx2 --warmup 1 --save-frames -o /tmp/tiny/ > /tmp/ltx2_tiny.log 2>&1; note "ltx2 tiny: rc=$?"; tail -12 /tmp/ltx2_tiny.log | tee -a "$summary"
-  # LTX-2 at its real size with random weights (19B transformer, Gemma 3 12B, VAEs, vocoder): the reference
-  # tool's default video (768x512, 121 frames at 24 fps, 6144 video + 126 audio tokens) with CFG on both streams.
-  run_ltx2() {  # tag flags...
-    local tag=$1; shift
-    timeout 540 $D -v ltx2 --random-weights --warmup 1 --warmup-steps 1 --track-memory --save-frames "$@" \
-      -o /tmp/bench/ltx2_$tag.mp4 > /tmp/ltx2_$tag.log 2>&1
-    note "ltx2 $tag ($*): rc=$?"; grep -E "Memory|error" /tmp/ltx2_$tag.log | tee -a "$summary"
-    tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
-  }
   run_ltx2 default_s8 --steps 8
 fi
 

@@ -7,10 +7,12 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev            # LibTorch 1.13, CPU
   libopenmpi-dev openmpi-bin
-  libcli11-dev libfmt-dev nlohmann-json3-dev libstb-dev catch2
+  iproute2 util-linux mount  # ip, unshare, nsenter: the two-host test (test/two_hosts.sh)
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libstb-dev catch2
   libutf8proc-dev libonig-dev zlib1g-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev  # MP4 (H.264 + AAC)
   ffmpeg                  # ffprobe, for the video tests
+  python3                 # scripts/bench_sweep.sh (JSON and the table)
   libopenblas0-openmp     # optimised BLAS for LibTorch's CPU matmuls (Debian defaults to reference BLAS)
 )
 

@@ -79,3 +79,50 @@ foreach(t cli.error.qwen_truncated_shard cli.error.qwen_misshaped_tensor cli.err
   set_tests_properties(${t} PROPERTIES FIXTURES_REQUIRED qwen_cli_models LABELS cli TIMEOUT 120)
 endforeach()
 set_tests_properties(cli.error.qwen_wrong_pipeline PROPERTIES FIXTURES_REQUIRED cli_models LABELS cli TIMEOUT 120)
+
+# --prompt-file (many prompts per launch, the model loaded once): JSON Lines and plain text, each
+# item equal to its single run; bad files end before the first image, naming the line and key.
+add_test(NAME cli.prompt_file
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=${DITGEN_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=0
+                 -DWORK=${CLI_WORK}/prompt_file -P ${CMAKE_CURRENT_SOURCE_DIR}/run_prompt_file.cmake)
+set_tests_properties(cli.prompt_file PROPERTIES LABELS cli TIMEOUT 300)
+set(PF_WORK ${CLI_WORK}/prompt_file_bad)
+file(MAKE_DIRECTORY ${PF_WORK})
+file(WRITE ${PF_WORK}/unknown.jsonl "{\"prompt\": \"a\"}\n{\"promt\": \"b\"}\n")
+file(WRITE ${PF_WORK}/seed.jsonl "{\"prompt\": \"a\", \"seed\": -3}\n")
+file(WRITE ${PF_WORK}/height.jsonl "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"height\": 101}\n")
+file(WRITE ${PF_WORK}/negative.jsonl "{\"prompt\": \"a\", \"negative_prompt\": \"b\"}\n")
+file(WRITE ${PF_WORK}/twice.jsonl "{\"output\": \"${PF_WORK}/x.png\"}\n{\"output\": \"${PF_WORK}/x.png\"}\n")
+file(WRITE ${PF_WORK}/notjson.jsonl "{\"prompt\": \"a\"}\nplain words\n")
+file(WRITE ${PF_WORK}/blank.txt "\n  \n")
+file(WRITE ${PF_WORK}/two.txt "a\nb\n")
+set(PF_CASES
+  "unknown_key|unknown.jsonl|line 2: unknown key \"promt\"|"
+  "negative_seed|seed.jsonl|line 1: \"seed\" must be a non-negative integer, got -3|"
+  "bad_height|height.jsonl|line 2: --height 101 is not a multiple of 4|"
+  "negative_prompt|negative.jsonl|line 1: \"negative_prompt\": `ditgen flux2` takes no negative prompt|"
+  "same_output|twice.jsonl|lines 1 and 2 both write|"
+  "not_json|notjson.jsonl|line 2: not a JSON object|"
+  "empty|blank.txt|has no prompts|"
+  "one_file_many_items|two.txt|names one file, but 2 items|-o,${PF_WORK}/one.png"
+  "with_prompt|two.txt|excludes|-p,x"
+)
+foreach(entry ${PF_CASES})
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 file)
+  list(GET parts 2 regex)
+  list(LENGTH parts len)
+  set(extra "")
+  if(len GREATER 3)
+    list(GET parts 3 extra)
+    string(REPLACE "," ";" extra "${extra}")
+  endif()
+  if(NOT extra MATCHES "^-o;")
+    list(APPEND extra -o ${PF_WORK}/out/)
+  endif()
+  add_test(NAME cli.prompt_file.${name}
+           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect_fail.sh "${regex}" ${DITGEN_EXE} flux2 --warmup 0 --steps 1
+                   --prompt-file ${PF_WORK}/${file} ${extra})
+  set_tests_properties(cli.prompt_file.${name} PROPERTIES LABELS cli TIMEOUT 60)
+endforeach()

@@ -18,6 +18,9 @@ set(FLAG_CASES
   "true_cfg_nan|qwen-image|--true-cfg-scale: must be a finite number >= 0|--true-cfg-scale,nan"
   "warmup_float|flux2|--warmup: must be an integer from 0 to 1000, got '1.5'|--warmup,1.5"
   "output_jpg|flux2|--output '.*x.jpg': this model writes PNG images|-o,${FWORK}/x.jpg"
+  "fp8_cpu_build|flux2|--fp8 needs the CUDA build of ditgen|--fp8"
+  "fp8_cpu_build_qwen|qwen-image|--fp8 needs the CUDA build of ditgen|--fp8"
+  "fp8_cpu_build_ltx2|ltx2|--fp8 needs the CUDA build of ditgen|--fp8"
 )
 foreach(entry ${FLAG_CASES})
   string(REPLACE "|" ";" parts "${entry}")
@@ -80,3 +83,11 @@ add_test(NAME mpi.failed_job_leaves_nothing
                  "-DREGEX=." -DDIR=${FWORK}/failed -P ${NO_OUTPUT})
 set_tests_properties(mpi.ranks_disagree mpi.ranks_disagree_command mpi.failed_job_leaves_nothing
                      PROPERTIES LABELS mpi TIMEOUT 120 PROCESSORS 2)
+
+# Activations that cannot fit next to the loaded weights end the run before the first step, with the
+# numbers and the flags that shrink them (the test hook pretends the host has 1 MiB available).
+add_test(NAME cli.error.activations_do_not_fit
+         COMMAND ${CMAKE_COMMAND} -E env DITGEN_TEST_AVAILABLE_BYTES=1048576
+                 ${FAIL} "a denoising step needs about .* of activations on each rank but the host has only 1.00 MiB available once the weights are loaded: reduce --height/--width"
+                 ${D} flux2 --warmup 0 --steps 1 -H 1024 -W 1024 -o ${FWORK}/activations/)
+set_tests_properties(cli.error.activations_do_not_fit PROPERTIES LABELS cli TIMEOUT 120)

@@ -186,3 +186,10 @@ add_test(NAME mpi.qwen_shard_loading_tp
                  -DWORK=${CMAKE_CURRENT_BINARY_DIR}/qwen_shard_loading -P ${CMAKE_CURRENT_SOURCE_DIR}/run_shard_loading.cmake)
 set_tests_properties(mpi.qwen_shard_loading_tp PROPERTIES TIMEOUT 300 LABELS "mpi;qwen_image"
                      FIXTURES_REQUIRED qwen_cli_models)
+
+# --prompt-file under a mesh: every rank reads the same file; each item equals the single-process run.
+add_test(NAME mpi.prompt_file_ulysses2
+         COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=2 "-DFLAGS=--ulysses;2" -DTAG=Ulysses2
+                 -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=1
+                 -DWORK=${CMAKE_CURRENT_BINARY_DIR}/mpi_prompt_file -P ${CMAKE_CURRENT_SOURCE_DIR}/run_prompt_file.cmake)
+set_tests_properties(mpi.prompt_file_ulysses2 PROPERTIES TIMEOUT 300 LABELS mpi PROCESSORS 2)

@@ -28,6 +28,66 @@ else()
   add_compile_definitions(FMT_HEADER_ONLY=1)
 endif()
 
+# spdlog (logging): the Debian library (libspdlog-dev 1.10, built against Debian's fmt 9), else its headers
+# alone: -DSPDLOG_ROOT (scripts/gpu_bundle.sh copies /usr/include/spdlog into .gpu/include) or the system's.
+# CUDA builds always go header-only (spdlog's mode whenever SPDLOG_COMPILED_LIB is undefined; it then
+# defines SPDLOG_HEADER_ONLY itself, so we do not) with SPDLOG_FMT_EXTERNAL: spdlog formats with the fmt
+# above, which there is LibTorch's bundled copy (PyTorch 2.11 ships fmt 12.1.0). spdlog before 1.12 does
+# not compile with fmt 10 or newer, and what it needs is spdlog 1.12's own fix, two spots: fmt 10 renamed
+# `basic_runtime` to `runtime_format_string` (common.h), and fmt 10's make_format_args takes lvalues only, so
+# `make_format_args(std::forward<Args>(args)...)` fails for temporaries such as spdlog::info("{}", v.size())
+# (logger.h). For an older spdlog the headers are therefore copied into the build folder with exactly that
+# fix (right for fmt 9 too: the alias picks the name by FMT_VERSION, as in 1.12). Nothing else is changed;
+# spdlog 1.10's other headers compile with fmt 11.2, 12.0 and 12.1. The alternatives were worse: Debian's
+# fmt 9 ahead of LibTorch's on the include path would change the fmt that LibTorch's own headers see, and
+# spdlog's std::format mode needs C++20.
+if(NOT DITGEN_CUDA)
+  find_package(spdlog QUIET)
+endif()
+add_library(ditgen_spdlog INTERFACE)
+if(TARGET spdlog::spdlog AND NOT DITGEN_CUDA)
+  target_link_libraries(ditgen_spdlog INTERFACE spdlog::spdlog)
+else()
+  find_path(SPDLOG_INCLUDE_DIR spdlog/spdlog.h HINTS ${SPDLOG_ROOT} ${SPDLOG_ROOT}/include)
+  if(NOT SPDLOG_INCLUDE_DIR)
+    message(FATAL_ERROR "spdlog not found: apt-get install libspdlog-dev (scripts/setup.sh), or pass -DSPDLOG_ROOT=<folder with spdlog/spdlog.h>")
+  endif()
+  file(STRINGS ${SPDLOG_INCLUDE_DIR}/spdlog/version.h spdlog_ver REGEX "#define SPDLOG_VER_(MAJOR|MINOR) ")
+  string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*" "\\1.\\2" spdlog_ver "${spdlog_ver}")
+  set(spdlog_include ${SPDLOG_INCLUDE_DIR})
+  if(spdlog_ver VERSION_LESS 1.12)
+    # (Rewritten only when different: a re-configure must not rebuild everything.)
+    set(spdlog_include ${CMAKE_BINARY_DIR}/third_party/spdlog_fmt10)
+    file(COPY ${SPDLOG_INCLUDE_DIR}/spdlog DESTINATION ${spdlog_include} REGEX "/spdlog/(common|logger)\\.h$" EXCLUDE)
+    set(common ${spdlog_include}/spdlog/common.h)
+    set(logger ${spdlog_include}/spdlog/logger.h)
+    file(READ ${SPDLOG_INCLUDE_DIR}/spdlog/common.h text)
+    string(REPLACE "fmt::basic_runtime<Char>>::value" "fmt_runtime_string<Char>>::value" text "${text}")
+    string(REPLACE "namespace fmt_lib = fmt;\n"
+                   "namespace fmt_lib = fmt;\n#if FMT_VERSION >= 90101 // ditgen: spdlog 1.12's fix for fmt 10\ntemplate<typename Char>\nusing fmt_runtime_string = fmt::runtime_format_string<Char>;\n#else\ntemplate<typename Char>\nusing fmt_runtime_string = fmt::basic_runtime<Char>;\n#endif\n"
+                   text "${text}")
+    file(WRITE ${spdlog_include}/common.h.new "${text}")
+    configure_file(${spdlog_include}/common.h.new ${common} COPYONLY)
+    file(READ ${SPDLOG_INCLUDE_DIR}/spdlog/logger.h text)
+    string(REPLACE "make_format_args(std::forward<Args>(args)...)" "make_format_args(args...)" text "${text}")
+    string(REPLACE "make_format_args<fmt::wformat_context>(std::forward<Args>(args)...)"
+                   "make_format_args<fmt::wformat_context>(args...)" text "${text}")
+    file(WRITE ${spdlog_include}/logger.h.new "${text}")
+    configure_file(${spdlog_include}/logger.h.new ${logger} COPYONLY)
+    file(STRINGS ${common} left REGEX "basic_runtime<Char>>::value")
+    file(STRINGS ${logger} left2 REGEX "make_format_args.*std::forward")
+    file(STRINGS ${common} fixed REGEX "using fmt_runtime_string = fmt::runtime_format_string")
+    if(left OR left2 OR NOT fixed)
+      message(FATAL_ERROR "spdlog ${spdlog_ver} in ${SPDLOG_INCLUDE_DIR}: its fmt 10 fix did not apply (not Debian's 1.10?)")
+    endif()
+    message(STATUS "spdlog ${spdlog_ver}: header-only, with spdlog 1.12's fmt 10 fix in ${spdlog_include}")
+  endif()
+  target_include_directories(ditgen_spdlog INTERFACE ${spdlog_include})
+  target_compile_definitions(ditgen_spdlog INTERFACE SPDLOG_FMT_EXTERNAL=1)
+  find_package(Threads REQUIRED)
+  target_link_libraries(ditgen_spdlog INTERFACE ditgen_fmt Threads::Threads)
+endif()
+
 # CLI11 (header-only)
 find_package(CLI11 CONFIG QUIET)
 if(NOT TARGET CLI11::CLI11)

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <mpi.h>
 #include <sched.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +12,7 @@
 
 #include "lib/comm/mpi_communicator.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
+#include "lib/runtime/logging.h"
 
 #ifdef DITGEN_CUDA
 #include "lib/comm/nccl_communicator.h"
@@ -50,13 +51,14 @@ void share_cores(const std::string& what) {
 
 LaunchInfo launch(int* argc, char*** argv) {
   LaunchInfo info;
+  runtime::configure_logging(0, 1);  // errors before the rank is known: stderr, no rank prefix
   if (started_by_mpi_launcher()) {
     // Open MPI's own blocking waits (MPI_Init, MPI_Comm_split, MPI_Finalize) yield the core while
     // idle: CPU runs oversubscribe the cores, and a spinning rank slows the ones still computing.
     // Our own waits poll with back-off (mpi_wait). The user's setting, if any, wins.
     setenv("OMPI_MCA_mpi_yield_when_idle", "1", /*overwrite=*/0);
     if (MPI_Init(argc, argv) != MPI_SUCCESS) {
-      log::error_line("[mpi] MPI_Init failed");
+      spdlog::error("[mpi] MPI_Init failed");
       std::_Exit(2);
     }
     g_mpi = true;
@@ -70,11 +72,11 @@ LaunchInfo launch(int* argc, char*** argv) {
       mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &info.world), "MPI_Comm_size", what);
       share_cores(what);
     } catch (const Error& e) {  // before the caller's handler exists
-      log::error_line(e.what());
+      spdlog::error(e.what());
       abort_job(2);
     }
   }
-  log::set_rank(info.rank, info.world);
+  runtime::configure_logging(info.rank, info.world);  // level info; the command line may change it
   return info;
 }
 
@@ -82,7 +84,7 @@ void shutdown() {
   if (!g_mpi) return;
   int finalized = 0;
   if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized) return;
-  if (MPI_Finalize() != MPI_SUCCESS) log::warn("[mpi] MPI_Finalize failed");
+  if (MPI_Finalize() != MPI_SUCCESS) spdlog::warn("[mpi] MPI_Finalize failed");
 }
 
 void abort_job(int code) {

@@ -17,7 +17,8 @@ struct LaunchInfo {
 
 // Initialises MPI when the process was started by an MPI launcher (MPI errors returned as codes,
 // Open MPI yielding while idle, each rank's intra-op threads capped at its share of the host's cores
-// unless OMP_NUM_THREADS says otherwise); sets the log rank prefix. Ends the job if MPI cannot start.
+// unless OMP_NUM_THREADS says otherwise); sets up logging for the rank (runtime::configure_logging). Ends the
+// job if MPI cannot start.
 LaunchInfo launch(int* argc, char*** argv);
 // MPI_Finalize when it was initialised.
 void shutdown();

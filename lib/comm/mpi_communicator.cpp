@@ -1,6 +1,7 @@
 #include "lib/comm/mpi_communicator.h"
 
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 #include <time.h>
 
 #include <algorithm>
@@ -8,7 +9,6 @@
 #include <cstring>
 
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 
 namespace ditgen::comm {
@@ -94,7 +94,7 @@ MpiGroup::~MpiGroup() {
   if (comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL) {
     const int rc = MPI_Comm_free(&comm_);
     if (rc != MPI_SUCCESS)
-      log::warn("[mpi] freeing group {}: MPI_Comm_free failed: {}", label(), mpi_error_string(rc));
+      spdlog::warn("[mpi] freeing group {}: MPI_Comm_free failed: {}", label(), mpi_error_string(rc));
   }
 }
 

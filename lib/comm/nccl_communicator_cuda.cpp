@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <mpi.h>
 #include <nccl.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -17,7 +18,6 @@
 #include "lib/comm/mpi_communicator.h"
 #include "lib/comm/nccl_communicator.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 
 namespace ditgen::comm {
@@ -117,7 +117,7 @@ class Watchdog {
   };
   Watchdog() : thread_([this] { loop(); }) { thread_.detach(); }
   [[noreturn]] static void end_rank(const std::string& msg) {
-    log::error_line(msg);
+    spdlog::error(msg);
     std::_Exit(4);  // not MPI_Abort: MPI is single-threaded here and the main thread may be inside NCCL
   }
   [[noreturn]] void expire(const std::string& what) {
@@ -196,8 +196,8 @@ class NcclCommunicator : public Communicator {
     const bool broken = ncclCommGetAsyncError(comm_, &async) != ncclSuccess || async != ncclSuccess;
     const ncclResult_t r = broken ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
     if (r != ncclSuccess)
-      log::warn("[nccl] {}: {} failed: {}", what("destroying the communicator"),
-                broken ? "ncclCommAbort" : "ncclCommDestroy", nccl_error(r, nullptr));
+      spdlog::warn("[nccl] {}: {} failed: {}", what("destroying the communicator"),
+                   broken ? "ncclCommAbort" : "ncclCommDestroy", nccl_error(r, nullptr));
   }
 
   int rank() const override { return rank_; }

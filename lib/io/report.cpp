@@ -1,5 +1,6 @@
 #include "lib/io/report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -18,6 +19,13 @@ std::string human_bytes(double b) {
   return fmt::format("{:.2f} {}", b, units[u]);
 }
 
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 void RunReport::add_stage(const std::string& name, double seconds) { stages.emplace_back(name, seconds); }
 
 nlohmann::json RunReport::to_json() const {
@@ -29,10 +37,15 @@ nlohmann::json RunReport::to_json() const {
   for (const auto& s : stages) st[s.first + "_s"] = s.second;
   j["latency"] = st;
   j["denoise_steps_s"] = step_seconds;
+  if (!step_seconds.empty()) {
+    j["first_step_s"] = first_step_seconds;
+    j["step_median_s"] = median(step_seconds);
+  }
   nlohmann::json rs = nlohmann::json::array();
   for (const auto& r : ranks) {
     rs.push_back({{"rank", r.rank},
                   {"load_s", r.load_seconds},
+                  {"startup_s", r.startup_seconds},
                   {"bytes_read", r.bytes_read},
                   {"bytes_read_by_component",
                    {{"transformer", r.bytes_transformer}, {"text_encoder", r.bytes_text_encoder}, {"vae", r.bytes_vae}}},
@@ -64,13 +77,16 @@ std::string RunReport::table() const {
       sum += s;
       mx = std::max(mx, s);
     }
-    t += fmt::format("  {:<14} {:>10.3f}  (mean of {}, max {:.3f})\n", "per step", sum / step_seconds.size(),
-                     step_seconds.size(), mx);
+    t += fmt::format("  {:<14} {:>10.3f}  (mean of {}, median {:.3f}, max {:.3f})\n", "per step",
+                     sum / step_seconds.size(), step_seconds.size(), median(step_seconds), mx);
+    t += fmt::format("  {:<14} {:>10.3f}  (the job's first step: warm-up, kernel plans)\n", "first step",
+                     first_step_seconds);
   }
-  t += fmt::format("  {:<5} {:>8} {:>12} {:>12} {:>14} {:>16} {:>16}\n", "rank", "load s", "read", "(DiT)",
-                   "host RSS peak", "device alloc pk", "device rsrv pk");
+  t += fmt::format("  {:<5} {:>8} {:>9} {:>12} {:>12} {:>14} {:>16} {:>16}\n", "rank", "load s", "start s", "read",
+                   "(DiT)", "host RSS peak", "device alloc pk", "device rsrv pk");
   for (const auto& r : ranks) {
-    t += fmt::format("  {:<5} {:>8.2f} {:>12} {:>12} {:>14} {:>16} {:>16}\n", r.rank, r.load_seconds,
+    t += fmt::format("  {:<5} {:>8.2f} {:>9.2f} {:>12} {:>12} {:>14} {:>16} {:>16}\n", r.rank, r.load_seconds,
+                     r.startup_seconds,
                      human_bytes(static_cast<double>(r.bytes_read)), human_bytes(static_cast<double>(r.bytes_transformer)),
                      human_bytes(static_cast<double>(r.host_rss_peak)),
                      human_bytes(static_cast<double>(r.device_allocated_peak)),
@@ -98,7 +114,8 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicat
   std::vector<double> values = {mine.load_seconds, static_cast<double>(mine.bytes_read),
                                 static_cast<double>(mine.host_rss_peak), static_cast<double>(mine.device_allocated_peak),
                                 static_cast<double>(mine.device_reserved_peak), static_cast<double>(mine.bytes_transformer),
-                                static_cast<double>(mine.bytes_text_encoder), static_cast<double>(mine.bytes_vae)};
+                                static_cast<double>(mine.bytes_text_encoder), static_cast<double>(mine.bytes_vae),
+                                mine.startup_seconds};
   for (const auto& m : mine.stages)  // every rank ran the same stages
     for (int64_t v : {m.host_rss_peak, m.device_allocated_peak, m.device_reserved_peak})
       values.push_back(static_cast<double>(v));
@@ -117,12 +134,13 @@ std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicat
     s.bytes_transformer = static_cast<uint64_t>(all[r][5].item<double>());
     s.bytes_text_encoder = static_cast<uint64_t>(all[r][6].item<double>());
     s.bytes_vae = static_cast<uint64_t>(all[r][7].item<double>());
+    s.startup_seconds = all[r][8].item<double>();
     for (size_t k = 0; k < mine.stages.size(); ++k) {
       StageMemory m;
       m.stage = mine.stages[k].stage;
-      m.host_rss_peak = static_cast<int64_t>(all[r][8 + 3 * k].item<double>());
-      m.device_allocated_peak = static_cast<int64_t>(all[r][9 + 3 * k].item<double>());
-      m.device_reserved_peak = static_cast<int64_t>(all[r][10 + 3 * k].item<double>());
+      m.host_rss_peak = static_cast<int64_t>(all[r][9 + 3 * k].item<double>());
+      m.device_allocated_peak = static_cast<int64_t>(all[r][10 + 3 * k].item<double>());
+      m.device_reserved_peak = static_cast<int64_t>(all[r][11 + 3 * k].item<double>());
       s.stages.push_back(m);
     }
     out.push_back(s);

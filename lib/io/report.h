@@ -23,6 +23,7 @@ struct StageMemory {
 struct RankStats {
   int rank = 0;
   double load_seconds = 0;
+  double startup_seconds = 0;  // from the process's start to the first denoising step's start
   uint64_t bytes_read = 0;  // all components
   uint64_t bytes_transformer = 0, bytes_text_encoder = 0, bytes_vae = 0;
   int64_t host_rss_peak = 0;
@@ -37,6 +38,7 @@ struct RunReport {
   nlohmann::json settings = nlohmann::json::object();   // prompt, size, steps, mesh, dtype...
   std::vector<std::pair<std::string, double>> stages;   // in order: load, text_encode, denoise, vae_decode, write
   std::vector<double> step_seconds;                     // each denoising step of the timed run
+  double first_step_seconds = 0;                        // the job's very first step (the warm-up's, if any)
   std::vector<RankStats> ranks;                         // every rank, gathered on rank 0
   std::vector<std::string> outputs;
   nlohmann::json extra = nlohmann::json::object();      // further sections (e.g. "cache"), copied as they are
@@ -50,5 +52,6 @@ struct RunReport {
 std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicator& world);
 
 std::string human_bytes(double bytes);
+double median(std::vector<double> values);  // 0 for none
 
 }  // namespace ditgen::io

@@ -1,5 +1,6 @@
 #include "lib/nn/ops.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/version.h>
 
 #include <atomic>
@@ -7,7 +8,6 @@
 #include <limits>
 
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 
 #ifdef DITGEN_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -107,8 +107,9 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
     } catch (const c10::Error& e) {
       cudnn_usable = false;
       const std::string why = e.what_without_backtrace();
-      log::warn("cuDNN attention declined [B {}, S {}/{}, H {}, D {}, {}] ({}); flash attention from here on", B, S,
-                k.size(1), H, d, c10::toString(q.scalar_type()), why.substr(0, why.find('\n')));
+      spdlog::warn(
+          "cuDNN attention declined [B {}, S {}/{}, H {}, D {}, {}] ({}); flash attention from here on", B, S,
+          k.size(1), H, d, c10::toString(q.scalar_type()), why.substr(0, why.find('\n')));
     }
   }
   if (g_backend == AttentionBackend::Sdpa && !want_lse) return std::nullopt;  // the dispatcher's choice

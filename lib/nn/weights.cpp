@@ -151,7 +151,7 @@ at::Tensor ProgressSource::load(const std::string& key, const std::vector<int64_
                                 const io::Slice& slice, at::ScalarType dtype, const at::Device& device, Init init) {
   runtime::Stopwatch sw(at::kCPU);
   at::Tensor t = WrappedSource::load(key, full_shape, slice, dtype, device, init);
-  progress_->advance(sw.seconds());
+  progress_->advance(sw.seconds(), static_cast<int64_t>(t.nbytes()));
   return t;
 }
 

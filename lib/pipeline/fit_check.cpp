@@ -42,7 +42,8 @@ std::string gib(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
 
 }  // namespace
 
-WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype) {
+WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
+                                bool fp8_transformer) {
   WeightEstimate w;
   std::vector<std::string> components;
   if (DIR* d = ::opendir(model_path.c_str())) {
@@ -62,7 +63,9 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
       for (int64_t s : info.shape) n *= s;
       // Floating-point tensors are held in the run dtype, others as stored.
       const bool fp = info.dtype[0] == 'F' || info.dtype == "BF16";
-      bytes += n * (fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
+      // --fp8: the transformer's 2-D weights (its linears) at one byte each (their scales are negligible).
+      const bool fp8 = fp8_transformer && c == "transformer" && fp && info.shape.size() == 2;
+      bytes += n * (fp8 ? 1 : fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
     }
     if (c == "transformer") bytes /= std::max(tp, 1);
     if (c == "text_encoder") bytes /= std::max(text_ranks, 1);
@@ -108,6 +111,26 @@ void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ra
   fail("the weights need about {} at once on each rank ({}){} but {} has only {} {}: spread the transformer over more "
        "ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype",
        gib(w.total), parts, sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
+       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available");
+}
+
+int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& mesh, at::ScalarType dtype) {
+  const auto [M, K, N] = work.gemm_shape;
+  if (M <= 0 || K <= 0 || N <= 0) return 0;
+  const int64_t rows = (M + mesh.ulysses * mesh.ring - 1) / (mesh.ulysses * mesh.ring);
+  const int64_t cols = (N + mesh.tp - 1) / mesh.tp;
+  return 3 * rows * (K + cols) * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+void check_activations_fit(int64_t bytes, const at::Device& device, int ranks_on_host) {
+  const int64_t avail = available_bytes(device);
+  if (avail < 0 || bytes == 0) return;
+  const int sharing = device.is_cuda() ? 1 : std::max(ranks_on_host, 1);
+  if (bytes * sharing <= avail) return;
+  fail("a denoising step needs about {} of activations on each rank{} but {} has only {} {} once the weights are "
+       "loaded: reduce --height/--width (or --num-frames) or --batch-count, or spread the tokens over more ranks "
+       "(--ulysses, --ring) and the model over --tp",
+       gib(bytes), sharing > 1 ? fmt::format(" ({} for the {} ranks on this host)", gib(bytes * sharing), sharing) : "",
        device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available");
 }
 

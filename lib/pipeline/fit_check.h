@@ -7,6 +7,9 @@
 #include <map>
 #include <string>
 
+#include "lib/comm/mesh.h"
+#include "lib/pipeline/step_work.h"
+
 namespace ditgen::pipeline {
 
 struct WeightEstimate {
@@ -17,12 +20,26 @@ struct WeightEstimate {
 };
 
 // The tensors of each component folder of a diffusers `model_path` (from the safetensors headers only),
-// converted to `dtype`; the transformer divided over `tp` ranks and the text encoder over `text_ranks`.
-WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype);
+// converted to `dtype`; the transformer divided over `tp` ranks and the text encoder over `text_ranks`;
+// `fp8_transformer` (--fp8): the transformer's linears at one byte per weight.
+WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
+                                bool fp8_transformer = false);
 
 // Refuses the run when this rank's weights exceed what its device has free (on the CPU: the host's
 // available memory shared by `ranks_on_host` ranks), naming the numbers and the flags that shrink it.
 void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host);
+
+// The activations one denoising step holds at its peak on one rank, estimated from the step's largest
+// matrix product [M, K] x [K, N] (StepWork::gemm_shape, per call): its rows divided over the sequence ranks
+// (ulysses x ring), its output columns over tp, and three times input plus output for what a block keeps
+// alive around it (modulated input, fused projections, attention output, MLP activations, residual
+// stream). 0 when the model does not count its work.
+int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& mesh, at::ScalarType dtype);
+
+// After the weights are loaded and before the first step: refuses the run when the step's activations
+// exceed what the device has free (the host's available memory shared by `ranks_on_host` ranks on the
+// CPU), naming the numbers and the flags that shrink it.
+void check_activations_fit(int64_t bytes, const at::Device& device, int ranks_on_host);
 
 // Bytes the device has free now (CUDA), or the host's MemAvailable (CPU); -1 when unknown. The
 // environment variable DITGEN_TEST_AVAILABLE_BYTES overrides it (tests).

@@ -22,6 +22,7 @@ struct LoadOptions {
   bool parallel_text = false;      // --parallel-text: the text encoder tensor-parallel over every rank (TE-P)
   bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
   bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
+  bool fp8 = false;                // --fp8: the transformer blocks' linears quantised to e4m3 as they load
   // Optional hook that wraps each component's weight source (by component name), e.g. to record the
   // tensors of the built-in tiny model for export.
   std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
@@ -46,6 +47,7 @@ struct LoadOptions {
     lo.device = device;
     lo.parallel_text = req.parallel_text;
     lo.parallel_vae = req.parallel_vae;
+    lo.fp8 = req.fp8;
     lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
     return lo;
   }

@@ -14,6 +14,7 @@
 
 #include "lib/cache/options.h"
 #include "lib/comm/mesh.h"
+#include "lib/pipeline/step_work.h"
 #include "lib/sched/flow_match.h"
 
 namespace ditgen::pipeline {
@@ -109,6 +110,11 @@ class Model {
   virtual nlohmann::json cache_report() const { return nullptr; }
   // Its one-line summary for rank 0 ("" when it was off).
   virtual std::string cache_summary() const { return ""; }
+
+  // The transformer work of one denoising step of the whole job (every CFG branch, the whole batch, not
+  // per rank; lib/pipeline/step_work.h), for the report's "work_per_step" and the benchmark floor. Needs
+  // no loaded transformer. Empty (the default) when a model does not count it.
+  virtual StepWork step_work(const Settings& s) const { return {}; }
 };
 
 // The file in a model folder that carries ditgen's presets (written by export-tiny, so that an exported

@@ -8,6 +8,7 @@
 
 #include "lib/cache/options.h"
 #include "lib/comm/mesh.h"
+#include "lib/pipeline/prompt_file.h"
 
 namespace ditgen::pipeline {
 
@@ -30,6 +31,10 @@ struct GenerateRequest {
   int64_t max_sequence_length = 0;
   std::vector<int> text_encoder_out_layers;  // hidden states fed to the DiT; empty = preset
 
+  // --prompt-file: one generation per item (the fields above are the items' defaults); empty: one run.
+  std::string prompt_file;
+  std::vector<PromptItem> items;
+
   std::string output;           // a .png (.mp4 for videos) path, or a folder for an auto-named file
   bool save_frames = false;     // videos: also each frame as PNG and the audio as WAV
   std::string dtype = "auto";   // bf16 | fp16 | fp32 | auto (bf16 on GPU, fp32 on CPU)
@@ -43,6 +48,7 @@ struct GenerateRequest {
   comm::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
   bool parallel_text = false;   // --parallel-text: the text encoder tensor-parallel over the ranks
   bool parallel_vae = false;    // --parallel-vae: the VAE decode split by rows over the ranks
+  bool fp8 = false;             // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
   cache::Options cache;         // --cache and its flags (models with ModelFlag::Cache)
 };
 

@@ -1,18 +1,21 @@
 #include "lib/pipeline/runner.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 
 #include "lib/io/image.h"
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/io/video.h"
+#include "lib/nn/linear.h"
 #include "lib/pipeline/fit_check.h"
 #include "lib/pipeline/output.h"
+#include "lib/pipeline/prompt_file.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/progress.h"
 #include "lib/runtime/trace.h"
@@ -192,10 +195,11 @@ class StagePeaks {
   void end(const std::string& stage) {
     if (!on_) return;
     const auto m = runtime::read_memory(device_);
-    log::debug("memory after {}: host RSS {} (stage peak {}), device allocated {} (stage peak {})", stage,
-               io::human_bytes(static_cast<double>(m.host_rss)), io::human_bytes(static_cast<double>(m.host_rss_peak)),
-               io::human_bytes(static_cast<double>(m.device_allocated)),
-               io::human_bytes(static_cast<double>(m.device_allocated_peak)));
+    spdlog::debug("memory after {}: host RSS {} (stage peak {}), device allocated {} (stage peak {})", stage,
+                  io::human_bytes(static_cast<double>(m.host_rss)),
+                  io::human_bytes(static_cast<double>(m.host_rss_peak)),
+                  io::human_bytes(static_cast<double>(m.device_allocated)),
+                  io::human_bytes(static_cast<double>(m.device_allocated_peak)));
     auto it = std::find_if(stages_.begin(), stages_.end(), [&](const io::StageMemory& x) { return x.stage == stage; });
     if (it == stages_.end()) it = stages_.insert(stages_.end(), io::StageMemory{stage});
     it->host_rss_peak = std::max(it->host_rss_peak, m.host_rss_peak);
@@ -212,23 +216,93 @@ class StagePeaks {
 
 }  // namespace
 
+namespace {
+
+// The request one prompt-file item runs: the command line's with the item's fields in place.
+GenerateRequest item_request(const GenerateRequest& req, const PromptItem& item) {
+  GenerateRequest r = req;
+  if (item.prompt) r.prompt = item.prompt;
+  if (item.negative_prompt) r.negative_prompt = item.negative_prompt;
+  if (item.seed) r.seed = *item.seed;
+  if (item.height > 0) r.height = item.height;
+  if (item.width > 0) r.width = item.width;
+  if (item.steps > 0) r.steps = item.steps;
+  if (!item.output.empty()) r.output = item.output;
+  return r;
+}
+
+// "--prompt-file F line N: " for a prompt-file item's messages, "" for a plain run.
+std::string item_where(const GenerateRequest& req, const PromptItem& item) {
+  return req.items.empty() ? "" : fmt::format("--prompt-file {} line {}: ", req.prompt_file, item.line);
+}
+
+// The folder a prompt file's summary goes to: --output's folder (the current one by default).
+std::string summary_path(const GenerateRequest& req) {
+  std::string dir = req.output.empty() ? "." : req.output;
+  const auto slash = req.output.find_last_of('/');
+  const std::string last = slash == std::string::npos ? req.output : req.output.substr(slash + 1);
+  if (!req.output.empty() && !io::dir_exists(req.output) && last.find('.') != std::string::npos && last.find('.') > 0)
+    dir = slash == std::string::npos ? "." : req.output.substr(0, slash);  // --output names a file: its folder
+  std::string stem = req.prompt_file.substr(req.prompt_file.find_last_of('/') + 1);
+  if (const auto dot = stem.find_last_of('.'); dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);
+  return io::join_path(dir, stem + ".summary.json");
+}
+
+}  // namespace
+
 io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx) {
   const GenerateRequest req = apply_aspect_ratio(entry, request);
   const auto& mesh = ctx->mesh();
-  const bool video = std::count(entry.flags.begin(), entry.flags.end(), ModelFlag::Video) > 0;
+  auto has_flag = [&](ModelFlag f) { return std::count(entry.flags.begin(), entry.flags.end(), f) > 0; };
+  const bool video = has_flag(ModelFlag::Video);
+  const std::string ext = video ? "mp4" : "png";
   // Before anything loads: a video needs FFmpeg (MP4) or --save-frames (PNG frames + WAV).
   DITGEN_CHECK(!video || io::mp4_supported() || req.save_frames,
                "this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot write MP4: pass "
                "--save-frames to write the frames as PNG and the audio as WAV, or rebuild with FFmpeg "
                "(scripts/setup.sh installs it)");
-  // An output that cannot be written fails now, not after the model has run (rank 0 writes).
-  if (mesh.rank() == 0) check_output_writable(req.output, video ? "mp4" : "png");
+
+  // The generations of this launch: the prompt file's items, or one from the command line.
+  const bool many = !req.items.empty();
+  const std::vector<PromptItem> items = many ? req.items : std::vector<PromptItem>{PromptItem{}};
+  if (many) {
+    const bool negative = has_flag(ModelFlag::NegativePrompt) || has_flag(ModelFlag::CfgGuidance);
+    for (const auto& item : items)
+      DITGEN_CHECK(negative || !item.negative_prompt, "{}\"negative_prompt\": `ditgen {}` takes no negative prompt",
+                   item_where(req, item), entry.command);
+    // Items without their own "output" share --output: with more than one item it must be a folder.
+    const auto slash = req.output.find_last_of('/');
+    const std::string last = slash == std::string::npos ? req.output : req.output.substr(slash + 1);
+    const bool output_is_file = !req.output.empty() && !io::dir_exists(req.output) && !last.empty() &&
+                                last.find('.') != std::string::npos && last.find('.') > 0;
+    int shared = 0;
+    for (const auto& item : items) shared += item.output.empty();
+    DITGEN_CHECK(!output_is_file || shared <= 1,
+                 "--output '{}' names one file, but {} items of --prompt-file {} have no \"output\" of their own: give "
+                 "a folder",
+                 req.output, shared, req.prompt_file);
+    std::map<std::string, int> named;  // explicit outputs must differ
+    for (const auto& item : items) {
+      if (item.output.empty()) continue;
+      const auto [it, fresh] = named.emplace(item.output, item.line);
+      DITGEN_CHECK(fresh, "--prompt-file {}: lines {} and {} both write \"{}\"", req.prompt_file, it->second, item.line,
+                   item.output);
+    }
+  }
+  // Outputs that cannot be written fail now, not after the model has run (rank 0 writes).
+  if (mesh.rank() == 0)
+    for (const auto& item : items) check_output_writable(item_request(req, item).output, ext);
   const auto [device, dtype] = resolve_device(req.device, req.dtype, mesh.rank());
+  if (req.fp8) {
+    const std::string why = nn::fp8_unavailable_reason(device);
+    DITGEN_CHECK(why.empty(), "{}", why);
+  }
   // A checkpoint whose weights cannot fit ends here, before any is allocated.
   if (!req.model_path.empty() && !req.random_weights && io::dir_exists(req.model_path)) {
     const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    check_weights_fit(estimate_weights(req.model_path, mesh.shape().tp, req.parallel_text ? mesh.world() : 1, dtype),
-                      device, local ? std::atoi(local) : mesh.world());
+    check_weights_fit(
+        estimate_weights(req.model_path, mesh.shape().tp, req.parallel_text ? mesh.world() : 1, dtype, req.fp8),
+        device, local ? std::atoi(local) : mesh.world());
   }
 
   StagePeaks peaks(device, req.track_memory);
@@ -245,48 +319,44 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   double load_s = load_watch.seconds();
   peaks.end("load");
 
-  // Every rank checks the settings before any work, so a bad request ends the job everywhere.
-  const Settings s = resolve_settings(req, *model, device, dtype);
-  check_image_size(s.height, s.width, model->pixel_multiple());
-  model->check(s);
-  const std::string no_cfg = model->cfg_off_reason(s);
-  DITGEN_CHECK(mesh.shape().cfg == 1 || no_cfg.empty(),
-               "--cfg 2 runs the conditional and the unconditional branch on two halves of the ranks, but this run "
-               "has no unconditional branch: {}; drop --cfg",
-               no_cfg);
-  const int warmup_steps = req.warmup_steps > 0 ? req.warmup_steps : static_cast<int>(s.steps);
-
-  io::RunReport report;
-  report.model = model->name();
-  report.device = device_description(device, mesh.world());
-  report.settings = nlohmann::json::object();
-  if (video) {
-    report.settings["num_frames"] = s.num_frames;
-    report.settings["frame_rate"] = s.frame_rate;
+  // Every rank checks every item's settings before any work, so a bad request ends the job everywhere
+  // and a bad item in a prompt file ends it before the first image.
+  std::vector<Settings> settings;
+  for (const auto& item : items) {
+    const std::string where = item_where(req, item);
+    try {
+      Settings s = resolve_settings(item_request(req, item), *model, device, dtype);
+      check_image_size(s.height, s.width, model->pixel_multiple());
+      model->check(s);
+      const std::string no_cfg = model->cfg_off_reason(s);
+      DITGEN_CHECK(mesh.shape().cfg == 1 || no_cfg.empty(),
+                   "--cfg 2 runs the conditional and the unconditional branch on two halves of the ranks, but this "
+                   "run has no unconditional branch: {}; drop --cfg",
+                   no_cfg);
+      settings.push_back(std::move(s));
+    } catch (const Error& e) {
+      if (where.empty()) throw;
+      fail("{}{}", where, e.what());
+    }
   }
-  report.settings.update({{"prompt", s.prompt},     {"height", s.height},         {"width", s.width},
-                     {"steps", s.steps},       {"seed", s.seed},             {"batch", s.batch},
-                     {"max_sequence_length", s.max_sequence_length},          {"dtype", c10::toString(dtype)},
-                     {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}});
+  const int warmup_steps = req.warmup_steps > 0 ? req.warmup_steps : static_cast<int>(settings[0].steps);
+  const std::string device_name = device_description(device, mesh.world());
   // TE-P is on with --parallel-text and more than one rank (one process runs the whole encoder anyway).
   const bool tep = req.parallel_text && mesh.world() > 1;
-  report.settings["parallel_text"] = tep;
-  if (req.parallel_text && !tep) log::info("--parallel-text: one process, the text encoder runs whole");
+  if (req.parallel_text && !tep) spdlog::info("--parallel-text: one process, the text encoder runs whole");
   // VAE-P likewise: the decode split by image rows over every rank (lib/parallel/rows.h).
   const bool vaep = req.parallel_vae && mesh.world() > 1;
-  report.settings["parallel_vae"] = vaep;
-  const nlohmann::json extra = model->report_settings(s);
-  report.settings.update(extra);
-  log::info("{}: {}x{}, {} steps, seed {}, {} on {} ({}) {}", model->name(), s.width, s.height, s.steps, s.seed,
-            c10::toString(dtype), report.device, mesh.describe(), extra.dump());
 
-  // The memory plan (runner.h): the prompts once for every run, then the text encoder goes before the
-  // transformer comes.
+  // The memory plan (runner.h): every item's prompts once, for the warm-up and the timed runs, then the
+  // text encoder goes before the transformer comes.
   peaks.begin();
-  runtime::Stopwatch te_watch(device);
-  const Branches branches =
-      in_stage("encoding the prompt", device, [&] { return encode_branches(*model, s, *ctx, tep); });
-  const double te_s = te_watch.seconds();
+  std::vector<Branches> branches;
+  std::vector<double> te_seconds;
+  for (const auto& s : settings) {
+    runtime::Stopwatch te_watch(device);
+    branches.push_back(in_stage("encoding the prompt", device, [&] { return encode_branches(*model, s, *ctx, tep); }));
+    te_seconds.push_back(te_watch.seconds());
+  }
   if (plan) {
     model->release(Component::TextEncoder);
     runtime::return_freed_memory(device);
@@ -298,16 +368,27 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
   runtime::return_freed_memory(device);
   load_s += load_watch.seconds();
   peaks.end("load_transformer");
-  report.add_stage("load", load_s);
+  // The activations of the largest item's step must fit next to the weights.
+  {
+    int64_t need = 0;
+    for (const auto& s : settings)
+      need = std::max(need, estimate_step_activations(model->step_work(s), mesh.shape(), dtype));
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    check_activations_fit(need, device, local ? std::atoi(local) : mesh.world());
+  }
 
-  auto run_once = [&](int64_t n_steps, bool timed, bool last) {
-    Settings run = s;
+  double startup_s = -1, first_step_s = 0;  // launch to the first step's start; that step's time
+  auto run_once = [&](const Settings& base, const Branches& b, int64_t n_steps, bool timed, bool last) {
+    Settings run = base;
     run.steps = n_steps;
     peaks.begin();
     runtime::Progress progress(timed ? "denoise" : "warmup", n_steps);
+    if (startup_s < 0) startup_s = runtime::seconds_since_start();
     auto result = in_stage("denoising", device, [&] {
-      return denoise(*model, run, branches, model->initial_latents(run), *ctx,
-                     [&](int64_t, double sec) { progress.advance(sec); });
+      return denoise(*model, run, b, model->initial_latents(run), *ctx, [&](int64_t i, double sec) {
+        if (i == 0 && first_step_s == 0) first_step_s = sec;
+        progress.advance(sec);
+      });
     });
     progress.finish();
     peaks.end("denoise");
@@ -328,135 +409,201 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
     return std::make_tuple(result.step_seconds, vae, media);
   };
 
-  for (int i = 0; i < req.warmup; ++i) run_once(warmup_steps, false, false);
+  for (int i = 0; i < req.warmup; ++i) run_once(settings[0], branches[0], warmup_steps, false, false);
 
-  double vae_sum = 0, total_sum = 0;
-  std::vector<double> steps_sum(static_cast<size_t>(s.steps), 0.0);
-  Media media;
-  const int repeats = std::max(1, req.repeat);
-  for (int r = 0; r < repeats; ++r) {
-    runtime::Stopwatch total(device);
-    auto [step_s, vae, m] = run_once(s.steps, true, r == repeats - 1);
-    total_sum += total.seconds();
-    vae_sum += vae;
-    for (size_t i = 0; i < step_s.size(); ++i) steps_sum[i] += step_s[i];
-    media = m;
-  }
-  const double n = std::max(1, req.repeat);
-  double denoise_s = 0;
-  for (auto& x : steps_sum) denoise_s += (x /= n);
-  report.add_stage("text_encode", te_s);
-  report.add_stage("denoise", denoise_s);
-  report.add_stage("vae_decode", vae_sum / n);
-  for (const auto& [part, sec] : media.decode_seconds) report.add_stage(part, sec);  // of the last timed run
-  // As the reference's full pipeline call: the (one) prompt encoding plus a run's denoising and decode.
-  report.add_stage("inference", te_s + total_sum / n);
-  report.step_seconds = steps_sum;
+  nlohmann::json summary_items = nlohmann::json::array();
+  io::RunReport report;
+  for (size_t k = 0; k < items.size(); ++k) {
+    const Settings& s = settings[k];
+    const GenerateRequest ireq = item_request(req, items[k]);
+    report = io::RunReport();
+    report.model = model->name();
+    report.device = device_name;
+    if (video) {
+      report.settings["num_frames"] = s.num_frames;
+      report.settings["frame_rate"] = s.frame_rate;
+    }
+    report.settings.update({{"prompt", s.prompt},     {"height", s.height},         {"width", s.width},
+                            {"steps", s.steps},       {"seed", s.seed},             {"batch", s.batch},
+                            {"max_sequence_length", s.max_sequence_length},          {"dtype", c10::toString(dtype)},
+                            {"mesh", mesh.describe()}, {"warmup", req.warmup},      {"repeat", req.repeat}});
+    report.settings["parallel_text"] = tep;
+    report.settings["parallel_vae"] = vaep;
+    if (req.fp8) report.settings["fp8"] = true;
+    if (many) report.settings["prompt_file"] = {{"path", req.prompt_file}, {"line", items[k].line}};
+    const nlohmann::json extra = model->report_settings(s);
+    report.settings.update(extra);
+    spdlog::info("{}{}: {}x{}, {} steps, seed {}, {} on {} ({}) {}",
+                 many ? fmt::format("[{}/{}] ", k + 1, items.size()) : "", model->name(), s.width, s.height, s.steps,
+                 s.seed, c10::toString(dtype), report.device, mesh.describe(), extra.dump());
 
-  // The last collective: every rank's load and memory numbers. Outputs are written only after it, so
-  // a job that fails on any rank leaves no image behind.
-  io::RankStats mine;
-  mine.rank = mesh.rank();
-  mine.load_seconds = load_s;
-  const auto bytes = model->bytes_read();
-  auto component = [&](const char* name) { return bytes.count(name) ? bytes.at(name) : 0; };
-  mine.bytes_transformer = component("transformer");
-  mine.bytes_text_encoder = component("text_encoder");
-  mine.bytes_vae = component("vae");
-  for (const auto& kv : bytes) mine.bytes_read += kv.second;
-  const auto mem = runtime::read_memory(device);
-  mine.host_rss_peak = mem.host_rss_peak;
-  mine.device_allocated_peak = mem.device_allocated_peak;
-  mine.device_reserved_peak = mem.device_reserved_peak;
-  mine.stages = peaks.stages();
-  if (req.track_memory) {
-    // The peak after loading, as the reference tool's (it resets the counters once the pipeline is loaded):
-    // the highest stage since; the deferred transformer load counts.
-    mine.host_rss_peak = mine.device_allocated_peak = mine.device_reserved_peak = 0;
-    for (const auto& m : mine.stages) {
-      if (m.stage == "load") continue;
-      mine.host_rss_peak = std::max(mine.host_rss_peak, m.host_rss_peak);
-      mine.device_allocated_peak = std::max(mine.device_allocated_peak, m.device_allocated_peak);
-      mine.device_reserved_peak = std::max(mine.device_reserved_peak, m.device_reserved_peak);
+    double vae_sum = 0, total_sum = 0;
+    std::vector<double> steps_sum(static_cast<size_t>(s.steps), 0.0);
+    Media media;
+    const int repeats = std::max(1, req.repeat);
+    for (int r = 0; r < repeats; ++r) {
+      runtime::Stopwatch total(device);
+      auto [step_s, vae, m] = run_once(s, branches[k], s.steps, true, k + 1 == items.size() && r == repeats - 1);
+      total_sum += total.seconds();
+      vae_sum += vae;
+      for (size_t i = 0; i < step_s.size(); ++i) steps_sum[i] += step_s[i];
+      media = m;
     }
-  }
-  report.ranks = io::gather_rank_stats(mine, ctx->world());
-  const nlohmann::json cache_report = model->cache_report();  // null with the cache off
-  if (!cache_report.is_null()) report.extra["cache"] = cache_report;
+    const double n = repeats;
+    double denoise_s = 0;
+    for (auto& x : steps_sum) denoise_s += (x /= n);
+    report.add_stage("load", load_s);
+    report.add_stage("text_encode", te_seconds[k]);
+    report.add_stage("denoise", denoise_s);
+    report.add_stage("vae_decode", vae_sum / n);
+    for (const auto& [part, sec] : media.decode_seconds) report.add_stage(part, sec);  // of the last timed run
+    // As the reference's full pipeline call: the (one) prompt encoding plus a run's denoising and decode.
+    report.add_stage("inference", te_seconds[k] + total_sum / n);
+    report.step_seconds = steps_sum;
+    report.first_step_seconds = first_step_s;
 
-  // Every rank holds the same images. Rank 0 writes them and then the report under temporary names;
-  // they move into place only once every rank has come this far, so a failed job leaves nothing.
-  const auto paths = output_paths(req.output, model->name(), s.height, s.width, video ? s.num_frames : 0,
-                                  run_tag(mesh, cache_report, tep, vaep), s.batch, video ? "mp4" : "png");
-  const bool write_mp4 = video && io::mp4_supported();
-  std::vector<std::string> saved;  // what the log lists
-  for (int64_t i = 0; i < s.batch; ++i) {
-    if (!video || write_mp4) saved.push_back(paths.files[i]);
-    if (video && req.save_frames) {
-      saved.push_back(paths.stems[i] + ".frames/");
-      if (media.audio.defined()) saved.push_back(paths.stems[i] + ".wav");
-    }
-  }
-  report.outputs = saved;
-  // The settings travel inside the files (PNG text "parameters", MP4 comment), as image tools expect.
-  std::string parameters = s.prompt;
-  if (s.has_negative_prompt) parameters += "\nNegative prompt: " + s.negative_prompt;
-  parameters += fmt::format("\nSteps: {}, Seed: {}, Size: {}x{}{}, {}Model: {}, Mesh: {}, Generator: ditgen",
-                            s.steps, s.seed, s.width, s.height,
-                            video ? fmt::format(", Frames: {}, Frame rate: {}", s.num_frames, s.frame_rate) : "",
-                            extra.empty() ? "" : "Settings: " + extra.dump() + ", ", model->name(), mesh.describe());
-  io::OutputFiles files;
-  // Frame folders made for --save-frames: removed again (they are empty then) when the job fails before
-  // the commit, so that a failed run leaves nothing at the output path.
-  struct MadeDirs {
-    std::vector<std::string> dirs;
-    bool keep = false;
-    ~MadeDirs() {
-      if (!keep)
-        for (const auto& d : dirs) ::rmdir(d.c_str());
-    }
-  } made_dirs;
-  if (mesh.rank() == 0) {
-    runtime::Stopwatch write_watch(device);
-    for (int64_t i = 0; i < s.batch; ++i) {
-      if (!video) {
-        files.add(paths.files[i], io::png_bytes(media.images[i], parameters));
-        continue;
-      }
-      const at::Tensor audio = media.audio.defined() ? media.audio[i] : at::Tensor();
-      if (write_mp4)
-        io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate, parameters);
-      if (req.save_frames) {
-        const std::string dir = paths.stems[i] + ".frames";
-        if (!io::dir_exists(dir)) made_dirs.dirs.push_back(dir);
-        make_dirs(dir);
-        for (int64_t f = 0; f < media.videos.size(1); ++f)
-          files.add(io::join_path(dir, fmt::format("{:05d}.png", f)), io::png_bytes(media.videos[i][f]));
-        if (audio.defined()) files.add(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));
-      }
-    }
-    report.add_stage("write", write_watch.seconds());
-    files.add(paths.report, report.to_json().dump(2) + "\n");
-  }
-  // Test hook (mpi.failed_job_leaves_nothing): this rank vanishes after rank 0 wrote its temporary files.
-  if (const char* r = std::getenv("DITGEN_TEST_EXIT_BEFORE_COMMIT"); r && std::atoi(r) == mesh.rank()) std::_Exit(9);
-  ctx->world().barrier();
-  if (mesh.rank() == 0) {
-    files.commit();
-    made_dirs.keep = true;
-    log::info_line(report.table());
-    if (const std::string cs = model->cache_summary(); !cs.empty()) log::info("{}", cs);
+    // Every rank's load and memory numbers (a collective). Outputs are written only after it, so a job
+    // that fails on any rank leaves no image of this item behind.
+    io::RankStats mine;
+    mine.rank = mesh.rank();
+    mine.load_seconds = load_s;
+    mine.startup_seconds = startup_s;
+    const auto bytes = model->bytes_read();
+    auto component = [&](const char* name) { return bytes.count(name) ? bytes.at(name) : 0; };
+    mine.bytes_transformer = component("transformer");
+    mine.bytes_text_encoder = component("text_encoder");
+    mine.bytes_vae = component("vae");
+    for (const auto& kv : bytes) mine.bytes_read += kv.second;
+    const auto mem = runtime::read_memory(device);
+    mine.host_rss_peak = mem.host_rss_peak;
+    mine.device_allocated_peak = mem.device_allocated_peak;
+    mine.device_reserved_peak = mem.device_reserved_peak;
+    mine.stages = peaks.stages();
     if (req.track_memory) {
-      int64_t peak = 0;
-      for (const auto& r : report.ranks) peak = std::max(peak, device.is_cuda() ? r.device_allocated_peak : r.host_rss_peak);
-      log::info("Memory Usage: {:.2f}GiB ({} peak, max over ranks)", static_cast<double>(peak) / (1 << 30),
-                device.is_cuda() ? "device allocated" : "host RSS");
+      // The peak after loading, as the reference tool's (it resets the counters once the pipeline is loaded):
+      // the highest stage since; the deferred transformer load counts.
+      mine.host_rss_peak = mine.device_allocated_peak = mine.device_reserved_peak = 0;
+      for (const auto& m : mine.stages) {
+        if (m.stage == "load") continue;
+        mine.host_rss_peak = std::max(mine.host_rss_peak, m.host_rss_peak);
+        mine.device_allocated_peak = std::max(mine.device_allocated_peak, m.device_allocated_peak);
+        mine.device_reserved_peak = std::max(mine.device_reserved_peak, m.device_reserved_peak);
+      }
     }
-    for (const auto& p : saved) {
-      const bool frames = p.back() == '/', wav = p.size() > 4 && p.compare(p.size() - 4, 4, ".wav") == 0;
-      log::info("{} saved to {}", frames ? "Frames" : wav ? "Audio" : video ? "Video" : "Image", p);
+    report.ranks = io::gather_rank_stats(mine, ctx->world());
+    const nlohmann::json cache_report = model->cache_report();  // null with the cache off
+    if (!cache_report.is_null()) report.extra["cache"] = cache_report;
+    // The transformer work of one step (all CFG branches, the whole batch): what benchmark floors divide.
+    if (const StepWork work = model->step_work(s); !work.empty()) report.extra["work_per_step"] = work.to_json();
+
+    // Every rank holds the same images. Rank 0 writes them and then the report under temporary names;
+    // they move into place only once every rank has come this far, so a failed job leaves nothing.
+    // Auto-named files of a prompt file's items carry the item's number.
+    std::string tag = run_tag(mesh, cache_report, tep, vaep);
+    if (many && items[k].output.empty()) tag += fmt::format(".{:04d}", k + 1);
+    const auto paths =
+        output_paths(ireq.output, model->name(), s.height, s.width, video ? s.num_frames : 0, tag, s.batch, ext);
+    const bool write_mp4 = video && io::mp4_supported();
+    std::vector<std::string> saved;  // what the log lists
+    for (int64_t i = 0; i < s.batch; ++i) {
+      if (!video || write_mp4) saved.push_back(paths.files[i]);
+      if (video && req.save_frames) {
+        saved.push_back(paths.stems[i] + ".frames/");
+        if (media.audio.defined()) saved.push_back(paths.stems[i] + ".wav");
+      }
     }
-    log::info("Report saved to {}", paths.report);
+    report.outputs = saved;
+    // The settings travel inside the files (PNG text "parameters", MP4 comment), as image tools expect.
+    std::string parameters = s.prompt;
+    if (s.has_negative_prompt) parameters += "\nNegative prompt: " + s.negative_prompt;
+    parameters += fmt::format("\nSteps: {}, Seed: {}, Size: {}x{}{}, {}Model: {}, Mesh: {}, Generator: ditgen",
+                              s.steps, s.seed, s.width, s.height,
+                              video ? fmt::format(", Frames: {}, Frame rate: {}", s.num_frames, s.frame_rate) : "",
+                              extra.empty() ? "" : "Settings: " + extra.dump() + ", ", model->name(), mesh.describe());
+    io::OutputFiles files;
+    // Frame folders made for --save-frames: removed again (they are empty then) when the job fails before
+    // the commit, so that a failed run leaves nothing at the output path.
+    struct MadeDirs {
+      std::vector<std::string> dirs;
+      bool keep = false;
+      ~MadeDirs() {
+        if (!keep)
+          for (const auto& d : dirs) ::rmdir(d.c_str());
+      }
+    } made_dirs;
+    if (mesh.rank() == 0) {
+      runtime::Stopwatch write_watch(device);
+      for (int64_t i = 0; i < s.batch; ++i) {
+        if (!video) {
+          files.add(paths.files[i], io::png_bytes(media.images[i], parameters));
+          continue;
+        }
+        const at::Tensor audio = media.audio.defined() ? media.audio[i] : at::Tensor();
+        if (write_mp4)
+          io::write_mp4(files.add_path(paths.files[i]), media.videos[i], media.fps, audio, media.sample_rate,
+                        parameters);
+        if (req.save_frames) {
+          const std::string dir = paths.stems[i] + ".frames";
+          if (!io::dir_exists(dir)) made_dirs.dirs.push_back(dir);
+          make_dirs(dir);
+          for (int64_t f = 0; f < media.videos.size(1); ++f)
+            files.add(io::join_path(dir, fmt::format("{:05d}.png", f)), io::png_bytes(media.videos[i][f]));
+          if (audio.defined()) files.add(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));
+        }
+      }
+      report.add_stage("write", write_watch.seconds());
+      files.add(paths.report, report.to_json().dump(2) + "\n");
+    }
+    // Test hook (mpi.failed_job_leaves_nothing): this rank vanishes after rank 0 wrote its temporary files.
+    if (const char* r = std::getenv("DITGEN_TEST_EXIT_BEFORE_COMMIT"); r && std::atoi(r) == mesh.rank()) std::_Exit(9);
+    ctx->world().barrier();
+    if (mesh.rank() == 0) {
+      files.commit();
+      made_dirs.keep = true;
+      spdlog::info(report.table());
+      if (const std::string cs = model->cache_summary(); !cs.empty()) spdlog::info("{}", cs);
+      if (req.track_memory) {
+        int64_t peak = 0;
+        for (const auto& r : report.ranks)
+          peak = std::max(peak, device.is_cuda() ? r.device_allocated_peak : r.host_rss_peak);
+        spdlog::info("Memory Usage: {:.2f}GiB ({} peak, max over ranks)", static_cast<double>(peak) / (1 << 30),
+                     device.is_cuda() ? "device allocated" : "host RSS");
+      }
+      for (const auto& p : saved) {
+        const bool frames = p.back() == '/', wav = p.size() > 4 && p.compare(p.size() - 4, 4, ".wav") == 0;
+        spdlog::info("{} saved to {}", frames ? "Frames" : wav ? "Audio" : video ? "Video" : "Image", p);
+      }
+      spdlog::info("Report saved to {}", paths.report);
+    }
+    if (many)
+      summary_items.push_back({{"line", items[k].line},
+                               {"prompt", s.prompt},
+                               {"seed", s.seed},
+                               {"height", s.height},
+                               {"width", s.width},
+                               {"steps", s.steps},
+                               {"outputs", saved},
+                               {"report", paths.report},
+                               {"inference_s", te_seconds[k] + total_sum / n},
+                               {"denoise_s", denoise_s},
+                               {"step_median_s", io::median(steps_sum)}});
+  }
+
+  // A prompt file's summary: every item's outputs and times, written after the last item.
+  if (many && mesh.rank() == 0) {
+    const std::string path = summary_path(req);
+    nlohmann::json summary = {{"model", model->name()},
+                              {"device", device_name},
+                              {"mesh", mesh.describe()},
+                              {"prompt_file", req.prompt_file},
+                              {"items", summary_items},
+                              {"load_s", load_s},
+                              {"startup_s", startup_s},
+                              {"total_s", runtime::seconds_since_start()}};
+    io::OutputFiles files;
+    files.add(path, summary.dump(2) + "\n");
+    files.commit();
+    spdlog::info("{} prompts from {}; summary saved to {}", items.size(), req.prompt_file, path);
   }
   return report;
 }

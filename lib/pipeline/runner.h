@@ -18,8 +18,9 @@ namespace ditgen::pipeline {
 // Flags a model command takes beyond the common ones (the CLI adds only those its model lists).
 // Guidance: FLUX.2's embedded guidance; CfgGuidance: true-CFG scales per stream (--guidance for the
 // video, --audio-guidance); Video: --num-frames, --frame-rate, --save-frames and MP4 output.
-// Cache: --cache and its flags (the model runs its block lists through lib/cache).
-enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video, Cache };
+// Cache: --cache and its flags (the model runs its block lists through lib/cache). Fp8: --fp8 (the
+// transformer's block linears in e4m3, lib/nn/linear.h).
+enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video, Cache, Fp8 };
 
 struct ModelEntry {
   std::string command;  // "flux2", "qwen-image"

@@ -20,6 +20,12 @@ double now_seconds() {
   return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
+namespace {
+const double process_start = now_seconds();
+}
+
+double seconds_since_start() { return now_seconds() - process_start; }
+
 void synchronize(const at::Device& device) {
 #ifdef DITGEN_CUDA
   if (device.is_cuda()) c10::cuda::device_synchronize();

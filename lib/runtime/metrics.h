@@ -8,6 +8,8 @@
 namespace ditgen::runtime {
 
 double now_seconds();
+// Seconds since this process started (measured from static initialisation, before main).
+double seconds_since_start();
 // Waits for queued device work so that a stage's time includes its kernels.
 void synchronize(const at::Device& device);
 

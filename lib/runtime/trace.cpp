@@ -1,11 +1,12 @@
 #include "lib/runtime/trace.h"
 
+#include <spdlog/spdlog.h>
+
 #include <map>
 
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/verify/compare.h"
 
 namespace ditgen::runtime {
@@ -34,7 +35,7 @@ void trace_flush(int rank) {
   if (g_dir.empty() || traced().empty()) return;
   const std::string path = io::join_path(g_dir, fmt::format("trace_rank{}.safetensors", rank));
   io::write_safetensors(path, traced());
-  log::info("traced {} tensors to {}", traced().size(), path);
+  spdlog::info("traced {} tensors to {}", traced().size(), path);
 }
 
 double trace_diff(const std::string& a, const std::string& b) {
@@ -47,9 +48,10 @@ double trace_diff(const std::string& a, const std::string& b) {
     const at::Tensor ta = fa->read(name), tb = fb->read(name);
     const double e = ta.sizes() == tb.sizes() ? verify::rel_error(ta, tb) : NAN;
     worst = std::isnan(e) ? e : std::max(worst, e);
-    log::info("{:<40} {}", name,
-              ta.sizes() == tb.sizes() ? fmt::format("rel {:.2e}", e)
-                                       : "shape " + io::shape_str(ta.sizes()) + " vs " + io::shape_str(tb.sizes()));
+    spdlog::info("{:<40} {}", name,
+                 ta.sizes() == tb.sizes()
+                     ? fmt::format("rel {:.2e}", e)
+                     : "shape " + io::shape_str(ta.sizes()) + " vs " + io::shape_str(tb.sizes()));
   }
   DITGEN_CHECK(common > 0, "'{}' and '{}' share no traced tensor names", a, b);
   return worst;

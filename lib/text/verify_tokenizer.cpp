@@ -1,9 +1,10 @@
 #include "lib/text/verify_tokenizer.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 
 #include "lib/io/json.h"
-#include "lib/runtime/log.h"
 #include "lib/text/tokenizer.h"
 
 namespace ditgen::text {
@@ -60,7 +61,7 @@ void verify_tokenizer_folder(const std::string& dir, verify::Report& report) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto tok = Tokenizer::from_file(dir);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log::info("{}: tokenizer loaded in {:.2f} s (vocab size {})", dir, load_s, tok->vocab_size());
+  spdlog::info("{}: tokenizer loaded in {:.2f} s (vocab size {})", dir, load_s, tok->vocab_size());
 
   const std::string golden_path = io::join_path(dir, "golden.json");
   const nlohmann::json golden = io::read_json_file(golden_path);

@@ -22,6 +22,9 @@ struct CaseOptions {
   bool parallel_text = false;
   // --parallel-vae: VAE cases decode with their rows split over every rank (VAE-P, lib/parallel/rows.h).
   bool parallel_vae = false;
+  // --fp8: transformer cases run their block linears in FP8 (CUDA; lib/nn/linear.h); lossy, so the
+  // default tolerance is wider and the report adds the cosine similarity.
+  bool fp8 = false;
   // The ranks a VAE decode is split over: the world under --parallel-vae, else none (null).
   comm::Communicator* vae_ranks() const { return parallel_vae && parallel ? &parallel->world() : nullptr; }
 };

@@ -1,9 +1,10 @@
 #include "lib/verify/compare.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cmath>
 
 #include "lib/io/safetensors.h"
-#include "lib/runtime/log.h"
 
 namespace ditgen::verify {
 
@@ -18,10 +19,11 @@ void Report::print() const {
   for (const auto& c : checks) {
     std::string line = fmt::format("{} {}/{}", c.pass ? "PASS" : "FAIL", case_name, c.name);
     if (c.tolerance > 0) line += fmt::format("  rel {:.2e} (tol {:.0e})", c.rel_error, c.tolerance);
+    if (c.rel_error > 1e-3) line += fmt::format("  cosine {:.6f}", c.cosine);
     if (!c.detail.empty()) line += "  " + c.detail;
-    log::info_line(line);
+    spdlog::info(line);
   }
-  if (checks.empty()) log::info_line(fmt::format("FAIL {}: no checks ran", case_name));
+  if (checks.empty()) spdlog::info("FAIL {}: no checks ran", case_name);
 }
 
 double rel_error(const at::Tensor& ours, const at::Tensor& ref) {
@@ -43,7 +45,13 @@ void compare(Report& report, const std::string& name, const at::Tensor& ours, co
     c.detail = fmt::format("shape {} vs reference {}", io::shape_str(ours.sizes()), io::shape_str(ref.sizes()));
   } else {
     c.rel_error = rel_error(ours, ref);
-    if (std::isnan(c.rel_error)) c.detail = "non-finite values";
+    if (std::isnan(c.rel_error)) {
+      c.detail = "non-finite values";
+    } else {
+      const at::Tensor a = ours.detach().to(at::kCPU, at::kDouble).flatten(), b = ref.detach().to(at::kCPU, at::kDouble).flatten();
+      const double na = a.norm().item<double>(), nb = b.norm().item<double>();
+      c.cosine = na > 0 && nb > 0 ? a.dot(b).item<double>() / (na * nb) : (na == nb ? 1.0 : 0.0);
+    }
   }
   c.pass = !std::isnan(c.rel_error) && c.rel_error <= tolerance;
   report.checks.push_back(c);

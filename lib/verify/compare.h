@@ -12,6 +12,7 @@ struct Check {
   std::string name;
   double rel_error = 0;   // NaN when shapes differ or values are not finite
   double tolerance = 0;
+  double cosine = 1;      // of ours and the reference, flattened (printed for lossy results, rel > 1e-3)
   bool pass = false;
   std::string detail;     // shape mismatch, NaN, or an exact-match note
 };

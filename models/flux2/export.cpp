@@ -1,12 +1,13 @@
 // `ditgen export-tiny flux2 DIR`: the built-in tiny FLUX.2 written as a diffusers folder, so that
 // tests (and users) exercise the real checkpoint path: index files, shards, prefixes, configs.
+#include <spdlog/spdlog.h>
+
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/io/safetensors.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/flux2/pipeline.h"
 
@@ -70,7 +71,7 @@ void export_tiny(const std::string& out_dir, int transformer_shards, bool replac
   // Its presets travel with it: the folder runs with the tiny defaults (size, steps, prompt).
   write_json(io::join_path(dir, pipeline::kPresetsFile), {{"defaults", preset["defaults"]}});
   folder.commit();
-  log::info("wrote the tiny FLUX.2 to {}", out_dir);
+  spdlog::info("wrote the tiny FLUX.2 to {}", out_dir);
 }
 
 }  // namespace ditgen::flux2

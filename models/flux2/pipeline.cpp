@@ -1,17 +1,16 @@
 #include "models/flux2/pipeline.h"
 
-
 #include "lib/io/checkpoint.h"
 #include "lib/io/image.h"
 #include "lib/io/json.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/progress.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/flux2/prompt.h"
+#include "models/flux2/work.h"
 
 namespace ditgen::flux2 {
 
@@ -67,13 +66,13 @@ std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSo
   return std::make_shared<nn::ProgressSource>(src, label, src->expected_count());
 }
 
-
 }  // namespace
 
 Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
                    const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx)
     : ctx_(std::move(ctx)), name_("flux2"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  tcfg_ = tcfg;
   vae_ = std::make_unique<Vae>(vcfg, vw, /*with_encoder=*/false);
 }
 
@@ -158,8 +157,9 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     vsrc = opt.wrap_source("vae", vsrc);
     if (tesrc) tesrc = opt.wrap_source("text_encoder", tesrc);
   }
-  load_transformer_ = [this, tcfg, tsrc] {
-    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+  tcfg_ = tcfg;
+  load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
     tsrc->check_all_used();
     bytes_read_["transformer"] = tsrc->bytes_read();
   };
@@ -253,6 +253,11 @@ void Pipeline::check(const pipeline::Settings& s) const {
 void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
 nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
 std::string Pipeline::cache_summary() const { return cache_.summary(); }
+
+pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
+  const int64_t m = pixel_multiple();
+  return flux2::step_work(tcfg_, (s.height / m) * (s.width / m), s.max_sequence_length, s.batch);
+}
 
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
                                     int branch, const pipeline::Settings& s) const {

@@ -85,6 +85,8 @@ class Pipeline : public pipeline::Model {
   nlohmann::json cache_report() const override;
   // The one-line cache summary of the last generation ("" with the cache off).
   std::string cache_summary() const override;
+  // One transformer call per step at the settings' size and prompt length (models/flux2/work.h).
+  pipeline::StepWork step_work(const pipeline::Settings& s) const override;
 
   const Transformer& transformer() const { return *transformer_; }
 
@@ -102,6 +104,7 @@ class Pipeline : public pipeline::Model {
   std::shared_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
+  TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
   std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world

@@ -88,7 +88,7 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& ids, const std::
 // ---- construction -------------------------------------------------------------------------------
 
 Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in,
-                         std::shared_ptr<parallel::Context> ctx)
+                         std::shared_ptr<parallel::Context> ctx, bool fp8)
     : cfg_(config), ctx_(std::move(ctx)) {
   cfg_.check_mesh(ctx_->mesh());
   const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
@@ -113,47 +113,40 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   norm_out_ = wb.get("norm_out.linear.weight", {2 * D, D});
   proj_out_ = wb.get("proj_out.weight", {cfg_.out_dim(), D});
 
+  auto linear = [fp8](at::Tensor w) { return fp8 ? nn::quantize_fp8(nn::Linear(std::move(w))) : nn::Linear(std::move(w)); };
   // Column-parallel projections are split by output rows, row-parallel ones by input columns;
   // fused layouts are permuted so each rank holds its heads' q, k, v and its MLP slice.
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     DoubleBlock d;
-    d.to_q = b.get("attn.to_q.weight", {D, D}, Shard::rows());
-    d.to_k = b.get("attn.to_k.weight", {D, D}, Shard::rows());
-    d.to_v = b.get("attn.to_v.weight", {D, D}, Shard::rows());
-    d.to_out = b.get("attn.to_out.0.weight", {D, D}, Shard::cols());
-    d.add_q = b.get("attn.add_q_proj.weight", {D, D}, Shard::rows());
-    d.add_k = b.get("attn.add_k_proj.weight", {D, D}, Shard::rows());
-    d.add_v = b.get("attn.add_v_proj.weight", {D, D}, Shard::rows());
-    d.to_add_out = b.get("attn.to_add_out.weight", {D, D}, Shard::cols());
+    d.to_q = linear(b.get("attn.to_q.weight", {D, D}, Shard::rows()));
+    d.to_k = linear(b.get("attn.to_k.weight", {D, D}, Shard::rows()));
+    d.to_v = linear(b.get("attn.to_v.weight", {D, D}, Shard::rows()));
+    d.to_out = linear(b.get("attn.to_out.0.weight", {D, D}, Shard::cols()));
+    d.add_q = linear(b.get("attn.add_q_proj.weight", {D, D}, Shard::rows()));
+    d.add_k = linear(b.get("attn.add_k_proj.weight", {D, D}, Shard::rows()));
+    d.add_v = linear(b.get("attn.add_v_proj.weight", {D, D}, Shard::rows()));
+    d.to_add_out = linear(b.get("attn.to_add_out.weight", {D, D}, Shard::cols()));
     d.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_added_q = b.get("attn.norm_added_q.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_added_k = b.get("attn.norm_added_k.weight", {hd}, Shard::replicated(), Init::Norm);
-    d.ff_in = b.get("ff.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
-    d.ff_out = b.get("ff.linear_out.weight", {D, F}, Shard::cols());
-    d.ff_ctx_in = b.get("ff_context.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
-    d.ff_ctx_out = b.get("ff_context.linear_out.weight", {D, F}, Shard::cols());
+    d.ff_in = linear(b.get("ff.linear_in.weight", {2 * F, D}, Shard::rows({F, F})));
+    d.ff_out = linear(b.get("ff.linear_out.weight", {D, F}, Shard::cols()));
+    d.ff_ctx_in = linear(b.get("ff_context.linear_in.weight", {2 * F, D}, Shard::rows({F, F})));
+    d.ff_ctx_out = linear(b.get("ff_context.linear_out.weight", {D, F}, Shard::cols()));
     double_blocks_.push_back(std::move(d));
   }
   for (int64_t i = 0; i < cfg_.num_single_layers; ++i) {
     const nn::Weights b = wb.pp("single_transformer_blocks").pp(i);
     SingleBlock s;
-    s.qkv_mlp = b.get("attn.to_qkv_mlp_proj.weight", {3 * D + 2 * F, D}, Shard::rows({D, D, D, F, F}));
-    s.to_out = b.get("attn.to_out.weight", {D, D + F}, Shard::cols({D, F}));
+    s.qkv_mlp = linear(b.get("attn.to_qkv_mlp_proj.weight", {3 * D + 2 * F, D}, Shard::rows({D, D, D, F, F})));
+    s.to_out = linear(b.get("attn.to_out.weight", {D, D + F}, Shard::cols({D, F})));
     s.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
     s.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
     single_blocks_.push_back(std::move(s));
   }
 }
-
-namespace {
-// silu(gate) * up for [gate | up] along the last dim (each rank holds its own [gate_r | up_r]).
-at::Tensor swiglu(const at::Tensor& gate_up) {
-  const int64_t f = gate_up.size(-1) / 2;
-  return at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f);
-}
-}  // namespace
 
 // ---- forward ------------------------------------------------------------------------------------
 
@@ -163,8 +156,9 @@ at::Tensor Transformer::embed_time(const at::Tensor& v, const at::Tensor& w1, co
   return nn::linear(at::silu(nn::linear(f, w1)), w2);                           // [B, D]
 }
 
-at::Tensor Transformer::row_linear(const at::Tensor& x, const at::Tensor& w) const {
-  at::Tensor y = nn::linear(x, w);
+at::Tensor Transformer::row_linear(const at::Tensor& x, const nn::Linear& w) const { return tp_sum(nn::linear(x, w)); }
+
+at::Tensor Transformer::tp_sum(at::Tensor y) const {
   parallel::tp_all_reduce(y, *ctx_);
   return y;
 }
@@ -253,11 +247,11 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
 
   s.x = at::addcmul(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out));
   at::Tensor ff = nn::linear(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.ff_in);  // [B, N, 2F/tp]
-  s.x = at::addcmul(s.x, m[5], row_linear(swiglu(ff), b.ff_out));
+  s.x = at::addcmul(s.x, m[5], tp_sum(nn::swiglu_concat_linear(at::Tensor(), ff, b.ff_out)));
 
   s.c = at::addcmul(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out));
   at::Tensor fc = nn::linear(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.ff_ctx_in);
-  s.c = at::addcmul(s.c, mc[5], row_linear(swiglu(fc), b.ff_ctx_out));
+  s.c = at::addcmul(s.c, mc[5], tp_sum(nn::swiglu_concat_linear(at::Tensor(), fc, b.ff_ctx_out)));
 }
 
 void Transformer::single_block(const SingleBlock& b, State& s) const {
@@ -270,9 +264,9 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
   at::Tensor q = nn::qk_norm_rope(heads(0), b.norm_q, cfg_.eps, s.rope);
   at::Tensor k = nn::qk_norm_rope(heads(dl), b.norm_k, cfg_.eps, s.rope);
   at::Tensor v = heads(2 * dl);
-  at::Tensor mlp = swiglu(P.narrow(-1, 3 * dl, 2 * mlp_local_));
   at::Tensor a = parallel::attention(q, k, v, s.local_lens, *ctx_).reshape({B, S, dl});
-  s.h = at::addcmul(s.h, m[2], row_linear(at::cat({a, mlp}, -1), b.to_out));
+  // [attention | SwiGLU(gate, up)] through the output projection (one fused pass under --fp8).
+  s.h = at::addcmul(s.h, m[2], tp_sum(nn::swiglu_concat_linear(a, P.narrow(-1, 3 * dl, 2 * mlp_local_), b.to_out)));
 }
 
 void Transformer::run_double_blocks(State& s, int64_t begin, int64_t end) const {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lib/cache/dbcache.h"
+#include "lib/nn/linear.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -54,7 +55,10 @@ struct TransformerInput {
 
 class Transformer {
  public:
-  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
+  // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), each quantised as it is
+  // read, so the model-dtype copy of the blocks never exists in full.
+  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
+              bool fp8 = false);
 
   // Predicted velocity [B, N_img, out_dim], gathered on every rank. With an enabled `cache`, the
   // double-stream and the single-stream list each run through DBCache with their own state for CFG
@@ -86,17 +90,19 @@ class Transformer {
 
  private:
   struct DoubleBlock {
-    at::Tensor to_q, to_k, to_v, to_out, add_q, add_k, add_v, to_add_out;
+    nn::Linear to_q, to_k, to_v, to_out, add_q, add_k, add_v, to_add_out;
     at::Tensor norm_q, norm_k, norm_added_q, norm_added_k;
-    at::Tensor ff_in, ff_out, ff_ctx_in, ff_ctx_out;
+    nn::Linear ff_in, ff_out, ff_ctx_in, ff_ctx_out;
   };
   struct SingleBlock {
-    at::Tensor qkv_mlp, to_out, norm_q, norm_k;
+    nn::Linear qkv_mlp, to_out;
+    at::Tensor norm_q, norm_k;
   };
   at::Tensor embed_time(const at::Tensor& v, const at::Tensor& w1, const at::Tensor& w2, at::ScalarType dt) const;
   void double_block(const DoubleBlock& b, State& s) const;
   void single_block(const SingleBlock& b, State& s) const;
-  at::Tensor row_linear(const at::Tensor& x, const at::Tensor& w) const;  // row-parallel: all-reduce
+  at::Tensor row_linear(const at::Tensor& x, const nn::Linear& w) const;  // row-parallel: all-reduce
+  at::Tensor tp_sum(at::Tensor partial) const;  // a row-parallel product's partial sums, all-reduced
 
   TransformerConfig cfg_;
   std::shared_ptr<parallel::Context> ctx_;

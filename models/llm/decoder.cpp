@@ -1,5 +1,7 @@
 #include "models/llm/decoder.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -9,7 +11,6 @@
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 
 namespace ditgen::llm {
 
@@ -691,7 +692,7 @@ std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weig
                                         const std::shared_ptr<parallel::Context>& ctx, bool parallel_text) {
   if (!parallel_text || !ctx || ctx->text_tp().size() == 1)
     return std::make_unique<DecoderLM>(cfg, wb, num_layers_needed);
-  log::info("{}", describe_tp(cfg, ctx->text_tp().size()));
+  spdlog::info("{}", describe_tp(cfg, ctx->text_tp().size()));
   std::shared_ptr<parallel::Context> group = ctx;
   return std::make_unique<DecoderLM>(cfg, wb.with_tp(ctx->text_tp_group()), num_layers_needed,
                                      [group](at::Tensor& t) { group->text_tp().all_reduce(t, comm::ReduceOp::Sum); });

@@ -1,12 +1,13 @@
 // `ditgen export-tiny ltx2 DIR`: the built-in tiny LTX-2 written as a diffusers folder, so that tests (and
 // users) exercise the real checkpoint path: index files, shards, the text encoder's
 // `model.language_model.` names, every component's config.
+#include <spdlog/spdlog.h>
+
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
-#include "lib/runtime/log.h"
 #include "models/ltx2/pipeline.h"
 
 namespace ditgen::ltx2 {
@@ -66,7 +67,7 @@ void export_tiny(const std::string& out_dir, int transformer_shards, bool replac
   // Its presets travel with it: the folder runs with the tiny defaults (size, frames, steps, prompt).
   write_json(io::join_path(dir, pipeline::kPresetsFile), {{"defaults", preset["defaults"]}});
   folder.commit();
-  log::info("wrote the tiny LTX-2 to {}", out_dir);
+  spdlog::info("wrote the tiny LTX-2 to {}", out_dir);
 }
 
 }  // namespace ditgen::ltx2

@@ -12,7 +12,7 @@ using nn::Init;
 using nn::Shard;
 
 Linear load_linear(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in) {
-  return {wb.get(name + ".weight", {out, in}), wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
+  return {nn::Linear(wb.get(name + ".weight", {out, in})), wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
 }
 
 Rope rope_table(const at::Tensor& grid, int64_t dim, int64_t heads, const RopeSettings& rs,
@@ -62,13 +62,14 @@ Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int
   // split with the heads (its statistics are summed over the TP group in `attend`).
   const int64_t inner = heads * head_dim;
   auto column = [&](const std::string& n, int64_t in) {
-    return Linear{wb.get(n + ".weight", {inner, in}, Shard::rows()), wb.get(n + ".bias", {inner}, Shard::rows(), Init::Bias)};
+    return Linear{nn::Linear(wb.get(n + ".weight", {inner, in}, Shard::rows())),
+                  wb.get(n + ".bias", {inner}, Shard::rows(), Init::Bias)};
   };
   Attention a;
   a.q = column("to_q", q_in);
   a.k = column("to_k", kv_in);
   a.v = column("to_v", kv_in);
-  a.out = {wb.get("to_out.0.weight", {out_dim, inner}, Shard::cols()),
+  a.out = {nn::Linear(wb.get("to_out.0.weight", {out_dim, inner}, Shard::cols())),
            wb.get("to_out.0.bias", {out_dim}, Shard::replicated(), Init::Bias)};
   a.norm_q = wb.get("norm_q.weight", {inner}, Shard::rows(), Init::Norm);
   a.norm_k = wb.get("norm_k.weight", {inner}, Shard::rows(), Init::Norm);
@@ -131,10 +132,18 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
 }
 
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden) {
-  return {{wb.get("net.0.proj.weight", {hidden, width}, Shard::rows()),
+  return {{nn::Linear(wb.get("net.0.proj.weight", {hidden, width}, Shard::rows())),
            wb.get("net.0.proj.bias", {hidden}, Shard::rows(), Init::Bias)},
-          {wb.get("net.2.weight", {width, hidden}, Shard::cols()),
+          {nn::Linear(wb.get("net.2.weight", {width, hidden}, Shard::cols())),
            wb.get("net.2.bias", {width}, Shard::replicated(), Init::Bias)}};
+}
+
+void quantize_fp8(Attention& a) {
+  for (Linear* l : {&a.q, &a.k, &a.v, &a.out}) l->w = nn::quantize_fp8(std::move(l->w));
+}
+
+void quantize_fp8(FeedForward& f) {
+  for (Linear* l : {&f.in, &f.out}) l->w = nn::quantize_fp8(std::move(l->w));
 }
 
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {

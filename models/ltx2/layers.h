@@ -8,13 +8,15 @@
 
 #include <string>
 
+#include "lib/nn/linear.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
 namespace ditgen::ltx2 {
 
 struct Linear {
-  at::Tensor w, b;
+  nn::Linear w;  // e4m3 under --fp8 (the transformer blocks' linears)
+  at::Tensor b;
 };
 // A replicated linear layer with bias.
 Linear load_linear(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in);
@@ -59,5 +61,9 @@ struct FeedForward {
 };
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden);
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);
+
+// --fp8: every linear of the layer quantised to e4m3 (lib/nn/linear.h).
+void quantize_fp8(Attention& a);
+void quantize_fp8(FeedForward& f);
 
 }  // namespace ditgen::ltx2

@@ -1,5 +1,7 @@
 #include "models/ltx2/pipeline.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -7,11 +9,11 @@
 #include "lib/io/json.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/ltx2/prompt.h"
+#include "models/ltx2/work.h"
 
 namespace ditgen::ltx2 {
 
@@ -99,8 +101,9 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
                p.vocoder.in_channels, p.audio_vae.output_channels, p.audio_vae.mel_bins);
   connectors_ = std::make_unique<Connectors>(p.connectors, w.at("connectors"));
   // Built by load_deferred(): at once, or after the prompts are encoded (the memory plan).
+  tcfg_ = p.transformer;
   load_transformer_ = [this, tcfg = p.transformer, tw = w.at("transformer")] {
-    transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+    transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, fp8_);
   };
   video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"));
   audio_vae_ = std::make_unique<AudioVae>(p.audio_vae, w.at("audio_vae"));
@@ -108,7 +111,7 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
+    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae), fp8_(opt.fp8) {
   const bool from_folder = !opt.model_path.empty();
   const bool tiny = !from_folder && !opt.random_weights;
   name_ = tiny ? "ltx2-tiny" : (from_folder && !opt.random_weights ? "ltx2" : "ltx2-random");
@@ -329,6 +332,12 @@ void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step,
 nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
 std::string Pipeline::cache_summary() const { return cache_.summary(); }
 
+pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
+  const Grid g = grid(s);
+  return ltx2::step_work(tcfg_, g.frames * g.height * g.width, g.audio, s.max_sequence_length, s.batch,
+                         cfg_off_reason(s).empty() ? 2 : 1);
+}
+
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
                                     int branch, const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
@@ -381,13 +390,13 @@ pipeline::ModelEntry model_entry() {
   e.command = "ltx2";
   e.summary = "Generate videos with sound with LTX-2 (built-in tiny model without --model-path)";
   e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance, pipeline::ModelFlag::Video,
-             pipeline::ModelFlag::Cache};
+             pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
   e.presets = preset();
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
     const LoadOptions lo = LoadOptions::from_request(req, device, dtype);
     if (req.model_path.empty() && !req.random_weights)
-      log::info("no --model-path: running the built-in tiny LTX-2 (random weights, no files)");
+      spdlog::info("no --model-path: running the built-in tiny LTX-2 (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);
   };
   e.export_tiny = export_tiny;

@@ -90,6 +90,8 @@ class Pipeline : public pipeline::Model {
   void on_step(int64_t step, int64_t steps) const override;
   nlohmann::json cache_report() const override;
   std::string cache_summary() const override;
+  // A forward per CFG branch over the grid's video and audio tokens (models/ltx2/work.h).
+  pipeline::StepWork step_work(const pipeline::Settings& s) const override;
   void load_deferred() override;
   void release(pipeline::Component c) override;
 
@@ -105,9 +107,11 @@ class Pipeline : public pipeline::Model {
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Connectors> connectors_;
   std::unique_ptr<Transformer> transformer_;
+  TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
   std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<VideoVae> video_vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
+  bool fp8_ = false;           // --fp8: the transformer blocks' linears in e4m3 (read when it loads)
   std::unique_ptr<AudioVae> audio_vae_;
   std::unique_ptr<Vocoder> vocoder_;
   sched::FlowMatchConfig scheduler_;

@@ -138,7 +138,7 @@ Transformer::Ropes Transformer::ropes(int64_t frames, int64_t height, int64_t wi
   // Cross-modal attention uses only the time axis, over the larger of the two position ranges.
   const at::Tensor vt = vg.narrow(1, 0, 1) * (cfg_.pos_embed_max_pos / cross_max);
   const RopeSettings rs{cfg_.rope_theta, cfg_.rope_double_precision, cfg_.rope_split};
-  const at::Device dev = proj_in_.w.device();
+  const at::Device dev = proj_in_.w.weight.device();
   auto table = [&](const at::Tensor& grid, int64_t dim, int64_t heads) {
     return rope_table(grid, dim, heads, rs, *ctx_, dev);
   };
@@ -160,7 +160,8 @@ Transformer::AdaLN Transformer::adaln(const nn::Weights& wb, const std::string& 
           load_linear(a, "emb.timestep_embedder.linear_2", width, width), load_linear(a, "linear", n * width, width)};
 }
 
-Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in, std::shared_ptr<parallel::Context> ctx)
+Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in, std::shared_ptr<parallel::Context> ctx,
+                         bool fp8)
     : cfg_(config), ctx_(std::move(ctx)) {
   const int tp = ctx_->mesh().shape().tp;
   const int u = ctx_->mesh().shape().ulysses;
@@ -208,6 +209,11 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
     k.audio_table = b.get("audio_scale_shift_table", {6, Da}, Shard::replicated(), Init::Bias);
     k.video_av_table = b.get("video_a2v_cross_attn_scale_shift_table", {5, D}, Shard::replicated(), Init::Bias);
     k.audio_av_table = b.get("audio_a2v_cross_attn_scale_shift_table", {5, Da}, Shard::replicated(), Init::Bias);
+    if (fp8) {
+      for (Attention* a : {&k.attn1, &k.audio_attn1, &k.attn2, &k.audio_attn2, &k.a2v, &k.v2a}) quantize_fp8(*a);
+      quantize_fp8(k.ff);
+      quantize_fp8(k.audio_ff);
+    }
     blocks_.push_back(std::move(k));
   }
 }
@@ -238,8 +244,8 @@ at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale, const at::Tens
 }  // namespace
 
 Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
-  const at::ScalarType dt = proj_in_.w.scalar_type();
-  const at::Device dev = proj_in_.w.device();
+  const at::ScalarType dt = proj_in_.w.weight.scalar_type();
+  const at::Device dev = proj_in_.w.weight.device();
   const int64_t B = in.hidden_states.size(0), Nv = in.hidden_states.size(1), Na = in.audio_hidden_states.size(1);
   DITGEN_CHECK(in.hidden_states.dim() == 3 && in.hidden_states.size(2) == cfg_.in_channels,
                "transformer: hidden_states must be [B, N, {}], got {}", cfg_.in_channels,

@@ -63,7 +63,9 @@ struct TransformerInput {
 
 class Transformer {
  public:
-  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
+  // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), quantised as they are read.
+  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
+              bool fp8 = false);
 
   struct Output {
     at::Tensor video;  // [B, Nv, out_channels]

@@ -1,12 +1,13 @@
 // `ditgen export-tiny qwen-image DIR`: the built-in tiny Qwen-Image written as a diffusers folder, so that
 // tests (and users) exercise the real checkpoint path: index files, shards, the text encoder's legacy
 // `model.*` names with its keys at the config's top level (as Qwen/Qwen-Image ships it), configs.
+#include <spdlog/spdlog.h>
+
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
-#include "lib/runtime/log.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/qwen_image/pipeline.h"
 
@@ -62,7 +63,7 @@ void export_tiny(const std::string& out_dir, int transformer_shards, bool replac
   // Its presets travel with it: the folder runs with the tiny defaults (size, steps, prompt).
   write_json(io::join_path(dir, pipeline::kPresetsFile), {{"defaults", preset["defaults"]}});
   folder.commit();
-  log::info("wrote the tiny Qwen-Image to {}", out_dir);
+  spdlog::info("wrote the tiny Qwen-Image to {}", out_dir);
 }
 
 }  // namespace ditgen::qwen_image

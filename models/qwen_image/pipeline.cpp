@@ -1,14 +1,16 @@
 #include "models/qwen_image/pipeline.h"
 
+#include <spdlog/spdlog.h>
+
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/nn/latents.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
 #include "models/qwen_image/prompt.h"
+#include "models/qwen_image/work.h"
 
 namespace ditgen::qwen_image {
 
@@ -45,6 +47,7 @@ Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const V
                    const sched::FlowMatchConfig& scfg, std::shared_ptr<parallel::Context> ctx)
     : ctx_(std::move(ctx)), name_("qwen_image"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  tcfg_ = tcfg;
   vae_ = std::make_unique<Vae>(vcfg, vw);
 }
 
@@ -134,8 +137,9 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
                tcfg.in_channels, tcfg.out_channels, vcfg.z_dim, 4 * vcfg.z_dim);
   DITGEN_CHECK(tcfg.patch_size == 2, "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches",
                tcfg.patch_size);
-  load_transformer_ = [this, tcfg, tsrc] {
-    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_);
+  tcfg_ = tcfg;
+  load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
     tsrc->check_all_used();
     bytes_read_["transformer"] = tsrc->bytes_read();
   };
@@ -204,7 +208,7 @@ std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::
                                                          const pipeline::Settings& s) const {
   DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
   const PromptEmbeds e = encode_prompts(*tokenizer_, *text_encoder_, prompts, s.max_sequence_length, dtype_, device_);
-  log::debug("qwen-image: {} prompt(s) encoded to {} text tokens", prompts.size(), e.embeds.size(1));
+  spdlog::debug("qwen-image: {} prompt(s) encoded to {} text tokens", prompts.size(), e.embeds.size(1));
   runtime::trace("prompt_embeds", e.embeds);  // the first branch encoded: the conditional one
   return condition(e.embeds, e.mask, s);
 }
@@ -232,6 +236,22 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
 void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
 nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
 std::string Pipeline::cache_summary() const { return cache_.summary(); }
+
+pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
+  const auto [h, w] = token_grid(s);
+  // The text rows encode() gives a branch: the prompt's tokens less the template prefix, at most
+  // --max-sequence-length (without a tokenizer, as in the golden cases: that maximum).
+  auto text_tokens = [&](const std::string& prompt) {
+    if (!tokenizer_) return s.max_sequence_length;
+    const int64_t prefix = template_prefix_tokens(*tokenizer_);
+    const TokenBatch t = tokenize(*tokenizer_, {prompt}, kMaxPromptTokens + prefix);
+    const int64_t real = t.attention_mask.sum().item<int64_t>();
+    return std::min(std::max<int64_t>(real - prefix, 0), s.max_sequence_length);
+  };
+  std::vector<int64_t> lens = {text_tokens(s.prompt)};
+  if (cfg_off_reason(s).empty()) lens.push_back(text_tokens(s.negative_prompt));
+  return qwen_image::step_work(tcfg_, h * w, lens, s.batch);
+}
 
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
                                     int branch, const pipeline::Settings& s) const {
@@ -274,13 +294,13 @@ pipeline::ModelEntry model_entry() {
   e.command = "qwen-image";
   e.summary = "Generate images with Qwen-Image, true CFG (built-in tiny model without --model-path)";
   e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale, pipeline::ModelFlag::AspectRatio,
-             pipeline::ModelFlag::Cache};
+             pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
   e.presets = preset();
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
     const LoadOptions lo = LoadOptions::from_request(req, device, dtype);
     if (req.model_path.empty() && !req.random_weights)
-      log::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
+      spdlog::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
     return std::make_unique<Pipeline>(lo, ctx);
   };
   e.export_tiny = export_tiny;

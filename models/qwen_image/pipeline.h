@@ -75,6 +75,8 @@ class Pipeline : public pipeline::Model {
   std::string cache_summary() const override;
   void load_deferred() override;
   void release(pipeline::Component c) override;
+  // A forward per CFG branch, each at its prompt's token count (models/qwen_image/work.h).
+  pipeline::StepWork step_work(const pipeline::Settings& s) const override;
 
   const Transformer& transformer() const { return *transformer_; }
 
@@ -87,6 +89,7 @@ class Pipeline : public pipeline::Model {
   std::shared_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
+  TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
   std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world

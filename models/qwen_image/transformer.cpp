@@ -91,29 +91,32 @@ at::Tensor Transformer::rope(int64_t frames, int64_t height, int64_t width, int6
   at::Tensor txt = rope_factors(text_positions(text_len, height, width), ax, TransformerConfig::kRopeTheta);
   at::Tensor img = rope_factors(image_positions(frames, height, width), ax, TransformerConfig::kRopeTheta);
   at::Tensor local = at::cat({parallel::split_sequence(txt, 0, *ctx_), parallel::split_sequence(img, 0, *ctx_)}, 0);
-  return local.to(img_in_.w.device());
+  return local.to(img_in_.w.weight.device());
 }
 
 // ---- construction -------------------------------------------------------------------------------
 
 Transformer::Linear Transformer::column(const nn::Weights& wb, const std::string& name, int64_t out,
                                         int64_t in) const {
-  return {wb.get(name + ".weight", {out, in}, Shard::rows()), wb.get(name + ".bias", {out}, Shard::rows(), Init::Bias)};
+  return {nn::Linear(wb.get(name + ".weight", {out, in}, Shard::rows())),
+          wb.get(name + ".bias", {out}, Shard::rows(), Init::Bias)};
 }
 
 Transformer::Linear Transformer::row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in) const {
-  return {wb.get(name + ".weight", {out, in}, Shard::cols()), wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
+  return {nn::Linear(wb.get(name + ".weight", {out, in}, Shard::cols())),
+          wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
 }
 
 Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in,
-                         std::shared_ptr<parallel::Context> ctx)
+                         std::shared_ptr<parallel::Context> ctx, bool fp8)
     : cfg_(config), ctx_(std::move(ctx)) {
   cfg_.check_mesh(ctx_->mesh());
   const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
   const int64_t D = cfg_.inner_dim(), F = cfg_.mlp_hidden(), hd = cfg_.attention_head_dim;
   heads_local_ = cfg_.num_attention_heads / ctx_->mesh().shape().tp;
   auto replicated = [&](const std::string& name, int64_t out, int64_t in) {
-    return Linear{wb.get(name + ".weight", {out, in}), wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
+    return Linear{nn::Linear(wb.get(name + ".weight", {out, in})),
+                  wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
   };
   img_in_ = replicated("img_in", D, cfg_.in_channels);
   txt_norm_ = wb.get("txt_norm.weight", {cfg_.joint_attention_dim}, Shard::replicated(), Init::Norm);
@@ -144,6 +147,10 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
     k.img_mlp_out = row(b, "img_mlp.net.2", D, F);
     k.txt_mlp_in = column(b, "txt_mlp.net.0.proj", F, D);
     k.txt_mlp_out = row(b, "txt_mlp.net.2", D, F);
+    if (fp8)
+      for (Linear* l : {&k.img_mod, &k.txt_mod, &k.to_q, &k.to_k, &k.to_v, &k.add_q, &k.add_k, &k.add_v, &k.to_out,
+                        &k.to_add_out, &k.img_mlp_in, &k.img_mlp_out, &k.txt_mlp_in, &k.txt_mlp_out})
+        l->w = nn::quantize_fp8(std::move(l->w));
     blocks_.push_back(std::move(k));
   }
 }
@@ -172,8 +179,8 @@ std::vector<at::Tensor> Transformer::modulation(const Linear& l, const at::Tenso
 }
 
 Transformer::State Transformer::prepare(const TransformerInput& in) const {
-  const at::ScalarType dt = img_in_.w.scalar_type();
-  const at::Device dev = img_in_.w.device();
+  const at::ScalarType dt = img_in_.w.weight.scalar_type();
+  const at::Device dev = img_in_.w.weight.device();
   const auto& ctx = *ctx_;
   const int64_t B = in.hidden_states.size(0), n_img = in.hidden_states.size(1);
   const int64_t n_txt = in.encoder_hidden_states.size(1);

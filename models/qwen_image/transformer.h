@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lib/cache/dbcache.h"
+#include "lib/nn/linear.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -51,7 +52,9 @@ struct TransformerInput {
 
 class Transformer {
  public:
-  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx);
+  // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), quantised as they are read.
+  Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
+              bool fp8 = false);
 
   // Predicted velocity [B, N_img, out_dim], gathered on every rank.
   // With a `cache`, the block list runs through DBCache with the state of CFG branch `branch`.
@@ -78,7 +81,8 @@ class Transformer {
 
  private:
   struct Linear {
-    at::Tensor w, b;
+    nn::Linear w;  // e4m3 under --fp8 (the blocks' linears)
+    at::Tensor b;
   };
   struct Block {
     Linear img_mod, txt_mod;                  // column-parallel, output gathered

@@ -6,6 +6,7 @@
 //   mpirun -np 4 ditgen_parallel_check --model qwen-image --parallel ulysses_tp --txt 11
 //   mpirun -np 8 ditgen_parallel_check --tp 8 --fixture ../shared/fixtures/models/flux2_transformer_b1_h6w8_t20
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include "lib/comm/launch.h"
@@ -16,7 +17,6 @@
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
 #include "models/flux2/pipeline.h"
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
       if (launch.rank == die_rank) std::_Exit(9);                                         // a dead one
     };
     if (!fixture.empty() && !io::dir_exists(fixture)) {
-      log::info("SKIP: fixture folder {} not found", fixture);
+      spdlog::info("SKIP: fixture folder {} not found", fixture);
       comm::shutdown();
       return 77;
     }
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
     report.print();
     code = ok.item<double>() == launch.world ? 0 : 1;
   } catch (const std::exception& e) {
-    log::error_line(e.what());
+    spdlog::error(e.what());
     code = 2;
     if (launch.world > 1) comm::abort_job(code);
   }

@@ -9,6 +9,7 @@
 //   mpirun -np 4 ditgen_vae_parallel_check --model flux2 --config real --rows 32 --cols 32 --memory
 #include <CLI/CLI.hpp>
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 
 #include <functional>
 
@@ -20,7 +21,6 @@
 #include "lib/pipeline/output.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
-#include "lib/runtime/log.h"
 #include "lib/runtime/metrics.h"
 #include "lib/verify/compare.h"
 #include "models/flux2/vae.h"
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
       code = ok.item<double>() == launch.world ? 0 : 1;
     }
   } catch (const std::exception& e) {
-    log::error_line(e.what());
+    spdlog::error(e.what());
     code = 2;
     if (launch.world > 1) comm::abort_job(code);
   }

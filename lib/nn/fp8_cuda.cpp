@@ -1,0 +1,91 @@
+#include "lib/nn/fp8_cuda.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "lib/nn/fp8_quant_cuda.h"
+#include "lib/runtime/error.h"
+
+namespace ditgen::nn {
+
+namespace {
+constexpr double kE4m3Max = 448.0;
+
+// Hopper's FP8 GEMMs either promote the partial sums to fp32 regularly (default) or accumulate in the
+// tensor cores' own precision ("fast accumulation"). DITGEN_FP8_FAST_ACCUM=1 picks the latter, for A/B
+// measurements (bench/results/*fp8*).
+bool fast_accum() {
+  static const bool on = [] {
+    const char* v = std::getenv("DITGEN_FP8_FAST_ACCUM");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+}  // namespace
+
+at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale) {
+  const int64_t M = x.size(0), K = x.size(1);
+  DITGEN_CHECK(K == w8.size(1), "FP8 linear: input width {} but weight [{}, {}]", K, w8.size(0), w8.size(1));
+  at::Tensor x8, x_scale;
+  const bool fused = x.scalar_type() == at::kBFloat16 && x.is_contiguous() && K % 8 == 0 &&
+                     reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  if (fused) {
+    x8 = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
+    x_scale = at::empty({M, 1}, x.options().dtype(at::kFloat));
+    const bool ok = quantize_rows_fp8_bf16(x.data_ptr(), x8.data_ptr(), x_scale.data_ptr<float>(), M, K,
+                                           c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    DITGEN_CHECK(ok, "the FP8 activation quantiser failed to launch");
+  } else {
+    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor amax = xf.abs().amax(1, /*keepdim=*/true);
+    x_scale = at::where(amax > 0, amax / kE4m3Max, at::ones_like(amax));
+    x8 = (xf / x_scale).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn);
+  }
+  const at::ScalarType out = x.scalar_type() == at::kFloat ? at::kBFloat16 : x.scalar_type();
+  at::Tensor y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, out, fast_accum());
+  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+}
+
+at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& gate_up, const at::Tensor& w8,
+                                         const at::Tensor& w_scale) {
+  const int64_t F = gate_up.size(-1) / 2, Da = a.defined() ? a.size(-1) : 0;
+  const at::Tensor gu = gate_up.reshape({-1, 2 * F});  // a view for the usual [B, S, W].narrow(-1, ...)
+  const at::Tensor a2 = a.defined() ? a.reshape({-1, Da}) : at::Tensor();
+  const int64_t M = gu.size(0);
+  auto aligned = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kBFloat16 && t.is_cuda() && t.stride(1) == 1 && t.stride(0) % 8 == 0 &&
+           reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  if (!aligned(gu) || (a2.defined() && (!aligned(a2) || a2.size(0) != M)) || F % 8 != 0 || Da % 8 != 0 ||
+      F * 2 > 200 * 1024 || w8.size(1) != Da + F)
+    return at::Tensor();
+  at::Tensor x8 = at::empty({M, Da + F}, gu.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor x_scale = at::empty({M, 1}, gu.options().dtype(at::kFloat));
+  const bool ok = swiglu_concat_quantize_fp8_bf16(a2.defined() ? a2.data_ptr() : nullptr, a2.defined() ? a2.stride(0) : 0,
+                                                  Da, gu.data_ptr(), gu.stride(0), F, x8.data_ptr(),
+                                                  x_scale.data_ptr<float>(), M,
+                                                  c10::cuda::getCurrentCUDAStream(gu.device().index()).stream());
+  DITGEN_CHECK(ok, "the fused SwiGLU + FP8 quantiser failed to launch");
+  at::Tensor y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, at::kBFloat16, fast_accum());
+  auto shape = gate_up.sizes().vec();
+  shape.back() = w8.size(0);
+  return y.view(shape);
+}
+
+std::pair<at::Tensor, at::Tensor> fp8_quantize_weight_cuda(const at::Tensor& weight) {
+  at::Tensor wf = weight.to(at::kFloat);
+  at::Tensor amax = wf.abs().amax(1, /*keepdim=*/true);                        // [N, 1]
+  at::Tensor scale = at::where(amax > 0, amax / kE4m3Max, at::ones_like(amax));  // [N, 1]
+  at::Tensor w8 = (wf / scale).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn).contiguous();
+  return {w8, scale.t().contiguous()};  // scale [1, N]
+}
+
+int fp8_compute_capability(const at::Device& device) {
+  const auto* prop = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
+  return prop->major * 10 + prop->minor;
+}
+
+}  // namespace ditgen::nn

@@ -1,0 +1,39 @@
+#pragma once
+// A linear layer's weight, in the checkpoint's dtype or, under --fp8, as e4m3 with one scale per output
+// channel. The FP8 path (CUDA build, Hopper) quantises the activations per row at call time and runs
+// the product on the FP8 tensor cores with both scales applied in the GEMM's epilogue:
+//   y[m, n] = sum_k x8[m, k] * w8[n, k] * scale_x[m] * scale_w[n].
+#include <ATen/ATen.h>
+
+namespace ditgen::nn {
+
+struct Linear {
+  at::Tensor weight;        // [N, K] in the model dtype; undefined once quantised
+  at::Tensor fp8_weight;    // [N, K] e4m3, row-major (passed to the GEMM as column-major [K, N])
+  at::Tensor fp8_scale;     // [1, N] float32: weight[n, :] ~= fp8_weight[n, :] * fp8_scale[0, n]
+
+  Linear() = default;
+  explicit Linear(at::Tensor w) : weight(std::move(w)) {}
+  bool is_fp8() const { return fp8_weight.defined(); }
+  int64_t out_features() const { return is_fp8() ? fp8_weight.size(0) : weight.size(0); }
+};
+
+// x [..., K] -> [..., N] in x's dtype; `bias` [N] (optional) added.
+at::Tensor linear(const at::Tensor& x, const Linear& l);
+at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
+
+// [a | silu(gate) * up] @ l^T for a row-parallel projection after a SwiGLU MLP: `gate_up` [..., 2F] holds
+// the gate then the up half, `a` [..., Da] (optional, undefined: none) comes first in the input. With an
+// FP8 `l` the SwiGLU, the concatenation and the activation quantisation are one pass (CUDA, bf16); else
+// the ATen ops.
+at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, const Linear& l);
+
+// Whether this build runs FP8 linears on `device` ("" if it can, else why not, naming what to change).
+std::string fp8_unavailable_reason(const at::Device& device);
+
+// The e4m3 form of `l` when its shape suits the FP8 GEMM (both dims multiples of 16), else `l`
+// unchanged. Per-output-channel scales from the weight's absolute maximum (computed in fp32), values
+// rounded to nearest and saturated at +-448. The model-dtype weight is dropped.
+Linear quantize_fp8(Linear l);
+
+}  // namespace ditgen::nn
