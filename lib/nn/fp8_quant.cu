@@ -24,6 +24,20 @@ __device__ float block_max(float v, float* shared) {
   return m;
 }
 
+// Eight bf16 values (one 16-byte load) scaled by `inv` and converted to eight saturated e4m3 values.
+__device__ uint2 scale_to_e4m3(const uint4& v, float inv) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+  uint2 out;
+  __nv_fp8x2_storage_t* o = reinterpret_cast<__nv_fp8x2_storage_t*>(&out);
+  for (int j = 0; j < 4; ++j) {
+    float2 f = __bfloat1622float2(p[j]);
+    f.x *= inv;
+    f.y *= inv;
+    o[j] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+  }
+  return out;
+}
+
 __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_fp8_e4m3* __restrict__ q,
                                      float* __restrict__ scale, int64_t K) {
   __shared__ float shared[kThreads / 32];
@@ -46,19 +60,7 @@ __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_f
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
 
-  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
-    const uint4 u = src[i];
-    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
-    uint2 out;
-    __nv_fp8x2_storage_t* o = reinterpret_cast<__nv_fp8x2_storage_t*>(&out);
-    for (int j = 0; j < 4; ++j) {
-      float2 f = __bfloat1622float2(p[j]);
-      f.x *= inv;
-      f.y *= inv;
-      o[j] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-    }
-    dst[i] = out;
-  }
+  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) dst[i] = scale_to_e4m3(src[i], inv);
 }
 
 // Pass 1 writes the SwiGLU half to shared memory (bf16) and reduces the row maximum over both halves;
@@ -107,24 +109,12 @@ __global__ void swiglu_concat_quantize_kernel(const __nv_bfloat16* __restrict__ 
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
   uint2* dst = reinterpret_cast<uint2*>(q + row * K);
-  auto convert = [&](const uint4& v) {
-    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
-    uint2 out;
-    __nv_fp8x2_storage_t* o = reinterpret_cast<__nv_fp8x2_storage_t*>(&out);
-    for (int j = 0; j < 4; ++j) {
-      float2 f = __bfloat1622float2(p[j]);
-      f.x *= inv;
-      f.y *= inv;
-      o[j] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-    }
-    return out;
-  };
   if (Da > 0) {
     const uint4* src = reinterpret_cast<const uint4*>(a + row * a_stride);
-    for (int64_t i = threadIdx.x; i < Da / 8; i += kThreads) dst[i] = convert(src[i]);
+    for (int64_t i = threadIdx.x; i < Da / 8; i += kThreads) dst[i] = scale_to_e4m3(src[i], inv);
   }
   const uint4* hv = reinterpret_cast<const uint4*>(h);
-  for (int64_t i = threadIdx.x; i < F / 8; i += kThreads) dst[Da / 8 + i] = convert(hv[i]);
+  for (int64_t i = threadIdx.x; i < F / 8; i += kThreads) dst[Da / 8 + i] = scale_to_e4m3(hv[i], inv);
 }
 
 }  // namespace

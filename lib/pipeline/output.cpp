@@ -104,6 +104,14 @@ void make_dirs(const std::string& dir) {
   }
 }
 
+bool output_names_file(const std::string& output) {
+  const auto slash = output.find_last_of('/');
+  const std::string last = slash == std::string::npos ? output : output.substr(slash + 1);
+  const auto dot = last.find_last_of('.');
+  const bool has_ext = dot != std::string::npos && dot > 0 && dot + 1 < last.size();
+  return !output.empty() && !last.empty() && !io::dir_exists(output) && has_ext;
+}
+
 OutputPaths output_paths(const std::string& output, const std::string& model, int64_t height, int64_t width,
                          int64_t frames, const std::string& tag, int64_t batch, const std::string& ext) {
   // The name decides: a trailing '/' or an existing folder is a folder; a name with an extension must
@@ -112,8 +120,7 @@ OutputPaths output_paths(const std::string& output, const std::string& model, in
   const auto slash = output.find_last_of('/');
   const std::string last = slash == std::string::npos ? output : output.substr(slash + 1);
   const auto dot = last.find_last_of('.');
-  const bool has_ext = dot != std::string::npos && dot > 0 && dot + 1 < last.size();
-  const bool folder = output.empty() || last.empty() || io::dir_exists(output) || !has_ext;
+  const bool folder = !output_names_file(output);
   std::string base;  // path without the extension
   if (!folder) {
     std::string given = last.substr(dot + 1);

@@ -37,6 +37,10 @@ struct OutputPaths {
   std::vector<std::string> stems;  // the same without the extension (for a video's .frames/ and .wav)
   std::string report;              // the JSON report
 };
+// Whether --output names a file (a name with an extension that is not an existing folder) rather than a
+// folder, as output_paths decides.
+bool output_names_file(const std::string& output);
+
 // `output` empty: the current folder; a name ending in `.{ext}` ("png" or "mp4"): that file (batch items
 // get _0, _1, ...); a name with another extension is refused; otherwise a folder (created if missing)
 // that receives "{model}.{H}x{W}.{tag}.png", or "{model}.{H}x{W}x{frames}.{tag}.mp4" for videos

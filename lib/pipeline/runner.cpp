@@ -239,10 +239,10 @@ std::string item_where(const GenerateRequest& req, const PromptItem& item) {
 // The folder a prompt file's summary goes to: --output's folder (the current one by default).
 std::string summary_path(const GenerateRequest& req) {
   std::string dir = req.output.empty() ? "." : req.output;
-  const auto slash = req.output.find_last_of('/');
-  const std::string last = slash == std::string::npos ? req.output : req.output.substr(slash + 1);
-  if (!req.output.empty() && !io::dir_exists(req.output) && last.find('.') != std::string::npos && last.find('.') > 0)
-    dir = slash == std::string::npos ? "." : req.output.substr(0, slash);  // --output names a file: its folder
+  if (output_names_file(req.output)) {  // its folder
+    const auto slash = req.output.find_last_of('/');
+    dir = slash == std::string::npos ? "." : req.output.substr(0, slash);
+  }
   std::string stem = req.prompt_file.substr(req.prompt_file.find_last_of('/') + 1);
   if (const auto dot = stem.find_last_of('.'); dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);
   return io::join_path(dir, stem + ".summary.json");
@@ -271,10 +271,7 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, 
       DITGEN_CHECK(negative || !item.negative_prompt, "{}\"negative_prompt\": `ditgen {}` takes no negative prompt",
                    item_where(req, item), entry.command);
     // Items without their own "output" share --output: with more than one item it must be a folder.
-    const auto slash = req.output.find_last_of('/');
-    const std::string last = slash == std::string::npos ? req.output : req.output.substr(slash + 1);
-    const bool output_is_file = !req.output.empty() && !io::dir_exists(req.output) && !last.empty() &&
-                                last.find('.') != std::string::npos && last.find('.') > 0;
+    const bool output_is_file = output_names_file(req.output);
     int shared = 0;
     for (const auto& item : items) shared += item.output.empty();
     DITGEN_CHECK(!output_is_file || shared <= 1,

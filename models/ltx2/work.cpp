@@ -27,23 +27,19 @@ pipeline::StepWork step_work(const TransformerConfig& c, int64_t video_tokens, i
   }
   // Every block. Video: self-attention (q, k, v, out), text cross-attention (q, out on the video; k, v on
   // the text), audio-to-video (q, out on the video; k, v on the audio), the 4x GELU MLP.
-  w.linear(Nv, D, D, 4 * nl);
-  w.linear(Nv, D, D, 2 * nl);
-  w.linear(Lt, D, D, 2 * nl);
-  w.linear(Nv, D, Dx, nl);
-  w.linear(Na, Da, Dx, 2 * nl);
-  w.linear(Nv, Dx, D, nl);
-  w.linear(Nv, D, 4 * D, nl);
-  w.linear(Nv, 4 * D, D, nl);
   // Audio: the same with video-to-audio (q, out on the audio; k, v on the video).
-  w.linear(Na, Da, Da, 4 * nl);
-  w.linear(Na, Da, Da, 2 * nl);
-  w.linear(Lt, Da, Da, 2 * nl);
-  w.linear(Na, Da, Dx, nl);
-  w.linear(Nv, D, Dx, 2 * nl);
-  w.linear(Na, Dx, Da, nl);
-  w.linear(Na, Da, 4 * Da, nl);
-  w.linear(Na, 4 * Da, Da, nl);
+  auto stream = [&](int64_t n, int64_t width, int64_t other_n, int64_t other_width) {
+    w.linear(n, width, width, 4 * nl);
+    w.linear(n, width, width, 2 * nl);
+    w.linear(Lt, width, width, 2 * nl);
+    w.linear(n, width, Dx, nl);
+    w.linear(other_n, other_width, Dx, 2 * nl);
+    w.linear(n, Dx, width, nl);
+    w.linear(n, width, 4 * width, nl);
+    w.linear(n, 4 * width, width, nl);
+  };
+  stream(Nv, D, Na, Da);
+  stream(Na, Da, Nv, D);
   // Attention: video self, video -> text, audio self, audio -> text, audio -> video keys, video -> audio keys.
   const int64_t Sv = video_tokens, Sa = audio_tokens, St = text_tokens;
   w.attention(batch, H, Sv, Sv, hd, nl);
