@@ -254,6 +254,24 @@ int main(int argc, char** argv) {
                         "transformer block linears in FP8 (e4m3 weights with per-channel scales, activations scaled "
                         "per row; CUDA build on Ada/Hopper)");
           break;
+        case ModelFlag::Images:
+          sub->add_option("-i,--image", req.images,
+                          fmt::format("input image (PNG or JPEG) to {}; up to {}", entry.image_mode, entry.max_images) +
+                              (entry.max_images > 1 ? ", repeat the flag" : ""))
+              ->check(non_empty());
+          break;
+        case ModelFlag::Strength:
+          sub->add_option("--strength", req.strength,
+                          "image-to-image: the share of the schedule run on the noised --image (1: all of it)" +
+                              dflt("strength"))
+              ->check(finite_number(0, true, 1));
+          break;
+        case ModelFlag::ImageCrf:
+          sub->add_option("--image-crf", req.image_crf,
+                          "image-to-video: the --image is first re-encoded as one H.264 frame at this CRF, as the "
+                          "model was trained (0: not re-encoded)" + dflt("image_crf"))
+              ->check(integer_in(0, 51));
+          break;
         case ModelFlag::Video:
           sub->add_option("-F,--num-frames", req.num_frames, "video frames" + dflt("num_frames"))
               ->check(integer_in(1, 100000));

@@ -27,6 +27,7 @@ const std::map<std::string, Runner>& runners() {
       {"flux2_transformer", flux2::verify_transformer},
       {"flux2_vae", flux2::verify_vae},
       {"flux2_pipeline", flux2::verify_pipeline},
+      {"flux2_edit_pipeline", flux2::verify_pipeline},
       {"text_encoder_mistral", llm::verify_text_encoder},
       {"text_encoder_qwen25vl", llm::verify_text_encoder},
       {"qwenimage_transformer", qwen_image::verify_transformer},

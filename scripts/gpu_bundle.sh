@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ (git-ignored) for scripts/gpu_check.sh on GPU machines that have CUDA LibTorch, NCCL,
 # MPI, CMake and ninja but none of our Debian packages and no network: the header-only dependencies,
-# libutf8proc, libonig, and the golden fixture cases the GPU checks read. Carry .gpu with the device call.
+# libutf8proc, libonig, the OpenSSL headers, and the golden fixture cases the GPU checks read. Carry .gpu with the device call.
 # FFmpeg is not carried: Debian's libavcodec needs about 160 MiB of shared libraries (x265, codec2, rsvg,
 # aom, SVT-AV1, ...), over the 64 MiB a device call carries, so the CUDA build there is configured with
 # -DDITGEN_FFMPEG=OFF (videos as PNG frames + WAV).
@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu
 mkdir -p .gpu/include/stb .gpu/include/catch2 .gpu/lib .gpu/fixtures/models .gpu/fixtures/pipelines
 cp -r /usr/include/CLI /usr/include/nlohmann /usr/include/fmt /usr/include/spdlog .gpu/include/
-cp /usr/include/stb/stb_image_write.h /usr/include/stb/stb_image.h .gpu/include/stb/
+cp /usr/include/stb/stb_image_write.h /usr/include/stb/stb_image.h /usr/include/stb/stb_image_resize.h .gpu/include/stb/
+# OpenSSL 3 headers (libcrypto's ABI is the one of Ubuntu 24.04's libcrypto.so.3, which gpu_check.sh links).
+cp -r /usr/include/openssl .gpu/include/ && cp /usr/include/x86_64-linux-gnu/openssl/*.h .gpu/include/openssl/
 cp /usr/include/utf8proc.h /usr/include/oniguruma.h /usr/include/zlib.h /usr/include/zconf.h .gpu/include/
 cp /usr/include/catch2/catch.hpp .gpu/include/catch2/
 cp -L /usr/lib/x86_64-linux-gnu/libutf8proc.so .gpu/lib/libutf8proc.so

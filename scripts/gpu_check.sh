@@ -42,6 +42,7 @@ if [[ $what == build || $what == all || $what == quick || $what == final || $wha
     -DUTF8PROC_ROOT=$G -DUTF8PROC_INCLUDE_DIR=$G/include -DUTF8PROC_LIBRARY=$G/lib/libutf8proc.so \
     -DONIGURUMA_ROOT=$G -DONIGURUMA_INCLUDE_DIR=$G/include -DONIGURUMA_LIBRARY=$G/lib/libonig.so.5 \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
+    -DOPENSSL_INCLUDE_DIR=$G/include -DOPENSSL_CRYPTO_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libcrypto.so.3) \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"

@@ -10,6 +10,7 @@ packages=(
   iproute2 util-linux mount  # ip, unshare, nsenter: the two-host test (test/two_hosts.sh)
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libstb-dev catch2
   libutf8proc-dev libonig-dev zlib1g-dev
+  libssl-dev              # libcrypto: SHA-256 of input images
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev  # MP4 (H.264 + AAC)
   ffmpeg                  # ffprobe, for the video tests
   python3                 # scripts/bench_sweep.sh (JSON and the table)

@@ -4,6 +4,9 @@
 find_package(Torch REQUIRED)           # Debian libtorch-dev (CPU) or a CUDA PyTorch's LibTorch
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(ZLIB REQUIRED)            # -DZLIB_INCLUDE_DIR / -DZLIB_LIBRARY where no -dev package exists
+# OpenSSL's libcrypto: SHA-256 of input images (-DOPENSSL_INCLUDE_DIR / -DOPENSSL_CRYPTO_LIBRARY where no -dev
+# package exists, e.g. the headers of a bundle and the system's libcrypto.so.3)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 # nlohmann-json (header-only)
 find_package(nlohmann_json 3 QUIET)

@@ -23,9 +23,11 @@ struct LoadOptions {
   bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
   bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
   bool fp8 = false;                // --fp8: the transformer blocks' linears quantised to e4m3 as they load
+  bool image_encoder = false;      // --image: the VAE's encoder is read too (a decode-only VAE skips it)
   // Optional hook that wraps each component's weight source (by component name), e.g. to record the
   // tensors of the built-in tiny model for export.
-  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)> wrap_source;
+  std::function<std::shared_ptr<nn::WeightSource>(const std::string&, std::shared_ptr<nn::WeightSource>)>
+      wrap_source;
 
   // Export-tiny: every component's tensors are recorded into `recorded` (by component name) as they load.
   void record_into(std::map<std::string, std::shared_ptr<nn::RecordingSource>>& recorded) {
@@ -38,7 +40,8 @@ struct LoadOptions {
 
   // A model command's load: the request's model, weights and parallel text/VAE on `device` in `dtype`,
   // the transformer deferred for the runner's memory plan.
-  static LoadOptions from_request(const GenerateRequest& req, const at::Device& device, at::ScalarType dtype) {
+  static LoadOptions from_request(const GenerateRequest& req, const at::Device& device,
+                                  at::ScalarType dtype) {
     LoadOptions lo;
     lo.model_path = req.model_path;
     lo.random_weights = req.random_weights;
@@ -48,6 +51,7 @@ struct LoadOptions {
     lo.parallel_text = req.parallel_text;
     lo.parallel_vae = req.parallel_vae;
     lo.fp8 = req.fp8;
+    lo.image_encoder = !req.images.empty();
     lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
     return lo;
   }

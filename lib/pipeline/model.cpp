@@ -20,6 +20,13 @@ nlohmann::json folder_defaults(const std::string& model_path, const nlohmann::js
   return d;
 }
 
+void ModelBase::load_deferred() {
+  if (!load_transformer_) return;
+  auto load = std::move(load_transformer_);
+  load_transformer_ = nullptr;
+  load();
+}
+
 at::Tensor model_timestep(float t, int64_t batch, at::ScalarType dtype, const at::Device& device) {
   at::Tensor q = at::full({batch}, t, at::TensorOptions().dtype(at::kFloat).device(device)).to(dtype);
   return q / 1000;

@@ -6,6 +6,7 @@
 // timings, memory, outputs and the report.
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,11 +14,15 @@
 #include <vector>
 
 #include "lib/cache/options.h"
+#include "lib/cache/step_cache.h"
 #include "lib/comm/mesh.h"
+#include "lib/io/image_read.h"
 #include "lib/pipeline/step_work.h"
 #include "lib/sched/flow_match.h"
 
 namespace ditgen::pipeline {
+
+struct Conditioning;
 
 // One generation's settings: the request with every unset field taken from the model's presets.
 // Fields a model has no flag for keep their preset value (or stay unused).
@@ -36,6 +41,12 @@ struct Settings {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   cache::Options cache;  // DBCache / TaylorSeer / step mask (lib/cache); disabled by default
+  // Conditioning images (--image), as read; empty for text-only runs.
+  std::vector<io::InputImage> images;
+  double strength = 1;    // image-to-image: the share of the schedule that runs on the noised image
+  int64_t image_crf = 0;  // image-to-video: CRF of the image's H.264 re-encoding first (0: none)
+  // The model's encoding of `images` for this generation (Model::encode_images), opaque to the runner.
+  std::shared_ptr<const Conditioning> image_conditioning;
 };
 
 // A model's encoding of the prompts of one CFG branch (opaque to the runner).
@@ -79,8 +90,17 @@ class Model {
   // Model-specific settings for the report (e.g. negative prompt, CFG scale).
   virtual nlohmann::json report_settings(const Settings& s) const { return nlohmann::json::object(); }
 
+  // The output size conditioning images imply when --height/--width are not given (FLUX.2: the first
+  // reference's), or {0, 0}: the presets' size.
+  virtual std::pair<int64_t, int64_t> image_size(const Settings& s) const { return {0, 0}; }
+  // Encodes s.images once per generation, after the prompts (VAE encoder; --parallel-vae splits it by
+  // rows); the runner passes the result back in s.image_conditioning to initial_latents, schedule and
+  // predict. Only called with images.
+  virtual std::shared_ptr<const Conditioning> encode_images(const Settings& s) const { return nullptr; }
+
   // One branch's conditioning for `prompts` (one per batch item).
-  virtual std::shared_ptr<Conditioning> encode(const std::vector<std::string>& prompts, const Settings& s) const = 0;
+  virtual std::shared_ptr<Conditioning> encode(const std::vector<std::string>& prompts,
+                                               const Settings& s) const = 0;
   // The initial noise in the loop's layout, drawn from s.seed.
   virtual Latents initial_latents(const Settings& s) const = 0;
   virtual sched::Schedule schedule(const Settings& s) const = 0;
@@ -115,6 +135,30 @@ class Model {
   // per rank; lib/pipeline/step_work.h), for the report's "work_per_step" and the benchmark floor. Needs
   // no loaded transformer. Empty (the default) when a model does not count it.
   virtual StepWork step_work(const Settings& s) const { return {}; }
+};
+
+// What every model keeps the same way: its name and defaults (lib/pipeline/model_files.h), the checkpoint
+// bytes it read, the transformer load the memory plan defers, and the block cache of the generation in
+// progress. A model derives from it and sets `load_transformer_` while its transformer's load waits.
+class ModelBase : public Model {
+ public:
+  const std::string& name() const override { return name_; }
+  const nlohmann::json& defaults() const override { return defaults_; }
+  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
+  void load_deferred() override;
+  void on_step(int64_t step, int64_t steps) const override { cache_.on_step(step, steps); }
+  nlohmann::json cache_report() const override { return cache_.report(); }
+  std::string cache_summary() const override { return cache_.summary(); }
+
+ protected:
+  // `separate_cfg_cache`: the CFG branches have block-cache state of their own (lib/cache/step_cache.h).
+  explicit ModelBase(bool separate_cfg_cache) : cache_(separate_cfg_cache) {}
+
+  std::string name_;
+  nlohmann::json defaults_;
+  std::map<std::string, uint64_t> bytes_read_;
+  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
+  mutable cache::StepCache cache_;
 };
 
 // The file in a model folder that carries ditgen's presets (written by export-tiny, so that an exported

@@ -19,17 +19,22 @@ struct GenerateRequest {
 
   std::optional<std::string> prompt;           // unset = preset prompt; an empty one is empty (as upstream)
   std::optional<std::string> negative_prompt;  // true-CFG models; unset = preset (an empty one counts)
-  int64_t batch = 1;            // images (videos) per prompt
+  int64_t batch = 1;                           // images (videos) per prompt
   int64_t height = 0, width = 0, steps = 0;
-  int64_t num_frames = 0;       // video models: frames of the video
-  double frame_rate = 0;        // video models: frames per second (<= 0: preset)
-  std::string aspect_ratio;     // a preset size name ("16:9"); exclusive with height/width
-  double guidance = -1;         // < 0: preset
-  double true_cfg_scale = -1;   // < 0: preset
-  double audio_guidance = -1;   // LTX-2: CFG scale of the audio stream (< 0: preset, else the video's)
+  int64_t num_frames = 0;      // video models: frames of the video
+  double frame_rate = 0;       // video models: frames per second (<= 0: preset)
+  std::string aspect_ratio;    // a preset size name ("16:9"); exclusive with height/width
+  double guidance = -1;        // < 0: preset
+  double true_cfg_scale = -1;  // < 0: preset
+  double audio_guidance = -1;  // LTX-2: CFG scale of the audio stream (< 0: preset, else the video's)
   uint64_t seed = 0;
   int64_t max_sequence_length = 0;
   std::vector<int> text_encoder_out_layers;  // hidden states fed to the DiT; empty = preset
+
+  // --image (models with ModelFlag::Images): conditioning images, PNG or JPEG, in the order given.
+  std::vector<std::string> images;
+  double strength = -1;  // --strength (image-to-image): the share of the schedule run; < 0: preset
+  int image_crf = -1;    // --image-crf (image-to-video): H.264 CRF of the image's re-encoding; < 0: preset
 
   // --prompt-file: one generation per item (the fields above are the items' defaults); empty: one run.
   std::string prompt_file;
@@ -45,11 +50,11 @@ struct GenerateRequest {
   bool track_memory = false;
   bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 
-  comm::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
-  bool parallel_text = false;   // --parallel-text: the text encoder tensor-parallel over the ranks
-  bool parallel_vae = false;    // --parallel-vae: the VAE decode split by rows over the ranks
-  bool fp8 = false;             // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
-  cache::Options cache;         // --cache and its flags (models with ModelFlag::Cache)
+  comm::MeshShape mesh;        // resolved from --parallel / --ulysses / --ring / --tp / --cfg
+  bool parallel_text = false;  // --parallel-text: the text encoder tensor-parallel over the ranks
+  bool parallel_vae = false;   // --parallel-vae: the VAE decode split by rows over the ranks
+  bool fp8 = false;            // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
+  cache::Options cache;        // --cache and its flags (models with ModelFlag::Cache)
 };
 
 }  // namespace ditgen::pipeline

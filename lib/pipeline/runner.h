@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/io/image_read.h"
 #include "lib/io/report.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/model.h"
@@ -19,8 +20,22 @@ namespace ditgen::pipeline {
 // Guidance: FLUX.2's embedded guidance; CfgGuidance: true-CFG scales per stream (--guidance for the
 // video, --audio-guidance); Video: --num-frames, --frame-rate, --save-frames and MP4 output.
 // Cache: --cache and its flags (the model runs its block lists through lib/cache). Fp8: --fp8 (the
-// transformer's block linears in e4m3, lib/nn/linear.h).
-enum class ModelFlag { Guidance, NegativePrompt, TrueCfgScale, TextEncoderOutLayers, AspectRatio, CfgGuidance, Video, Cache, Fp8 };
+// transformer's block linears in e4m3, lib/nn/linear.h). Images: --image (up to ModelEntry::max_images);
+// Strength: --strength (image-to-image); ImageCrf: --image-crf (image-to-video).
+enum class ModelFlag {
+  Guidance,
+  NegativePrompt,
+  TrueCfgScale,
+  TextEncoderOutLayers,
+  AspectRatio,
+  CfgGuidance,
+  Video,
+  Cache,
+  Fp8,
+  Images,
+  Strength,
+  ImageCrf
+};
 
 struct ModelEntry {
   std::string command;  // "flux2", "qwen-image"
@@ -36,11 +51,20 @@ struct ModelEntry {
   // Writes the built-in tiny model as a diffusers folder with its presets (`ditgen export-tiny <command>
   // DIR`); a non-empty DIR only with `replace`.
   std::function<void(const std::string& dir, int transformer_shards, bool replace)> export_tiny;
+  // With ModelFlag::Images: how many --image a run may give, and what the model does with them, as output
+  // names say it ("edit", "i2v", "img2img": flux2_edit.1024x1024.C0.png).
+  int max_images = 0;
+  std::string image_mode;
+  // Refuses an input image this model cannot take (too small, too elongated), naming its file; runs on
+  // every rank before anything loads. Optional.
+  std::function<void(const io::InputImage&)> check_image;
 };
 
-// The request with the model's presets filled in.
+// The request with the model's presets filled in; with conditioning `images`, the presets' "image"
+// section first overrides the defaults (an image-to-video run has its own prompt), and the model may
+// derive the size from them (Model::image_size).
 Settings resolve_settings(const GenerateRequest& request, const Model& model, const at::Device& device,
-                          at::ScalarType dtype);
+                          at::ScalarType dtype, const std::vector<io::InputImage>& images = {});
 
 // The conditioning of each CFG branch this rank runs: both when the branches run one after the
 // other, only its own under --cfg 2 (the other half encodes the other prompt), `uncond` null without CFG.
@@ -70,6 +94,7 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& bra
 // The memory plan: the prompts are encoded once for the warm-up and the timed runs (same settings, same
 // embeddings), the text encoder is released, then the transformer is read (the loaders defer it), and it
 // is released before the last run's VAE decode; the peak is the largest stage, not the sum.
-io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request, std::shared_ptr<parallel::Context> ctx);
+io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request,
+                       std::shared_ptr<parallel::Context> ctx);
 
 }  // namespace ditgen::pipeline

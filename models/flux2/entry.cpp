@@ -1,19 +1,24 @@
 // `ditgen flux2`: the registry entry (flags beyond the common ones, loading, export).
 #include <spdlog/spdlog.h>
 
-#include "lib/io/json.h"
-#include "lib/runtime/embedded_configs.h"
+#include "lib/pipeline/model_files.h"
 #include "models/flux2/pipeline.h"
 
 namespace ditgen::flux2 {
 
+pipeline::ModelIdentity identity() { return {"flux2", "flux2", "Flux2Pipeline"}; }
+
 pipeline::ModelEntry model_entry() {
   pipeline::ModelEntry e;
-  e.command = "flux2";
+  e.command = identity().command;
   e.summary = "Generate images with FLUX.2-dev (built-in tiny model without --model-path)";
   e.flags = {pipeline::ModelFlag::Guidance, pipeline::ModelFlag::TextEncoderOutLayers, pipeline::ModelFlag::Cache,
-             pipeline::ModelFlag::Fp8};
-  e.presets = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
+             pipeline::ModelFlag::Fp8, pipeline::ModelFlag::Images};
+  // Multi-reference editing (Flux2Pipeline(image=[...])); BFL documents up to 10 references.
+  e.max_images = 10;
+  e.image_mode = "edit";
+  e.check_image = [](const io::InputImage& im) { check_reference(im.pixels, im.path); };
+  e.presets = pipeline::model_preset(identity().stem);
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
     LoadOptions lo(pipeline::LoadOptions::from_request(req, device, dtype));

@@ -1,8 +1,10 @@
 #include "models/flux2/pipeline.h"
 
 #include "lib/io/checkpoint.h"
+#include "lib/io/image_read.h"
 #include "lib/io/image.h"
 #include "lib/io/json.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
@@ -50,113 +52,47 @@ at::Tensor text_ids(int64_t length) {
 
 // ---- loading ------------------------------------------------------------------------------------
 
-namespace {
-
-const nlohmann::json& preset() {
-  static const nlohmann::json p = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
-  return p;
-}
-
-uint64_t component_seed(uint64_t seed, const std::string& component) {
-  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
-}
-
-// Checkpoint loads are long at real size: progress per tensor on rank 0.
-std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSource> src, const std::string& label) {
-  return std::make_shared<nn::ProgressSource>(src, label, src->expected_count());
-}
-
-}  // namespace
-
 Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
-                   const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), name_("flux2"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
+                   const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx, bool with_encoder)
+    : ModelBase(/*separate_cfg_cache=*/false),
+      ctx_(std::move(ctx)),
+      dtype_(tw.dtype()),
+      device_(tw.device()),
+      scheduler_(scfg) {
+  name_ = "flux2";
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
   tcfg_ = tcfg;
-  vae_ = std::make_unique<Vae>(vcfg, vw, /*with_encoder=*/false);
+  vae_ = std::make_unique<Vae>(vcfg, vw, with_encoder);
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
-  const bool from_folder = !opt.model_path.empty();
-  const bool tiny = !from_folder && !opt.random_weights;
-  name_ = tiny ? "flux2-tiny" : (from_folder && !opt.random_weights ? "flux2" : "flux2-random");
-  const nlohmann::json& p = preset();
-  defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
-  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
-  text_layers_ = opt.text_layers.empty() ? defaults_["text_encoder_out_layers"].get<std::vector<int>>() : opt.text_layers;
-  for (int l : text_layers_) DITGEN_CHECK(l >= 1, "--text-encoder-out-layers: layer {} is not a decoder layer (1-based)", l);
+    : ModelBase(/*separate_cfg_cache=*/false),
+      ctx_(std::move(ctx)),
+      dtype_(opt.dtype),
+      device_(opt.device),
+      parallel_vae_(opt.parallel_vae) {
+  const pipeline::ModelFiles files(opt, identity());
+  name_ = files.name();
+  defaults_ = files.defaults();
+  text_layers_ = opt.text_layers.empty() ? defaults_["text_encoder_out_layers"].get<std::vector<int>>()
+                                         : opt.text_layers;
+  for (int l : text_layers_)
+    DITGEN_CHECK(l >= 1, "--text-encoder-out-layers: layer {} is not a decoder layer (1-based)", l);
   const int te_layers_needed = *std::max_element(text_layers_.begin(), text_layers_.end());
 
-  TransformerConfig tcfg;
-  VaeConfig vcfg;
-  nlohmann::json te_json;
-  std::string te_where;
-  std::string te_dir;  // a checkpoint's text_encoder/ folder, opened once its config is known
-  std::shared_ptr<nn::WeightSource> tsrc, vsrc, tesrc;
+  const auto tc = files.config("transformer"), vc = files.config("vae"), sc = files.scheduler();
+  const TransformerConfig tcfg = TransformerConfig::from_json(tc.json, tc.where);
+  const VaeConfig vcfg = VaeConfig::from_json(vc.json, vc.where);
+  scheduler_ = SchedulerConfig::from_json(sc.json, sc.where);
+  pipeline::ComponentConfig te = files.config("text_encoder");
+  if (opt.load_text_encoder || !files.from_folder())
+    tokenizer_ = files.tokenizer(text::tiny_tekken_tokenizer);
+  if (!files.from_folder() && !te.json.contains("vocab_size"))
+    te.json["vocab_size"] = tokenizer_->vocab_size();
+  te_json_ = te.json;
 
-  if (from_folder) {
-    const std::string root = opt.model_path;
-    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
-    const std::string index = io::join_path(root, "model_index.json");
-    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?",
-                 root);
-    const auto mi = io::read_json_file(index);
-    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
-    DITGEN_CHECK(cls == p["model_index_class"].get<std::string>(),
-                 "{} names pipeline class '{}', but `ditgen flux2` needs a Flux2Pipeline folder", index, cls);
-    auto component = [&](const std::string& name) {
-      const std::string dir = io::join_path(root, name);
-      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
-      return dir;
-    };
-    const std::string tdir = component("transformer"), vdir = component("vae"), tedir = component("text_encoder");
-    tcfg = TransformerConfig::from_json(io::read_json_file(io::join_path(tdir, "config.json")),
-                                        io::join_path(tdir, "config.json"));
-    vcfg = VaeConfig::from_json(io::read_json_file(io::join_path(vdir, "config.json")), io::join_path(vdir, "config.json"));
-    te_where = io::join_path(tedir, "config.json");
-    te_json = io::read_json_file(te_where);
-    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
-    scheduler_ = SchedulerConfig::from_json(io::read_json_file(sched_path), sched_path);
-    if (opt.load_text_encoder) tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
-    if (!opt.random_weights) {
-      tsrc = with_progress(std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir)), "load transformer");
-      vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(vdir), "",
-                                                    Vae::unread_keys(/*with_encoder=*/false));
-      te_dir = tedir;
-    }
-  } else {
-    const nlohmann::json& cfgs = tiny ? p["tiny"] : p;
-    if (tiny) {
-      tcfg = TransformerConfig::from_json(cfgs["transformer"], "configs/flux2.json tiny.transformer");
-      vcfg = VaeConfig::from_json(cfgs["vae"], "configs/flux2.json tiny.vae");
-      te_json = cfgs["text_encoder"];
-    } else {
-      te_json = p["text_encoder"];  // FLUX.2-dev's Mistral-Small language model
-    }
-    te_where = tiny ? "configs/flux2.json tiny.text_encoder" : "configs/flux2.json text_encoder";
-    scheduler_ = SchedulerConfig::from_json(tiny ? cfgs["scheduler"] : p["scheduler"], "configs/flux2.json scheduler");
-    tokenizer_ = text::tiny_tekken_tokenizer();  // built once per process
-    if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
-  }
-  te_json_ = te_json;
-  std::optional<llm::DecoderConfig> te_cfg;
-  if (opt.load_text_encoder) {
-    te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Mistral);
-    if (!te_dir.empty())
-      tesrc = with_progress(llm::open_decoder_source(io::TensorStore::open_dir(te_dir), *te_cfg, te_layers_needed),
-                            "load text encoder");
-  }
-  if (!tsrc) {
-    tsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "transformer"));
-    vsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "vae"));
-    tesrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
-  }
-  if (opt.wrap_source) {
-    tsrc = opt.wrap_source("transformer", tsrc);
-    vsrc = opt.wrap_source("vae", vsrc);
-    if (tesrc) tesrc = opt.wrap_source("text_encoder", tesrc);
-  }
+  auto tsrc = files.weights("transformer", {}, "load transformer");
+  auto vsrc = files.weights("vae", Vae::unread_keys(/*with_encoder=*/opt.image_encoder));
   tcfg_ = tcfg;
   load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
     transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
@@ -164,34 +100,36 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
     bytes_read_["transformer"] = tsrc->bytes_read();
   };
   if (!opt.defer_transformer) load_deferred();
-  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/false);
+  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/opt.image_encoder);
   vsrc->check_all_used();
   DITGEN_CHECK(tcfg.in_channels * tcfg.patch_size * tcfg.patch_size == vcfg.patched_channels(),
                "the transformer takes {} input channels but the VAE's patchified latents have {}",
                tcfg.in_channels, vcfg.patched_channels());
-  if (te_cfg) {
-    DITGEN_CHECK(te_layers_needed <= te_cfg->num_hidden_layers,
-                 "{}: FLUX.2 reads text-encoder layer {} but the encoder has {} layers", te_where, te_layers_needed,
-                 te_cfg->num_hidden_layers);
-    DITGEN_CHECK(static_cast<int64_t>(text_layers_.size()) * te_cfg->hidden_size == tcfg.joint_attention_dim,
-                 "{} text-encoder layers of width {} give {} features, but the transformer's joint_attention_dim "
-                 "is {}",
-                 text_layers_.size(), te_cfg->hidden_size, text_layers_.size() * te_cfg->hidden_size,
-                 tcfg.joint_attention_dim);
-    text_encoder_ = llm::load_decoder(*te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed, ctx_,
+  std::shared_ptr<nn::WeightSource> tesrc;
+  if (opt.load_text_encoder) {
+    const auto te_cfg = llm::DecoderConfig::from_json(te.json, te.where, llm::DecoderFamily::Mistral);
+    DITGEN_CHECK(te_layers_needed <= te_cfg.num_hidden_layers,
+                 "{}: FLUX.2 reads text-encoder layer {} but the encoder has {} layers", te.where,
+                 te_layers_needed, te_cfg.num_hidden_layers);
+    DITGEN_CHECK(
+        static_cast<int64_t>(text_layers_.size()) * te_cfg.hidden_size == tcfg.joint_attention_dim,
+        "{} text-encoder layers of width {} give {} features, but the transformer's joint_attention_dim "
+        "is {}",
+        text_layers_.size(), te_cfg.hidden_size, text_layers_.size() * te_cfg.hidden_size,
+        tcfg.joint_attention_dim);
+    tesrc = files.weights_via(
+        "text_encoder",
+        [&](std::shared_ptr<io::TensorStore> store) {
+          return llm::open_decoder_source(store, te_cfg, te_layers_needed);
+        },
+        "load text encoder");
+    text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed, ctx_,
                                       opt.parallel_text);
     tesrc->check_all_used();
   }
   bytes_read_["vae"] = vsrc->bytes_read();
   bytes_read_["text_encoder"] = tesrc ? tesrc->bytes_read() : 0;
   if (!bytes_read_.count("transformer")) bytes_read_["transformer"] = 0;  // read later (deferred)
-}
-
-void Pipeline::load_deferred() {
-  if (!load_transformer_) return;
-  auto load = std::move(load_transformer_);
-  load_transformer_ = nullptr;
-  load();
 }
 
 void Pipeline::release(pipeline::Component c) {
@@ -201,10 +139,12 @@ void Pipeline::release(pipeline::Component c) {
 
 // ---- stages -------------------------------------------------------------------------------------
 
-at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts, int64_t max_sequence_length) const {
+at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts,
+                                    int64_t max_sequence_length) const {
   DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
   TokenBatch tokens = flux2_tokenize(*tokenizer_, prompts, max_sequence_length);
-  auto hs = text_encoder_->forward(tokens.input_ids.to(device_), tokens.attention_mask.to(device_), text_layers_);
+  auto hs =
+      text_encoder_->forward(tokens.input_ids.to(device_), tokens.attention_mask.to(device_), text_layers_);
   at::Tensor stacked = at::stack(hs, 2);  // [B, L, layers, hidden]: features [layer a | layer b | ...]
   runtime::trace("text_encoder.input_ids", tokens.input_ids);
   at::Tensor embeds = stacked.reshape({stacked.size(0), stacked.size(1), -1}).to(dtype_);
@@ -212,13 +152,16 @@ at::Tensor Pipeline::encode_prompts(const std::vector<std::string>& prompts, int
   return embeds;
 }
 
-std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& prompt_embeds, const pipeline::Settings& s) const {
+std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& prompt_embeds,
+                                                  const pipeline::Settings& s) const {
   auto c = std::make_shared<Conditioning>();
   const int64_t m = pixel_multiple();
   c->prompt_embeds = prompt_embeds.to(device_, dtype_);
   c->txt_ids = text_ids(prompt_embeds.size(1)).to(device_);
-  if (transformer_) c->rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c->txt_ids);
-  c->guidance = at::full({prompt_embeds.size(0)}, s.guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
+  if (transformer_ && s.images.empty())  // with references the ids grow: predict() makes it
+    c->rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c->txt_ids);
+  c->guidance =
+      at::full({prompt_embeds.size(0)}, s.guidance, at::TensorOptions().dtype(at::kFloat).device(device_));
   return c;
 }
 
@@ -250,32 +193,90 @@ void Pipeline::check(const pipeline::Settings& s) const {
   if (s.cache.enabled) s.cache.validate(s.steps);
 }
 
-void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
-nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
-std::string Pipeline::cache_summary() const { return cache_.summary(); }
-
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   const int64_t m = pixel_multiple();
-  return flux2::step_work(tcfg_, (s.height / m) * (s.width / m), s.max_sequence_length, s.batch);
+  int64_t tokens = (s.height / m) * (s.width / m);
+  for (const auto& im : s.images) {  // reference tokens join every step
+    const at::Tensor r = prepare_reference(im.pixels, m, im.path);
+    tokens += (r.size(0) / m) * (r.size(1) / m);
+  }
+  return flux2::step_work(tcfg_, tokens, s.max_sequence_length, s.batch);
 }
 
-pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
-                                    int branch, const pipeline::Settings& s) const {
+// ---- reference images (editing) ----------------------------------------------------------------
+
+void check_reference(const at::Tensor& pixels, const std::string& where) {
+  const int64_t h = pixels.size(0), w = pixels.size(1);
+  DITGEN_CHECK(h >= 64 && w >= 64, "--image '{}' is {}x{}: FLUX.2 needs both sides at least 64 px", where, w, h);
+  DITGEN_CHECK(std::max(h, w) <= 8 * std::min(h, w),
+               "--image '{}' is {}x{}: an aspect ratio over 8:1 is refused (as Flux2Pipeline)", where, w, h);
+}
+
+at::Tensor prepare_reference(const at::Tensor& pixels, int64_t multiple, const std::string& where) {
+  check_reference(pixels, where);
+  int64_t h = pixels.size(0), w = pixels.size(1);
+  at::Tensor img = pixels;
+  constexpr double kArea = 1024.0 * 1024.0;
+  if (static_cast<double>(h * w) > kArea) {  // resized to that area (upstream: LANCZOS; here Catmull-Rom)
+    const double scale = std::sqrt(kArea / static_cast<double>(h * w));
+    w = static_cast<int64_t>(static_cast<double>(w) * scale);
+    h = static_cast<int64_t>(static_cast<double>(h) * scale);
+    img = io::resize_image(img, h, w);
+  }
+  return io::center_crop(img, h / multiple * multiple, w / multiple * multiple);
+}
+
+std::pair<int64_t, int64_t> Pipeline::image_size(const pipeline::Settings& s) const {
+  const at::Tensor r = prepare_reference(s.images.at(0).pixels, pixel_multiple(), s.images[0].path);
+  return {r.size(0), r.size(1)};
+}
+
+std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipeline::Settings& s) const {
+  DITGEN_CHECK(vae_->has_encoder(), "internal: FLUX.2's VAE was loaded without its encoder");
+  const int64_t m = pixel_multiple();
+  auto refs = std::make_shared<ReferenceImages>();
+  std::vector<at::Tensor> latents, ids;
+  for (size_t k = 0; k < s.images.size(); ++k) {
+    const at::Tensor px = prepare_reference(s.images[k].pixels, m, s.images[k].path);  // [H, W, 3] uint8
+    const at::Tensor x =
+        px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1).to(device_, dtype_);  // [1, 3, H, W]
+    const at::Tensor z = vae_->bn_normalize(nn::patchify(vae_->encode_mean(x)));  // [1, 4L, h, w]
+    latents.push_back(nn::pack_latents(z));                                        // [1, h*w, 4L]
+    at::Tensor id = image_ids(z.size(2), z.size(3));
+    id.select(1, 0).fill_(10 * static_cast<int64_t>(k + 1));  // the reference's time coordinate
+    ids.push_back(id);
+  }
+  refs->latents = at::cat(latents, 1);
+  refs->ids = at::cat(ids, 0).to(device_);
+  runtime::trace("image_latents", refs->latents);
+  return refs;
+}
+
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
+                                    const pipeline::Conditioning& cond, int branch,
+                                    const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
   DITGEN_CHECK(transformer_, "internal: FLUX.2's transformer is not loaded (deferred or released)");
-  if (!c.rope.defined()) {  // encoded before the transformer was loaded (memory plan)
+  const auto* refs = static_cast<const ReferenceImages*>(s.image_conditioning.get());
+  if (!c.rope.defined()) {  // encoded before the transformer was loaded (memory plan), or with references
     const int64_t m = pixel_multiple();
-    c.rope = transformer_->rope(image_ids(s.height / m, s.width / m).to(device_), c.txt_ids);
+    at::Tensor ids = image_ids(s.height / m, s.width / m).to(device_);
+    if (refs) ids = at::cat({ids, refs->ids}, 0);  // the references' tokens follow the noisy ones
+    c.rope = transformer_->rope(ids, c.txt_ids);
   }
   cache::Cache* cache = cache_.get(s.cache, ctx_, "FLUX.2");
   TransformerInput in;
-  in.hidden_states = latents[0];
+  in.hidden_states = latents[0];  // [B, N, C_p]
+  if (refs)  // [B, N + N_ref, C_p]: the clean references at every step
+    in.hidden_states =
+        at::cat({latents[0], refs->latents.expand({latents[0].size(0), -1, -1}).to(latents[0].scalar_type())}, 1);
   in.encoder_hidden_states = c.prompt_embeds;
   in.txt_ids = c.txt_ids;
   in.rope = c.rope;
   in.guidance = c.guidance;
   in.timestep = pipeline::model_timestep(t, latents[0].size(0), latents[0].scalar_type(), device_);
-  return {transformer_->forward(in, cache, branch)};
+  const at::Tensor v = transformer_->forward(in, cache, branch);
+  return {refs ? v.narrow(1, 0, latents[0].size(1)) : v};  // the noisy tokens' velocity
 }
 
 pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {

@@ -12,6 +12,7 @@
 #include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/load_options.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
@@ -44,10 +45,23 @@ struct Conditioning : pipeline::Conditioning {
   // This rank's [L_loc + N_loc, head_dim/2] complex64; made by the first predict() when the prompt was
   // encoded before the transformer was loaded (memory plan), then kept for every later step and run.
   mutable at::Tensor rope;
-  at::Tensor guidance;       // [B] float32
+  at::Tensor guidance;  // [B] float32
 };
 
-class Pipeline : public pipeline::Model {
+// Reference images (--image, editing) as the transformer sees them: appended after the noisy image tokens.
+struct ReferenceImages : pipeline::Conditioning {
+  at::Tensor latents;  // [1, N_ref, 4L] packed, batch-norm normalised, in the pipeline dtype
+  at::Tensor ids;      // [N_ref, 4] int64: (10 (k + 1), row, col, 0) for reference k
+};
+
+// Reference image processing as Flux2Pipeline (flux2.md 5.5): an image over 1024^2 px is resized to that
+// area, then both sides are floored to multiples of `multiple` and the image center-cropped to them.
+// [H, W, 3] uint8 -> [H', W', 3] uint8. Refuses (naming `where`) a side under 64 px or an aspect ratio over 8.
+at::Tensor prepare_reference(const at::Tensor& pixels, int64_t multiple, const std::string& where);
+// The refusals of prepare_reference alone (the runner's check before anything loads).
+void check_reference(const at::Tensor& pixels, const std::string& where);
+
+class Pipeline : public pipeline::ModelBase {
  public:
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
 
@@ -57,34 +71,32 @@ class Pipeline : public pipeline::Model {
   std::shared_ptr<Conditioning> condition(const at::Tensor& prompt_embeds, const pipeline::Settings& s) const;
 
   // pipeline::Model
-  const std::string& name() const override { return name_; }
-  const nlohmann::json& defaults() const override { return defaults_; }
   // Pixels per packed token side (2 * VAE scale factor): H and W must be multiples of it.
   int64_t pixel_multiple() const override { return 2 * vae_->scale_factor(); }
   std::string cfg_off_reason(const pipeline::Settings&) const override {
     return "FLUX.2 is guidance-distilled (one transformer call per step, the guidance is embedded)";
   }
-  nlohmann::json report_settings(const pipeline::Settings& s) const override { return {{"guidance", s.guidance}}; }
+  nlohmann::json report_settings(const pipeline::Settings& s) const override {
+    return {{"guidance", s.guidance}};
+  }
   std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
                                                  const pipeline::Settings& s) const override;
   // Noise drawn with a CPU generator from the seed (as cache-dit's default --gen-device) in the
   // patchified layout [B, 4*latent_channels, H/(2 sf), W/(2 sf)], then packed: one stream [B, h*w, C_p].
   pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
   sched::Schedule schedule(const pipeline::Settings& s) const override;
-  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
-                            const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                            int branch, const pipeline::Settings& s) const override;
   // Packed latents -> images [B, 3, H, W] float in [0, 1].
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
-  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
-  void load_deferred() override;
   void release(pipeline::Component c) override;
+  // Editing: the output size defaults to the first reference's (processed) size.
+  std::pair<int64_t, int64_t> image_size(const pipeline::Settings& s) const override;
+  // Each reference VAE-encoded (the posterior's mode), patchified, batch-norm normalised and packed, with
+  // time coordinates 10, 20, ... (ReferenceImages).
+  std::shared_ptr<const pipeline::Conditioning> encode_images(const pipeline::Settings& s) const override;
   // Refuses cache settings that cannot run (naming the flag) before any work.
   void check(const pipeline::Settings& s) const override;
-  // The block cache follows the runner's steps; step 0 starts a generation afresh.
-  void on_step(int64_t step, int64_t steps) const override;
-  nlohmann::json cache_report() const override;
-  // The one-line cache summary of the last generation ("" with the cache off).
-  std::string cache_summary() const override;
   // One transformer call per step at the settings' size and prompt length (models/flux2/work.h).
   pipeline::StepWork step_work(const pipeline::Settings& s) const override;
 
@@ -92,12 +104,11 @@ class Pipeline : public pipeline::Model {
 
   // Builds the pipeline from explicit configs and weight sources (used by the golden cases).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
-           const nn::Weights& vae_weights, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx);
+           const nn::Weights& vae_weights, const SchedulerConfig& scfg,
+           std::shared_ptr<parallel::Context> ctx, bool with_encoder = false);
 
  private:
   std::shared_ptr<parallel::Context> ctx_;
-  std::string name_;
-  nlohmann::json defaults_;
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_ = at::kCPU;
   std::vector<int> text_layers_;
@@ -105,14 +116,10 @@ class Pipeline : public pipeline::Model {
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
   TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
-  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   SchedulerConfig scheduler_;
-  std::map<std::string, uint64_t> bytes_read_;
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
-  // DBCache of the generation in progress (FLUX.2 runs one call per step: the reference's _CFG0).
-  mutable cache::StepCache cache_{/*separate_cfg=*/false};
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 };
@@ -129,5 +136,7 @@ void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 
 // The registry entry of `ditgen flux2`.
 pipeline::ModelEntry model_entry();
+// Its command, output stem and diffusers pipeline class (models/flux2/entry.cpp).
+pipeline::ModelIdentity identity();
 
 }  // namespace ditgen::flux2

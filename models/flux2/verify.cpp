@@ -41,10 +41,17 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   auto vcfg = VaeConfig::from_json(c.config()["vae"], where + " vae");
   auto scfg = SchedulerConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler");
   auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
+  // An editing case carries its reference images as in.image_0, in.image_1, ... ([H, W, 3] uint8).
+  std::vector<io::InputImage> images;
+  while (c.has(fmt::format("in.image_{}", images.size()))) {
+    const std::string key = fmt::format("in.image_{}", images.size());
+    images.push_back({c.file("io.safetensors") + ":" + key, "", c.tensor(key).to(at::kByte)});
+  }
+  const bool edit = !images.empty();
   auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
-                                                     Vae::unread_keys(/*with_encoder=*/false));
+                                                     Vae::unread_keys(/*with_encoder=*/edit));
   Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
-                context_of(opt));
+                context_of(opt), /*with_encoder=*/edit);
   tsrc->check_all_used();
   vsrc->check_all_used();
 
@@ -57,13 +64,22 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   s.width = noise.size(3) * pipe.pixel_multiple();
   s.dtype = opt.dtype;
   s.device = opt.device;
+  s.images = images;
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
+  if (edit) {
+    s.image_conditioning = pipe.encode_images(s);
+    const auto& refs = static_cast<const ReferenceImages&>(*s.image_conditioning);
+    verify::compare(report, "out.image_latents", refs.latents, c.tensor("out.image_latents"), tol);
+    verify::compare(report, "out.image_latent_ids", refs.ids.to(at::kFloat).unsqueeze(0),
+                    c.tensor("out.image_latent_ids"), 0);
+  }
   pipeline::Branches branches;
   branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), s);
   auto result = pipeline::denoise(pipe, s, branches, {nn::pack_latents(noise.to(opt.device, opt.dtype))},
                                   *context_of(opt));
-  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
   verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
-  verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
+  if (c.has("out.timesteps"))
+    verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
   verify::compare(report, "out.final_latents", result.latents[0], c.tensor("out.final_latents"), tol);
   verify::compare(report, "out.image", pipe.decode(result.latents, s).images, c.tensor("out.image"), tol);
 }

@@ -7,6 +7,7 @@
 
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
@@ -45,17 +46,16 @@ nlohmann::json tiny_tokenizer_json() {
   j["post_processor"] = {
       {"type", "TemplateProcessing"},
       {"single", {bos_piece, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-      {"pair", {bos_piece, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos_piece, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+      {"pair",
+       {bos_piece,
+        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+        bos_piece,
+        {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
       {"special_tokens", {{"<bos>", {{"id", "<bos>"}, {"ids", {bos}}, {"tokens", {"<bos>"}}}}}}};
   return j;
 }
 
 namespace {
-
-const nlohmann::json& preset() {
-  static const nlohmann::json p = io::parse_json(embedded_configs().at("ltx2"), "configs/ltx2.json");
-  return p;
-}
 
 std::shared_ptr<text::Tokenizer> tiny_tokenizer() {
   static const std::shared_ptr<text::Tokenizer> tok =
@@ -63,20 +63,17 @@ std::shared_ptr<text::Tokenizer> tiny_tokenizer() {
   return tok;
 }
 
-uint64_t component_seed(uint64_t seed, const std::string& component) {
-  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
-}
-
-const char* const kComponents[] = {"transformer", "connectors", "vae", "audio_vae", "vocoder"};
-
 }  // namespace
 
 // ---- loading ------------------------------------------------------------------------------------
 
 Pipeline::Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights,
                    std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), name_("ltx2"), dtype_(weights.at("transformer").dtype()),
+    : ModelBase(/*separate_cfg_cache=*/false),
+      ctx_(std::move(ctx)),
+      dtype_(weights.at("transformer").dtype()),
       device_(weights.at("transformer").device()) {
+  name_ = "ltx2";
   build(parts, weights);
   load_deferred();
 }
@@ -84,18 +81,20 @@ Pipeline::Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>&
 void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w) {
   scheduler_ = p.scheduler;
   // The components must fit together; a mismatch would otherwise surface as a shape error deep inside.
-  DITGEN_CHECK(p.transformer.in_channels == p.vae.latent_channels && p.transformer.out_channels == p.vae.latent_channels,
+  DITGEN_CHECK(p.transformer.in_channels == p.vae.latent_channels &&
+                   p.transformer.out_channels == p.vae.latent_channels,
                "the transformer takes {} and predicts {} video channels, but the VAE's latent_channels is {}",
                p.transformer.in_channels, p.transformer.out_channels, p.vae.latent_channels);
-  DITGEN_CHECK(p.transformer.audio_in_channels == p.audio_vae.packed_features() &&
-                   p.transformer.audio_out_channels == p.audio_vae.packed_features(),
-               "the transformer takes {} and predicts {} audio features, but the audio VAE packs latent_channels {} x "
-               "mel_bins/4 {} = {}",
-               p.transformer.audio_in_channels, p.transformer.audio_out_channels, p.audio_vae.latent_channels,
-               p.audio_vae.latent_mel_bins(), p.audio_vae.packed_features());
+  DITGEN_CHECK(
+      p.transformer.audio_in_channels == p.audio_vae.packed_features() &&
+          p.transformer.audio_out_channels == p.audio_vae.packed_features(),
+      "the transformer takes {} and predicts {} audio features, but the audio VAE packs latent_channels {} x "
+      "mel_bins/4 {} = {}",
+      p.transformer.audio_in_channels, p.transformer.audio_out_channels, p.audio_vae.latent_channels,
+      p.audio_vae.latent_mel_bins(), p.audio_vae.packed_features());
   DITGEN_CHECK(p.transformer.caption_channels == p.connectors.caption_channels,
-               "the transformer's caption_channels {} differs from the connectors' {}", p.transformer.caption_channels,
-               p.connectors.caption_channels);
+               "the transformer's caption_channels {} differs from the connectors' {}",
+               p.transformer.caption_channels, p.connectors.caption_channels);
   DITGEN_CHECK(p.vocoder.in_channels == p.audio_vae.output_channels * p.audio_vae.mel_bins,
                "the vocoder takes {} channels, but the audio VAE decodes {} channels x {} mel bins",
                p.vocoder.in_channels, p.audio_vae.output_channels, p.audio_vae.mel_bins);
@@ -111,108 +110,74 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae), fp8_(opt.fp8) {
-  const bool from_folder = !opt.model_path.empty();
-  const bool tiny = !from_folder && !opt.random_weights;
-  name_ = tiny ? "ltx2-tiny" : (from_folder && !opt.random_weights ? "ltx2" : "ltx2-random");
-  const nlohmann::json& pre = preset();
-  defaults_ = tiny ? pre["tiny"]["defaults"] : pre["defaults"];
-  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
+    : ModelBase(/*separate_cfg_cache=*/false),
+      ctx_(std::move(ctx)),
+      dtype_(opt.dtype),
+      device_(opt.device),
+      parallel_vae_(opt.parallel_vae),
+      fp8_(opt.fp8) {
+  const pipeline::ModelFiles files(opt, identity());
+  name_ = files.name();
+  defaults_ = files.defaults();
 
-  // Each component's config (file or preset section) and, from a checkpoint, its tensors.
-  std::map<std::string, nlohmann::json> cfg;
-  std::map<std::string, std::string> where;
-  std::map<std::string, std::shared_ptr<nn::WeightSource>> src;
-  std::shared_ptr<io::TensorStore> te_store;
-  if (from_folder) {
-    const std::string root = opt.model_path;
-    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
-    const std::string index = io::join_path(root, "model_index.json");
-    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?", root);
-    const auto mi = io::read_json_file(index);
-    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
-    DITGEN_CHECK(cls == pre["model_index_class"].get<std::string>(),
-                 "{} names pipeline class '{}', but `ditgen ltx2` needs an LTX2Pipeline folder", index, cls);
-    auto component = [&](const std::string& name) {
-      const std::string dir = io::join_path(root, name);
-      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
-      return dir;
-    };
-    for (const std::string name : {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder"}) {
-      where[name] = io::join_path(component(name), "config.json");
-      cfg[name] = io::read_json_file(where[name]);
-    }
-    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
-    scheduler_ = sched::FlowMatchConfig::from_json(io::read_json_file(sched_path), sched_path, scheduler_defaults());
-    tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
-    if (!opt.random_weights) {
-      auto open = [&](const std::string& name, std::vector<std::string> unread) {
-        auto s = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(component(name)), "", unread);
-        return name == "transformer"
-                   ? std::static_pointer_cast<nn::WeightSource>(
-                         std::make_shared<nn::ProgressSource>(s, "load transformer", s->expected_count()))
-                   : std::static_pointer_cast<nn::WeightSource>(s);
-      };
-      src["transformer"] = open("transformer", {});
-      src["connectors"] = open("connectors", {});
-      src["vae"] = open("vae", VideoVae::unread_keys());
-      src["audio_vae"] = open("audio_vae", AudioVae::unread_keys());
-      src["vocoder"] = open("vocoder", {});
-      te_store = io::TensorStore::open_dir(component("text_encoder"));
-    }
-  } else {
-    const nlohmann::json& sections = tiny ? pre["tiny"] : pre;
-    const std::string file = tiny ? "configs/ltx2.json tiny." : "configs/ltx2.json ";
-    for (const std::string name : {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder"}) {
-      cfg[name] = sections.value(name, nlohmann::json::object());
-      where[name] = file + name;
-    }
-    scheduler_ = sched::FlowMatchConfig::from_json(sections["scheduler"], file + "scheduler", scheduler_defaults());
-    tokenizer_ = tiny_tokenizer();  // built once per process
-    if (!cfg["text_encoder"].contains("vocab_size")) cfg["text_encoder"]["vocab_size"] = tokenizer_->vocab_size();
-  }
+  // Each component's config (file or preset section).
+  std::map<std::string, pipeline::ComponentConfig> cfg;
+  for (const std::string name : {"transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder"})
+    cfg[name] = files.config(name);
+  const auto sc = files.scheduler();
+  scheduler_ = sched::FlowMatchConfig::from_json(sc.json, sc.where, scheduler_defaults());
+  tokenizer_ = files.tokenizer(tiny_tokenizer);
+  if (!files.from_folder() && !cfg["text_encoder"].json.contains("vocab_size"))
+    cfg["text_encoder"].json["vocab_size"] = tokenizer_->vocab_size();
 
   Parts parts;
-  parts.transformer = TransformerConfig::from_json(cfg["transformer"], where["transformer"]);
-  parts.connectors = ConnectorsConfig::from_json(cfg["connectors"], where["connectors"]);
-  parts.vae = VideoVaeConfig::from_json(cfg["vae"], where["vae"]);
-  parts.audio_vae = AudioVaeConfig::from_json(cfg["audio_vae"], where["audio_vae"]);
-  parts.vocoder = VocoderConfig::from_json(cfg["vocoder"], where["vocoder"]);
+  parts.transformer = TransformerConfig::from_json(cfg["transformer"].json, cfg["transformer"].where);
+  parts.connectors = ConnectorsConfig::from_json(cfg["connectors"].json, cfg["connectors"].where);
+  parts.vae = VideoVaeConfig::from_json(cfg["vae"].json, cfg["vae"].where);
+  parts.audio_vae = AudioVaeConfig::from_json(cfg["audio_vae"].json, cfg["audio_vae"].where);
+  parts.vocoder = VocoderConfig::from_json(cfg["vocoder"].json, cfg["vocoder"].where);
   parts.scheduler = scheduler_;
   // Mel frames per second times the vocoder's upsampling is the waveform's rate: a mismatch would give a
   // sound track of the wrong length (the golden cases' test configs have one, so this is checked here).
-  const double mel_rate = static_cast<double>(parts.audio_vae.sample_rate) / static_cast<double>(parts.audio_vae.mel_hop_length);
-  DITGEN_CHECK(std::abs(mel_rate * static_cast<double>(parts.vocoder.upsample_factor()) -
-                        static_cast<double>(parts.vocoder.output_sampling_rate)) < 1e-6,
-               "the audio VAE makes {} mel frames per second and the vocoder upsamples them {}x, which is not its "
-               "output_sampling_rate {} Hz",
-               mel_rate, parts.vocoder.upsample_factor(), parts.vocoder.output_sampling_rate);
+  const double mel_rate =
+      static_cast<double>(parts.audio_vae.sample_rate) / static_cast<double>(parts.audio_vae.mel_hop_length);
+  DITGEN_CHECK(
+      std::abs(mel_rate * static_cast<double>(parts.vocoder.upsample_factor()) -
+               static_cast<double>(parts.vocoder.output_sampling_rate)) < 1e-6,
+      "the audio VAE makes {} mel frames per second and the vocoder upsamples them {}x, which is not its "
+      "output_sampling_rate {} Hz",
+      mel_rate, parts.vocoder.upsample_factor(), parts.vocoder.output_sampling_rate);
 
-  te_json_ = cfg["text_encoder"];
-  const auto te_cfg = llm::DecoderConfig::from_json(te_json_, where["text_encoder"], llm::DecoderFamily::Gemma3);
+  const auto& te = cfg["text_encoder"];
+  te_json_ = te.json;
+  const auto te_cfg = llm::DecoderConfig::from_json(te.json, te.where, llm::DecoderFamily::Gemma3);
   DITGEN_CHECK(te_cfg.family == llm::DecoderFamily::Gemma3,
                "{}: LTX-2's text encoder is a Gemma 3 text model, but the config describes a {} model",
-               where["text_encoder"], llm::family_name(te_cfg.family));
-  DITGEN_CHECK(te_cfg.hidden_size == parts.connectors.caption_channels &&
-                   te_cfg.num_hidden_layers + 1 == parts.connectors.text_proj_in_factor,
-               "the text encoder ({}) has hidden_size {} and {} layers, but the connectors take caption_channels {} x "
-               "text_proj_in_factor {} (hidden_size x (layers + 1))",
-               where["text_encoder"], te_cfg.hidden_size, te_cfg.num_hidden_layers, parts.connectors.caption_channels,
-               parts.connectors.text_proj_in_factor);
+               te.where, llm::family_name(te_cfg.family));
+  DITGEN_CHECK(
+      te_cfg.hidden_size == parts.connectors.caption_channels &&
+          te_cfg.num_hidden_layers + 1 == parts.connectors.text_proj_in_factor,
+      "the text encoder ({}) has hidden_size {} and {} layers, but the connectors take caption_channels {} x "
+      "text_proj_in_factor {} (hidden_size x (layers + 1))",
+      te.where, te_cfg.hidden_size, te_cfg.num_hidden_layers, parts.connectors.caption_channels,
+      parts.connectors.text_proj_in_factor);
   DITGEN_CHECK(tokenizer_->vocab_size() <= te_cfg.vocab_size,
-               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})", tokenizer_->vocab_size(),
-               te_cfg.vocab_size, where["text_encoder"]);
-  if (te_store) {
-    auto s = llm::open_decoder_source(te_store, te_cfg, te_cfg.num_hidden_layers);
-    src["text_encoder"] = std::make_shared<nn::ProgressSource>(s, "load text encoder", s->expected_count());
-  }
-  if (src.empty()) {
-    for (const char* name : kComponents)
-      src[name] = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, name));
-    src["text_encoder"] = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
-  }
-  if (opt.wrap_source)
-    for (auto& [name, s] : src) s = opt.wrap_source(name, s);
+               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})",
+               tokenizer_->vocab_size(), te_cfg.vocab_size, te.where);
+
+  // Each component's tensors.
+  std::map<std::string, std::shared_ptr<nn::WeightSource>> src;
+  src["transformer"] = files.weights("transformer", {}, "load transformer");
+  src["connectors"] = files.weights("connectors");
+  src["vae"] = files.weights("vae", VideoVae::unread_keys());
+  src["audio_vae"] = files.weights("audio_vae", AudioVae::unread_keys());
+  src["vocoder"] = files.weights("vocoder");
+  src["text_encoder"] = files.weights_via(
+      "text_encoder",
+      [&](std::shared_ptr<io::TensorStore> store) {
+        return llm::open_decoder_source(store, te_cfg, te_cfg.num_hidden_layers);
+      },
+      "load text encoder");
 
   std::map<std::string, nn::Weights> weights;
   for (const auto& [name, s] : src) weights.emplace(name, nn::Weights(s, dtype_, device_));
@@ -231,13 +196,6 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   };
   bytes_read_["transformer"] = 0;  // until it is read (now, or by load_deferred)
   if (!opt.defer_transformer) load_deferred();
-}
-
-void Pipeline::load_deferred() {
-  if (!load_transformer_) return;
-  auto load = std::move(load_transformer_);
-  load_transformer_ = nullptr;
-  load();
 }
 
 void Pipeline::release(pipeline::Component c) {
@@ -261,15 +219,17 @@ void Pipeline::check(const pipeline::Settings& s) const {
   if (s.cache.enabled) s.cache.validate(s.steps);
   const int64_t tr = video_vae_->temporal_ratio();
   const int64_t lo = (s.num_frames - 1) / tr * tr + 1;
-  DITGEN_CHECK((s.num_frames - 1) % tr == 0,
-               "--num-frames {} is not 1 + a multiple of {} (the VAE's frames per latent frame); use {} or {}",
-               s.num_frames, tr, lo, lo + tr);
-  DITGEN_CHECK(s.frame_rate > 0 && std::isfinite(s.frame_rate), "--frame-rate must be a positive number, got {}",
-               s.frame_rate);
+  DITGEN_CHECK(
+      (s.num_frames - 1) % tr == 0,
+      "--num-frames {} is not 1 + a multiple of {} (the VAE's frames per latent frame); use {} or {}",
+      s.num_frames, tr, lo, lo + tr);
+  DITGEN_CHECK(s.frame_rate > 0 && std::isfinite(s.frame_rate),
+               "--frame-rate must be a positive number, got {}", s.frame_rate);
   for (const auto* b : {&connectors_->config().video, &connectors_->config().audio})
-    DITGEN_CHECK(b->registers == 0 || s.max_sequence_length % b->registers == 0,
-                 "--max-sequence-length {} is not a multiple of {} (the text connectors' learnable registers)",
-                 s.max_sequence_length, b->registers);
+    DITGEN_CHECK(
+        b->registers == 0 || s.max_sequence_length % b->registers == 0,
+        "--max-sequence-length {} is not a multiple of {} (the text connectors' learnable registers)",
+        s.max_sequence_length, b->registers);
   DITGEN_CHECK(grid(s).audio >= 1, "{} frames at {} fps are too short for one audio latent row", s.num_frames,
                s.frame_rate);
 }
@@ -328,18 +288,15 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   return scheduler_.schedule(s.steps, g.frames * g.height * g.width);
 }
 
-void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
-nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
-std::string Pipeline::cache_summary() const { return cache_.summary(); }
-
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   const Grid g = grid(s);
   return ltx2::step_work(tcfg_, g.frames * g.height * g.width, g.audio, s.max_sequence_length, s.batch,
                          cfg_off_reason(s).empty() ? 2 : 1);
 }
 
-pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
-                                    int branch, const pipeline::Settings& s) const {
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
+                                    const pipeline::Conditioning& cond, int branch,
+                                    const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
   const Grid g = grid(s);
   TransformerInput in;
@@ -360,14 +317,16 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, c
 
 pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
                                   const pipeline::Settings& s) const {
-  return {uncond[0] + (cond[0] - uncond[0]) * s.guidance, uncond[1] + (cond[1] - uncond[1]) * s.audio_guidance};
+  return {uncond[0] + (cond[0] - uncond[0]) * s.guidance,
+          uncond[1] + (cond[1] - uncond[1]) * s.audio_guidance};
 }
 
 pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {
   const Grid g = grid(s);
   const int64_t b = latents[0].size(0), c = latents[0].size(2);
   // [B, F*H*W, C] -> [B, C, F, H, W] in the VAE dtype, de-normalised and decoded to [B, F_px, 3, H, W].
-  const at::Tensor z = latents[0].view({b, g.frames, g.height, g.width, c}).permute({0, 4, 1, 2, 3}).to(dtype_);
+  const at::Tensor z =
+      latents[0].view({b, g.frames, g.height, g.width, c}).permute({0, 4, 1, 2, 3}).to(dtype_);
   pipeline::Media m;
   runtime::Stopwatch sw(device_);
   m.videos = video_vae_->decode_to_frames(z, parallel_vae_ ? &ctx_->world() : nullptr).to(at::kFloat);
@@ -375,32 +334,13 @@ pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipelin
   sw.restart();
   // Audio: de-normalised on the packed features (fp32), unpacked, decoded to a mel spectrogram, then the
   // vocoder's waveform [B, 2, samples].
-  const at::Tensor za = audio_vae_->unpack(audio_vae_->denormalize_packed(latents[1].to(at::kFloat))).to(dtype_);
+  const at::Tensor za =
+      audio_vae_->unpack(audio_vae_->denormalize_packed(latents[1].to(at::kFloat))).to(dtype_);
   m.audio = vocoder_->forward(audio_vae_->decode(za)).to(at::kFloat);
   m.decode_seconds.emplace_back("audio_vae_vocoder", sw.seconds());
   m.fps = s.frame_rate;
   m.sample_rate = static_cast<int>(vocoder_->sample_rate());
   return m;
-}
-
-// ---- registry -----------------------------------------------------------------------------------
-
-pipeline::ModelEntry model_entry() {
-  pipeline::ModelEntry e;
-  e.command = "ltx2";
-  e.summary = "Generate videos with sound with LTX-2 (built-in tiny model without --model-path)";
-  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance, pipeline::ModelFlag::Video,
-             pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
-  e.presets = preset();
-  e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
-              std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
-    const LoadOptions lo = LoadOptions::from_request(req, device, dtype);
-    if (req.model_path.empty() && !req.random_weights)
-      spdlog::info("no --model-path: running the built-in tiny LTX-2 (random weights, no files)");
-    return std::make_unique<Pipeline>(lo, ctx);
-  };
-  e.export_tiny = export_tiny;
-  return e;
 }
 
 }  // namespace ditgen::ltx2

@@ -13,6 +13,7 @@
 #include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/load_options.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
@@ -42,7 +43,7 @@ struct Grid {
   int64_t audio = 0;                          // audio latent rows
 };
 
-class Pipeline : public pipeline::Model {
+class Pipeline : public pipeline::ModelBase {
  public:
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
 
@@ -55,7 +56,8 @@ class Pipeline : public pipeline::Model {
     VocoderConfig vocoder;
     sched::FlowMatchConfig scheduler;
   };
-  Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights, std::shared_ptr<parallel::Context> ctx);
+  Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights,
+           std::shared_ptr<parallel::Context> ctx);
 
   // Stacked Gemma states [B, L, hidden * (layers + 1)] and their mask [B, L] (1 = real, left padded)
   // through the connectors.
@@ -63,8 +65,6 @@ class Pipeline : public pipeline::Model {
   Grid grid(const pipeline::Settings& s) const;
 
   // pipeline::Model
-  const std::string& name() const override { return name_; }
-  const nlohmann::json& defaults() const override { return defaults_; }
   int64_t pixel_multiple() const override { return video_vae_->spatial_ratio(); }
   // --num-frames must be 1 + a multiple of the VAE's temporal ratio, --max-sequence-length a multiple of
   // the connectors' register count.
@@ -80,27 +80,20 @@ class Pipeline : public pipeline::Model {
   pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
   // mu from the video token count (§6).
   sched::Schedule schedule(const pipeline::Settings& s) const override;
-  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
-                            const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                            int branch, const pipeline::Settings& s) const override;
   // Per stream: v = v_u + g (v_c - v_u), with --guidance on the video and --audio-guidance on the audio.
   pipeline::Latents guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
                           const pipeline::Settings& s) const override;
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
-  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
-  void on_step(int64_t step, int64_t steps) const override;
-  nlohmann::json cache_report() const override;
-  std::string cache_summary() const override;
   // A forward per CFG branch over the grid's video and audio tokens (models/ltx2/work.h).
   pipeline::StepWork step_work(const pipeline::Settings& s) const override;
-  void load_deferred() override;
   void release(pipeline::Component c) override;
 
  private:
   void build(const Parts& parts, const std::map<std::string, nn::Weights>& weights);
 
   std::shared_ptr<parallel::Context> ctx_;
-  std::string name_;
-  nlohmann::json defaults_;
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_ = at::kCPU;
   std::shared_ptr<text::Tokenizer> tokenizer_;
@@ -108,16 +101,12 @@ class Pipeline : public pipeline::Model {
   std::unique_ptr<Connectors> connectors_;
   std::unique_ptr<Transformer> transformer_;
   TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
-  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<VideoVae> video_vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   bool fp8_ = false;           // --fp8: the transformer blocks' linears in e4m3 (read when it loads)
   std::unique_ptr<AudioVae> audio_vae_;
   std::unique_ptr<Vocoder> vocoder_;
   sched::FlowMatchConfig scheduler_;
-  std::map<std::string, uint64_t> bytes_read_;
-  // DBCache of the generation in progress (the reference names LTX-2's _CFG0).
-  mutable cache::StepCache cache_{/*separate_cfg=*/false};
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
@@ -134,5 +123,7 @@ void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 
 // The registry entry of `ditgen ltx2`.
 pipeline::ModelEntry model_entry();
+// Its command, output stem and diffusers pipeline class (models/ltx2/entry.cpp).
+pipeline::ModelIdentity identity();
 
 }  // namespace ditgen::ltx2

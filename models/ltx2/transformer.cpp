@@ -221,17 +221,19 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
 // ---- forward ------------------------------------------------------------------------------------
 
 std::pair<at::Tensor, at::Tensor> Transformer::embed(const AdaLN& a, const at::Tensor& t, at::ScalarType dt) const {
-  at::Tensor f = nn::timestep_features(t, 256).to(dt);  // [B, 256], cosines first (§1.4)
-  at::Tensor e = nn::linear(at::silu(nn::linear(f, a.t1.w, a.t1.b)), a.t2.w, a.t2.b);  // [B, W]
-  return {nn::linear(at::silu(e), a.mod.w, a.mod.b), e};
+  const int64_t B = t.size(0), T = t.dim() == 2 ? t.size(1) : 1;
+  at::Tensor f = nn::timestep_features(t.reshape({B * T}), 256).to(dt);  // [B*T, 256], cosines first (§1.4)
+  at::Tensor e = nn::linear(at::silu(nn::linear(f, a.t1.w, a.t1.b)), a.t2.w, a.t2.b);  // [B*T, W]
+  return {nn::linear(at::silu(e), a.mod.w, a.mod.b).view({B, T, -1}), e.view({B, T, -1})};
 }
 
 namespace {
 
-// get_mod: rows of `table` [k, W] plus the modulation [B, k*W] viewed [B, 1, k, W] -> k tensors [B, 1, W].
+// get_mod: rows of `table` [k, W] plus the modulation [B, T, k*W] viewed [B, T, k, W] -> k tensors [B, T, W]
+// (T = 1: one timestep per sample; T = this rank's tokens: per-token timesteps).
 std::vector<at::Tensor> modulation(const at::Tensor& table, const at::Tensor& mod) {
   const int64_t k = table.size(0), W = table.size(1);
-  at::Tensor m = table.view({1, 1, k, W}) + mod.view({mod.size(0), 1, k, W});
+  at::Tensor m = table.view({1, 1, k, W}) + mod.view({mod.size(0), mod.size(1), k, W});
   std::vector<at::Tensor> out;
   for (int64_t i = 0; i < k; ++i) out.push_back(m.select(2, i));
   return out;
@@ -262,8 +264,15 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
                  io::shape_str(t->sizes()));
 
   // Timestep embeddings (§1.4): all six from the (video / audio) timestep; the A/V gates see it scaled
-  // by cross_attn_timestep_scale_multiplier / timestep_scale_multiplier.
-  const at::Tensor tv = in.timestep.to(dev, at::kFloat);
+  // by cross_attn_timestep_scale_multiplier / timestep_scale_multiplier. A per-token video timestep
+  // [B, Nv] is split over the CP group like the tokens: its embeddings are per local token.
+  DITGEN_CHECK((in.timestep.dim() == 1 && in.timestep.size(0) == B) ||
+                   (in.timestep.dim() == 2 && in.timestep.size(0) == B && in.timestep.size(1) == Nv),
+               "transformer: timestep must be [{}] or [{}, {}], got {}", B, B, Nv, io::shape_str(in.timestep.sizes()));
+  DITGEN_CHECK(in.timestep.dim() == 1 || in.audio_timestep.defined(),
+               "transformer: a per-token video timestep needs its own audio_timestep [B]");
+  const at::Tensor tv = in.timestep.dim() == 2 ? parallel::split_sequence(in.timestep.to(at::kFloat), 1, *ctx_).to(dev)
+                                               : in.timestep.to(dev, at::kFloat);
   const at::Tensor ta = in.audio_timestep.defined() ? in.audio_timestep.to(dev, at::kFloat) : tv;
   const double gate_scale = cfg_.cross_attn_timestep_scale_multiplier / cfg_.timestep_scale_multiplier;
   const auto [temb_v, e_v] = embed(time_, tv, dt);
@@ -332,7 +341,7 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
 
   // Output (§1.7): (shift, scale) = table rows + the embedded timestep, LayerNorm without affine.
   auto out = [&](const at::Tensor& t, const at::Tensor& table, const at::Tensor& e, const Linear& proj) {
-    at::Tensor shift = (table[0].unsqueeze(0) + e).unsqueeze(1), scale = (table[1].unsqueeze(0) + e).unsqueeze(1);
+    at::Tensor shift = table[0].view({1, 1, -1}) + e, scale = table[1].view({1, 1, -1}) + e;  // [B, T, W]
     return nn::linear(modulate(nn::layer_norm(t, cfg_.norm_eps), scale, shift), proj.w, proj.b);
   };
   return {parallel::gather_sequence(out(x, scale_shift_table_, e_v, proj_out_), 1, Nv, *ctx_),

@@ -55,8 +55,9 @@ struct TransformerInput {
   at::Tensor encoder_hidden_states;        // [B, Lt, caption_channels] video text context (connectors)
   at::Tensor audio_encoder_hidden_states;  // [B, Lt, caption_channels] audio text context
   at::Tensor encoder_mask;                 // [B, Lt] (1 = real) or undefined: every token real
-  at::Tensor timestep;                     // [B] sigma * 1000
-  at::Tensor audio_timestep;               // [B] or undefined: the video timestep
+  // sigma * 1000: [B], or [B, Nv] per video token (image-to-video: the conditioned tokens' is 0)
+  at::Tensor timestep;
+  at::Tensor audio_timestep;               // [B] or undefined: the video timestep (which must be [B] then)
   int64_t frames = 0, height = 0, width = 0;  // the latent grid, Nv = frames * height * width
   double fps = 24;
 };
@@ -94,7 +95,7 @@ class Transformer {
   };
 
   AdaLN adaln(const nn::Weights& wb, const std::string& name, int64_t width, int64_t n) const;
-  // (modulation [B, n*W], embedded timestep [B, W]) for timestep t [B].
+  // (modulation [B, T, n*W], embedded timestep [B, T, W]) for timestep t [B] (T = 1) or [B, T] per token.
   std::pair<at::Tensor, at::Tensor> embed(const AdaLN& a, const at::Tensor& t, at::ScalarType dt) const;
   at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                     const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask) const;

@@ -5,6 +5,7 @@
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/nn/latents.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
@@ -26,117 +27,66 @@ sched::FlowMatchConfig scheduler_defaults() {
 
 // ---- loading ------------------------------------------------------------------------------------
 
-namespace {
-
-const nlohmann::json& preset() {
-  static const nlohmann::json p = io::parse_json(embedded_configs().at("qwen_image"), "configs/qwen_image.json");
-  return p;
-}
-
-uint64_t component_seed(uint64_t seed, const std::string& component) {
-  return nn::stable_hash(component, 1469598103934665603ull ^ seed);
-}
-
-std::shared_ptr<nn::WeightSource> with_progress(std::shared_ptr<nn::CheckpointSource> src, const std::string& label) {
-  return std::make_shared<nn::ProgressSource>(src, label, src->expected_count());
-}
-
-}  // namespace
-
-Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg, const nn::Weights& vw,
-                   const sched::FlowMatchConfig& scfg, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), name_("qwen_image"), dtype_(tw.dtype()), device_(tw.device()), scheduler_(scfg) {
+Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
+                   const nn::Weights& vw, const sched::FlowMatchConfig& scfg,
+                   std::shared_ptr<parallel::Context> ctx)
+    : ModelBase(/*separate_cfg_cache=*/true),
+      ctx_(std::move(ctx)),
+      dtype_(tw.dtype()),
+      device_(tw.device()),
+      scheduler_(scfg) {
+  name_ = "qwen_image";
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
   tcfg_ = tcfg;
   vae_ = std::make_unique<Vae>(vcfg, vw);
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
-    : ctx_(std::move(ctx)), dtype_(opt.dtype), device_(opt.device), parallel_vae_(opt.parallel_vae) {
-  const bool from_folder = !opt.model_path.empty();
-  const bool tiny = !from_folder && !opt.random_weights;
-  name_ = tiny ? "qwen_image-tiny" : (from_folder && !opt.random_weights ? "qwen_image" : "qwen_image-random");
-  const nlohmann::json& p = preset();
-  defaults_ = tiny ? p["tiny"]["defaults"] : p["defaults"];
-  if (from_folder && io::dir_exists(opt.model_path)) defaults_ = pipeline::folder_defaults(opt.model_path, defaults_);
+    : ModelBase(/*separate_cfg_cache=*/true),
+      ctx_(std::move(ctx)),
+      dtype_(opt.dtype),
+      device_(opt.device),
+      parallel_vae_(opt.parallel_vae) {
+  const pipeline::ModelFiles files(opt, identity());
+  name_ = files.name();
+  defaults_ = files.defaults();
 
-  TransformerConfig tcfg;
-  VaeConfig vcfg;
-  nlohmann::json te_json;
-  std::string te_where;
-  std::shared_ptr<io::TensorStore> te_store;  // a checkpoint's text encoder, opened once its config is known
-  std::shared_ptr<nn::WeightSource> tsrc, vsrc, tesrc;
-
-  if (from_folder) {
-    const std::string root = opt.model_path;
-    DITGEN_CHECK(io::dir_exists(root), "--model-path '{}' is not a folder", root);
-    const std::string index = io::join_path(root, "model_index.json");
-    DITGEN_CHECK(io::file_exists(index), "--model-path '{}' has no model_index.json: is it a diffusers folder?",
-                 root);
-    const auto mi = io::read_json_file(index);
-    const std::string cls = io::json_get<std::string>(mi, "_class_name", "", index);
-    DITGEN_CHECK(cls == p["model_index_class"].get<std::string>(),
-                 "{} names pipeline class '{}', but `ditgen qwen-image` needs a QwenImagePipeline folder", index, cls);
-    auto component = [&](const std::string& name) {
-      const std::string dir = io::join_path(root, name);
-      DITGEN_CHECK(io::dir_exists(dir), "'{}' is missing its '{}' folder", root, name);
-      return dir;
-    };
-    const std::string tdir = component("transformer"), vdir = component("vae"), tedir = component("text_encoder");
-    tcfg = TransformerConfig::from_json(io::read_json_file(io::join_path(tdir, "config.json")),
-                                        io::join_path(tdir, "config.json"));
-    vcfg = VaeConfig::from_json(io::read_json_file(io::join_path(vdir, "config.json")), io::join_path(vdir, "config.json"));
-    te_where = io::join_path(tedir, "config.json");
-    te_json = io::read_json_file(te_where);
-    const std::string sched_path = io::join_path(component("scheduler"), "scheduler_config.json");
-    scheduler_ = sched::FlowMatchConfig::from_json(io::read_json_file(sched_path), sched_path, scheduler_defaults());
-    tokenizer_ = text::Tokenizer::from_file(component("tokenizer"));
-    if (!opt.random_weights) {
-      tsrc = with_progress(std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(tdir)), "load transformer");
-      vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_dir(vdir), "", Vae::unread_keys());
-      te_store = io::TensorStore::open_dir(tedir);
-    }
-  } else {
-    const nlohmann::json& cfgs = tiny ? p["tiny"] : p;
-    if (tiny) {
-      tcfg = TransformerConfig::from_json(cfgs["transformer"], "configs/qwen_image.json tiny.transformer");
-      vcfg = VaeConfig::from_json(cfgs["vae"], "configs/qwen_image.json tiny.vae");
-    }
-    te_json = cfgs["text_encoder"];
-    te_where = tiny ? "configs/qwen_image.json tiny.text_encoder" : "configs/qwen_image.json text_encoder";
-    scheduler_ = sched::FlowMatchConfig::from_json(cfgs["scheduler"], "configs/qwen_image.json scheduler", scheduler_defaults());
-    tokenizer_ = text::tiny_qwen_tokenizer();  // built once per process
-    if (!te_json.contains("vocab_size")) te_json["vocab_size"] = tokenizer_->vocab_size();
-  }
-  te_json_ = te_json;
-  const auto te_cfg = llm::DecoderConfig::from_json(te_json, te_where, llm::DecoderFamily::Qwen2);
-  DITGEN_CHECK(te_cfg.family == llm::DecoderFamily::Qwen2,
-               "{}: Qwen-Image's text encoder is a Qwen2.5-VL text model, but the config describes a {} model", te_where,
-               llm::family_name(te_cfg.family));
+  const auto tc = files.config("transformer"), vc = files.config("vae"), sc = files.scheduler();
+  const TransformerConfig tcfg = TransformerConfig::from_json(tc.json, tc.where);
+  const VaeConfig vcfg = VaeConfig::from_json(vc.json, vc.where);
+  scheduler_ = sched::FlowMatchConfig::from_json(sc.json, sc.where, scheduler_defaults());
+  tokenizer_ = files.tokenizer(text::tiny_qwen_tokenizer);
+  pipeline::ComponentConfig te = files.config("text_encoder");
+  if (!files.from_folder() && !te.json.contains("vocab_size"))
+    te.json["vocab_size"] = tokenizer_->vocab_size();
+  te_json_ = te.json;
+  const auto te_cfg = llm::DecoderConfig::from_json(te.json, te.where, llm::DecoderFamily::Qwen2);
+  DITGEN_CHECK(
+      te_cfg.family == llm::DecoderFamily::Qwen2,
+      "{}: Qwen-Image's text encoder is a Qwen2.5-VL text model, but the config describes a {} model",
+      te.where, llm::family_name(te_cfg.family));
   DITGEN_CHECK(te_cfg.hidden_size == tcfg.joint_attention_dim,
                "the text encoder's hidden_size {} ({}) differs from the transformer's joint_attention_dim {}",
-               te_cfg.hidden_size, te_where, tcfg.joint_attention_dim);
+               te_cfg.hidden_size, te.where, tcfg.joint_attention_dim);
   DITGEN_CHECK(tokenizer_->vocab_size() <= te_cfg.vocab_size,
-               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})", tokenizer_->vocab_size(),
-               te_cfg.vocab_size, te_where);
-  if (te_store)
-    tesrc = with_progress(llm::open_decoder_source(te_store, te_cfg, te_cfg.num_hidden_layers), "load text encoder");
-  if (!tsrc) {
-    tsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "transformer"));
-    vsrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "vae"));
-    tesrc = std::make_shared<nn::RandomSource>(component_seed(opt.weight_seed, "text_encoder"));
-  }
-  if (opt.wrap_source) {
-    tsrc = opt.wrap_source("transformer", tsrc);
-    vsrc = opt.wrap_source("vae", vsrc);
-    tesrc = opt.wrap_source("text_encoder", tesrc);
-  }
+               "the tokenizer has {} ids but the text encoder's vocab_size is {} ({})",
+               tokenizer_->vocab_size(), te_cfg.vocab_size, te.where);
   DITGEN_CHECK(tcfg.in_channels == 4 * vcfg.z_dim && tcfg.out_channels == vcfg.z_dim,
-               "the transformer takes {} packed channels and predicts {} latent channels, but the VAE's z_dim {} packs "
+               "the transformer takes {} packed channels and predicts {} latent channels, but the VAE's "
+               "z_dim {} packs "
                "into {}",
                tcfg.in_channels, tcfg.out_channels, vcfg.z_dim, 4 * vcfg.z_dim);
-  DITGEN_CHECK(tcfg.patch_size == 2, "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches",
-               tcfg.patch_size);
+  DITGEN_CHECK(tcfg.patch_size == 2,
+               "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches", tcfg.patch_size);
+
+  auto tsrc = files.weights("transformer", {}, "load transformer");
+  auto vsrc = files.weights("vae", Vae::unread_keys());
+  auto tesrc = files.weights_via(
+      "text_encoder",
+      [&](std::shared_ptr<io::TensorStore> store) {
+        return llm::open_decoder_source(store, te_cfg, te_cfg.num_hidden_layers);
+      },
+      "load text encoder");
   tcfg_ = tcfg;
   load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
     transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
@@ -147,18 +97,11 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   if (!opt.defer_transformer) load_deferred();
   vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_));
   vsrc->check_all_used();
-  text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers, ctx_,
-                                    opt.parallel_text);
+  text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers,
+                                    ctx_, opt.parallel_text);
   tesrc->check_all_used();
   bytes_read_["vae"] = vsrc->bytes_read();
   bytes_read_["text_encoder"] = tesrc->bytes_read();
-}
-
-void Pipeline::load_deferred() {
-  if (!load_transformer_) return;
-  auto load = std::move(load_transformer_);
-  load_transformer_ = nullptr;
-  load();
 }
 
 void Pipeline::release(pipeline::Component c) {
@@ -171,8 +114,8 @@ void Pipeline::release(pipeline::Component c) {
 void Pipeline::check(const pipeline::Settings& s) const {
   if (s.cache.enabled) s.cache.validate(s.steps);
   DITGEN_CHECK(s.max_sequence_length <= kMaxPromptTokens,
-               "--max-sequence-length {} is larger than Qwen-Image's limit of {} prompt tokens", s.max_sequence_length,
-               kMaxPromptTokens);
+               "--max-sequence-length {} is larger than Qwen-Image's limit of {} prompt tokens",
+               s.max_sequence_length, kMaxPromptTokens);
 }
 
 std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
@@ -198,7 +141,8 @@ std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& embeds, cons
                                                   const pipeline::Settings& s) const {
   auto c = std::make_shared<Conditioning>();
   c->embeds = embeds.to(device_, dtype_);
-  if (mask.defined() && !mask.ne(0).all().item<bool>()) c->mask = mask.to(at::kCPU, at::kLong);  // all ones: none
+  if (mask.defined() && !mask.ne(0).all().item<bool>())
+    c->mask = mask.to(at::kCPU, at::kLong);  // all ones: none
   const auto [h, w] = token_grid(s);
   if (transformer_) c->rope = transformer_->rope(1, h, w, embeds.size(1));
   return c;
@@ -207,7 +151,8 @@ std::shared_ptr<Conditioning> Pipeline::condition(const at::Tensor& embeds, cons
 std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::string>& prompts,
                                                          const pipeline::Settings& s) const {
   DITGEN_CHECK(text_encoder_ && tokenizer_, "this pipeline was loaded without its text encoder");
-  const PromptEmbeds e = encode_prompts(*tokenizer_, *text_encoder_, prompts, s.max_sequence_length, dtype_, device_);
+  const PromptEmbeds e =
+      encode_prompts(*tokenizer_, *text_encoder_, prompts, s.max_sequence_length, dtype_, device_);
   spdlog::debug("qwen-image: {} prompt(s) encoded to {} text tokens", prompts.size(), e.embeds.size(1));
   runtime::trace("prompt_embeds", e.embeds);  // the first branch encoded: the conditional one
   return condition(e.embeds, e.mask, s);
@@ -233,10 +178,6 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   return scheduler_.schedule(s.steps, h * w);
 }
 
-void Pipeline::on_step(int64_t step, int64_t steps) const { cache_.on_step(step, steps); }
-nlohmann::json Pipeline::cache_report() const { return cache_.report(); }
-std::string Pipeline::cache_summary() const { return cache_.summary(); }
-
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   const auto [h, w] = token_grid(s);
   // The text rows encode() gives a branch: the prompt's tokens less the template prefix, at most
@@ -253,12 +194,14 @@ pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   return qwen_image::step_work(tcfg_, h * w, lens, s.batch);
 }
 
-pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
-                                    int branch, const pipeline::Settings& s) const {
+pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
+                                    const pipeline::Conditioning& cond, int branch,
+                                    const pipeline::Settings& s) const {
   const auto& c = static_cast<const Conditioning&>(cond);
   const auto [h, w] = token_grid(s);
   DITGEN_CHECK(transformer_, "internal: Qwen-Image's transformer is not loaded (deferred or released)");
-  if (!c.rope.defined()) c.rope = transformer_->rope(1, h, w, c.embeds.size(1));  // encoded before it was loaded
+  if (!c.rope.defined())
+    c.rope = transformer_->rope(1, h, w, c.embeds.size(1));  // encoded before it was loaded
   TransformerInput in;
   in.hidden_states = latents[0];
   in.encoder_hidden_states = c.embeds;
@@ -276,7 +219,8 @@ pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline:
   // In the latents' dtype, as the reference: norms over the packed channels of each token.
   const at::Tensor& v = cond[0];
   at::Tensor comb = uncond[0] + (v - uncond[0]) * s.true_cfg_scale;
-  at::Tensor ratio = at::linalg_vector_norm(v, 2, at::IntArrayRef{-1}, true) / at::linalg_vector_norm(comb, 2, at::IntArrayRef{-1}, true);
+  at::Tensor ratio = at::linalg_vector_norm(v, 2, at::IntArrayRef{-1}, true) /
+                     at::linalg_vector_norm(comb, 2, at::IntArrayRef{-1}, true);
   return {comb * ratio};
 }
 
@@ -285,26 +229,6 @@ pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipelin
   // [B, h*w, 4z] -> [B, 4z, h, w] -> [B, z, 2h, 2w] -> one frame [B, z, 1, 2h, 2w]
   at::Tensor z = nn::unpatchify(nn::unpack_latents(latents[0], h, w)).unsqueeze(2);
   return {vae_->decode_to_image(z, parallel_vae_ ? &ctx_->world() : nullptr)};
-}
-
-// ---- registry -----------------------------------------------------------------------------------
-
-pipeline::ModelEntry model_entry() {
-  pipeline::ModelEntry e;
-  e.command = "qwen-image";
-  e.summary = "Generate images with Qwen-Image, true CFG (built-in tiny model without --model-path)";
-  e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale, pipeline::ModelFlag::AspectRatio,
-             pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
-  e.presets = preset();
-  e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
-              std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {
-    const LoadOptions lo = LoadOptions::from_request(req, device, dtype);
-    if (req.model_path.empty() && !req.random_weights)
-      spdlog::info("no --model-path: running the built-in tiny Qwen-Image (random weights, no files)");
-    return std::make_unique<Pipeline>(lo, ctx);
-  };
-  e.export_tiny = export_tiny;
-  return e;
 }
 
 }  // namespace ditgen::qwen_image

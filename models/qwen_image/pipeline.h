@@ -13,6 +13,7 @@
 #include "lib/cache/step_cache.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/load_options.h"
+#include "lib/pipeline/model_files.h"
 #include "lib/pipeline/runner.h"
 #include "lib/sched/flow_match.h"
 #include "lib/text/tokenizer.h"
@@ -36,12 +37,13 @@ struct Conditioning : pipeline::Conditioning {
   mutable at::Tensor rope;
 };
 
-class Pipeline : public pipeline::Model {
+class Pipeline : public pipeline::ModelBase {
  public:
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
   // From explicit configs and weight sources (the golden cases).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
-           const nn::Weights& vae_weights, const sched::FlowMatchConfig& scfg, std::shared_ptr<parallel::Context> ctx);
+           const nn::Weights& vae_weights, const sched::FlowMatchConfig& scfg,
+           std::shared_ptr<parallel::Context> ctx);
 
   // The conditioning for given prompt states at the settings' image size.
   std::shared_ptr<Conditioning> condition(const at::Tensor& embeds, const at::Tensor& mask,
@@ -50,8 +52,6 @@ class Pipeline : public pipeline::Model {
   std::pair<int64_t, int64_t> token_grid(const pipeline::Settings& s) const;
 
   // pipeline::Model
-  const std::string& name() const override { return name_; }
-  const nlohmann::json& defaults() const override { return defaults_; }
   int64_t pixel_multiple() const override { return 2 * vae_->scale_factor(); }
   void check(const pipeline::Settings& s) const override;
   // True CFG runs when a negative prompt is given and the scale is > 1 (§5.1, as upstream).
@@ -63,17 +63,12 @@ class Pipeline : public pipeline::Model {
   // into [B, (lh/2)(lw/2), 4 z_dim] (§5.2).
   pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
   sched::Schedule schedule(const pipeline::Settings& s) const override;
-  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond, int branch,
-                            const pipeline::Settings& s) const override;
+  pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
+                            int branch, const pipeline::Settings& s) const override;
   // comb = uncond + g (cond - uncond), rescaled per token to the conditional velocity's norm (§5.4).
   pipeline::Latents guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
                           const pipeline::Settings& s) const override;
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
-  std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
-  void on_step(int64_t step, int64_t steps) const override;
-  nlohmann::json cache_report() const override;
-  std::string cache_summary() const override;
-  void load_deferred() override;
   void release(pipeline::Component c) override;
   // A forward per CFG branch, each at its prompt's token count (models/qwen_image/work.h).
   pipeline::StepWork step_work(const pipeline::Settings& s) const override;
@@ -82,21 +77,15 @@ class Pipeline : public pipeline::Model {
 
  private:
   std::shared_ptr<parallel::Context> ctx_;
-  std::string name_;
-  nlohmann::json defaults_;
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_ = at::kCPU;
   std::shared_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<llm::DecoderLM> text_encoder_;
   std::unique_ptr<Transformer> transformer_;
   TransformerConfig tcfg_;  // the transformer's config, also while it is deferred or released
-  std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   std::unique_ptr<Vae> vae_;
   bool parallel_vae_ = false;  // VAE-P: decode() splits the image rows over the world
   sched::FlowMatchConfig scheduler_;
-  std::map<std::string, uint64_t> bytes_read_;
-  // DBCache of the generation in progress: the two CFG branches are separate calls with their own state (_CFG1).
-  mutable cache::StepCache cache_{/*separate_cfg=*/true};
   nlohmann::json te_json_;  // the text encoder's config as loaded (export writes it back)
 
   friend void export_tiny(const std::string& dir, int transformer_shards, bool replace);
@@ -109,5 +98,7 @@ void export_tiny(const std::string& dir, int transformer_shards, bool replace);
 
 // The registry entry of `ditgen qwen-image`.
 pipeline::ModelEntry model_entry();
+// Its command, output stem and diffusers pipeline class (models/qwen_image/entry.cpp).
+pipeline::ModelIdentity identity();
 
 }  // namespace ditgen::qwen_image

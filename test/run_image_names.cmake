@@ -1,0 +1,18 @@
+# Runs DITGEN with FLAGS into the folder WORK and checks the auto-named output (EXPECT) and that its report
+# records the input image SHA (the file SHA's SHA-256).
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${DITGEN} ${FLAGS} --warmup 0 -o ${WORK}/ RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ditgen failed (${rc})")
+endif()
+if(NOT EXISTS ${WORK}/${EXPECT})
+  file(GLOB got ${WORK}/*)
+  message(FATAL_ERROR "expected ${WORK}/${EXPECT}, found: ${got}")
+endif()
+string(REGEX REPLACE "\\.(png|mp4)$" ".json" report ${WORK}/${EXPECT})
+file(READ ${report} json)
+file(SHA256 ${SHA} sha)
+string(FIND "${json}" "${sha}" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "the report ${report} does not record the input image's SHA-256 ${sha}")
+endif()
