@@ -300,6 +300,10 @@ int main(int argc, char** argv) {
     sub->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
         ->check(integer_in(1, 1000));
     sub->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
+    sub->add_option("--profile", req.profile_dir,
+                    "folder for a profile of each rank's first timed denoising step: Chrome trace "
+                    "(trace_rank{r}.json) and time per kernel class and top kernels (profile_rank{r}.md)")
+        ->check(non_empty());
     sub->add_flag("--allow-nonfinite", req.allow_nonfinite,
                   "keep going when latents or pixels become NaN/Inf (default: stop with an error naming the step)");
     sub->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str()

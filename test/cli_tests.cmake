@@ -126,3 +126,9 @@ foreach(entry ${PF_CASES})
                    --prompt-file ${PF_WORK}/${file} ${extra})
   set_tests_properties(cli.prompt_file.${name} PROPERTIES LABELS cli TIMEOUT 60)
 endforeach()
+
+# --profile: every rank's first timed step as a Chrome trace and a kernel-class table.
+add_test(NAME cli.profile_np2
+         COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=2 -DDITGEN=$<TARGET_FILE:ditgen>
+                 -DWORK=${CMAKE_CURRENT_BINARY_DIR}/cli/profile -P ${CMAKE_CURRENT_SOURCE_DIR}/run_profile.cmake)
+set_tests_properties(cli.profile_np2 PROPERTIES LABELS cli PROCESSORS 2 TIMEOUT 300)

@@ -48,6 +48,7 @@ struct GenerateRequest {
   int warmup_steps = 0;         // steps of each warmup run; 0 = --steps
   int repeat = 1;               // timed runs; the report gives their mean
   bool track_memory = false;
+  std::string profile_dir;      // --profile: each rank's first timed denoising step profiled into this folder
   bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 
   comm::MeshShape mesh;        // resolved from --parallel / --ulysses / --ring / --tp / --cfg

@@ -18,6 +18,7 @@
 #include "lib/pipeline/stage.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
+#include "lib/runtime/profile.h"
 #include "lib/runtime/progress.h"
 
 namespace ditgen::pipeline {
@@ -191,6 +192,7 @@ class Launch {
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<StagePeaks> peaks_;
+  std::unique_ptr<runtime::StepProfiler> profiler_;  // --profile: the first timed step
   double load_s_ = 0;
   double startup_s_ = -1, first_step_s_ = 0;  // launch to the first step's start; that step's time
   std::vector<Settings> settings_;            // per item
@@ -230,6 +232,8 @@ void Launch::check_request() {
   if (req_.parallel_text && !tep_) spdlog::info("--parallel-text: one process, the text encoder runs whole");
   // VAE-P likewise: the decode split by image rows over every rank (lib/parallel/rows.h).
   vaep_ = req_.parallel_vae && mesh_.world() > 1;
+  if (!req_.profile_dir.empty()) make_dirs(req_.profile_dir);  // unwritable: refused now
+  profiler_ = std::make_unique<runtime::StepProfiler>(req_.profile_dir, mesh_.rank(), device_.is_cuda());
   const char* plan_env = std::getenv("DITGEN_MEMORY_PLAN");
   plan_ = !(plan_env && std::string(plan_env) == "off");
 }
@@ -362,9 +366,17 @@ RunResult Launch::run_once(const Settings& base, const Branches& b, int64_t step
   // The schedule may run fewer steps than asked (image-to-image starts part way).
   runtime::Progress progress(timed ? "denoise" : "warmup", static_cast<int64_t>(model_->schedule(run).timesteps.size()));
   if (startup_s_ < 0) startup_s_ = runtime::seconds_since_start();
+  Latents initial = in_stage("denoising", device_, [&] { return model_->initial_latents(run); });
+  if (timed) profiler_->start();  // --profile: the first timed step (no-op otherwise, or once done)
   auto result = in_stage("denoising", device_, [&] {
-    return denoise(*model_, run, b, model_->initial_latents(run), *ctx_, [&](int64_t i, double sec) {
+    return denoise(*model_, run, b, std::move(initial), *ctx_, [&](int64_t i, double sec) {
       if (i == 0 && first_step_s_ == 0) first_step_s_ = sec;
+      if (i == 0 && timed) {
+        const std::string table = profiler_->stop(fmt::format("{} denoising step 1 of {}, {}", model_->name(),
+                                                               run.steps, mesh_.describe()));
+        if (!table.empty() && mesh_.rank() == 0)
+          spdlog::info("profile of the first timed step (traces and tables in {}):\n{}", req_.profile_dir, table);
+      }
       progress.advance(sec);
     });
   });
