@@ -192,6 +192,7 @@ class Mp4Writer {
     // libswscale's RGB -> YUV matrix is BT.601, limited range: say so, so that players invert the same one.
     enc->colorspace = AVCOL_SPC_SMPTE170M;
     enc->color_range = AVCOL_RANGE_MPEG;
+    enc->thread_count = 0;  // as many encoder threads as the host has (the library's default is one)
     if (out_->oformat->flags & AVFMT_GLOBALHEADER) enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     check(avcodec_open2(enc, codec, nullptr), "opening the H.264 encoder");
     video_.stream = check_alloc(avformat_new_stream(out_.get(), nullptr), "adding the video stream");

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -557,10 +559,13 @@ std::vector<std::string> Launch::write_outputs(size_t k, const ItemTimes& t, io:
   io::OutputFiles files;
   MadeDirs made_dirs;
   if (mesh_.rank() == 0) {
-    runtime::Stopwatch write_watch(device_);
+    // Encode (PNG in memory, the frames of a video in parallel; MP4 through FFmpeg, which writes its file),
+    // then write the in-memory files: two stages of the report.
+    runtime::Stopwatch watch(device_);
+    std::vector<std::pair<std::string, std::string>> encoded;  // path, bytes
     for (int64_t i = 0; i < s.batch; ++i) {
       if (!video_) {
-        files.add(paths.files[i], io::png_bytes(media.images[i], parameters));
+        encoded.emplace_back(paths.files[i], io::png_bytes(media.images[i], parameters));
         continue;
       }
       const at::Tensor audio = media.audio.defined() ? media.audio[i] : at::Tensor();
@@ -571,12 +576,20 @@ std::vector<std::string> Launch::write_outputs(size_t k, const ItemTimes& t, io:
         const std::string dir = paths.stems[i] + ".frames";
         if (!io::dir_exists(dir)) made_dirs.dirs.push_back(dir);
         make_dirs(dir);
-        for (int64_t f = 0; f < media.videos.size(1); ++f)
-          files.add(io::join_path(dir, fmt::format("{:05d}.png", f)), io::png_bytes(media.videos[i][f]));
-        if (audio.defined()) files.add(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));
+        const int64_t frames = media.videos.size(1);
+        std::vector<std::string> pngs(static_cast<size_t>(frames));
+        at::parallel_for(0, frames, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t f = begin; f < end; ++f) pngs[f] = io::png_bytes(media.videos[i][f]);
+        });
+        for (int64_t f = 0; f < frames; ++f)
+          encoded.emplace_back(io::join_path(dir, fmt::format("{:05d}.png", f)), std::move(pngs[f]));
+        if (audio.defined()) encoded.emplace_back(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));
       }
     }
-    report.add_stage("write", write_watch.seconds());
+    report.add_stage("encode", watch.seconds());
+    watch.restart();
+    for (auto& [path, bytes] : encoded) files.add(path, bytes);
+    report.add_stage("write", watch.seconds());
     files.add(paths.report, report.to_json().dump(2) + "\n");
   }
   // Test hook (mpi.failed_job_leaves_nothing): this rank vanishes after rank 0 wrote its temporary files.
