@@ -85,3 +85,15 @@ add_test(NAME reliability.export_replace_symlink
                         test -L \"$w/link\"; test -f \"$w/real/model_index.json\"
                         left=$(ls -A \"$w\" | tr '\\n' ' '); test \"$left\" = 'link real ' || { echo \"left behind: $left\"; exit 1; }")
 set_tests_properties(reliability.export_replace_symlink PROPERTIES LABELS cli TIMEOUT 120)
+
+# Out of memory on the CPU (an address-space limit makes the allocator fail): reported as such, exit 2,
+# not as an internal error. The second test wants the stage named: DISABLED until the runner's in_stage
+# recognises the CPU allocator's message (pipeline::is_out_of_memory).
+add_test(NAME reliability.cpu_out_of_memory
+         COMMAND ${R_FAIL} "error: out of memory.*can't allocate memory"
+                 sh -c "ulimit -v 1500000; exec '${R_D}' flux2 --warmup 0 --steps 1 -H 2048 -W 2048 -b 8 -o '${R_WORK}/oom/'")
+add_test(NAME reliability.cpu_out_of_memory_stage
+         COMMAND ${R_FAIL} "out of memory while [a-z ]+ on cpu"
+                 sh -c "ulimit -v 1500000; exec '${R_D}' flux2 --warmup 0 --steps 1 -H 2048 -W 2048 -b 8 -o '${R_WORK}/oom/'")
+set_tests_properties(reliability.cpu_out_of_memory reliability.cpu_out_of_memory_stage PROPERTIES LABELS cli TIMEOUT 120)
+set_tests_properties(reliability.cpu_out_of_memory_stage PROPERTIES DISABLED TRUE)

@@ -85,6 +85,8 @@ std::vector<PromptItem> parse_prompt_file(const std::string& path, const std::st
       items.push_back(item);
       continue;
     }
+    DITGEN_CHECK(lines[i][lines[i].find_first_not_of(" \t")] == '{',
+                 "{}: not a JSON object; a JSON Lines file has one object per line", where);
     const nlohmann::json j = io::parse_json(lines[i], where);
     DITGEN_CHECK(j.is_object(), "{}: expected a JSON object, got {}; a JSON Lines file has one object per line",
                  where, j.type_name());

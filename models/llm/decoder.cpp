@@ -173,8 +173,6 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& where,
                  io::json_excerpt((*o)["model_type"]));
     const std::string mt = (*o)["model_type"].get<std::string>();
     const auto f = family_from_name(mt);
-    // A wrapper's own model_type may name a multimodal class we do not list; its text_config decides then.
-    if (!f && o == &j && j.contains("text_config")) continue;
     DITGEN_CHECK(f.has_value(), "{}: {} '{}' is not a supported text encoder (mistral, qwen2, gemma3)", where, key,
                  io::printable(mt));
     DITGEN_CHECK(!typed || *typed == *f, "{}: model_type says {} but text_config.model_type says {}", where,
