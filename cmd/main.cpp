@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "lib/comm/agreement.h"
 #include "lib/comm/launch.h"
@@ -12,6 +13,7 @@
 #include "lib/parallel/context.h"
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/runner.h"
+#include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/logging.h"
 #include "lib/runtime/trace.h"
@@ -23,58 +25,36 @@ namespace {
 
 constexpr const char* kVersion = "ditgen 0.2";
 
-// Validators with readable messages. CLI11's ranges print the largest double in full, accept NaN
-// for "non-negative" numbers (NaN >= 0 is false, so the preset silently won) and wrap "-1" into an
-// unsigned seed.
+// Validators with readable messages, from the one validation every source of settings shares
+// (lib/pipeline/settings_check.h). CLI11's own ranges print the largest double in full, accept NaN for
+// "non-negative" numbers (NaN >= 0 is false, so the preset silently won) and wrap "-1" into an unsigned
+// seed.
 CLI::Validator integer_in(int64_t lo, int64_t hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& in) -> std::string {
-        size_t used = 0;
-        long long v = 0;
-        try {
-          v = std::stoll(in, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != in.size() || in.empty() || v < lo || v > hi)
-          return fmt::format("must be an integer from {} to {}, got '{}'", lo, hi, in);
-        return "";
-      },
-      fmt::format("INT in [{}, {}]", lo, hi));
+  return CLI::Validator([lo, hi](std::string& in) { return ditgen::pipeline::integer_fault(in, lo, hi); },
+                        fmt::format("INT in [{}, {}]", lo, hi));
 }
 
 CLI::Validator unsigned_integer() {
-  return CLI::Validator(
-      [](std::string& in) -> std::string {
-        size_t used = 0;
-        try {
-          if (!in.empty() && in[0] != '-' && in[0] != '+') (void)std::stoull(in, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != in.size() || in.empty())
-          return fmt::format("must be an integer from 0 to 18446744073709551615, got '{}'", in);
-        return "";
-      },
-      "UINT64");
+  return CLI::Validator([](std::string& in) { return ditgen::pipeline::unsigned_fault(in); }, "UINT64");
 }
 
 // A finite number >= lo (> lo when `strict`), at most `hi`.
 CLI::Validator finite_number(double lo, bool strict, double hi) {
-  return CLI::Validator(
-      [=](std::string& in) -> std::string {
-        size_t used = 0;
-        double v = 0;
-        try {
-          v = std::stod(in, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != in.size() || in.empty() || !std::isfinite(v) || v < lo || (strict && v == lo) || v > hi)
-          return fmt::format("must be a finite number {} {} and at most {}, got '{}'", strict ? ">" : ">=", lo, hi, in);
-        return "";
-      },
-      fmt::format("NUMBER {} {}", strict ? ">" : ">=", lo));
+  return CLI::Validator([=](std::string& in) { return ditgen::pipeline::number_fault(in, lo, strict, hi); },
+                        fmt::format("NUMBER {} {}", strict ? ">" : ">=", lo));
+}
+
+// The rule of generation setting `key` (the same range as its prompt-file and presets key).
+CLI::Validator setting(const char* key) {
+  const ditgen::pipeline::SettingRule& r = ditgen::pipeline::setting_rule(key);
+  std::string desc;
+  if (r.kind == ditgen::pipeline::SettingKind::Integer || r.kind == ditgen::pipeline::SettingKind::IntegerList)
+    desc = fmt::format("INT in [{}, {}]", static_cast<int64_t>(r.lo), static_cast<int64_t>(r.hi));
+  else if (r.kind == ditgen::pipeline::SettingKind::Number)
+    desc = fmt::format("NUMBER {} {}", r.lo_open ? ">" : ">=", r.lo);
+  else if (r.kind == ditgen::pipeline::SettingKind::Unsigned)
+    desc = "UINT64";
+  return CLI::Validator([&r](std::string& in) { return ditgen::pipeline::setting_fault(r, in); }, desc);
 }
 
 CLI::Validator non_empty() {
@@ -126,6 +106,9 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};
   app.require_subcommand(1);
+  // Global flags (--log-level, -v) are taken after the command too: `ditgen flux2 ... --log-level warn`.
+  // Subcommands inherit this when they are created, so it must come before them.
+  app.fallthrough();
   app.set_version_flag("--version", std::string(kVersion) + "\n" + ditgen::runtime::build_versions());
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "print debug information (--log-level debug)");
@@ -173,16 +156,16 @@ int main(int argc, char** argv) {
                     "prompt, negative_prompt, seed, height, width, steps, output")
         ->check(non_empty())
         ->excludes(cmd->prompt_opt);
-    sub->add_option("-H,--height", req.height, "height in pixels" + dflt("height"))->check(integer_in(1, 16384));
-    sub->add_option("-W,--width", req.width, "width in pixels" + dflt("width"))->check(integer_in(1, 16384));
+    sub->add_option("-H,--height", req.height, "height in pixels" + dflt("height"))->check(setting("height"));
+    sub->add_option("-W,--width", req.width, "width in pixels" + dflt("width"))->check(setting("width"));
     sub->add_option("--steps,--num-inference-steps", req.steps, "denoising steps" + dflt("steps"))
-        ->check(integer_in(1, 10000));
+        ->check(setting("steps"));
     for (auto flag : entry.flags) {
       using ditgen::pipeline::ModelFlag;
       switch (flag) {
         case ModelFlag::Guidance:
           sub->add_option("--guidance,--guidance-scale", req.guidance, "embedded guidance scale" + dflt("guidance"))
-              ->check(finite_number(0, false, 1e4));
+              ->check(setting("guidance"));
           break;
         case ModelFlag::NegativePrompt:
           cmd->negative_opt = sub->add_option("--negative-prompt", cmd->negative,
@@ -192,7 +175,7 @@ int main(int argc, char** argv) {
           sub->add_option("--true-cfg-scale", req.true_cfg_scale,
                           "true classifier-free guidance scale; <= 1 turns CFG off (one transformer pass per step)" +
                               dflt("true_cfg_scale"))
-              ->check(finite_number(0, false, 1e4));
+              ->check(setting("true_cfg_scale"));
           break;
         case ModelFlag::AspectRatio: {
           std::string names;
@@ -206,16 +189,17 @@ int main(int argc, char** argv) {
         case ModelFlag::TextEncoderOutLayers:
           sub->add_option("--text-encoder-out-layers", req.text_encoder_out_layers,
                           "text-encoder layers whose hidden states feed the transformer" + dflt("text_encoder_out_layers"))
-              ->delimiter(',');
+              ->delimiter(',')
+              ->check(setting("text_encoder_out_layers"));
           break;
         case ModelFlag::CfgGuidance:
           sub->add_option("--guidance,--guidance-scale", req.guidance,
                           "classifier-free guidance scale of the video; CFG runs when it or the audio's is above 1" +
                               dflt("guidance"))
-              ->check(finite_number(0, false, 1e4));
+              ->check(setting("guidance"));
           sub->add_option("--audio-guidance,--audio-guidance-scale", req.audio_guidance,
                           "classifier-free guidance scale of the audio (default: the video's)")
-              ->check(finite_number(0, false, 1e4));
+              ->check(setting("audio_guidance"));
           break;
         case ModelFlag::Cache: {
           // The reference tool's cache flags and CLI defaults (cache-dit-semantics.md §5.8, §6.1).
@@ -242,8 +226,8 @@ int main(int argc, char** argv) {
               g->add_option("--scm,--mask-policy", c.mask_policy, "steps-computation mask: slow, medium, fast or ultra")
                   ->check(CLI::IsMember({"slow", "medium", "fast", "ultra", "s", "m", "f", "u"})),
               g->add_option("--steps-mask", c.steps_mask,
-                            "a steps-computation mask, one 0/1 per step (1 = compute); alone, the --scm mask")
-                  ->expected(0, 1),
+                            "a steps-computation mask, one 0/1 per step (1 = compute)")
+                  ->check(non_empty()),
               g->add_option("--scm-policy", c.mask_mode, "dynamic (cached mask steps still measured) or static")
                   ->capture_default_str()->check(CLI::IsMember({"dynamic", "static"})),
           };
@@ -274,18 +258,18 @@ int main(int argc, char** argv) {
           break;
         case ModelFlag::Video:
           sub->add_option("-F,--num-frames", req.num_frames, "video frames" + dflt("num_frames"))
-              ->check(integer_in(1, 100000));
+              ->check(setting("num_frames"));
           sub->add_option("--frame-rate,--fps", req.frame_rate, "frames per second" + dflt("frame_rate"))
-              ->check(finite_number(0, true, 1000));
+              ->check(setting("frame_rate"));
           sub->add_flag("--save-frames", req.save_frames,
                         "also write each frame as PNG (folder NAME.frames/) and the audio as NAME.wav");
           break;
       }
     }
-    sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str()->check(unsigned_integer());
-    sub->add_option("-b,--batch-count", req.batch, "outputs per prompt")->capture_default_str()->check(integer_in(1, 1024));
+    sub->add_option("-s,--seed", req.seed, "noise seed (CPU generator)")->capture_default_str()->check(setting("seed"));
+    sub->add_option("-b,--batch-count", req.batch, "outputs per prompt")->capture_default_str()->check(setting("batch"));
     sub->add_option("--max-sequence-length", req.max_sequence_length, "prompt tokens" + dflt("max_sequence_length"))
-        ->check(integer_in(1, 1 << 20));
+        ->check(setting("max_sequence_length"));
     const bool video = std::count(entry.flags.begin(), entry.flags.end(), ditgen::pipeline::ModelFlag::Video) > 0;
     sub->add_option("-o,--output,--save-path", req.output,
                     std::string("output ") + (video ? ".mp4" : ".png") +
@@ -294,11 +278,11 @@ int main(int argc, char** argv) {
     sub->add_option("--dtype", req.dtype, "bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU)")->capture_default_str();
     sub->add_option("--device", req.device, "cuda, cpu or auto")->capture_default_str();
     sub->add_option("--warmup", req.warmup, "untimed full runs before the timed ones")->capture_default_str()
-        ->check(integer_in(0, 1000));
+        ->check(setting("warmup"));
     sub->add_option("--warmup-steps", req.warmup_steps, "steps per warmup run (default: --steps)")
-        ->check(integer_in(1, 10000));
+        ->check(setting("warmup_steps"));
     sub->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
-        ->check(integer_in(1, 1000));
+        ->check(setting("repeat"));
     sub->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
     sub->add_option("--profile", req.profile_dir,
                     "folder for a profile of each rank's first timed denoising step: Chrome trace "
@@ -382,6 +366,8 @@ int main(int argc, char** argv) {
 
     // Every rank must have been asked the same thing before anything runs.
     ditgen::comm::RequestFields fields = {{"version", kVersion}, {"build", __DATE__ " " __TIME__}};
+    std::optional<std::string> prompt_file_bytes;
+    std::string prompt_file_error;
     double timeout_s = 300;
     for (auto* sub : app.get_subcommands()) {
       fields.emplace_back("command", sub->get_name());
@@ -391,13 +377,17 @@ int main(int argc, char** argv) {
         for (const auto& r : opt->results()) v += (v.empty() ? "" : " ") + r;
         fields.emplace_back(opt->get_name(), v);
         if (opt->get_name() == "--comm-timeout") timeout_s = std::stod(opt->results().front());
-        // The prompt file's bytes too: the same path may hold different files on different hosts.
+        // The prompt file's bytes too: the same path may hold different files on different hosts. Each
+        // rank reads the file once, here; its items are parsed from these very bytes below, so a file
+        // changed after the ranks agreed cannot reach one of them.
         if (opt->get_name() == "--prompt-file") {
           std::string digest;
           try {
-            digest = ditgen::pipeline::prompt_file_digest(opt->results().front());
+            prompt_file_bytes = ditgen::pipeline::read_prompt_file_bytes(opt->results().front());
+            digest = ditgen::pipeline::prompt_file_digest_of(*prompt_file_bytes);
           } catch (const ditgen::Error& e) {
             digest = e.what();  // unreadable on this rank: the agreement names it
+            prompt_file_error = e.what();
           }
           fields.emplace_back("--prompt-file contents", digest);
         }
@@ -411,7 +401,16 @@ int main(int argc, char** argv) {
     if (generate) {
       ditgen::pipeline::GenerateRequest req = generate->req;
       if (generate->prompt_opt->count() > 0) req.prompt = generate->prompt;
-      if (!req.prompt_file.empty()) req.items = ditgen::pipeline::read_prompt_file(req.prompt_file);
+      if (!req.prompt_file.empty()) {
+        if (!prompt_file_bytes) throw ditgen::Error(prompt_file_error);
+        req.items = ditgen::pipeline::parse_prompt_file(req.prompt_file, *prompt_file_bytes);
+        // Outputs the items name themselves must differ after normalising their paths, and none may be
+        // the prompt file or the summary (the runner checks the auto-named ones once the model is known).
+        const bool video = std::count(generate->entry->flags.begin(), generate->entry->flags.end(),
+                                      ditgen::pipeline::ModelFlag::Video) > 0;
+        ditgen::pipeline::check_named_outputs(req.items, req.output, req.prompt_file, video ? "mp4" : "png",
+                                              req.batch, video && req.save_frames);
+      }
       if (generate->negative_opt && generate->negative_opt->count() > 0) req.negative_prompt = generate->negative;
       for (const auto* o : generate->cache_flags)
         DITGEN_CHECK(o->count() == 0 || req.cache.enabled, "{} sets up the block cache; add --cache (or drop {})",
@@ -439,9 +438,20 @@ int main(int argc, char** argv) {
   } catch (const ditgen::Error& e) {
     spdlog::error(e.what());
     code = 2;
+  } catch (const std::bad_alloc&) {  // outside the runner's stages, which name themselves
+    spdlog::error("out of memory: the host allocator failed (reduce --height/--width/--batch-count, or use more "
+                  "ranks)");
+    code = 2;
   } catch (const c10::Error& e) {  // a LibTorch failure we did not anticipate: its message, not its backtrace
-    spdlog::error(std::string("internal error (LibTorch): ") + e.what_without_backtrace());
-    code = 3;
+    const std::string what = e.what_without_backtrace();
+    if (ditgen::pipeline::is_out_of_memory(what)) {
+      spdlog::error("out of memory: {} (reduce --height/--width/--batch-count, or use more ranks)",
+                    what.substr(0, what.find('\n')));
+      code = 2;
+    } else {
+      spdlog::error(std::string("internal error (LibTorch): ") + what);
+      code = 3;
+    }
   } catch (const std::exception& e) {
     spdlog::error(std::string("internal error: ") + e.what());
     code = 3;

@@ -98,10 +98,10 @@ file(WRITE ${PF_WORK}/blank.txt "\n  \n")
 file(WRITE ${PF_WORK}/two.txt "a\nb\n")
 set(PF_CASES
   "unknown_key|unknown.jsonl|line 2: unknown key \"promt\"|"
-  "negative_seed|seed.jsonl|line 1: \"seed\" must be a non-negative integer, got -3|"
+  "negative_seed|seed.jsonl|line 1: \"seed\" must be an integer from 0 to 18446744073709551615, got -3|"
   "bad_height|height.jsonl|line 2: --height 101 is not a multiple of 4|"
   "negative_prompt|negative.jsonl|line 1: \"negative_prompt\": `ditgen flux2` takes no negative prompt|"
-  "same_output|twice.jsonl|lines 1 and 2 both write|"
+  "same_output|twice.jsonl|line 1 .* and --prompt-file .* line 2 .*write the same file|"
   "not_json|notjson.jsonl|line 2: not a JSON object|"
   "empty|blank.txt|has no prompts|"
   "one_file_many_items|two.txt|names one file, but 2 items|-o,${PF_WORK}/one.png"

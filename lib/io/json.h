@@ -1,5 +1,12 @@
 #pragma once
-// JSON file helpers whose errors name the file and the key.
+// JSON file helpers whose errors name the file and the key. Every JSON text ditgen reads (configs,
+// indexes, presets, prompt-file lines, safetensors headers) goes through parse_json: nesting deeper than
+// kMaxJsonDepth, a key given twice in one object and numbers beyond a double's range are refused before
+// anything is built, in time linear in the text's size.
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
@@ -9,8 +16,24 @@
 
 namespace ditgen::io {
 
+constexpr int kMaxJsonDepth = 64;                    // nested objects and arrays; real configs use < 10
+constexpr uint64_t kMaxJsonFileBytes = 64ull << 20;  // a JSON file's size (an index of 100k tensors is ~10 MB)
+
+// The whole message for a key repeated in one object: the keys and "[i]" indices leading to that object
+// (empty at the top level) and the key. Lets a caller word it in its own terms ("tensor 'x' is listed twice").
+using DuplicateKeyText = std::function<std::string(const std::vector<std::string>& parents, const std::string& key)>;
+
+// Parses `text` strictly (see above); `what` names the source in errors ("'dir/config.json'",
+// "--prompt-file p.jsonl line 3").
+nlohmann::json parse_json(const std::string& text, const std::string& what,
+                          const DuplicateKeyText& duplicate_text = nullptr);
+// A regular file's bytes, refused (naming `what`, or the path) when it is a FIFO, folder or device, or
+// larger than `max_bytes`.
+std::string read_text_file(const std::string& path, uint64_t max_bytes, const std::string& what = "");
+// read_text_file (kMaxJsonFileBytes) + parse_json, naming the file.
 nlohmann::json read_json_file(const std::string& path);
-nlohmann::json parse_json(const std::string& text, const std::string& what);
+// A value quoted in a message: at most 60 characters, printable.
+std::string json_excerpt(const nlohmann::json& v);
 
 namespace detail {
 
@@ -24,16 +47,28 @@ struct is_vector<std::vector<T>> : std::true_type {};
 template <typename T>
 void check_kind(const nlohmann::json& v, const std::string& where, const std::string& key) {
   if constexpr (is_vector<T>::value) {
-    DITGEN_CHECK(v.is_array(), "{}: key '{}' must be a list, got {}", where, key, v.dump());
+    DITGEN_CHECK(v.is_array(), "{}: key '{}' must be a list, got {}", where, key, json_excerpt(v));
     for (size_t i = 0; i < v.size(); ++i) check_kind<typename T::value_type>(v[i], where, key + "[" + std::to_string(i) + "]");
   } else if constexpr (std::is_same_v<T, bool>) {
-    DITGEN_CHECK(v.is_boolean(), "{}: key '{}' must be true or false, got {}", where, key, v.dump());
+    DITGEN_CHECK(v.is_boolean(), "{}: key '{}' must be true or false, got {}", where, key, json_excerpt(v));
   } else if constexpr (std::is_integral_v<T>) {
-    DITGEN_CHECK(v.is_number_integer(), "{}: key '{}' must be an integer, got {}", where, key, v.dump());
-    if constexpr (std::is_unsigned_v<T>)
-      DITGEN_CHECK(v.is_number_unsigned(), "{}: key '{}' must not be negative, got {}", where, key, v.dump());
+    DITGEN_CHECK(v.is_number_integer(), "{}: key '{}' must be an integer, got {}", where, key, json_excerpt(v));
+    if constexpr (std::is_unsigned_v<T>) {
+      DITGEN_CHECK(v.is_number_unsigned(), "{}: key '{}' must not be negative, got {}", where, key, json_excerpt(v));
+      DITGEN_CHECK(v.get<uint64_t>() <= std::numeric_limits<T>::max(), "{}: key '{}' is too large, got {}", where,
+                   key, json_excerpt(v));
+    } else {
+      // int: a value past its range would wrap silently.
+      const bool fits = v.is_number_unsigned()
+                            ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                            : v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                                  v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max());
+      DITGEN_CHECK(fits, "{}: key '{}' is out of range, got {}", where, key, json_excerpt(v));
+    }
   } else if constexpr (std::is_floating_point_v<T>) {
-    DITGEN_CHECK(v.is_number(), "{}: key '{}' must be a number, got {}", where, key, v.dump());
+    DITGEN_CHECK(v.is_number(), "{}: key '{}' must be a number, got {}", where, key, json_excerpt(v));
+    DITGEN_CHECK(std::isfinite(v.get<double>()), "{}: key '{}' must be a finite number, got {}", where, key,
+                 json_excerpt(v));
   }
 }
 

@@ -146,6 +146,15 @@ OutputFolder::OutputFolder(const std::string& dir, bool replace) : dir_(dir), re
   namespace fs = std::filesystem;
   std::error_code ec;
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+  // A symlink to a folder (a model folder kept on another disk): the folder it points to is the one
+  // written and replaced, and the link stays. Renaming the link itself aside failed and left an empty
+  // DIR.old.XXXXXX behind.
+  if (fs::is_symlink(dir_, ec)) {
+    const fs::path target = fs::canonical(dir_, ec);
+    DITGEN_CHECK(!ec, "'{}' is a symlink that leads nowhere ({}); remove it or point it at a folder", dir_,
+                 ec.message());
+    dir_ = target.string();
+  }
   if (fs::exists(dir_, ec)) {
     DITGEN_CHECK(fs::is_directory(dir_, ec), "'{}' exists and is not a folder", dir_);
     DITGEN_CHECK(replace_ || fs::is_empty(dir_, ec),
@@ -172,8 +181,13 @@ void OutputFolder::commit() {
   std::string old;
   if (fs::exists(dir_, ec)) {  // empty, or replaced on request: move it aside first
     old = dir_ + ".old.XXXXXX";
-    DITGEN_CHECK(::mkdtemp(&old[0]) != nullptr && std::rename(dir_.c_str(), old.c_str()) == 0,
-                 "cannot move the old '{}' aside: {}", dir_, std::strerror(errno));
+    DITGEN_CHECK(::mkdtemp(&old[0]) != nullptr, "cannot create a folder next to '{}': {}", dir_,
+                 std::strerror(errno));
+    if (std::rename(dir_.c_str(), old.c_str()) != 0) {
+      const std::string why = std::strerror(errno);
+      ::rmdir(old.c_str());  // nothing may stay behind
+      fail("cannot move the old '{}' aside: {}", dir_, why);
+    }
   }
   if (std::rename(staging_.c_str(), dir_.c_str()) != 0) {
     const std::string why = std::strerror(errno);

@@ -15,6 +15,7 @@
 #include <set>
 #include <tuple>
 
+#include "lib/io/json.h"
 #include "lib/io/printable.h"
 #include "lib/runtime/error.h"
 
@@ -59,6 +60,10 @@ std::optional<at::ScalarType> readable_as(const std::string& d) {
   return std::nullopt;
 }
 
+bool is_float_dtype(const std::string& d) {
+  return d == "F64" || d == "F32" || d == "F16" || d == "BF16" || d == "F8_E4M3";
+}
+
 float f8_e4m3_to_float(uint8_t v) {
   const int sign = v >> 7, exp = (v >> 3) & 0xF, man = v & 0x7;
   float out;
@@ -73,11 +78,7 @@ float f8_e4m3_to_float(uint8_t v) {
 }
 
 // A JSON value quoted in a message: short, and printable.
-std::string json_text(const nlohmann::json& v) {
-  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > 40) s = s.substr(0, 37) + "...";
-  return printable(s);
-}
+std::string json_text(const nlohmann::json& v) { return json_excerpt(v); }
 
 const char* file_kind(mode_t m) {
   if (S_ISDIR(m)) return "a directory";
@@ -88,36 +89,19 @@ const char* file_kind(mode_t m) {
   return "not a regular file";
 }
 
-// Parses the header, refusing a key repeated in any object: nlohmann keeps the last of duplicate keys
-// silently, and a tensor listed twice must not load whichever copy happens to come last.
+// Parses the header strictly (io::parse_json: bounded depth, linear time), refusing a key repeated in
+// any object: nlohmann keeps the last of duplicate keys silently, and a tensor listed twice must not
+// load whichever copy happens to come last.
 nlohmann::json parse_header(const std::string& text, const std::string& where) {
   DITGEN_CHECK(!text.empty() && text[0] == '{', "'{}' is corrupt: its header does not start with '{{'",
                where);
-  std::vector<std::set<std::string>> keys;  // the keys seen in each open object
-  std::string tensor, duplicate;            // the current top-level key; the first repeated key
-  auto on_event = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-    using Ev = nlohmann::json::parse_event_t;
-    if (ev == Ev::object_start) {
-      keys.emplace_back();
-    } else if (ev == Ev::object_end) {
-      keys.pop_back();
-    } else if (ev == Ev::key) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (depth == 1) tensor = k;
-      if (!keys.back().insert(k).second && duplicate.empty())
-        duplicate = depth == 1
-                        ? fmt::format("tensor '{}' is listed twice", printable(k))
-                        : fmt::format("entry '{}' has key '{}' twice", printable(tensor), printable(k));
-    }
-    return true;
+  auto duplicate = [&](const std::vector<std::string>& parents, const std::string& key) {
+    const std::string what =
+        parents.empty() ? fmt::format("tensor '{}' is listed twice", printable(key))
+                        : fmt::format("entry '{}' has key '{}' twice", printable(parents[0]), printable(key));
+    return fmt::format("'{}' is corrupt: {} in its header", where, what);
   };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text, on_event);
-  } catch (const nlohmann::json::exception& e) {
-    fail("'{}' is corrupt: its header is not valid JSON ({})", where, printable(e.what()));
-  }
-  DITGEN_CHECK(duplicate.empty(), "'{}' is corrupt: {} in its header", where, duplicate);
+  nlohmann::json j = parse_json(text, fmt::format("'{}' is corrupt: its header", where), duplicate);
   DITGEN_CHECK(j.is_object(), "'{}' is corrupt: the header is not a JSON object", where);
   return j;
 }
@@ -343,6 +327,16 @@ at::Tensor SafetensorsFile::read(const std::string& name, const Slice& slice, at
       "'{}': tensor '{}' has dtype {}, which ditgen cannot read (it reads F64, F32, F16, BF16, F8_E4M3, "
       "I64, I32, I16, I8, U8 and BOOL)",
       printable(path_), printable(name), ti.dtype);
+  // A weight read as floating point must be stored as floating point: an I32 tensor of a float's byte size
+  // (a relabelled header) would otherwise load as integers cast to float, and a BOOL mask as 0/1 weights.
+  // Integer reads (token ids, indices) likewise need integers, not truncated floats.
+  const bool stored_float = is_float_dtype(ti.dtype);
+  DITGEN_CHECK(stored_float == at::isFloatingType(dtype),
+               "'{}': tensor '{}' is stored as {}, but ditgen reads {} there (stored as {}); the file does not "
+               "hold what the model expects (a wrong or relabelled tensor?)",
+               printable(path_), printable(name), ti.dtype,
+               at::isFloatingType(dtype) ? "floating-point values" : "integers",
+               at::isFloatingType(dtype) ? "F32, BF16, F16, F8_E4M3 or F64" : "an integer dtype");
   const int64_t elt = dtype_size(ti.dtype);
   const bool f8 = ti.dtype == "F8_E4M3";
   const at::ScalarType stored = f8 ? at::kByte : dtype_to_scalar(ti.dtype);

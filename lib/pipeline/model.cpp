@@ -1,6 +1,8 @@
 #include "lib/pipeline/model.h"
 
 #include "lib/io/json.h"
+#include "lib/io/printable.h"
+#include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::pipeline {
@@ -12,9 +14,15 @@ Latents Model::guide(const Latents&, const Latents&, const Settings&) const {
 nlohmann::json folder_defaults(const std::string& model_path, const nlohmann::json& fallback) {
   const std::string path = io::join_path(model_path, kPresetsFile);
   if (!io::file_exists(path)) return fallback;
-  const nlohmann::json j = io::read_json_file(path);
+  const std::string where = "'" + io::printable(path) + "'";
+  const nlohmann::json j = io::read_json_file(path);  // strict: depth, duplicate keys, size
   DITGEN_CHECK(j.is_object() && j.contains("defaults") && j["defaults"].is_object(),
-               "{}: expected an object with a 'defaults' object", path);
+               "{}: expected an object with a 'defaults' object", where);
+  for (const auto& kv : j.items())
+    DITGEN_CHECK(kv.key() == "defaults", "{}: unknown key \"{}\" (a presets file holds only \"defaults\")", where,
+                 io::printable(kv.key()));
+  // The command line's rules (settings_check.h): a presets file is one more source of the same settings.
+  check_preset_defaults(j["defaults"], where + " defaults");
   nlohmann::json d = fallback;
   d.update(j["defaults"]);  // keys it does not name keep the real model's defaults
   return d;

@@ -1,109 +1,112 @@
 #include "lib/pipeline/prompt_file.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "lib/io/json.h"
 #include "lib/io/printable.h"
+#include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::pipeline {
 
 namespace {
 
-std::string read_all(const std::string& path) {
-  struct stat st {};
-  DITGEN_CHECK(::stat(path.c_str(), &st) == 0, "--prompt-file '{}': {}", io::printable(path), std::strerror(errno));
-  DITGEN_CHECK(S_ISREG(st.st_mode), "--prompt-file '{}' is not a regular file", io::printable(path));
-  std::ifstream f(path, std::ios::binary);
-  DITGEN_CHECK(f.good(), "--prompt-file '{}' cannot be read: {}", io::printable(path), std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
-  std::string cur;
-  for (char c : text) {
-    if (c == '\n') {
-      if (!cur.empty() && cur.back() == '\r') cur.pop_back();
-      lines.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
+  size_t b = 0;
+  while (b < text.size()) {
+    size_t e = text.find('\n', b);
+    if (e == std::string::npos) e = text.size();
+    size_t end = e;
+    if (end > b && text[end - 1] == '\r') --end;
+    lines.push_back(text.substr(b, end - b));
+    b = e + 1;
   }
-  if (!cur.empty()) lines.push_back(cur.back() == '\r' ? cur.substr(0, cur.size() - 1) : cur);
   return lines;
 }
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t") == std::string::npos; }
 
-int64_t positive(const nlohmann::json& v, const std::string& where, const char* key, int64_t max) {
-  DITGEN_CHECK(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= max,
-               "{}: \"{}\" must be an integer from 1 to {}, got {}", where, key, max, v.dump());
-  return v.get<int64_t>();
+// The byte offset of the first ill-formed UTF-8 sequence (overlong, surrogate, > U+10FFFF, cut short,
+// stray continuation), or npos when `s` is well-formed.
+size_t first_bad_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (len == 0 || c >= 0xf5 || i + len > n) return i;
+    uint32_t cp = c & (len == 2 ? 0x1fu : len == 3 ? 0x0fu : 0x07u);
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += len;
+  }
+  return std::string::npos;
 }
 
 }  // namespace
 
-std::vector<PromptItem> read_prompt_file(const std::string& path) {
-  const std::vector<std::string> lines = split_lines(read_all(path));
+std::string read_prompt_file_bytes(const std::string& path) {
+  return io::read_text_file(path, kMaxPromptFileBytes, "--prompt-file '" + io::printable(path) + "'");
+}
+
+std::vector<PromptItem> parse_prompt_file(const std::string& path, const std::string& bytes) {
+  const std::vector<std::string> lines = split_lines(bytes);
   bool json_lines = false;
   for (const auto& l : lines)
     if (!blank(l)) {
       json_lines = l[l.find_first_not_of(" \t")] == '{';
       break;
     }
+  static const std::set<std::string> known = {"prompt", "negative_prompt", "seed", "height", "width", "steps", "output"};
   std::vector<PromptItem> items;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (blank(lines[i])) continue;
     PromptItem item;
     item.line = static_cast<int>(i + 1);
     const std::string where = fmt::format("--prompt-file {} line {}", io::printable(path), item.line);
+    // The tokenizers take UTF-8; a line that is not would be refused later without its file and line.
+    const size_t bad = first_bad_utf8(lines[i]);
+    DITGEN_CHECK(bad == std::string::npos,
+                 "{}: not UTF-8 text (byte 0x{:02x} at column {}); save the file as UTF-8", where,
+                 static_cast<unsigned>(static_cast<unsigned char>(lines[i][bad])), bad + 1);
     if (!json_lines) {
       item.prompt = lines[i];
       items.push_back(item);
       continue;
     }
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(lines[i]);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not a JSON object ({}); a JSON Lines file has one object per line", where, e.what());
-    }
-    DITGEN_CHECK(j.is_object(), "{}: expected a JSON object, got {}", where, j.type_name());
-    static const std::set<std::string> known = {"prompt", "negative_prompt", "seed", "height", "width", "steps", "output"};
+    DITGEN_CHECK(lines[i][lines[i].find_first_not_of(" \t")] == '{',
+                 "{}: not a JSON object; a JSON Lines file has one object per line", where);
+    const nlohmann::json j = io::parse_json(lines[i], where);
+    DITGEN_CHECK(j.is_object(), "{}: expected a JSON object, got {}; a JSON Lines file has one object per line",
+                 where, j.type_name());
     for (const auto& kv : j.items()) {
       std::string names;
       for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
       DITGEN_CHECK(known.count(kv.key()), "{}: unknown key \"{}\" (known: {})", where, io::printable(kv.key()), names);
     }
-    auto text = [&](const char* key) -> std::optional<std::string> {
-      if (!j.contains(key)) return std::nullopt;
-      DITGEN_CHECK(j[key].is_string(), "{}: \"{}\" must be a string, got {}", where, key, j[key].dump());
-      return j[key].get<std::string>();
-    };
-    item.prompt = text("prompt");
-    item.negative_prompt = text("negative_prompt");
-    if (j.contains("seed")) {
-      DITGEN_CHECK(j["seed"].is_number_unsigned(), "{}: \"seed\" must be a non-negative integer, got {}", where,
-                   j["seed"].dump());
-      item.seed = j["seed"].get<uint64_t>();
-    }
-    if (j.contains("height")) item.height = positive(j["height"], where, "height", 1 << 16);
-    if (j.contains("width")) item.width = positive(j["width"], where, "width", 1 << 16);
-    if (j.contains("steps")) item.steps = positive(j["steps"], where, "steps", 100000);
-    if (auto o = text("output")) {
-      DITGEN_CHECK(!o->empty(), "{}: \"output\" is empty; leave it out to use --output", where);
-      item.output = *o;
+    if (j.contains("prompt")) item.prompt = checked_text(j, "prompt", where);
+    if (j.contains("negative_prompt")) item.negative_prompt = checked_text(j, "negative_prompt", where);
+    if (j.contains("seed")) item.seed = checked_unsigned(j, "seed", where);
+    if (j.contains("height")) item.height = checked_integer(j, "height", where);
+    if (j.contains("width")) item.width = checked_integer(j, "width", where);
+    if (j.contains("steps")) item.steps = checked_integer(j, "steps", where);
+    if (j.contains("output")) {
+      DITGEN_CHECK(j["output"].is_string(), "{}: \"output\" must be a string, got {}", where,
+                   io::json_excerpt(j["output"]));
+      item.output = j["output"].get<std::string>();
+      DITGEN_CHECK(!item.output.empty(), "{}: \"output\" is empty; leave it out to use --output", where);
+      DITGEN_CHECK(item.output.find('\0') == std::string::npos, "{}: \"output\" holds a NUL character", where);
     }
     items.push_back(item);
   }
@@ -111,9 +114,13 @@ std::vector<PromptItem> read_prompt_file(const std::string& path) {
   return items;
 }
 
-std::string prompt_file_digest(const std::string& path) {
+std::vector<PromptItem> read_prompt_file(const std::string& path) {
+  return parse_prompt_file(path, read_prompt_file_bytes(path));
+}
+
+std::string prompt_file_digest_of(const std::string& bytes) {
   uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : read_all(path)) h = (h ^ c) * 1099511628211ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
   return fmt::format("{:016x}", h);
 }
 

@@ -17,6 +17,7 @@
 #include "lib/pipeline/fit_check.h"
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/prompt_file.h"
+#include "lib/pipeline/settings_check.h"
 #include "lib/pipeline/stage.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
@@ -105,19 +106,6 @@ std::string item_where(const GenerateRequest& req, const PromptItem& item) {
   return req.items.empty() ? "" : fmt::format("--prompt-file {} line {}: ", req.prompt_file, item.line);
 }
 
-// The folder a prompt file's summary goes to: --output's folder (the current one by default).
-std::string summary_path(const GenerateRequest& req) {
-  std::string dir = req.output.empty() ? "." : req.output;
-  if (output_names_file(req.output)) {  // its folder
-    const auto slash = req.output.find_last_of('/');
-    dir = slash == std::string::npos ? "." : req.output.substr(0, slash);
-  }
-  std::string stem = req.prompt_file.substr(req.prompt_file.find_last_of('/') + 1);
-  if (const auto dot = stem.find_last_of('.'); dot != std::string::npos && dot > 0)
-    stem = stem.substr(0, dot);
-  return io::join_path(dir, stem + ".summary.json");
-}
-
 // Ranks on this host, for the fit checks (the launcher's count, else every rank).
 int ranks_on_host(const comm::Mesh& mesh) {
   const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
@@ -161,6 +149,7 @@ class Launch {
   void check_weights_fit() const;
   void load();
   void resolve_items();
+  void check_outputs() const;
   void encode_prompts();
   void load_transformer();
   void warm_up();
@@ -273,13 +262,6 @@ void Launch::check_items() const {
       "--output '{}' names one file, but {} items of --prompt-file {} have no \"output\" of their own: give "
       "a folder",
       req_.output, shared, req_.prompt_file);
-  std::map<std::string, int> named;  // explicit outputs must differ
-  for (const auto& item : items_) {
-    if (item.output.empty()) continue;
-    const auto [it, fresh] = named.emplace(item.output, item.line);
-    DITGEN_CHECK(fresh, "--prompt-file {}: lines {} and {} both write \"{}\"", req_.prompt_file, it->second,
-                 item.line, item.output);
-  }
 }
 
 // Check the fit: a checkpoint whose weights cannot fit ends here, before any is allocated.
@@ -308,6 +290,8 @@ void Launch::resolve_items() {
   for (const auto& item : items_) {
     try {
       Settings s = resolve_settings(item_request(req_, item), *model_, device_, dtype_, images_);
+      check_settings(s, many_ ? fmt::format("--prompt-file {} line {}", req_.prompt_file, item.line)
+                              : "the command line and presets");
       check_image_size(s.height, s.width, model_->pixel_multiple());
       model_->check(s);
       const std::string no_cfg = model_->cfg_off_reason(s);
@@ -322,6 +306,29 @@ void Launch::resolve_items() {
       fail("{}{}", item_where(req_, item), e.what());
     }
   }
+}
+
+// Check the outputs: every file the launch will write (each item's images or videos, frames, sound,
+// reports, the summary), compared after normalising their paths, before the first item runs; none may
+// coincide with another or with an input (the prompt file, an input image).
+void Launch::check_outputs() const {
+  std::vector<LaunchFile> outputs, inputs;
+  for (size_t k = 0; k < items_.size(); ++k) {
+    const Settings& s = settings_[k];
+    std::string tag = run_tag_pattern(mesh_, s.cache.enabled, tep_, vaep_);
+    if (many_ && items_[k].output.empty()) tag += fmt::format(".{:04d}", k + 1);
+    for (auto& f : planned_outputs(item_request(req_, items_[k]).output, output_name(s), s.height, s.width,
+                                   video_ ? s.num_frames : 0, tag, s.batch, ext_, video_ && req_.save_frames,
+                                   many_ ? fmt::format("--prompt-file {} line {}", req_.prompt_file, items_[k].line)
+                                         : "--output"))
+      outputs.push_back(std::move(f));
+  }
+  if (many_) {
+    outputs.push_back({prompt_file_summary_path(req_.output, req_.prompt_file), "the prompt-file summary"});
+    inputs.push_back({req_.prompt_file, "--prompt-file"});
+  }
+  for (const auto& im : images_) inputs.push_back({im.path, "--image"});
+  check_launch_files(outputs, inputs);
 }
 
 // Encode: every item's prompts (and conditioning images) once, for the warm-up and the timed runs; then
@@ -650,7 +657,7 @@ io::RunReport Launch::generate_item(size_t k) {
 // A prompt file's summary: every item's outputs and times, written by rank 0 after the last item.
 void Launch::write_summary() const {
   if (!many_ || mesh_.rank() != 0) return;
-  const std::string path = summary_path(req_);
+  const std::string path = prompt_file_summary_path(req_.output, req_.prompt_file);
   const nlohmann::json summary = {{"model", model_->name()},  {"device", device_name_},
                                   {"mesh", mesh_.describe()}, {"prompt_file", req_.prompt_file},
                                   {"items", summary_items_},  {"load_s", load_s_},
@@ -670,6 +677,7 @@ io::RunReport generate(const ModelEntry& entry, const GenerateRequest& request,
   launch.check_weights_fit();
   launch.load();
   launch.resolve_items();
+  launch.check_outputs();
   launch.encode_prompts();
   launch.load_transformer();
   launch.warm_up();

@@ -9,10 +9,7 @@
 namespace ditgen::pipeline {
 
 void fail_out_of_memory(const char* stage, const at::Device& device, const std::string& what) {
-  fail(
-      "out of memory while {} on {} ({}): reduce --height/--width/--batch-count, or spread the model over "
-      "more ranks (--tp, --ulysses, --ring)",
-      stage, device.str(), what.substr(0, what.find('\n')));
+  fail("{}", out_of_memory_message(stage, device.str(), what));
 }
 
 void StagePeaks::begin() const {

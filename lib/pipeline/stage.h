@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lib/io/report.h"
+#include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::pipeline {
@@ -26,9 +27,7 @@ auto in_stage(const char* stage, const at::Device& device, F&& f) -> decltype(f(
     fail_out_of_memory(stage, device, "the host allocator failed");
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
-    if (what.find("out of memory") != std::string::npos ||
-        what.find("not enough memory") != std::string::npos)
-      fail_out_of_memory(stage, device, what);
+    if (is_out_of_memory(what)) fail_out_of_memory(stage, device, what);
     throw;
   }
 }

@@ -89,8 +89,18 @@ FlowMatchConfig FlowMatchConfig::from_json(const nlohmann::json& j, const std::s
   DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
   DITGEN_CHECK(c.shift_terminal >= 0 && c.shift_terminal < 1, "{}: shift_terminal must lie in [0, 1), got {}", where,
                c.shift_terminal);
-  DITGEN_CHECK(c.max_image_seq_len != c.base_image_seq_len,
-               "{}: max_image_seq_len and base_image_seq_len must differ (both {})", where, c.base_image_seq_len);
+  DITGEN_CHECK(c.base_image_seq_len >= 1, "{}: base_image_seq_len must be a positive token count, got {}", where,
+               c.base_image_seq_len);
+  DITGEN_CHECK(c.max_image_seq_len > c.base_image_seq_len,
+               "{}: max_image_seq_len ({}) must be larger than base_image_seq_len ({}); mu is a line through both",
+               where, c.max_image_seq_len, c.base_image_seq_len);
+  // The sampler's timesteps are sigma x 1000, the training range of every model it serves.
+  const int64_t train = io::json_get<int64_t>(j, "num_train_timesteps", 1000, where);
+  DITGEN_CHECK(train == 1000, "{}: num_train_timesteps must be 1000 (timesteps are sigma x 1000), got {}", where,
+               train);
+  for (const char* key : {"base_shift", "max_shift"})
+    DITGEN_CHECK(j.find(key) == j.end() || j[key].is_null() || std::abs(j[key].get<double>()) <= 100,
+                 "{}: {} must lie in [-100, 100] (mu is an exponent), got {}", where, key, j[key].get<double>());
   return c;
 }
 

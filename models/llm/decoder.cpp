@@ -8,6 +8,7 @@
 
 #include "lib/comm/mesh.h"
 #include "lib/io/json.h"
+#include "lib/io/printable.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/runtime/error.h"
@@ -163,10 +164,20 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& where,
 
   // Family: model_type (text_config's first), else the caller's, else telling keys.
   std::optional<DecoderFamily> typed;
-  if (auto mt = v.get<std::string>("model_type")) {
-    typed = family_from_name(*mt);
-    DITGEN_CHECK(typed.has_value(),
-                 "{}: model_type '{}' is not a supported text encoder (mistral, qwen2, gemma3)", where, *mt);
+  // Both the wrapper's and text_config's model_type must name one family: a Qwen2.5-VL wrapper around a
+  // Gemma text_config (or the reverse) is not a checkpoint of either.
+  for (const json* o : {&j, j.contains("text_config") ? &j["text_config"] : nullptr}) {
+    if (!o || !o->is_object() || !o->contains("model_type") || (*o)["model_type"].is_null()) continue;
+    const std::string key = o == &j ? "model_type" : "text_config.model_type";
+    DITGEN_CHECK((*o)["model_type"].is_string(), "{}: '{}' must be a string, got {}", where, key,
+                 io::json_excerpt((*o)["model_type"]));
+    const std::string mt = (*o)["model_type"].get<std::string>();
+    const auto f = family_from_name(mt);
+    DITGEN_CHECK(f.has_value(), "{}: {} '{}' is not a supported text encoder (mistral, qwen2, gemma3)", where, key,
+                 io::printable(mt));
+    DITGEN_CHECK(!typed || *typed == *f, "{}: model_type says {} but text_config.model_type says {}", where,
+                 family_name(*typed), family_name(*f));
+    typed = f;
   }
   if (typed && family && *typed != *family)
     fail("{}: model_type says {} but the caller expects a {} text encoder", where, family_name(*typed),
@@ -297,6 +308,12 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& where,
     DITGEN_CHECK(window > 0, "{}: '{}' must be a positive window for the sliding-attention layers", where,
                  v.path("sliding_window"));
   c.sliding_window = any_sliding ? window : 0;
+
+  c.max_position_embeddings = v.get_or<int64_t>("max_position_embeddings", 0);
+  DITGEN_CHECK(!v.find("max_position_embeddings") || c.max_position_embeddings > 0,
+               "{}: '{}' must be a positive integer, got {}", where, v.path("max_position_embeddings"),
+               c.max_position_embeddings);
+  c.source = where;
 
   if (gemma) {
     c.scale_embeddings = c.offset_norms = c.sandwich_norms = c.qk_norm = true;
@@ -615,6 +632,10 @@ std::vector<at::Tensor> DecoderLM::forward(const at::Tensor& input_ids, const at
   const int total = c.num_hidden_layers;
   DITGEN_CHECK(input_ids.defined() && input_ids.dim() == 2, "text encoder: input_ids must be [B, L]");
   const int64_t b = input_ids.size(0), s = input_ids.size(1);
+  DITGEN_CHECK(c.max_position_embeddings == 0 || s <= c.max_position_embeddings,
+               "text encoder ({}): the prompt has {} tokens but max_position_embeddings is {}; lower "
+               "--max-sequence-length or fix the config",
+               io::printable(c.source), s, c.max_position_embeddings);
 
   // Resolve the wanted indices (negative counts from the end, like Python).
   std::vector<int> idx;

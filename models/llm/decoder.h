@@ -68,6 +68,11 @@ struct DecoderConfig {
   bool qk_norm = false;              // per-head q_norm / k_norm before RoPE
   double query_pre_attn_scalar = 0;  // attention scale = this^-0.5 (0: head_dim)
 
+  // The longest sequence the encoder was trained on (max_position_embeddings; 0: the config does not say).
+  // forward() refuses longer inputs instead of running RoPE past what the weights know.
+  int64_t max_position_embeddings = 0;
+  std::string source;  // the config file, for messages
+
   // Reads a plain text config or a wrapper with `text_config` (Mistral3ForConditionalGeneration,
   // Qwen2.5-VL, Gemma3ForConditionalGeneration); a key missing from `text_config` is looked up at the
   // top level (older Qwen2.5-VL configs keep everything there). The family comes from `model_type`, else
