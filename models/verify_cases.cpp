@@ -31,6 +31,7 @@ const std::map<std::string, Runner>& runners() {
       {"text_encoder_qwen25vl", llm::verify_text_encoder},
       {"qwenimage_transformer", qwen_image::verify_transformer},
       {"qwenimage_vae", qwen_image::verify_vae},
+      {"qwenimage_vae_encode", qwen_image::verify_vae_encode},
       {"qwenimage_pipeline", qwen_image::verify_pipeline},
       {"ltx2_transformer", ltx2::verify_transformer},
       {"ltx2_connectors", ltx2::verify_connectors},
