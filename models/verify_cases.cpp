@@ -36,6 +36,7 @@ const std::map<std::string, Runner>& runners() {
       {"ltx2_transformer", ltx2::verify_transformer},
       {"ltx2_connectors", ltx2::verify_connectors},
       {"ltx2_video_vae", ltx2::verify_video_vae},
+      {"ltx2_video_vae_encode", ltx2::verify_video_vae_encode},
       {"ltx2_audio_vae_vocoder", ltx2::verify_audio_vae_vocoder},
       {"ltx2_pipeline", ltx2::verify_pipeline},
       {"text_encoder_gemma3", llm::verify_text_encoder},
