@@ -1,9 +1,11 @@
-# VAE-P (--parallel-vae: each VAE decoder split by image rows over the ranks, lib/parallel/rows.h), under
-# mpirun on the CPU.
-#  - Each VAE fixture over 2, 3, 4 and 8 ranks (6 or 4 latent rows: uneven bands, one-row bands, and at 8
-#    ranks ranks without rows): against the reference and, at 1e-5, against the one-rank decode.
+# VAE-P (--parallel-vae: each VAE decoder and encoder split by image rows over the ranks,
+# lib/parallel/rows.h), under mpirun on the CPU.
+#  - Each VAE fixture over 2, 3, 4 and 8 ranks (6, 4 or 8 latent rows: uneven bands, one-row bands, and at 8
+#    ranks ranks without rows): against the reference and, at 1e-5, against the one-rank decode / encode
+#    (flux2_vae checks both; the *_encode fixtures the Qwen-Image and LTX-2 encoders).
 #  - Random latents with odd row counts (7, 13, 5, fewer rows than ranks), batch 2, both LTX-2 padding modes:
-#    the split decode against the one-rank decode at 1e-5 (ditgen_vae_parallel_check). The halo exchange
+#    the split decode against the one-rank decode at 1e-5 (ditgen_vae_parallel_check); likewise the
+#    split encode of random images, also with pixel rows beyond the VAE factor (flux2, qwen-image). The halo exchange
 #    itself for zeros / replicate / reflect padding and halos wider than a band.
 #  - Each model's tiny pipeline with --parallel-vae under 2 and 4 ranks gives the single-process output; the
 #    auto-named output carries _VAEP and the report says VAE-P is on.
@@ -14,7 +16,8 @@ add_executable(ditgen_vae_parallel_check tools/vae_parallel_check.cpp)
 target_link_libraries(ditgen_vae_parallel_check PRIVATE ditgen_engine CLI11::CLI11)
 target_precompile_headers(ditgen_vae_parallel_check REUSE_FROM ditgen_engine)
 
-foreach(fixture flux2_vae_b1_6x8 qwenimage_vae_b1_6x8 ltx2_video_vae_b1_f3_4x6)
+foreach(fixture flux2_vae_b1_6x8 qwenimage_vae_b1_6x8 ltx2_video_vae_b1_f3_4x6 qwenimage_vae_encode_b1_32x48
+                ltx2_video_vae_encode_b1_f9_32x48)
   foreach(np 2 3 4 8)
     add_test(NAME vaep.verify.${fixture}.np${np}
              COMMAND ${VAEP_MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify --skip-missing
@@ -37,6 +40,15 @@ set(VAEP_ODD
   "ltx2_r13_zeros_b2|3|--model,ltx2,--rows,13,--cols,3,--frames,2,--padding,zeros,--batch,2"
   "ltx2_r5_reflect|4|--model,ltx2,--rows,5,--cols,4,--frames,2"
   "ltx2_r3_idle|4|--model,ltx2,--rows,3,--cols,3,--frames,1"
+  "flux2_enc_r7_x3|2|--model,flux2,--encode,--rows,7,--cols,5,--extra,3"
+  "flux2_enc_r5_b2|3|--model,flux2,--encode,--rows,5,--cols,4,--batch,2"
+  "flux2_enc_r3_x1_idle|4|--model,flux2,--encode,--rows,3,--cols,4,--extra,1"
+  "qwen_enc_r5_b2|2|--model,qwen-image,--encode,--rows,5,--cols,3,--batch,2"
+  "qwen_enc_r7_x3|3|--model,qwen-image,--encode,--rows,7,--cols,4,--extra,3"
+  "qwen_enc_r2_x2_idle|4|--model,qwen-image,--encode,--rows,2,--cols,3,--extra,2"
+  "ltx2_enc_r7_f5_b2|2|--model,ltx2,--encode,--rows,7,--cols,2,--frames,5,--batch,2"
+  "ltx2_enc_r5_f9|3|--model,ltx2,--encode,--rows,5,--cols,3,--frames,9"
+  "ltx2_enc_r3_reflect_idle|4|--model,ltx2,--encode,--rows,3,--cols,2,--frames,1,--padding,reflect"
   "halo_r7|2|--model,halo,--rows,7"
   "halo_r7|3|--model,halo,--rows,7"
   "halo_r7|4|--model,halo,--rows,7"

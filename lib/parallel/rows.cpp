@@ -28,6 +28,54 @@ RowSplit::RowSplit(comm::Communicator* world, int64_t rows) : rows_(rows), local
   }
 }
 
+RowSplit RowSplit::encoder(comm::Communicator* world, int64_t rows, int64_t factor) {
+  DITGEN_CHECK(factor >= 1 && rows >= factor,
+               "VAE encode: an image of {} rows is smaller than the encoder's downsampling factor {}", rows,
+               factor);
+  RowSplit s = RowSplit(world, rows / factor).scaled(factor);
+  const int64_t rest = rows - s.rows_;
+  if (!s.distributed()) {
+    s.rows_ = s.local_ = rows;  // this process holds every row
+    return s;
+  }
+  if (rest == 0) return s;
+  // The rows the floors drop belong to the last band holding rows; the idle bands after it start later.
+  const size_t last = static_cast<size_t>(std::min<int64_t>(rows / factor, s.world_->size())) - 1;
+  s.sizes_[last] += rest;
+  for (size_t r = last + 1; r < s.offsets_.size(); ++r) s.offsets_[r] += rest;
+  s.rows_ = rows;
+  const auto me = static_cast<size_t>(s.world_->rank());
+  s.begin_ = s.offsets_[me];
+  s.local_ = s.sizes_[me];
+  return s;
+}
+
+RowSplit RowSplit::downscaled(int64_t factor) const {
+  RowSplit s = *this;
+  s.rows_ = rows_ / factor;
+  if (!distributed()) {
+    s.local_ = s.rows_;
+    return s;
+  }
+  DITGEN_CHECK(factor >= 1 && rows_ >= factor, "internal: VAE-P: downscaling {} rows by {}", rows_, factor);
+  for (auto& v : s.offsets_) {
+    DITGEN_CHECK(v % factor == 0 || v == rows_, "internal: VAE-P: a band starting at row {} downscaled by {}",
+                 v, factor);
+    v = std::min(v / factor, s.rows_);
+  }
+  for (size_t r = 0; r < s.sizes_.size(); ++r)
+    s.sizes_[r] = (r + 1 < s.offsets_.size() ? s.offsets_[r + 1] : s.rows_) - s.offsets_[r];
+  const auto me = static_cast<size_t>(world_->rank());
+  s.begin_ = s.offsets_[me];
+  s.local_ = s.sizes_[me];
+  // A band that held rows must keep one, or the group of ranks holding rows would change.
+  for (size_t r = 0; r < s.sizes_.size(); ++r)
+    DITGEN_CHECK((sizes_[r] == 0) == (s.sizes_[r] == 0),
+                 "internal: VAE-P: rank {}'s band of {} rows vanishes when downscaled by {}", r, sizes_[r],
+                 factor);
+  return s;
+}
+
 RowSplit RowSplit::scaled(int64_t factor) const {
   RowSplit s = *this;
   s.rows_ *= factor;
@@ -59,6 +107,19 @@ at::Tensor RowSplit::with_halo(const at::Tensor& band, int64_t dim, int64_t halo
   padded.narrow(dim, halo, band.size(dim)).copy_(band);
   fill_halo(padded, dim, halo, pad);
   return padded;  // [..., halo + local + halo, ...]
+}
+
+at::Tensor RowSplit::with_rows_below(const at::Tensor& band, int64_t dim, int64_t n) const {
+  if (n == 0) return band;
+  dim = at::maybe_wrap_dim(dim, band.dim());
+  if (!split()) {
+    // constant_pad_nd's pairs run from the last dim: the last entry pads the bottom of `dim`.
+    std::vector<int64_t> pad(2 * static_cast<size_t>(band.dim() - dim), 0);
+    pad[pad.size() - 1] = n;
+    return at::constant_pad_nd(band, pad, 0);  // [..., local + n, ...]
+  }
+  // The symmetric halo's lower half; the n rows above are dropped (a small exchange for simpler code).
+  return with_halo(band, dim, n, RowPad::Zeros).narrow(dim, n, band.size(dim) + n);
 }
 
 void RowSplit::fill_halo(const at::Tensor& padded, int64_t dim, int64_t halo, RowPad pad) const {

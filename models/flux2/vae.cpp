@@ -260,16 +260,23 @@ struct Vae::Encoder {
   Conv2d conv_out;
   std::optional<Conv2d> quant_conv;
 
-  // [B, in, H, W] -> [B, 2L, H/sf, W/sf] (moments after quant_conv)
-  at::Tensor operator()(const at::Tensor& image) const {
-    at::Tensor x = conv_in(image);
+  // [B, in, H, W] -> [B, 2L, H/sf, W/sf] (moments after quant_conv, floor sizes); under VAE-P `rows` is an
+  // RowSplit::encoder() split of the image rows and every tensor here is this rank's band.
+  at::Tensor operator()(const at::Tensor& image, parallel::RowSplit rows = {}) const {
+    at::Tensor x = conv_in(image, rows);
     for (const auto& block : down_blocks) {
-      for (const auto& r : block.resnets) x = r(x);
-      // Downsample2D with padding 0: zero-pad right and bottom by one, then a stride-2 conv.
-      if (block.resample) x = (*block.resample)(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
+      for (const auto& r : block.resnets) x = r(x, rows);
+      if (block.resample) {
+        // Downsample2D with padding 0: zero-pad right and bottom by one, then a stride-2 conv. Under VAE-P
+        // the row below a band is the next band's first; bands start on even rows, so output row i reads
+        // input rows 2i..2i+2 and stays on its rank.
+        x = at::constant_pad_nd(rows.with_rows_below(x, /*dim=*/2, 1), {0, 1, 0, 0}, 0);
+        x = (*block.resample)(std::move(x));
+        rows = rows.downscaled(2);
+      }
     }
-    x = mid_block(x);
-    x = conv_out(conv_norm_out.silu(x));
+    x = mid_block(x, rows);
+    x = conv_out(conv_norm_out.silu(x, rows), rows);
     return quant_conv ? (*quant_conv)(x) : x;
   }
 };
@@ -392,14 +399,29 @@ at::Tensor Vae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) co
   return rows.scaled(sf).gather(band, 2);  // [B, out, h*sf, w*sf]
 }
 
-at::Tensor Vae::encode_mean(const at::Tensor& image) const {
+at::Tensor Vae::encode_mean(const at::Tensor& image, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(encoder_ != nullptr, "VAE encode: the VAE was loaded without its encoder");
   DITGEN_CHECK(image.dim() == 4 && image.size(1) == config_.in_channels,
                "VAE encode: expected an image [B, {}, H, W], got {}", config_.in_channels,
                io::shape_str(image.sizes()));
-  at::Tensor moments = (*encoder_)(image.to(device_, dtype_).contiguous());  // [B, 2L, h, w]
-  // Posterior = (mean, logvar) along channels; the mean is the first half.
-  return moments.narrow(1, 0, config_.latent_channels).contiguous();  // [B, L, h, w]
+  const int64_t sf = scale_factor();
+  DITGEN_CHECK(image.size(2) >= sf && image.size(3) >= sf,
+               "VAE encode: an image of {}x{} pixels is smaller than the VAE's factor {}", image.size(3),
+               image.size(2), sf);
+  // VAE-P: each rank encodes the image rows of a band of latent rows; every rank ends with all latents.
+  const auto rows = parallel::RowSplit::encoder(vae_parallel, image.size(2), sf);
+  const auto latent_rows = rows.downscaled(sf);  // the split after every downsampler
+  at::Tensor mean;  // this rank's latent rows of the posterior mean (none on a rank past the last row)
+  if (rows.idle()) {
+    mean = at::empty({image.size(0), config_.latent_channels, 0, image.size(3) / sf},
+                     image.options().device(device_).dtype(dtype_));
+  } else {
+    const at::Tensor band = rows.slice(image, 2).to(device_, dtype_).contiguous();
+    at::Tensor moments = (*encoder_)(band, rows);  // [B, 2L, h, w]
+    // Posterior = (mean, logvar) along channels; the mean (= its mode) is the first half.
+    mean = moments.narrow(1, 0, config_.latent_channels).contiguous();
+  }
+  return latent_rows.gather(mean, 2);  // [B, L, H/sf, W/sf]
 }
 
 namespace {

@@ -63,9 +63,12 @@ class Vae {
   // `vae_parallel` (VAE-P, lib/parallel/rows.h): its ranks, all passing the same z, each decode a band of
   // the rows and all return the whole image; null: this process decodes everything.
   at::Tensor decode(const at::Tensor& z, comm::Communicator* vae_parallel = nullptr) const;
-  // [B, in_channels, H, W] in [-1, 1] -> [B, L, H/sf, W/sf]: encoder then quant_conv; the mean of
-  // the posterior (its mode), which is what the pipeline uses for conditioning images.
-  at::Tensor encode_mean(const at::Tensor& image) const;
+  // [B, in_channels, H, W] in [-1, 1] -> [B, L, floor(H/sf), floor(W/sf)]: encoder then quant_conv; the
+  // mean of the posterior (its mode, upstream's `retrieve_latents(..., "argmax")`), which is what the
+  // pipeline uses for reference images. Runs in the weights' dtype and device (the input is moved there);
+  // returns that dtype. `vae_parallel` (VAE-P): its ranks, all passing the same image, each encode the
+  // rows of a band of latent rows and all return the whole latent; null: this process encodes everything.
+  at::Tensor encode_mean(const at::Tensor& image, comm::Communicator* vae_parallel = nullptr) const;
 
   // [B, 4L, h, w] in z_p's dtype: z_p * sqrt(running_var + eps) + running_mean.
   at::Tensor bn_denormalize(const at::Tensor& z_p) const;

@@ -25,7 +25,11 @@ void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::R
     verify::compare(report, "out.decoded_vs_one_rank", decoded, vae.decode(latents),
                     opt.dtype == at::kFloat ? 1e-5 : tol);
   const at::Tensor image = c.tensor("in.image");  // [B, 3, H, W]
-  verify::compare(report, "out.encoded_mean", vae.encode_mean(image), c.tensor("out.encoded_mean"), tol);
+  const at::Tensor encoded = vae.encode_mean(image, opt.vae_ranks());
+  verify::compare(report, "out.encoded_mean", encoded, c.tensor("out.encoded_mean"), tol);
+  if (opt.vae_ranks())
+    verify::compare(report, "out.encoded_mean_vs_one_rank", encoded, vae.encode_mean(image),
+                    opt.dtype == at::kFloat ? 1e-5 : tol);
 }
 
 }  // namespace ditgen::flux2

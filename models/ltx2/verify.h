@@ -7,6 +7,7 @@ namespace ditgen::ltx2 {
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_connectors(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_video_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_video_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_audio_vae_vocoder(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 }  // namespace ditgen::ltx2

@@ -26,6 +26,15 @@ std::vector<bool> bool_or_list(const nlohmann::json& j, const std::string& key, 
   return io::json_get<std::vector<bool>>(j, key, fallback, where);
 }
 
+// `down_block_types`, if given, must name LTX2VideoDownBlock3D for every block (the only type upstream has).
+void down_block_types_ok(const nlohmann::json& j, const std::string& where) {
+  auto it = j.find("down_block_types");
+  if (it == j.end() || it->is_null()) return;
+  for (const auto& t : io::json_get<std::vector<std::string>>(j, "down_block_types", {}, where))
+    DITGEN_CHECK(t == "LTX2VideoDownBlock3D",
+                 "{}: key 'down_block_types' has '{}'; only LTX2VideoDownBlock3D exists", where, t);
+}
+
 // One up block in decoder order (ltx2.md 4; upstream walks most config lists reversed).
 struct UpBlockPlan {
   int64_t channels_in = 0;   // hidden channels entering the block
@@ -138,6 +147,77 @@ std::vector<UpBlockPlan> plan_up_blocks(const VideoVaeConfig& c, const std::stri
   return plan;
 }
 
+// One encoder down block (ltx2.md 4): resnets at the incoming width, then an optional downsampler to
+// block_out_channels[i] (space-to-depth by its strides, channels grouped by the mean).
+struct DownBlockPlan {
+  int64_t channels_in = 0, channels_out = 0;
+  int64_t layers = 0;
+  bool downsample = false;
+  int64_t st = 1, sh = 1, sw = 1;
+};
+
+std::vector<DownBlockPlan> plan_down_blocks(const VideoVaeConfig& c, const std::string& where) {
+  DITGEN_CHECK(c.in_channels > 0, "{}: key 'in_channels' must be positive, got {}", where, c.in_channels);
+  DITGEN_CHECK(c.patch_size > 0 && c.patch_size_t == 1,
+               "{}: the encoder needs a positive 'patch_size' and 'patch_size_t' 1, got {} and {}", where,
+               c.patch_size, c.patch_size_t);
+  DITGEN_CHECK(c.encoder_spatial_padding_mode == "zeros" || c.encoder_spatial_padding_mode == "reflect",
+               "{}: key 'encoder_spatial_padding_mode' is '{}'; only 'zeros' and 'reflect' are supported",
+               where, c.encoder_spatial_padding_mode);
+  const auto& boc = c.block_out_channels;
+  const size_t n = boc.size();
+  DITGEN_CHECK(n >= 1, "{}: key 'block_out_channels' is empty", where);
+  const auto check_len = [&](const char* key, size_t len, size_t want) {
+    DITGEN_CHECK(len == want, "{}: key '{}' has {} entries but block_out_channels has {} (needs {})", where,
+                 key, len, n, want);
+  };
+  check_len("layers_per_block", c.layers_per_block.size(), n + 1);
+  check_len("spatio_temporal_scaling", c.spatio_temporal_scaling.size(), n);
+  check_len("downsample_type", c.downsample_type.size(), n);
+  for (int64_t l : c.layers_per_block)
+    DITGEN_CHECK(l >= 0, "{}: key 'layers_per_block' has a negative entry {}", where, l);
+
+  std::vector<DownBlockPlan> plan;
+  int64_t ch = c.latent_channels;  // conv_in's output
+  for (size_t i = 0; i < n; ++i) {
+    DownBlockPlan b;
+    b.channels_in = ch;
+    b.channels_out = boc[i];
+    b.layers = c.layers_per_block[i];
+    b.downsample = c.spatio_temporal_scaling[i];
+    DITGEN_CHECK(boc[i] > 0, "{}: key 'block_out_channels' has a non-positive entry {}", where, boc[i]);
+    // Without a downsampler upstream's block keeps its width, yet the next one expects boc[i].
+    DITGEN_CHECK(b.downsample || boc[i] == ch,
+                 "{}: down block {} has no downsampler ('spatio_temporal_scaling' false) but changes the "
+                 "width {} -> {} ('block_out_channels')",
+                 where, i, ch, boc[i]);
+    if (b.downsample) {
+      const std::string& type = c.downsample_type[i];
+      if (type == "spatial") {
+        b.sh = b.sw = 2;
+      } else if (type == "temporal") {
+        b.st = 2;
+      } else if (type == "spatiotemporal") {
+        b.st = b.sh = b.sw = 2;
+      } else {
+        fail(
+            "{}: key 'downsample_type' entry {} is '{}'; expected spatial, temporal or spatiotemporal "
+            "(the strided 'conv' downsampler is not used by LTX-2 and not implemented)",
+            where, i, type);
+      }
+      const int64_t prod = b.st * b.sh * b.sw;
+      // conv: ch -> boc/prod channels; the residual groups ch*prod channels into boc means.
+      DITGEN_CHECK(boc[i] % prod == 0 && (ch * prod) % boc[i] == 0,
+                   "{}: down block {}'s downsampler cannot map {} channels to {} with strides {}x{}x{} (keys "
+                   "'block_out_channels', 'downsample_type')",
+                   where, i, ch, boc[i], b.st, b.sh, b.sw);
+    }
+    ch = boc[i];
+    plan.push_back(b);
+  }
+  return plan;
+}
+
 }  // namespace
 
 VideoVaeConfig VideoVaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
@@ -169,6 +249,20 @@ VideoVaeConfig VideoVaeConfig::from_json(const nlohmann::json& j, const std::str
   c.decoder_spatial_padding_mode =
       io::json_get<std::string>(j, "decoder_spatial_padding_mode", c.decoder_spatial_padding_mode, where);
 
+  // The encoder's keys, checked by check_encoder() only when the encoder is built.
+  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
+  c.block_out_channels =
+      io::json_get<std::vector<int64_t>>(j, "block_out_channels", c.block_out_channels, where);
+  c.layers_per_block = io::json_get<std::vector<int64_t>>(j, "layers_per_block", c.layers_per_block, where);
+  c.spatio_temporal_scaling =
+      bool_or_list(j, "spatio_temporal_scaling", c.spatio_temporal_scaling,
+                   c.layers_per_block.empty() ? 0 : c.layers_per_block.size() - 1, where);
+  c.downsample_type = io::json_get<std::vector<std::string>>(j, "downsample_type", c.downsample_type, where);
+  c.encoder_causal = io::json_get<bool>(j, "encoder_causal", c.encoder_causal, where);
+  c.encoder_spatial_padding_mode =
+      io::json_get<std::string>(j, "encoder_spatial_padding_mode", c.encoder_spatial_padding_mode, where);
+  down_block_types_ok(j, where);
+
   plan_up_blocks(c, where);  // throws on anything the decoder cannot be built from
 
   // The pipeline sizes latents with these; they must agree with the decoder we build.
@@ -179,10 +273,26 @@ VideoVaeConfig VideoVaeConfig::from_json(const nlohmann::json& j, const std::str
   };
   check_ratio("spatial_compression_ratio", c.spatial_ratio());
   check_ratio("temporal_compression_ratio", c.temporal_ratio());
-  // Ignored on purpose: the encoder keys (in_channels, block_out_channels, layers_per_block,
-  // spatio_temporal_scaling, downsample_type, encoder_causal, encoder_spatial_padding_mode), which a
-  // decode-only VAE never builds.
   return c;
+}
+
+void VideoVaeConfig::check_encoder(const std::string& where) const { plan_down_blocks(*this, where); }
+
+int64_t VideoVaeConfig::encoder_spatial_ratio() const {
+  int64_t r = patch_size;
+  for (const auto& b : plan_down_blocks(*this, "LTX-2 video VAE config"))
+    if (b.downsample) r *= b.sh;
+  return r;
+}
+
+int64_t VideoVaeConfig::encoded_frames(int64_t frames) const {
+  int64_t f = frames;
+  for (const auto& b : plan_down_blocks(*this, "LTX-2 video VAE config")) {
+    if (!b.downsample || b.st == 1) continue;
+    if ((f + b.st - 1) % b.st != 0) return 0;
+    f = (f + b.st - 1) / b.st;
+  }
+  return f;
 }
 
 int64_t VideoVaeConfig::spatial_ratio() const {
@@ -212,6 +322,29 @@ at::Tensor video_depth_to_space(const at::Tensor& x, int64_t st, int64_t sh, int
                      .permute({0, 1, 5, 2, 6, 3, 7, 4})  // [B, C, F, st, H, sh, W, sw]
                      .reshape({b, c, f * st, h * sh, w * sw});
   return y.narrow(2, st - 1, f * st - (st - 1));  // [B, C, F*st - (st-1), H*sh, W*sw]
+}
+
+at::Tensor video_space_to_depth(const at::Tensor& x, int64_t st, int64_t sh, int64_t sw) {
+  DITGEN_CHECK(x.dim() == 5 && x.size(2) % st == 0 && x.size(3) % sh == 0 && x.size(4) % sw == 0,
+               "LTX-2 video VAE space-to-depth: expected [B, C, F*{}, H*{}, W*{}], got {}", st, sh, sw,
+               io::shape_str(x.sizes()));
+  const int64_t b = x.size(0), c = x.size(1), f = x.size(2) / st, h = x.size(3) / sh, w = x.size(4) / sw;
+  return x.reshape({b, c, f, st, h, sh, w, sw})
+      .permute({0, 1, 3, 5, 7, 2, 4, 6})  // [B, C, st, sh, sw, F, H, W]
+      .reshape({b, c * st * sh * sw, f, h, w})
+      .contiguous();
+}
+
+at::Tensor video_patchify(const at::Tensor& x, int64_t p) {
+  DITGEN_CHECK(x.dim() == 5 && x.size(3) % p == 0 && x.size(4) % p == 0,
+               "LTX-2 video VAE patchify: expected [B, C, F, H*{}, W*{}], got {}", p, p,
+               io::shape_str(x.sizes()));
+  const int64_t b = x.size(0), c = x.size(1), f = x.size(2), h = x.size(3) / p, w = x.size(4) / p;
+  return x
+      .reshape({b, c, f, h, p, w, p})  // [B, C, F, H, b (height), W, a (width)]
+      .permute({0, 1, 6, 4, 2, 3, 5})  // [B, C, a, b, F, H, W]
+      .reshape({b, c * p * p, f, h, w})
+      .contiguous();
 }
 
 at::Tensor video_unpatchify(const at::Tensor& x, int64_t p) {
@@ -385,6 +518,25 @@ struct Upsampler {
   }
 };
 
+// LTX2VideoDownsampler3d (ltx2.md 4): the first st-1 frames prepended (frame 0 for st = 2); the causal
+// conv cin -> cout/prod channels then space-to-depth, plus the input's own space-to-depth with its channels
+// averaged in consecutive groups of cin*prod/cout.
+struct Downsampler {
+  CausalConv3d conv;
+  int64_t st = 1, sh = 2, sw = 2;
+  int64_t group = 1;
+
+  // [B, cin, F, H, W] -> [B, cout, (F+st-1)/st, H/sh, W/sw]. Under VAE-P the band starts on a multiple of
+  // sh rows and holds a multiple of them, so the space-to-depth stays on the rank.
+  at::Tensor operator()(const at::Tensor& x, const ConvPad& pad) const {
+    const at::Tensor in = st > 1 ? at::cat({x.narrow(2, 0, st - 1), x}, 2) : x;
+    at::Tensor residual = video_space_to_depth(in, st, sh, sw);                   // [B, cin*prod, F', H', W']
+    residual = residual.unflatten(1, {residual.size(1) / group, group}).mean(2);  // [B, cout, F', H', W']
+    at::Tensor h = video_space_to_depth(conv(pad.copy(in)), st, sh, sw);          // [B, cout, F', H', W']
+    return h.add_(residual);
+  }
+};
+
 struct UpBlock {
   std::optional<ResnetBlock> conv_in;  // only where the width changes (never in LTX-2.0)
   std::optional<Upsampler> upsampler;
@@ -460,22 +612,128 @@ struct VideoVae::Decoder {
   }
 };
 
+struct VideoVae::Encoder {
+  ConvPad pad;
+  int64_t patch_size = 4;
+  CausalConv3d conv_in;
+  struct DownBlock {
+    std::vector<ResnetBlock> resnets;
+    std::optional<Downsampler> downsampler;
+  };
+  std::vector<DownBlock> down_blocks;
+  std::vector<ResnetBlock> mid_resnets;
+  CausalConv3d conv_out;
+  int64_t latent_channels = 128;
+
+  static Encoder load(const nn::Weights& wb, const VideoVaeConfig& config) {
+    const auto plan = plan_down_blocks(config, "LTX-2 video VAE config");
+    const int64_t c_last = config.block_out_channels.back(), lat = config.latent_channels;
+    const double eps = config.resnet_norm_eps;
+    const nn::Weights e = wb.pp("encoder");
+    // conv_out makes the latent means and ONE log-variance channel (repeated upstream to 2*latent).
+    Encoder enc{
+        ConvPad{config.encoder_causal, config.encoder_spatial_padding_mode == "reflect", {}},
+        config.patch_size,
+        CausalConv3d::load(e.pp("conv_in"), config.in_channels * config.patch_size * config.patch_size, lat),
+        {},
+        {},
+        CausalConv3d::load(e.pp("conv_out"), c_last, lat + 1),
+        lat};
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const DownBlockPlan& p = plan[i];
+      const nn::Weights bw = e.pp("down_blocks").pp(static_cast<int64_t>(i));
+      DownBlock block;
+      for (int64_t j = 0; j < p.layers; ++j)
+        block.resnets.push_back(ResnetBlock::load(bw.pp("resnets").pp(j), p.channels_in, p.channels_in, eps));
+      if (p.downsample) {
+        const int64_t prod = p.st * p.sh * p.sw;
+        block.downsampler = Downsampler{
+            CausalConv3d::load(bw.pp("downsamplers").pp(0).pp("conv"), p.channels_in, p.channels_out / prod),
+            p.st, p.sh, p.sw, p.channels_in * prod / p.channels_out};
+      }
+      enc.down_blocks.push_back(std::move(block));
+    }
+    const nn::Weights mid = e.pp("mid_block").pp("resnets");
+    for (int64_t j = 0; j < config.layers_per_block.back(); ++j)
+      enc.mid_resnets.push_back(ResnetBlock::load(mid.pp(j), c_last, c_last, eps));
+    return enc;
+  }
+
+  // [B, in, F, H, W] -> [B, latent, F', H/er, W/er]: the posterior mean (conv_out's first `latent`
+  // channels). Under VAE-P `rows` is a RowSplit::encoder() split of the pixel rows and every tensor here is
+  // this rank's band (the norms are per pixel).
+  at::Tensor operator()(const at::Tensor& video, const parallel::RowSplit& rows = {}) const {
+    ConvPad p = pad;  // this encode's padding, with the rows' split at the current resolution
+    p.rows = rows.downscaled(patch_size);
+    at::Tensor x = conv_in(p.copy(video_patchify(video, patch_size)));  // [B, latent, F, H/p, W/p]
+    for (const auto& block : down_blocks) {
+      for (const auto& r : block.resnets) x = r(x, p);
+      if (block.downsampler) {
+        x = (*block.downsampler)(x, p);
+        p.rows = p.rows.downscaled(block.downsampler->sh);
+      }
+    }
+    for (const auto& r : mid_resnets) x = r(x, p);
+    at::Tensor padded = p.norm_silu(x);  // norm_out + SiLU
+    x.reset();
+    return conv_out(std::move(padded)).narrow(1, 0, latent_channels).contiguous();
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // VideoVae
 
-std::vector<std::string> VideoVae::unread_keys() {
+std::vector<std::string> VideoVae::unread_keys(bool with_encoder) {
   // The encoder never runs in a text-to-video pipeline.
+  if (with_encoder) return {};
   return {"encoder."};
 }
 
-VideoVae::VideoVae(const VideoVaeConfig& config, const nn::Weights& wb)
+VideoVae::VideoVae(const VideoVaeConfig& config, const nn::Weights& wb, bool with_encoder)
     : config_(config),
       dtype_(wb.dtype()),
       device_(wb.device()),
       decoder_(std::make_shared<Decoder>(Decoder::load(wb, config_))),
       // Buffers in the weights' dtype, as diffusers casts them with the module.
       mean_(wb.get("latents_mean", {config_.latent_channels}, Shard::replicated(), Init::Mean)),
-      std_(wb.get("latents_std", {config_.latent_channels}, Shard::replicated(), Init::Variance)) {}
+      std_(wb.get("latents_std", {config_.latent_channels}, Shard::replicated(), Init::Variance)) {
+  if (with_encoder) encoder_ = std::make_shared<Encoder>(Encoder::load(wb, config_));
+}
+
+at::Tensor VideoVae::encode_mean(const at::Tensor& video, comm::Communicator* vae_parallel) const {
+  DITGEN_CHECK(encoder_ != nullptr, "LTX-2 video VAE encode: the VAE was loaded without its encoder");
+  DITGEN_CHECK(video.dim() == 5 && video.size(1) == config_.in_channels,
+               "LTX-2 video VAE encode: expected a video [B, {}, F, H, W], got {}", config_.in_channels,
+               io::shape_str(video.sizes()));
+  const int64_t er = config_.encoder_spatial_ratio(), frames = config_.encoded_frames(video.size(2));
+  DITGEN_CHECK(video.size(3) % er == 0 && video.size(4) % er == 0 && video.size(3) > 0 && video.size(4) > 0,
+               "LTX-2 video VAE encode: the height and width must be positive multiples of {}, got {}x{}", er,
+               video.size(4), video.size(3));
+  DITGEN_CHECK(frames > 0,
+               "LTX-2 video VAE encode: {} frames do not pass the temporal downsamplers (1 + k*{})",
+               video.size(2), config_.temporal_ratio());
+  // VAE-P: each rank encodes the pixel rows of a band of latent rows; every rank ends with all latents.
+  const auto rows = parallel::RowSplit::encoder(vae_parallel, video.size(3), er);
+  at::Tensor band;  // this rank's latent rows (none on a rank past the last one)
+  if (rows.idle())
+    band = at::empty({video.size(0), config_.latent_channels, frames, 0, video.size(4) / er},
+                     video.options().device(device_).dtype(dtype_));
+  else
+    band = (*encoder_)(rows.slice(video, 3).to(device_, dtype_).contiguous(), rows);
+  return rows.downscaled(er).gather(band, 3);  // [B, latent, F', H/er, W/er]
+}
+
+at::Tensor VideoVae::normalize(const at::Tensor& z, double scaling_factor) const {
+  DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.latent_channels,
+               "LTX-2 video VAE normalize: expected latents [B, {}, F, H, W], got {}",
+               config_.latent_channels, io::shape_str(z.sizes()));
+  const auto cast = [&](const at::Tensor& t) {
+    return t.to(z.device(), z.scalar_type()).view({1, -1, 1, 1, 1});
+  };
+  at::Tensor out = z - cast(mean_);
+  if (scaling_factor != 1.0) out.mul_(scaling_factor);
+  return out.div_(cast(std_));  // [B, C, F, H, W]
+}
 
 at::Tensor VideoVae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.latent_channels,

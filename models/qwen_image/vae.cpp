@@ -56,7 +56,7 @@ VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where
   for (size_t i = 0; i < c.latents_std.size(); ++i)
     DITGEN_CHECK(c.latents_std[i] > 0 && std::isfinite(c.latents_std[i]),
                  "{}: key 'latents_std' entry {} must be positive, got {}", where, i, c.latents_std[i]);
-  // Ignored on purpose: dropout (inference), the encoder side (never run here).
+  // Ignored on purpose: dropout (inference).
   return c;
 }
 
@@ -185,6 +185,32 @@ struct MidAttention {
   }
 };
 
+// The encoder's downsample2d/3d on one frame (`resample.1`, qwen-image.md 3.2): ZeroPad2d(0, 1, 0, 1) then
+// a 3x3 stride-2 Conv2d. downsample3d's time_conv acts only from the second chunk of frames on, so never
+// for one frame (like the decoder's, it is left unread).
+struct Downsample {
+  at::Tensor weight, bias;  // [C, C, 3, 3], [C]
+
+  static Downsample load(const nn::Weights& wb, int64_t c) {
+    return {wb.get("weight", {c, c, 3, 3}, Shard::replicated(), Init::Linear),
+            wb.get("bias", {c}, Shard::replicated(), Init::Bias)};
+  }
+  // [B, C, H, W] -> [B, C, H/2, W/2] (floor). Under VAE-P the band starts on an even row and the row below
+  // it is the next band's first (zeros below the image).
+  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
+    const at::Tensor in = at::constant_pad_nd(rows.with_rows_below(x, /*dim=*/2, 1), {0, 1, 0, 0}, 0);
+    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {2, 2});
+    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {2, 2})
+        .to(x.scalar_type());
+  }
+};
+
+// An encoder resolution stage: num_res_blocks residual blocks, then (all but the last stage) a downsample.
+struct DownStage {
+  std::vector<ResidualBlock> resnets;
+  std::optional<Downsample> downsample;
+};
+
 // An up block: num_res_blocks + 1 residual blocks, then (all but the last block) an upsampler.
 struct UpBlock {
   std::vector<ResidualBlock> resnets;
@@ -194,6 +220,69 @@ struct UpBlock {
 };
 
 }  // namespace
+
+struct Vae::Encoder {
+  Conv2d conv_in;
+  std::vector<DownStage> stages;
+  ResidualBlock mid_resnet0;
+  MidAttention mid_attention;
+  ResidualBlock mid_resnet1;
+  RmsNorm norm_out;
+  Conv2d conv_out;
+  Conv2d quant_conv;  // top-level key, 1x1x1
+
+  // QwenImageEncoder3d for any config: dims = [base*m for m in [1] + dim_mult]; stage i maps dims[i] ->
+  // dims[i+1] in its first residual block. Upstream numbers the stages' modules in one flat list
+  // `down_blocks.k`: the residual blocks, then the downsample, stage after stage. conv_out gives 2*z_dim
+  // channels (mean and log-variance); quant_conv keeps them.
+  static Encoder load(const nn::Weights& wb, const VaeConfig& config) {
+    const int64_t n = static_cast<int64_t>(config.dim_mult.size());
+    std::vector<int64_t> dims = {config.base_dim};
+    for (int64_t m : config.dim_mult) dims.push_back(config.base_dim * m);
+
+    const nn::Weights e = wb.pp("encoder");
+    const nn::Weights mid = e.pp("mid_block");
+    const int64_t c = dims.back(), z2 = 2 * config.z_dim;
+    Encoder enc{Conv2d::causal(e.pp("conv_in"), config.input_channels, dims[0], 3),
+                {},
+                ResidualBlock::load(mid.pp("resnets").pp(0), c, c),
+                MidAttention::load(mid.pp("attentions").pp(0), c),
+                ResidualBlock::load(mid.pp("resnets").pp(1), c, c),
+                RmsNorm::load(e.pp("norm_out"), c),
+                Conv2d::causal(e.pp("conv_out"), c, z2, 3),
+                Conv2d::causal(wb.pp("quant_conv"), z2, z2, 1)};
+    int64_t k = 0;  // the flat down_blocks index
+    for (int64_t i = 0; i < n; ++i) {
+      // Only a residual block changes the width (upstream fails the same way without one).
+      DITGEN_CHECK(config.num_res_blocks >= 1 || dims[i] == dims[i + 1],
+                   "Qwen-Image VAE encoder: 'num_res_blocks' 0 cannot change the width {} -> {} ('dim_mult')",
+                   dims[i], dims[i + 1]);
+      DownStage stage;
+      for (int64_t j = 0; j < config.num_res_blocks; ++j)
+        stage.resnets.push_back(
+            ResidualBlock::load(e.pp("down_blocks").pp(k++), j == 0 ? dims[i] : dims[i + 1], dims[i + 1]));
+      if (i + 1 < n)
+        stage.downsample = Downsample::load(e.pp("down_blocks").pp(k++).pp("resample").pp(1), dims[i + 1]);
+      enc.stages.push_back(std::move(stage));
+    }
+    return enc;
+  }
+
+  // [B, 3, H, W] -> [B, 2*z_dim, H/sf, W/sf] (floor sizes): the moments after quant_conv. Under VAE-P
+  // `rows` is a RowSplit::encoder() split of the image rows and every tensor here is this rank's band.
+  at::Tensor operator()(const at::Tensor& image, parallel::RowSplit rows = {}) const {
+    at::Tensor x = conv_in(image, rows);  // [B, dims[0], H, W]
+    for (const auto& stage : stages) {
+      for (const auto& r : stage.resnets) x = r(x, rows);
+      if (stage.downsample) {
+        x = (*stage.downsample)(x, rows);
+        rows = rows.downscaled(2);
+      }
+    }
+    x = mid_resnet1(mid_attention(mid_resnet0(x, rows), rows), rows);
+    return quant_conv(conv_out(norm_out.silu(x), rows));
+  }
+};
 
 struct Vae::Decoder {
   Conv2d post_quant_conv;  // top-level key, 1x1x1
@@ -258,20 +347,61 @@ struct Vae::Decoder {
 // ---------------------------------------------------------------------------------------------
 // Vae
 
-std::vector<std::string> Vae::unread_keys() {
-  // The encoder side never runs in a text-to-image pipeline. upsample3d's time_conv acts only from
-  // the second latent frame on (3.2), so for one frame it is dead weight: ignoring it by suffix
-  // (any config) keeps its parameters (1.8M at the real size) off the device and out of the module.
-  return {"encoder.", "quant_conv.", ".time_conv.weight", ".time_conv.bias"};
+std::vector<std::string> Vae::unread_keys(bool with_encoder) {
+  // The encoder side never runs in a text-to-image pipeline. upsample3d's and downsample3d's time_conv
+  // act only from the second frame (chunk) on (3.2), so for one frame they are dead weight: ignoring them
+  // by suffix (any config) keeps their parameters (1.8M in the real decoder) off the device.
+  std::vector<std::string> keys = {".time_conv.weight", ".time_conv.bias"};
+  if (!with_encoder) keys.insert(keys.end(), {"encoder.", "quant_conv."});
+  return keys;
 }
 
-Vae::Vae(const VaeConfig& config, const nn::Weights& wb)
+Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
     : config_(config),
       dtype_(wb.dtype()),
       device_(wb.device()),
       decoder_(std::make_shared<Decoder>(Decoder::load(wb, config_))),
       mean_(at::tensor(config_.latents_mean, at::kDouble).to(at::kFloat)),
-      std_(at::tensor(config_.latents_std, at::kDouble).to(at::kFloat)) {}
+      std_(at::tensor(config_.latents_std, at::kDouble).to(at::kFloat)) {
+  if (with_encoder) encoder_ = std::make_shared<Encoder>(Encoder::load(wb, config_));
+}
+
+Vae::Posterior Vae::encode(const at::Tensor& image, comm::Communicator* vae_parallel) const {
+  DITGEN_CHECK(encoder_ != nullptr, "Qwen-Image VAE encode: the VAE was loaded without its encoder");
+  DITGEN_CHECK(image.dim() == 5 && image.size(1) == config_.input_channels,
+               "Qwen-Image VAE encode: expected an image [B, {}, 1, H, W], got {}", config_.input_channels,
+               io::shape_str(image.sizes()));
+  DITGEN_CHECK(image.size(2) == 1,
+               "Qwen-Image VAE encode: only one frame (an image) is supported, got {} frames in {}",
+               image.size(2), io::shape_str(image.sizes()));
+  const int64_t sf = scale_factor();
+  DITGEN_CHECK(image.size(3) >= sf && image.size(4) >= sf,
+               "Qwen-Image VAE encode: an image of {}x{} pixels is smaller than the VAE's factor {}",
+               image.size(4), image.size(3), sf);
+  // VAE-P: each rank encodes the image rows of a band of latent rows; every rank ends with all latents.
+  const auto rows = parallel::RowSplit::encoder(vae_parallel, image.size(3), sf);
+  at::Tensor moments;  // this rank's latent rows (none on a rank past the last one)
+  if (rows.idle())
+    moments = at::empty({image.size(0), 2 * config_.z_dim, 0, image.size(4) / sf},
+                        image.options().device(device_).dtype(dtype_));
+  else
+    moments = (*encoder_)(rows.slice(image.select(2, 0), 2).to(device_, dtype_).contiguous(), rows);
+  moments = rows.downscaled(sf).gather(moments, 2).unsqueeze(2);  // [B, 2*z_dim, 1, h, w]
+  // DiagonalGaussianDistribution: (mean, logvar) along channels, logvar clamped to [-30, 20].
+  at::Tensor logvar = moments.narrow(1, config_.z_dim, config_.z_dim).clamp(-30.0, 20.0);
+  return {moments.narrow(1, 0, config_.z_dim).contiguous(), logvar.mul_(0.5).exp_()};
+}
+
+at::Tensor Vae::normalize(const at::Tensor& z) const {
+  DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,
+               "Qwen-Image VAE normalize: expected latents [B, {}, T, h, w], got {}", config_.z_dim,
+               io::shape_str(z.sizes()));
+  const auto cast = [&](const at::Tensor& t) {
+    return t.to(z.device(), z.scalar_type()).view({1, -1, 1, 1, 1});
+  };
+  // As QwenImageImg2ImgPipeline: the reciprocal of the stds is taken in z's dtype, then multiplied.
+  return (z - cast(mean_)) * cast(std_).reciprocal();  // [B, z_dim, T, h, w]
+}
 
 at::Tensor Vae::decode(const at::Tensor& z, comm::Communicator* vae_parallel) const {
   DITGEN_CHECK(z.dim() == 5 && z.size(1) == config_.z_dim,

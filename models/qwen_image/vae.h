@@ -1,10 +1,11 @@
 #pragma once
-// Qwen-Image's VAE decoder (diffusers `AutoencoderKLQwenImage`, the Wan-2.1 causal 3D VAE,
+// Qwen-Image's VAE decoder and encoder (diffusers `AutoencoderKLQwenImage`, the Wan-2.1 causal 3D VAE,
 // docs/reference/qwen-image.md section 3) for one frame, and the per-channel latent
-// (de)normalisation the pipeline does around it (section 3.4).
+// (de)normalisation the pipelines do around them (section 3.4).
 //
-// Parameter names equal the checkpoint keys: `decoder.*`, `post_quant_conv.*`. A text-to-image
-// pipeline never encodes, so `encoder.*` and `quant_conv.*` are not declared (see unread_keys()).
+// Parameter names equal the checkpoint keys: `decoder.*`, `post_quant_conv.*`, and with the encoder
+// (image-to-image) `encoder.*`, `quant_conv.*`. A text-to-image pipeline never encodes, so by default the
+// encoder is not declared (see unread_keys()).
 #include <ATen/ATen.h>
 
 #include <memory>
@@ -43,15 +44,17 @@ struct VaeConfig {
 
 class Vae {
  public:
-  // Declares the decoder and post_quant_conv under `wb` (whose prefix is the VAE component root);
-  // the caller tells its checkpoint source to ignore unread_keys().
-  Vae(const VaeConfig& config, const nn::Weights& wb);
-  // Checkpoint key prefixes and suffixes a decode-only Vae does not read, for CheckpointSource's
-  // ignore list: the encoder, quant_conv, and the decoder's temporal upsampling convs.
-  static std::vector<std::string> unread_keys();
+  // Declares the decoder and post_quant_conv under `wb` (whose prefix is the VAE component root), and
+  // with `with_encoder` the encoder and quant_conv; the caller tells its checkpoint source to ignore
+  // unread_keys(with_encoder).
+  Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder = false);
+  // Checkpoint key prefixes and suffixes such a Vae does not read, for CheckpointSource's ignore list:
+  // the temporal resampling convs (dead for one frame) and, without the encoder, encoder.* / quant_conv.*.
+  static std::vector<std::string> unread_keys(bool with_encoder = false);
 
   const VaeConfig& config() const { return config_; }
   int64_t scale_factor() const { return config_.scale_factor(); }
+  bool has_encoder() const { return encoder_ != nullptr; }
 
   // [B, z_dim, 1, h, w] de-normalised latents -> [B, 3, 1, h*sf, w*sf]: post_quant_conv then the
   // decoder, clamped to [-1, 1] like the reference `decode`. One frame only (T != 1 throws). Runs in
@@ -60,20 +63,37 @@ class Vae {
   // null: this process decodes everything.
   at::Tensor decode(const at::Tensor& z, comm::Communicator* vae_parallel = nullptr) const;
 
+  // The encoder's latent distribution (diffusers' DiagonalGaussianDistribution): mean and
+  // std = exp(0.5 * clamp(logvar, -30, 20)), each [B, z_dim, 1, h, w] in the VAE dtype, not normalised.
+  struct Posterior {
+    at::Tensor mean, std;
+  };
+  // [B, 3, 1, H, W] in [-1, 1] -> the posterior of [B, z_dim, 1, H/sf, W/sf] (floor sizes): encoder then
+  // quant_conv, upstream's `encode(x).latent_dist` for one frame (T != 1 throws; the Wan encoder's first
+  // chunk is one frame, so every temporal conv sees only it). Needs the encoder; runs in the weights' dtype
+  // and device (the input is moved there). `vae_parallel` (VAE-P): its ranks, all passing the same image,
+  // each encode the rows of a band of latent rows and all return the whole posterior; null: this process.
+  Posterior encode(const at::Tensor& image, comm::Communicator* vae_parallel = nullptr) const;
+
   // [B, z_dim, T, h, w] in z's dtype: z * latents_std + latents_mean per channel (3.4 step 2).
   at::Tensor denormalize(const at::Tensor& z) const;
+  // [B, z_dim, T, h, w] in z's dtype: (z - latents_mean) * (1 / latents_std) per channel, the
+  // image-to-image pipeline's normalisation of encoded latents.
+  at::Tensor normalize(const at::Tensor& z) const;
 
   // qwen-image.md 3.4 steps 2-5: normalised latents [B, z_dim, 1, h, w] -> cast to the VAE dtype ->
   // denormalize -> decode -> frame 0 -> clamp(x * 0.5 + 0.5, 0, 1) in the VAE dtype.
   // Returns float32 [B, 3, h*sf, w*sf] in [0, 1].
   at::Tensor decode_to_image(const at::Tensor& z_normalised, comm::Communicator* vae_parallel = nullptr) const;
 
-  struct Decoder;  // defined in vae.cpp
+  struct Encoder;  // defined in vae.cpp
+  struct Decoder;
 
  private:
   VaeConfig config_;
   at::ScalarType dtype_;
   at::Device device_;
+  std::shared_ptr<const Encoder> encoder_;  // null without the encoder
   std::shared_ptr<const Decoder> decoder_;
   at::Tensor mean_, std_;  // [z_dim] float32 CPU, from the config
 };

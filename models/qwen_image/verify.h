@@ -6,5 +6,6 @@
 namespace ditgen::qwen_image {
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 }  // namespace ditgen::qwen_image

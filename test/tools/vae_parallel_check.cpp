@@ -1,11 +1,13 @@
-// VAE-P check, run under mpirun: a VAE decoder split by image rows over the ranks (--parallel-vae) must
-// equal the single-process decode of our own code (relative error <= 1e-5 in fp32) at any latent size,
-// also row counts that do not divide by the ranks and fewer rows than ranks. Every rank computes the
+// VAE-P check, run under mpirun: a VAE decoder (or with --encode its encoder) split by image rows over the
+// ranks (--parallel-vae) must equal the single-process decode (encode) of our own code (relative error
+// <= 1e-5 in fp32) at any latent size, also row counts that do not divide by the ranks, fewer rows than
+// ranks and (encode) images whose size is not a multiple of the VAE's factor. Every rank computes the
 // single-process reference itself. With --memory it measures instead: each rank's peak resident memory
-// during the decode alone (no reference run), to see the activations fall as 1/N.
+// during the decode (encode) alone (no reference run), to see the activations fall as 1/N.
 //
 //   mpirun -np 3 ditgen_vae_parallel_check --model flux2 --rows 7 --cols 5
 //   mpirun -np 4 ditgen_vae_parallel_check --model ltx2 --rows 13 --cols 4 --frames 2 --padding zeros
+//   mpirun -np 3 ditgen_vae_parallel_check --model qwen-image --encode --rows 7 --cols 4 --extra 3
 //   mpirun -np 4 ditgen_vae_parallel_check --model flux2 --config real --rows 32 --cols 32 --memory
 #include <CLI/CLI.hpp>
 #include <malloc.h>
@@ -75,16 +77,21 @@ int main(int argc, char** argv) {
   const auto launch = comm::launch(&argc, &argv);
   CLI::App app{"A VAE decode split by rows over the ranks vs the single-process decode"};
   std::string model = "flux2", config = "tiny", padding, device_name = "cpu", dtype_name = "fp32";
-  int64_t rows = 7, cols = 5, frames = 2, batch = 1;
+  int64_t rows = 7, cols = 5, frames = 2, batch = 1, extra = 0;
   double tol = 1e-5, timeout_s = 120;
-  bool memory = false;
+  bool memory = false, encode = false;
   app.add_option("--model", model, "flux2, qwen-image or ltx2; halo: the halo exchange alone");
   app.add_option("--config", config, "tiny (the built-in tiny VAE) or real (the released model's VAE config)");
   app.add_option("--rows", rows, "latent rows (the split dimension)");
   app.add_option("--cols", cols, "latent columns");
-  app.add_option("--frames", frames, "latent frames (ltx2)");
+  app.add_option("--frames", frames, "ltx2: latent frames (decode), pixel frames (encode: 1 + 4k for tiny)");
+  app.add_flag("--encode", encode, "check the encoder: an image of rows x cols latents (+ --extra pixels)");
+  app.add_option("--extra", extra,
+                 "encode, flux2 and qwen-image: pixel rows and columns beyond the VAE factor");
   app.add_option("--batch", batch);
-  app.add_option("--padding", padding, "ltx2: decoder_spatial_padding_mode (reflect or zeros)");
+  app.add_option(
+      "--padding", padding,
+      "ltx2: decoder_spatial_padding_mode, with --encode encoder_spatial_padding_mode (reflect or zeros)");
   app.add_option("--tolerance", tol);
   app.add_option("--device", device_name, "cpu (MPI backend) or cuda (NCCL backend)");
   app.add_option("--dtype", dtype_name, "fp32 or bf16");
@@ -110,35 +117,62 @@ int main(int argc, char** argv) {
     const nn::Weights weights(std::make_shared<nn::RandomSource>(4321), dtype, device);
     at::Generator gen = at::detail::createCPUGenerator(7);
 
-    // decode(z, ranks): the model's VAE decode, split over `ranks` (null: this process alone).
+    // decode(ranks): the model's VAE decode (or encode), split over `ranks` (null: this process alone).
     std::function<at::Tensor(comm::Communicator*)> decode;
     std::string label;
+    DITGEN_CHECK(extra == 0 || (encode && model != "ltx2"),
+                 "--extra applies to --encode of flux2 or qwen-image");
     if (model == "flux2") {
       const auto j = io::parse_json(embedded_configs().at("flux2"), "configs/flux2.json");
       const auto cfg = tiny ? flux2::VaeConfig::from_json(j["tiny"]["vae"], "tiny vae") : flux2::VaeConfig{};
-      auto vae = std::make_shared<flux2::Vae>(cfg, weights, /*with_encoder=*/false);
-      const at::Tensor z = at::randn({batch, cfg.latent_channels, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
+      auto vae = std::make_shared<flux2::Vae>(cfg, weights, /*with_encoder=*/encode);
+      if (encode) {
+        const int64_t sf = cfg.scale_factor();
+        const at::Tensor x =
+            at::rand({batch, cfg.in_channels, rows * sf + extra, cols * sf + extra}, gen) * 2 - 1;
+        decode = [vae, x](comm::Communicator* ranks) { return vae->encode_mean(x, ranks); };
+      } else {
+        const at::Tensor z = at::randn({batch, cfg.latent_channels, rows, cols}, gen, at::kFloat);
+        decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
+      }
     } else if (model == "qwen-image") {
       const auto j = io::parse_json(embedded_configs().at("qwen_image"), "configs/qwen_image.json");
       const auto cfg = tiny ? qwen_image::VaeConfig::from_json(j["tiny"]["vae"], "tiny vae") : qwen_image::VaeConfig{};
-      auto vae = std::make_shared<qwen_image::Vae>(cfg, weights);
-      const at::Tensor z = at::randn({batch, cfg.z_dim, 1, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
+      auto vae = std::make_shared<qwen_image::Vae>(cfg, weights, /*with_encoder=*/encode);
+      if (encode) {
+        const int64_t sf = cfg.scale_factor();
+        const at::Tensor x = at::rand({batch, 3, 1, rows * sf + extra, cols * sf + extra}, gen) * 2 - 1;
+        decode = [vae, x](comm::Communicator* ranks) {  // mean and std, one after the other along channels
+          const auto post = vae->encode(x, ranks);
+          return at::cat({post.mean, post.std}, 1);
+        };
+      } else {
+        const at::Tensor z = at::randn({batch, cfg.z_dim, 1, rows, cols}, gen, at::kFloat);
+        decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
+      }
     } else if (model == "ltx2") {
       const auto j = io::parse_json(embedded_configs().at("ltx2"), "configs/ltx2.json");
       nlohmann::json vj = tiny ? j["tiny"]["vae"] : nlohmann::json::object();
-      if (!padding.empty()) vj["decoder_spatial_padding_mode"] = padding;
+      if (!padding.empty())
+        vj[encode ? "encoder_spatial_padding_mode" : "decoder_spatial_padding_mode"] = padding;
       const auto cfg = ltx2::VideoVaeConfig::from_json(vj, "ltx2 vae");
-      auto vae = std::make_shared<ltx2::VideoVae>(cfg, weights);
-      const at::Tensor z = at::randn({batch, cfg.latent_channels, frames, rows, cols}, gen, at::kFloat);
-      decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
-      label = fmt::format(" f{} {}", frames, cfg.decoder_spatial_padding_mode);
+      auto vae = std::make_shared<ltx2::VideoVae>(cfg, weights, /*with_encoder=*/encode);
+      if (encode) {
+        const int64_t er = cfg.encoder_spatial_ratio();
+        const at::Tensor x = at::rand({batch, cfg.in_channels, frames, rows * er, cols * er}, gen) * 2 - 1;
+        decode = [vae, x](comm::Communicator* ranks) { return vae->encode_mean(x, ranks); };
+        label = fmt::format(" pixel f{} {}", frames, cfg.encoder_spatial_padding_mode);
+      } else {
+        const at::Tensor z = at::randn({batch, cfg.latent_channels, frames, rows, cols}, gen, at::kFloat);
+        decode = [vae, z](comm::Communicator* ranks) { return vae->decode(z, ranks); };
+        label = fmt::format(" f{} {}", frames, cfg.decoder_spatial_padding_mode);
+      }
     } else {
       fail("--model must be flux2, qwen-image or ltx2, got '{}'", model);
     }
-    label = fmt::format("{} {} vae b{} latent {}x{}{} over {} ranks", model, config, batch, rows, cols, label,
-                        launch.world);
+    label = fmt::format("{} {} vae {} b{} latent {}x{}{}{} over {} ranks", model, config,
+                        encode ? "encode" : "decode", batch, rows, cols,
+                        extra ? fmt::format(" +{} px", extra) : "", label, launch.world);
 
     if (memory) {
       runtime::reset_peaks(device);
@@ -157,7 +191,7 @@ int main(int argc, char** argv) {
           worst = std::max(worst, mib);
           per_rank += fmt::format("{}{:.1f}", r ? ", " : "", mib);
         }
-        fmt::print("MEMORY {} output {}: peak decode RSS per rank [{}] MiB, max {:.1f} MiB, {:.2f} s\n", label,
+        fmt::print("MEMORY {} output {}: peak RSS per rank [{}] MiB, max {:.1f} MiB, {:.2f} s\n", label,
                    io::shape_str(out.sizes()), per_rank, worst, all[0][1].item<double>());
       }
     } else {

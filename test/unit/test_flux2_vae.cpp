@@ -1,5 +1,6 @@
-// FLUX.2 VAE: latent bookkeeping (patchify / pack), config parsing, a random-weights model, and the
-// pipeline's decode path against the flux2 pipeline fixture.
+// FLUX.2 VAE: latent bookkeeping (patchify / pack), config parsing, a random-weights model, the
+// pipeline's decode path against the flux2 pipeline fixture, and the reference-image tokens and ids
+// against the flux2_edit pipeline fixture.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <map>
@@ -10,6 +11,7 @@
 #include "lib/runtime/error.h"
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
+#include "models/flux2/image_latents.h"
 #include "models/flux2/vae.h"
 #include "test/unit/fixtures.h"
 
@@ -40,6 +42,11 @@ Vae random_vae(const VaeConfig& config, at::ScalarType dtype = at::kFloat, bool 
 }
 
 bool all_finite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
+
+// The pipelines' preprocessing of an RGB8 image [H, W, 3]: uint8 / 255 in fp32, then 2x - 1, as [1, 3, H, W].
+at::Tensor pixels(const at::Tensor& rgb8) {
+  return rgb8.to(at::kFloat).div(255.0).mul(2.0).sub(1.0).permute({2, 0, 1}).unsqueeze(0).contiguous();
+}
 
 }  // namespace
 
@@ -220,4 +227,55 @@ TEST_CASE("flux2 vae: the real config declares the diffusers parameter counts", 
   CHECK(std::llround((source->counts["decoder"] + source->counts["post_quant_conv"]) / 1e4) == 4962);
   CHECK(source->counts["bn"] == 256);
   CHECK(vae.scale_factor() == 8);
+}
+
+TEST_CASE("flux2 vae: reference ids are (10 * (k + 1), row, col, 0) image after image", "[flux2][vae]") {
+  const at::Tensor ids = reference_ids({{2, 3}, {1, 2}});
+  REQUIRE(ids.sizes() == at::IntArrayRef({8, 4}));
+  CHECK(ids.scalar_type() == at::kLong);
+  const at::Tensor expected = at::tensor({10, 0, 0, 0, 10, 0, 1, 0, 10, 0, 2, 0, 10, 1, 0, 0,
+                                          10, 1, 1, 0, 10, 1, 2, 0, 20, 0, 0, 0, 20, 0, 1, 0},
+                                         at::kLong)
+                                  .view({8, 4});
+  CHECK(at::equal(ids, expected));
+  CHECK(reference_ids({}).sizes() == at::IntArrayRef({0, 4}));
+}
+
+TEST_CASE("flux2 vae: reference tokens match the flux2_edit pipeline fixture", "[flux2][vae][golden]") {
+  const verify::Case c(fixture_dir("pipelines/flux2_edit_pipeline_64x96_r2_s3"));
+  const VaeConfig config = VaeConfig::from_json(c.config().at("vae"), c.file("config.json") + " [vae]");
+  auto source = fixture_source(c, "vae.safetensors");
+  const Vae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  REQUIRE_NOTHROW(source->check_all_used());
+
+  // image_0 is 64x64, image_1 96x72 (W x H): token grids 16x16 and 18x24 at 4 pixels per token.
+  const std::vector<at::Tensor> images = {pixels(c.tensor("in.image_0")), pixels(c.tensor("in.image_1"))};
+  const ReferenceTokens t = reference_tokens(vae, images);
+  const at::Tensor ref = c.tensor("out.image_latents"),
+                   ref_ids = c.tensor("out.image_latent_ids");  // [1, 688, *]
+  REQUIRE(t.latents.sizes() == ref.sizes());
+  REQUIRE(t.ids.sizes() == ref_ids.sizes());
+  const double err = verify::rel_error(t.latents, ref);
+  WARN("flux2 reference tokens rel error " << err);
+  CHECK(err < 1e-4);
+  CHECK(t.ids.scalar_type() == at::kLong);
+  CHECK(at::equal(t.ids.to(at::kFloat), ref_ids));  // the fixture stores the ids as floats
+
+  // Repeated over the batch; sizes must be multiples of 2 * sf = 4.
+  const ReferenceTokens t2 = reference_tokens(vae, images, 2);
+  REQUIRE(t2.latents.sizes() == at::IntArrayRef({2, 688, 32}));
+  CHECK(at::equal(t2.latents[1], t.latents[0]));
+  CHECK(at::equal(t2.ids[1], t.ids[0]));
+  CHECK_THROWS_WITH(reference_tokens(vae, {at::zeros({1, 3, 64, 66})}), Catch::Contains("multiples of 4"));
+  CHECK_THROWS_AS(reference_tokens(vae, {at::zeros({2, 3, 64, 64})}), Error);
+  CHECK_THROWS_AS(reference_tokens(vae, {}), Error);
+}
+
+TEST_CASE("flux2 vae: encode of sizes that are not multiples of the factor floors like upstream",
+          "[flux2][vae]") {
+  const Vae vae = random_vae(tiny_config());
+  // One Downsample2D (ZeroPad2d(0, 1, 0, 1) + stride-2 conv) maps n to floor(n / 2).
+  const at::Tensor z = vae.encode_mean(at::rand({1, 3, 9, 6}) * 2 - 1);
+  CHECK(z.sizes() == at::IntArrayRef({1, 4, 4, 3}));
+  CHECK(all_finite(z));
 }

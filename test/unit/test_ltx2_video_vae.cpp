@@ -1,6 +1,8 @@
 // LTX-2 video VAE: config parsing and refusals, the two sub-pixel orders on hand-built tensors, the
 // de-normalisation, random-weight decoders (the real layout at reduced width, and the optional paths),
-// the parameter count of the real config, and the decoder against the ltx2_video_vae fixture (fp32, bf16).
+// the parameter count of the real config, the decoder against the ltx2_video_vae fixture (fp32, bf16), the
+// encoder (its sub-pixel orders, parameter count, the ltx2_video_vae_encode fixture) and the image-to-video
+// initial latents against the i2v pipeline fixture.
 #include <catch2/catch.hpp>
 #include <map>
 
@@ -10,6 +12,7 @@
 #include "lib/runtime/error.h"
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
+#include "models/ltx2/image_latents.h"
 #include "models/ltx2/video_vae.h"
 #include "test/unit/fixtures.h"
 
@@ -22,14 +25,21 @@ VideoVaeConfig parse(const std::string& text) {
   return VideoVaeConfig::from_json(nlohmann::json::parse(text), "vae/config.json");
 }
 
-VideoVae random_vae(const VideoVaeConfig& config, at::ScalarType dtype = at::kFloat) {
-  return VideoVae(config, nn::Weights(std::make_shared<nn::RandomSource>(11), dtype, at::kCPU));
+VideoVae random_vae(const VideoVaeConfig& config, at::ScalarType dtype = at::kFloat,
+                    bool with_encoder = false) {
+  return VideoVae(config, nn::Weights(std::make_shared<nn::RandomSource>(11), dtype, at::kCPU), with_encoder);
 }
 
-std::shared_ptr<nn::CheckpointSource> fixture_source(const verify::Case& c,
-                                                     std::vector<std::string> ignore = VideoVae::unread_keys()) {
-  return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}),
-                                                "", std::move(ignore));
+std::shared_ptr<nn::CheckpointSource> fixture_source(
+    const verify::Case& c, std::vector<std::string> ignore = VideoVae::unread_keys(),
+    const std::string& file = "weights.safetensors") {
+  return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file(file)}), "",
+                                                std::move(ignore));
+}
+
+// The pipelines' preprocessing of an RGB8 image [H, W, 3]: uint8 / 255 in fp32, then 2x - 1, as [1, 3, H, W].
+at::Tensor pixels(const at::Tensor& rgb8) {
+  return rgb8.to(at::kFloat).div(255.0).mul(2.0).sub(1.0).permute({2, 0, 1}).unsqueeze(0).contiguous();
 }
 
 bool all_finite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
@@ -329,4 +339,123 @@ TEST_CASE("ltx2 video vae: bfloat16 decode of the fixture stays close to fp32", 
   WARN("ltx2 video vae bf16 vs fp32 decode rel error " << err);
   CHECK(err < 2e-2);
   CHECK(verify::rel_error(out, c.tensor("out.decoded")) < 2e-2);
+}
+
+TEST_CASE("ltx2 video vae: encoder patchify and space-to-depth invert the decoder's orders",
+          "[ltx2][video_vae]") {
+  const at::Tensor x = at::randn({2, 3, 2, 8, 12});
+  const at::Tensor p = video_patchify(x, 4);  // [2, 48, 2, 2, 3]
+  REQUIRE(p.sizes() == at::IntArrayRef({2, 48, 2, 2, 3}));
+  CHECK(at::equal(video_unpatchify(p, 4), x));
+  // Channel c*16 + a*4 + b holds row 4y + b, column 4x + a (a = width sub-position).
+  CHECK(p[1][2 * 16 + 3 * 4 + 1][0][1][2].item<float>() == x[1][2][0][4 * 1 + 1][4 * 2 + 3].item<float>());
+  // Without a temporal stride the encoder's space-to-depth is the inverse of the decoder's depth-to-space.
+  const at::Tensor s = video_space_to_depth(x, 1, 2, 2);  // [2, 12, 2, 4, 6]
+  REQUIRE(s.sizes() == at::IntArrayRef({2, 12, 2, 4, 6}));
+  CHECK(at::equal(video_depth_to_space(s, 1, 2, 2), x));
+  // With a temporal stride: channel ((c*st + t)*sh + h)*sw + w holds frame 2f + t, row 2y + h, column 2x + w.
+  const at::Tensor t = video_space_to_depth(x, 2, 2, 2);  // [2, 24, 1, 4, 6]
+  CHECK(t[0][(1 * 2 + 1) * 4 + 0 * 2 + 1][0][3][5].item<float>() == x[0][1][1][6][11].item<float>());
+  CHECK_THROWS_AS(video_space_to_depth(x, 2, 3, 2), Error);
+  CHECK_THROWS_AS(video_patchify(x, 5), Error);
+}
+
+TEST_CASE("ltx2 video vae: encoder config checks and frame counts", "[ltx2][video_vae]") {
+  const VideoVaeConfig real{};
+  REQUIRE_NOTHROW(real.check_encoder("vae/config.json"));
+  CHECK(real.encoder_spatial_ratio() == 32);
+  // temporal, spatiotemporal, spatiotemporal: each maps F to (F + 1) / 2.
+  CHECK(real.encoded_frames(1) == 1);
+  CHECK(real.encoded_frames(9) == 2);
+  CHECK(real.encoded_frames(121) == 16);
+  CHECK(real.encoded_frames(8) == 0);
+  using Catch::Contains;
+  // A decode-only parse accepts encoder settings it never builds; check_encoder() names the key.
+  const VideoVaeConfig conv =
+      parse(R"({"downsample_type": ["conv", "temporal", "spatiotemporal", "spatiotemporal"]})");
+  CHECK_THROWS_WITH(conv.check_encoder("vae/config.json"),
+                    Contains("vae/config.json") && Contains("downsample_type"));
+  CHECK_THROWS_WITH(parse(R"({"layers_per_block": [1, 1]})").check_encoder("c"),
+                    Contains("layers_per_block"));
+  CHECK_THROWS_WITH(parse(R"({"encoder_spatial_padding_mode": "circular"})").check_encoder("c"),
+                    Contains("encoder_spatial_padding_mode"));
+  CHECK_THROWS_WITH(parse(R"({"spatio_temporal_scaling": [false, true, true, true]})").check_encoder("c"),
+                    Contains("spatio_temporal_scaling"));
+  CHECK_THROWS_WITH(parse(R"({"down_block_types": ["LTXVideoDownBlock3D"]})"), Contains("down_block_types"));
+  // The constructor checks it when it builds the encoder.
+  CHECK_THROWS_WITH(
+      VideoVae(conv, nn::Weights(std::make_shared<nn::RandomSource>(1), at::kFloat, at::kCPU), true),
+      Contains("downsample_type"));
+}
+
+TEST_CASE("ltx2 video vae: the real config declares the diffusers encoder parameters", "[ltx2][video_vae]") {
+  auto source = std::make_shared<CountingSource>();
+  const VideoVae vae(VideoVaeConfig{}, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  CHECK(source->counts["encoder"] == 694098881);  // ltx2.md 0
+  CHECK(source->counts["decoder"] == 528380720);
+  CHECK(vae.has_encoder());
+}
+
+TEST_CASE("ltx2 video vae: encode matches the ltx2_video_vae_encode fixture", "[ltx2][video_vae][golden]") {
+  const verify::Case c(fixture_dir("models/ltx2_video_vae_encode_b1_f9_32x48"));
+  const VideoVaeConfig config = VideoVaeConfig::from_json(c.config(), c.file("config.json"));
+  CHECK(config.encoder_spatial_ratio() == 8);
+  CHECK(config.encoded_frames(9) == 5);  // one spatiotemporal downsampler
+  {
+    auto strict = fixture_source(c, VideoVae::unread_keys(/*with_encoder=*/true));
+    const VideoVae vae(config, nn::Weights(strict, at::kFloat, at::kCPU));
+    CHECK_THROWS_WITH(strict->check_all_used(), Catch::Contains("encoder."));
+    CHECK_THROWS_WITH(vae.encode_mean(c.tensor("in.video")), Catch::Contains("without its encoder"));
+  }
+  auto source = fixture_source(c, VideoVae::unread_keys(/*with_encoder=*/true));
+  const VideoVae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  REQUIRE_NOTHROW(source->check_all_used());
+
+  const at::Tensor ref = c.tensor("out.encoded_mean");  // [1, 8, 5, 4, 6]
+  at::Tensor out = vae.encode_mean(c.tensor("in.video"));
+  REQUIRE(out.sizes() == ref.sizes());
+  const double err = verify::rel_error(out, ref);
+  WARN("ltx2 video vae fp32 encode rel error " << err);
+  CHECK(err < 1e-4);
+
+  const VideoVae bf16(config, nn::Weights(fixture_source(c, {}), at::kBFloat16, at::kCPU), true);
+  at::Tensor ob = bf16.encode_mean(c.tensor("in.video"));
+  CHECK(ob.scalar_type() == at::kBFloat16);
+  const double bf16_err = verify::rel_error(ob, ref);
+  WARN("ltx2 video vae bf16 encode rel error " << bf16_err);
+  CHECK(bf16_err < 3e-2);
+
+  CHECK_THROWS_WITH(vae.encode_mean(at::zeros({1, 3, 8, 32, 48})), Catch::Contains("frames"));
+  CHECK_THROWS_WITH(vae.encode_mean(at::zeros({1, 3, 9, 36, 48})), Catch::Contains("multiples of 8"));
+}
+
+TEST_CASE("ltx2 video vae: image-to-video initial latents match the i2v pipeline fixture",
+          "[ltx2][i2v][golden]") {
+  const verify::Case c(fixture_dir("pipelines/ltx2_i2v_pipeline_64x96x9_s3_cfg4.0"));
+  const VideoVaeConfig config =
+      VideoVaeConfig::from_json(c.config().at("vae"), c.file("config.json") + " [vae]");
+  auto source = fixture_source(c, VideoVae::unread_keys(/*with_encoder=*/true), "vae.safetensors");
+  const VideoVae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  REQUIRE_NOTHROW(source->check_all_used());
+
+  const at::Tensor noise = c.tensor("in.noise");  // [1, 8, 3, 8, 12]
+  const ImageToVideoLatents out = image_to_video_latents(vae, pixels(c.tensor("in.image_0")), noise);
+  const at::Tensor ref = c.tensor("out.initial_latents"), ref_mask = c.tensor("out.conditioning_mask");
+  REQUIRE(out.latents.sizes() == ref.sizes());                 // [1, 288, 8]
+  REQUIRE(out.conditioning_mask.sizes() == ref_mask.sizes());  // [1, 288]
+  const double err = verify::rel_error(out.latents, ref);
+  WARN("ltx2 i2v initial latents rel error " << err);
+  CHECK(err < 1e-4);
+  CHECK(at::equal(out.conditioning_mask, ref_mask));
+  // Frames 1.. are the noise itself, bit for bit; frame 0 (96 tokens) is the image.
+  CHECK(at::equal(out.latents.narrow(1, 96, 192), noise.flatten(2).transpose(1, 2).narrow(1, 96, 192)));
+
+  // One image for a batch of 2 noises: both rows hold the same frame 0.
+  const ImageToVideoLatents two =
+      image_to_video_latents(vae, pixels(c.tensor("in.image_0")), at::cat({noise, at::randn_like(noise)}, 0));
+  REQUIRE(two.latents.sizes() == at::IntArrayRef({2, 288, 8}));
+  CHECK(at::equal(two.latents[0].narrow(0, 0, 96), two.latents[1].narrow(0, 0, 96)));
+  CHECK(at::equal(two.conditioning_mask[1], ref_mask[0]));
+  CHECK_THROWS_AS(image_to_video_latents(vae, at::zeros({3, 3, 64, 96}), at::cat({noise, noise}, 0)), Error);
+  CHECK_THROWS_AS(image_to_video_latents(vae, at::zeros({1, 3, 64, 96}), noise.narrow(3, 0, 4)), Error);
 }

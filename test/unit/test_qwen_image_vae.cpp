@@ -1,5 +1,7 @@
 // Qwen-Image VAE: config parsing, a random-weights decoder at the real channel layout, the
-// de-normalisation, and the decoder against the qwenimage_vae fixture (fp32 and bf16).
+// de-normalisation, the decoder against the qwenimage_vae fixture (fp32 and bf16), the encoder against
+// qwenimage_vae_encode, and the image-to-image initial latents and strength rule against the img2img
+// pipeline fixture.
 #include <catch2/catch.hpp>
 #include <map>
 
@@ -9,6 +11,7 @@
 #include "lib/runtime/error.h"
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
+#include "models/qwen_image/image_latents.h"
 #include "models/qwen_image/vae.h"
 #include "test/unit/fixtures.h"
 
@@ -23,14 +26,20 @@ VaeConfig small_real_layout() {
   return VaeConfig::from_json(nlohmann::json::parse(R"({"base_dim": 8})"), "small");
 }
 
-Vae random_vae(const VaeConfig& config, at::ScalarType dtype = at::kFloat) {
-  return Vae(config, nn::Weights(std::make_shared<nn::RandomSource>(7), dtype, at::kCPU));
+Vae random_vae(const VaeConfig& config, at::ScalarType dtype = at::kFloat, bool with_encoder = false) {
+  return Vae(config, nn::Weights(std::make_shared<nn::RandomSource>(7), dtype, at::kCPU), with_encoder);
 }
 
 std::shared_ptr<nn::CheckpointSource> fixture_source(const verify::Case& c,
-                                                     std::vector<std::string> ignore = Vae::unread_keys()) {
-  return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}),
-                                                "", std::move(ignore));
+                                                     std::vector<std::string> ignore = Vae::unread_keys(),
+                                                     const std::string& file = "weights.safetensors") {
+  return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file(file)}), "",
+                                                std::move(ignore));
+}
+
+// The pipelines' preprocessing of an RGB8 image [H, W, 3]: uint8 / 255 in fp32, then 2x - 1, as [1, 3, H, W].
+at::Tensor pixels(const at::Tensor& rgb8) {
+  return rgb8.to(at::kFloat).div(255.0).mul(2.0).sub(1.0).permute({2, 0, 1}).unsqueeze(0).contiguous();
 }
 
 bool all_finite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
@@ -205,4 +214,129 @@ TEST_CASE("qwen_image vae: the real config declares the diffusers decoder parame
   CHECK(source->counts["decoder"] + source->counts["post_quant_conv"] == 73295603 - time_convs);
   CHECK(source->counts["post_quant_conv"] == 16 * 16 + 16);
   CHECK(source->counts.count("encoder") == 0);
+}
+
+TEST_CASE("qwen_image vae: encode matches the qwenimage_vae_encode fixture", "[qwen_image][vae][golden]") {
+  const verify::Case c(fixture_dir("models/qwenimage_vae_encode_b1_32x48"));
+  const VaeConfig config = VaeConfig::from_json(c.config(), c.file("config.json"));
+  {
+    // A decode-only load of the same file leaves the encoder unread (and says so without the ignore list).
+    auto strict = fixture_source(c, Vae::unread_keys(/*with_encoder=*/true));
+    const Vae vae(config, nn::Weights(strict, at::kFloat, at::kCPU));
+    CHECK_FALSE(vae.has_encoder());
+    CHECK_THROWS_WITH(strict->check_all_used(), Catch::Contains("encoder."));
+    CHECK_THROWS_WITH(vae.encode(c.tensor("in.image")), Catch::Contains("without its encoder"));
+  }
+  auto source = fixture_source(c, Vae::unread_keys(/*with_encoder=*/true));
+  const Vae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  REQUIRE_NOTHROW(source->check_all_used());
+
+  const Vae::Posterior post = vae.encode(c.tensor("in.image"));  // [1, 4, 1, 8, 12] each
+  const at::Tensor ref_mean = c.tensor("out.encoded_mean"), ref_std = c.tensor("out.encoded_std");
+  REQUIRE(post.mean.sizes() == ref_mean.sizes());
+  REQUIRE(post.std.sizes() == ref_std.sizes());
+  const double mean_err = verify::rel_error(post.mean, ref_mean),
+               std_err = verify::rel_error(post.std, ref_std);
+  WARN("qwen_image vae fp32 encode rel error: mean " << mean_err << ", std " << std_err);
+  CHECK(mean_err < 1e-4);
+  CHECK(std_err < 1e-4);
+
+  // bf16 weights run in bf16 and stay close.
+  const Vae bf16(config, nn::Weights(fixture_source(c, Vae::unread_keys(true)), at::kBFloat16, at::kCPU),
+                 true);
+  const Vae::Posterior pb = bf16.encode(c.tensor("in.image"));
+  CHECK(pb.mean.scalar_type() == at::kBFloat16);
+  const double bf16_err = verify::rel_error(pb.mean, ref_mean);
+  WARN("qwen_image vae bf16 encode mean rel error " << bf16_err);
+  CHECK(bf16_err < 3e-2);
+
+  // One frame of 3 channels whose size reaches the VAE factor, only.
+  CHECK_THROWS_WITH(vae.encode(at::zeros({1, 3, 2, 8, 8})), Catch::Contains("frame"));
+  CHECK_THROWS_AS(vae.encode(at::zeros({1, 3, 8, 8})), Error);
+  CHECK_THROWS_AS(vae.encode(at::zeros({1, 3, 1, 2, 8})), Error);
+}
+
+TEST_CASE("qwen_image vae: encode of sizes that are not multiples of the factor floors like upstream",
+          "[qwen_image][vae]") {
+  const VaeConfig config = VaeConfig::from_json(nlohmann::json::parse(R"({
+    "base_dim": 4, "z_dim": 2, "dim_mult": [1, 2, 2], "num_res_blocks": 1, "temperal_downsample": [false, true],
+    "latents_mean": [0, 0], "latents_std": [1, 1]})"),
+                                                "tiny");
+  const Vae vae = random_vae(config, at::kFloat, /*with_encoder=*/true);
+  // Each ZeroPad2d(0, 1, 0, 1) + stride-2 conv maps n to floor(n / 2): 13 -> 6 -> 3, 10 -> 5 -> 2.
+  const Vae::Posterior post = vae.encode(at::rand({2, 3, 1, 13, 10}) * 2 - 1);
+  CHECK(post.mean.sizes() == at::IntArrayRef({2, 2, 1, 3, 2}));
+  CHECK(all_finite(post.mean));
+  CHECK(post.std.min().item<float>() > 0);
+}
+
+TEST_CASE("qwen_image vae: the real config declares the diffusers encoder parameters", "[qwen_image][vae]") {
+  auto source = std::make_shared<CountingSource>();
+  const Vae vae(VaeConfig{}, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  // qwen-image.md 3.1: encoder + quant_conv 53,596,928, less the two downsample3d time_convs
+  // ([192, 192, 3, 1, 1] and [384, 384, 3, 1, 1] with biases) that a one-frame encode never reads.
+  const int64_t time_convs = (192 * 192 * 3 + 192) + (384 * 384 * 3 + 384);
+  CHECK(source->counts["encoder"] + source->counts["quant_conv"] == 53596928 - time_convs);
+  CHECK(source->counts["quant_conv"] == 32 * 32 + 32);
+}
+
+TEST_CASE("qwen_image image latents: the strength rule truncates the schedule as upstream",
+          "[qwen_image][img2img]") {
+  sched::Schedule full;
+  full.timesteps = {1000, 750, 500, 250};
+  full.sigmas = {1.0f, 0.75f, 0.5f, 0.25f, 0.0f};
+  // N = 4, strength 0.6: init 2.4, t_start = int(1.6) = 1.
+  Img2ImgSchedule s = img2img_schedule(full, 0.6);
+  CHECK(s.t_start == 1);
+  CHECK(s.schedule.timesteps == std::vector<float>({750, 500, 250}));
+  CHECK(s.schedule.sigmas == std::vector<float>({0.75f, 0.5f, 0.25f, 0.0f}));
+  CHECK(s.first_sigma() == 0.75f);
+  CHECK(img2img_schedule(full, 1.0).t_start == 0);   // the whole schedule: pure noise at sigma 1
+  CHECK(img2img_schedule(full, 0.25).t_start == 3);  // init 1.0: one step
+  CHECK(img2img_schedule(full, 0.49).t_start == 2);  // init 1.96: int(2.04) truncates to 2
+  CHECK(img2img_schedule(full, 0.2).t_start == 3);   // init 0.8: int(3.2) still leaves one step
+  CHECK_THROWS_WITH(img2img_schedule(full, 0.0), Catch::Contains("no denoising step"));  // only strength 0
+  CHECK_THROWS_WITH(img2img_schedule(full, 1.5), Catch::Contains("strength"));
+  CHECK_THROWS_WITH(img2img_schedule(full, -0.1), Catch::Contains("strength"));
+}
+
+TEST_CASE("qwen_image image latents: img2img initial latents match the pipeline fixture",
+          "[qwen_image][img2img][golden]") {
+  const verify::Case c(fixture_dir("pipelines/qwenimage_img2img_pipeline_64x96_s4_str0.6_cfg4.0"));
+  const VaeConfig config = VaeConfig::from_json(c.config().at("vae"), c.file("config.json") + " [vae]");
+  auto source = fixture_source(c, Vae::unread_keys(/*with_encoder=*/true), "vae.safetensors");
+  const Vae vae(config, nn::Weights(source, at::kFloat, at::kCPU), /*with_encoder=*/true);
+  REQUIRE_NOTHROW(source->check_all_used());
+
+  // The fixture stores the full 4-step schedule; strength 0.6 keeps the last 3 steps.
+  const at::Tensor sigmas = c.tensor("out.sigmas"), timesteps = c.tensor("out.timesteps");
+  sched::Schedule full;
+  full.sigmas.assign(sigmas.data_ptr<float>(), sigmas.data_ptr<float>() + sigmas.numel());
+  full.timesteps.assign(timesteps.data_ptr<float>(), timesteps.data_ptr<float>() + timesteps.numel());
+  const Img2ImgSchedule kept = img2img_schedule(full, c.scalar("strength"));
+  REQUIRE(kept.t_start == 1);
+  CHECK(kept.first_sigma() == sigmas[1].item<float>());
+
+  const at::Tensor image = pixels(c.tensor("in.image_0"));  // [1, 3, 64, 96]
+  const at::Tensor out = img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"),
+                                                 c.tensor("in.noise"), kept.first_sigma());
+  const at::Tensor ref = c.tensor("out.initial_latents");  // [1, 96, 16]
+  REQUIRE(out.sizes() == ref.sizes());
+  const double err = verify::rel_error(out, ref);
+  WARN("qwen_image img2img initial latents rel error " << err);
+  CHECK(err < 1e-4);
+
+  // A batch of 2 from one image: both rows see the same image latent under their own noise.
+  const at::Tensor noise2 = at::cat({c.tensor("in.noise"), c.tensor("in.noise")}, 0);
+  const at::Tensor out2 =
+      img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"), noise2, kept.first_sigma());
+  REQUIRE(out2.sizes() == at::IntArrayRef({2, 96, 16}));
+  CHECK(at::equal(out2[0], out2[1]));
+  CHECK(verify::rel_error(out2[1], ref[0]) < 1e-4);
+  // The sample noise must have the posterior's shape, the noise a multiple of its batch.
+  CHECK_THROWS_AS(img2img_initial_latents(vae, image, c.tensor("in.noise"), c.tensor("in.noise"), 0.5f),
+                  Error);
+  CHECK_THROWS_AS(img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"),
+                                          c.tensor("in.image_latent_noise"), 0.5f),
+                  Error);
 }
