@@ -292,6 +292,18 @@ int main(int argc, char** argv) {
                   "keep going when latents or pixels become NaN/Inf (default: stop with an error naming the step)");
     sub->add_option("--weight-seed", req.weight_seed, "seed of the random weights")->capture_default_str()
         ->check(unsigned_integer());
+    sub->add_option_function<std::vector<std::string>>(
+           "--lora",
+           [&req, command = entry.command](const std::vector<std::string>& values) {
+             req.lora.clear();
+             for (const auto& v : values) req.lora.push_back(ditgen::nn::parse_lora_flag(v));
+             req.lora_model = command;
+           },
+           "LoRA merged into the weights as they load, at adapter weight SCALE (default 1); repeat for several "
+           "(they add up). diffusers/PEFT, kohya and BFL/original key layouts")
+        ->type_name("FILE[:SCALE]")
+        ->check(CLI::Validator(
+            [](std::string& in) { return ditgen::nn::lora_flag_error(in); }, "FILE[:SCALE]"));
     sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
     add_attention_flag(sub, attention);

@@ -25,16 +25,19 @@ using Runner = std::function<void(const verify::Case&, const verify::CaseOptions
 const std::map<std::string, Runner>& runners() {
   static const std::map<std::string, Runner> r = {
       {"flux2_transformer", flux2::verify_transformer},
+      {"flux2_transformer_lora", flux2::verify_transformer_lora},
       {"flux2_vae", flux2::verify_vae},
       {"flux2_pipeline", flux2::verify_pipeline},
       {"flux2_edit_pipeline", flux2::verify_pipeline},
       {"text_encoder_mistral", llm::verify_text_encoder},
       {"text_encoder_qwen25vl", llm::verify_text_encoder},
       {"qwenimage_transformer", qwen_image::verify_transformer},
+      {"qwenimage_transformer_lora", qwen_image::verify_transformer_lora},
       {"qwenimage_vae", qwen_image::verify_vae},
       {"qwenimage_vae_encode", qwen_image::verify_vae_encode},
       {"qwenimage_pipeline", qwen_image::verify_pipeline},
       {"ltx2_transformer", ltx2::verify_transformer},
+      {"ltx2_transformer_lora", ltx2::verify_transformer_lora},
       {"ltx2_connectors", ltx2::verify_connectors},
       {"ltx2_video_vae", ltx2::verify_video_vae},
       {"ltx2_video_vae_encode", ltx2::verify_video_vae_encode},
@@ -75,8 +78,7 @@ int run_verify(const VerifyRequest& req) {
     for (const auto& k : verify_kinds()) known += (known.empty() ? "" : ", ") + k;
     fail("cannot tell the kind of case '{}' from its name; pass --kind (one of: {})", c.name(), known);
   }
-  DITGEN_CHECK(!req.options.fp8 || kind == "flux2_transformer" || kind == "qwenimage_transformer" ||
-                   kind == "ltx2_transformer",
+  DITGEN_CHECK(!req.options.fp8 || kind.find("_transformer") != std::string::npos,
                "verify --fp8 applies to transformer cases; '{}' is a {} case", c.name(), kind);
   if (req.options.fp8) {
     const std::string why = nn::fp8_unavailable_reason(req.options.device);

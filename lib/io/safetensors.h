@@ -49,7 +49,8 @@ class SafetensorsFile {
   std::vector<std::string> names() const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // Reads `slice` of tensor `name` into a new tensor of `dtype` on `device`. F8_E4M3 is upcast.
+  // Reads `slice` of tensor `name` into a new tensor of `dtype` on `device`. F8_E4M3 is upcast, except
+  // that asked for as kByte it gives the stored e4m3fn bit patterns.
   at::Tensor read(const std::string& name, const Slice& slice, at::ScalarType dtype,
                   const at::Device& device);
   // Reads the whole tensor in its stored dtype (F8 upcast to float) on the CPU.

@@ -83,6 +83,14 @@ std::pair<at::Tensor, at::Tensor> fp8_quantize_weight_cuda(const at::Tensor& wei
   return {w8, scale.t().contiguous()};  // scale [1, N]
 }
 
+std::pair<at::Tensor, at::Tensor> fp8_weight_from_bits_cuda(const at::Tensor& bits, const at::Tensor& scale) {
+  DITGEN_CHECK(bits.scalar_type() == at::kByte && bits.is_cuda() && scale.is_cuda(),
+               "internal: FP8 weight bits must be uint8 on the GPU");
+  // Same element size: a reinterpretation of the stored bytes, as the FP8 GEMM reads them.
+  at::Tensor w8 = bits.contiguous().view(at::kFloat8_e4m3fn);
+  return {w8, scale.to(at::kFloat).reshape({1, -1}).contiguous()};
+}
+
 int fp8_compute_capability(const at::Device& device) {
   const auto* prop = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
   return prop->major * 10 + prop->minor;

@@ -12,6 +12,9 @@ at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& 
                                          const at::Tensor& w_scale);
 // weight [N, K] -> (e4m3 [N, K], float32 [1, N]).
 std::pair<at::Tensor, at::Tensor> fp8_quantize_weight_cuda(const at::Tensor& weight);
+// An FP8 checkpoint's weight as the GEMM takes it: `bits` [N, K] uint8 (e4m3fn bit patterns) viewed as
+// e4m3 (no copy), `scale` [N] float32 as [1, N].
+std::pair<at::Tensor, at::Tensor> fp8_weight_from_bits_cuda(const at::Tensor& bits, const at::Tensor& scale);
 // major * 10 + minor of the CUDA device.
 int fp8_compute_capability(const at::Device& device);
 

@@ -1,5 +1,8 @@
 #include "lib/nn/linear.h"
 
+#include <spdlog/spdlog.h>
+
+#include "lib/io/safetensors.h"
 #include "lib/runtime/error.h"
 #ifdef DITGEN_CUDA
 #include "lib/nn/fp8_cuda.h"
@@ -50,9 +53,11 @@ std::string fp8_unavailable_reason(const at::Device& device) {
 #endif
 }
 
+bool fp8_gemm_shape(int64_t N, int64_t K) { return N > 0 && N % 16 == 0 && K % 16 == 0; }
+
 Linear quantize_fp8(Linear l) {
   if (l.is_fp8() || !l.weight.defined()) return l;
-  if (l.weight.dim() != 2 || l.weight.size(0) % 16 != 0 || l.weight.size(1) % 16 != 0 || l.weight.size(0) == 0)
+  if (l.weight.dim() != 2 || !fp8_gemm_shape(l.weight.size(0), l.weight.size(1)))
     return l;  // the FP8 GEMM needs K and N multiples of 16: this one stays in the model dtype
 #ifdef DITGEN_CUDA
   auto [w8, scale] = fp8_quantize_weight_cuda(l.weight);
@@ -63,6 +68,44 @@ Linear quantize_fp8(Linear l) {
 #else
   fail("{}", fp8_unavailable_reason(l.weight.device()));
 #endif
+}
+
+Linear linear_from_fp8(Fp8Weight w) {
+  DITGEN_CHECK(w.bits.dim() == 2 && fp8_gemm_shape(w.bits.size(0), w.bits.size(1)) && w.scale.dim() == 1 &&
+                   w.scale.size(0) == w.bits.size(0),
+               "internal: an FP8 weight {} with {} scales does not suit the FP8 GEMM", io::shape_str(w.bits.sizes()),
+               w.scale.numel());
+#ifdef DITGEN_CUDA
+  auto [w8, scale] = fp8_weight_from_bits_cuda(w.bits, w.scale);
+  Linear l;
+  l.fp8_weight = std::move(w8);
+  l.fp8_scale = std::move(scale);
+  return l;
+#else
+  fail("{}", fp8_unavailable_reason(w.bits.device()));
+#endif
+}
+
+Linear load_linear(const Weights& wb, const std::string& name, const std::vector<int64_t>& full_shape,
+                   const Shard& shard, bool fp8) {
+  if (fp8) {
+    // An FP8 checkpoint's weight goes to the GEMM as stored; one that the GEMM cannot take (a slice
+    // width not a multiple of 16) is read dequantised below and stays in the model dtype.
+    const io::Slice slice = wb.slice_for(wb.key(name), full_shape, shard);
+    int64_t n = full_shape.at(0), k = full_shape.at(1);
+    if (!slice.is_whole()) {
+      int64_t len = 0;
+      for (auto [s, l] : slice.ranges) len += l;
+      (slice.dim == 0 ? n : k) = len;
+    }
+    if (fp8_gemm_shape(n, k))
+      if (auto w = wb.get_fp8(name, full_shape, shard)) {
+        spdlog::debug("{}: the checkpoint's e4m3 weight [{}, {}] as stored", wb.key(name), n, k);
+        return linear_from_fp8(std::move(*w));
+      }
+    return quantize_fp8(Linear(wb.get(name, full_shape, shard)));
+  }
+  return Linear(wb.get(name, full_shape, shard));
 }
 
 }  // namespace ditgen::nn

@@ -5,6 +5,8 @@
 //   y[m, n] = sum_k x8[m, k] * w8[n, k] * scale_x[m] * scale_w[n].
 #include <ATen/ATen.h>
 
+#include "lib/nn/weights.h"
+
 namespace ditgen::nn {
 
 struct Linear {
@@ -35,5 +37,18 @@ std::string fp8_unavailable_reason(const at::Device& device);
 // unchanged. Per-output-channel scales from the weight's absolute maximum (computed in fp32), values
 // rounded to nearest and saturated at +-448. The model-dtype weight is dropped.
 Linear quantize_fp8(Linear l);
+
+// An FP8 checkpoint's weight as it is stored (e4m3 + per-channel scales, WeightSource::load_fp8) as the
+// FP8 linear, without a model-dtype copy; `w` unchanged in shape, the scales laid out as the GEMM takes
+// them. `w`'s shape must suit the FP8 GEMM (fp8_gemm_shape). CUDA build only.
+Linear linear_from_fp8(Fp8Weight w);
+// Whether an [N, K] weight (this rank's slice) runs on the FP8 GEMM: both dims multiples of 16.
+bool fp8_gemm_shape(int64_t N, int64_t K);
+
+// The linear `name` of `wb` (full shape [N, K], sharded by `shard`): with `fp8`, an FP8 checkpoint's
+// stored e4m3 weight and scales where the source holds them (no model-dtype copy), else the weight
+// loaded in the model dtype and quantised (quantize_fp8); without `fp8`, the weight in the model dtype.
+Linear load_linear(const Weights& wb, const std::string& name, const std::vector<int64_t>& full_shape,
+                   const Shard& shard, bool fp8);
 
 }  // namespace ditgen::nn

@@ -7,6 +7,7 @@
 #endif
 
 #include "lib/io/printable.h"
+#include "lib/nn/fp8_source.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
 
@@ -31,28 +32,46 @@ uint64_t stable_hash(const std::string& s, uint64_t basis) {
 
 CheckpointSource::CheckpointSource(std::shared_ptr<io::TensorStore> store, std::string root,
                                    std::vector<std::string> ignore_prefixes)
-    : store_(std::move(store)), root_(std::move(root)), ignore_(std::move(ignore_prefixes)) {}
+    : store_(std::move(store)),
+      root_(std::move(root)),
+      fp8_(std::make_unique<Fp8Scales>(*store_)),
+      ignore_(std::move(ignore_prefixes)) {}
+
+CheckpointSource::~CheckpointSource() = default;
 
 bool CheckpointSource::has(const std::string& key) const { return store_->has(root_ + key); }
 
-at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
-                                  const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
-                                  Init) {
-  const std::string full = root_ + key;
+const io::TensorInfo& CheckpointSource::checked_info(const std::string& full, const std::vector<int64_t>& full_shape) {
   DITGEN_CHECK(store_->has(full), "missing tensor '{}' (expected shape {}) in '{}'", io::printable(full),
                io::shape_str(full_shape), io::printable(store_->location()));
   const auto& info = store_->info(full);
   DITGEN_CHECK(info.shape == full_shape, "tensor '{}' in '{}' has shape {} but the model config needs {}",
                io::printable(full), io::printable(store_->file_of(full)), io::shape_str(info.shape),
                io::shape_str(full_shape));
+  DITGEN_CHECK(info.dtype == "F8_E4M3" || !fp8_->has_scale(full),
+               "tensor '{}' in '{}' is stored as {} but has an FP8 scale ('{}'): only F8_E4M3 weights carry scales",
+               io::printable(full), io::printable(store_->file_of(full)), info.dtype,
+               io::printable(fp8_->companions(full).front()));
   used_.insert(full);
-  at::Tensor t = store_->read(full, slice, dtype, device);
+  for (const auto& c : fp8_->companions(full)) used_.insert(c);  // its scale; its input scale (unused)
+  return info;
+}
+
+at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int64_t>& full_shape,
+                                  const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
+                                  Init) {
+  const std::string full = root_ + key;
+  const auto& info = checked_info(full, full_shape);
+  at::Tensor t = info.dtype == "F8_E4M3" ? fp8_->dequantize(*store_, full, slice, dtype, device)
+                                         : store_->read(full, slice, dtype, device);
   // A NaN or Inf weight poisons every activation after it and ends as a black image: refuse it here,
   // where the tensor and its file can still be named. Counting happens only on failure.
   if (at::isFloatingType(t.scalar_type()) && !at::isfinite(t).all().item<bool>()) {
     const std::string what =
         fmt::format("tensor '{}' in '{}'", io::printable(full), io::printable(store_->file_of(full)));
-    const at::Tensor stored = store_->read(full, slice, io::dtype_to_scalar(info.dtype), at::kCPU);
+    const at::Tensor stored = info.dtype == "F8_E4M3"
+                                  ? fp8_->dequantize(*store_, full, slice, at::kFloat, at::kCPU)
+                                  : store_->read(full, slice, io::dtype_to_scalar(info.dtype), at::kCPU);
     const int64_t nan = at::isnan(stored).sum().item<int64_t>();
     const int64_t inf = at::isinf(stored).sum().item<int64_t>();
     DITGEN_CHECK(nan + inf > 0, "{} holds {} values too large for {}: {} of {} become Inf (try --dtype fp32)",
@@ -64,6 +83,17 @@ at::Tensor CheckpointSource::load(const std::string& key, const std::vector<int6
   return t;
 }
 
+std::optional<Fp8Weight> CheckpointSource::load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                                    const io::Slice& slice, const at::Device& device) {
+  const std::string full = root_ + key;
+  // Only weights stored with a scale: an unscaled e4m3 cast (or any other dtype) is read by `load` and
+  // quantised with scales of its own.
+  if (!store_->has(full) || !fp8_->has_scale(full) || full_shape.size() != 2) return std::nullopt;
+  const auto& info = checked_info(full, full_shape);
+  if (info.dtype != "F8_E4M3") return std::nullopt;
+  return fp8_->read(*store_, full, slice, device);
+}
+
 bool CheckpointSource::ignored(const std::string& k) const {
   for (const auto& p : ignore_)
     if (starts_with(k, p) || (p[0] == '.' && ends_with(k, p))) return true;
@@ -72,14 +102,14 @@ bool CheckpointSource::ignored(const std::string& k) const {
 
 int64_t CheckpointSource::expected_count() const {
   int64_t n = 0;
-  for (const auto& k : store_->keys()) n += ignored(k) ? 0 : 1;
+  for (const auto& k : store_->keys()) n += ignored(k) || fp8_->is_aux(k) ? 0 : 1;
   return n;
 }
 
 void CheckpointSource::check_all_used() const {
   std::vector<std::string> unexpected;
   for (const auto& k : store_->keys())
-    if (!used_.count(k) && !ignored(k)) unexpected.push_back(k);
+    if (!used_.count(k) && !ignored(k) && !fp8_->is_marker(k)) unexpected.push_back(k);
   if (unexpected.empty()) return;
   std::string list;
   for (size_t i = 0; i < unexpected.size() && i < 8; ++i) list += (i ? ", " : "") + io::printable(unexpected[i]);
@@ -155,6 +185,14 @@ at::Tensor ProgressSource::load(const std::string& key, const std::vector<int64_
   return t;
 }
 
+std::optional<Fp8Weight> ProgressSource::load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                                  const io::Slice& slice, const at::Device& device) {
+  runtime::Stopwatch sw(at::kCPU);
+  auto w = WrappedSource::load_fp8(key, full_shape, slice, device);
+  if (w) progress_->advance(sw.seconds(), static_cast<int64_t>(w->bits.nbytes() + w->scale.nbytes()));
+  return w;
+}
+
 // ---- Weights ----------------------------------------------------------------------------------
 
 Weights::Weights(std::shared_ptr<WeightSource> source, at::ScalarType dtype, at::Device device, TpGroup tp)
@@ -214,6 +252,12 @@ at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& ful
                         Init init) const {
   const std::string k = key(name);
   return source_->load(k, full_shape, slice_for(k, full_shape, shard), dtype_, device_, init);
+}
+
+std::optional<Fp8Weight> Weights::get_fp8(const std::string& name, const std::vector<int64_t>& full_shape,
+                                          const Shard& shard) const {
+  const std::string k = key(name);
+  return source_->load_fp8(k, full_shape, slice_for(k, full_shape, shard), device_);
 }
 
 }  // namespace ditgen::nn

@@ -57,6 +57,14 @@ struct TpGroup {
   int size = 1;
 };
 
+// A weight as an FP8 checkpoint stores it: e4m3fn bit patterns and one float32 scale per output
+// channel (a per-tensor scale is broadcast), so that weight[n, :] = e4m3(bits[n, :]) * scale[n].
+// Plain bytes, so CPU builds (LibTorch without an FP8 dtype) can hand it around too.
+struct Fp8Weight {
+  at::Tensor bits;   // [N, K] uint8 on the target device: this rank's slice
+  at::Tensor scale;  // [N] float32 on the target device
+};
+
 // Where tensors come from: a checkpoint component or a seeded random generator.
 class WeightSource {
  public:
@@ -66,21 +74,38 @@ class WeightSource {
   virtual at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape,
                           const io::Slice& slice, at::ScalarType dtype, const at::Device& device,
                           Init init) = 0;
+  // `slice` of a 2-D `key` as stored in an FP8 checkpoint (e4m3 + scales), for the FP8 linears of
+  // --fp8 to take without a model-dtype copy; nullopt where the source has no such form of the key
+  // (the caller then loads and quantises it). Marks the key used like `load`.
+  virtual std::optional<Fp8Weight> load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                            const io::Slice& slice, const at::Device& device) {
+    (void)key, (void)full_shape, (void)slice, (void)device;
+    return std::nullopt;
+  }
   // Throws if the source holds tensors nobody asked for (besides `ignore` patterns).
   virtual void check_all_used() const = 0;
   virtual uint64_t bytes_read() const = 0;
   virtual std::string describe() const = 0;
 };
 
+class Fp8Scales;
+
 // A checkpoint component. `root` is prepended to every requested key (e.g. "language_model.model."),
 // which is how differently prefixed checkpoint generations map onto one module tree.
+//
+// FP8 checkpoints (lib/nn/fp8_source.h): an F8_E4M3 weight is read with its scale (`<m>.weight_scale`,
+// or ComfyUI's legacy `<m>.scale_weight`) as fp8 x scale in float32, then cast to the dtype asked for;
+// `load_fp8` hands the stored e4m3 and scales over as they are.
 class CheckpointSource : public WeightSource {
  public:
   CheckpointSource(std::shared_ptr<io::TensorStore> store, std::string root = "",
                    std::vector<std::string> ignore_prefixes = {});
+  ~CheckpointSource() override;
   bool has(const std::string& key) const override;
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
                   at::ScalarType dtype, const at::Device& device, Init init) override;
+  std::optional<Fp8Weight> load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                    const io::Slice& slice, const at::Device& device) override;
   void check_all_used() const override;
   uint64_t bytes_read() const override { return store_->bytes_read(); }
   std::string describe() const override { return store_->location(); }
@@ -91,7 +116,10 @@ class CheckpointSource : public WeightSource {
  private:
   std::shared_ptr<io::TensorStore> store_;
   std::string root_;
+  std::unique_ptr<Fp8Scales> fp8_;  // the component's FP8 scale tensors (none for most checkpoints)
   bool ignored(const std::string& key) const;
+  // The stored shape of `full` checked against `full_shape`, and the key marked used.
+  const io::TensorInfo& checked_info(const std::string& full, const std::vector<int64_t>& full_shape);
   std::vector<std::string> ignore_;  // full-key prefixes or suffixes (".num_batches_tracked") not to report
   std::set<std::string> used_;
 };
@@ -120,6 +148,10 @@ class WrappedSource : public WeightSource {
                   at::ScalarType dtype, const at::Device& device, Init init) override {
     return inner_->load(key, full_shape, slice, dtype, device, init);
   }
+  std::optional<Fp8Weight> load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                    const io::Slice& slice, const at::Device& device) override {
+    return inner_->load_fp8(key, full_shape, slice, device);
+  }
   void check_all_used() const override { inner_->check_all_used(); }
   uint64_t bytes_read() const override { return inner_->bytes_read(); }
   std::string describe() const override { return inner_->describe(); }
@@ -135,6 +167,11 @@ class RecordingSource : public WrappedSource {
   using WrappedSource::WrappedSource;
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
                   at::ScalarType dtype, const at::Device& device, Init init) override;
+  // Never the FP8 form: every tensor goes through `load`, where it is recorded.
+  std::optional<Fp8Weight> load_fp8(const std::string&, const std::vector<int64_t>&, const io::Slice&,
+                                    const at::Device&) override {
+    return std::nullopt;
+  }
   const std::map<std::string, at::Tensor>& recorded() const { return recorded_; }
 
  private:
@@ -148,6 +185,8 @@ class ProgressSource : public WrappedSource {
   ~ProgressSource() override;
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
                   at::ScalarType dtype, const at::Device& device, Init init) override;
+  std::optional<Fp8Weight> load_fp8(const std::string& key, const std::vector<int64_t>& full_shape,
+                                    const io::Slice& slice, const at::Device& device) override;
 
  private:
   std::unique_ptr<runtime::Progress> progress_;
@@ -165,6 +204,9 @@ class Weights {
   // A required tensor: its full (unsharded) shape, its sharding and its random init.
   at::Tensor get(const std::string& name, const std::vector<int64_t>& full_shape,
                  const Shard& shard = Shard::replicated(), Init init = Init::Linear) const;
+  // The stored FP8 form of a 2-D tensor (WeightSource::load_fp8) on this view's device, or nullopt.
+  std::optional<Fp8Weight> get_fp8(const std::string& name, const std::vector<int64_t>& full_shape,
+                                   const Shard& shard) const;
   bool has(const std::string& name) const { return source_->has(key(name)); }
   std::string key(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
 

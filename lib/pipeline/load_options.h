@@ -6,8 +6,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "lib/nn/lora.h"
 #include "lib/nn/weights.h"
 #include "lib/pipeline/request.h"
 
@@ -53,8 +55,28 @@ struct LoadOptions {
     lo.fp8 = req.fp8;
     lo.image_encoder = !req.images.empty();
     lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
+    lo.add_lora(req);
     return lo;
   }
+
+  // --lora: the files are read (headers and alphas) and converted to the model's weight names now;
+  // each component they change gets a LoraSource (lib/nn/lora.h) that merges them into every rank's
+  // slice as it loads, before --fp8 quantises the merged weight.
+  void add_lora(const GenerateRequest& req) {
+    if (req.lora.empty()) return;
+    auto set = std::make_shared<const nn::LoraSet>(req.lora, nn::lora_model(req.lora_model));
+    wrap_source = nn::lora_wrapper(set, wrap_source);
+  }
 };
+
+// The run report's "lora" setting of a request with --lora: path, scale and the number of layers each
+// file changes (the files are read again: headers and alphas only).
+inline nlohmann::json lora_report_settings(const GenerateRequest& req) {
+  nlohmann::json out = nlohmann::json::array();
+  if (req.lora.empty()) return out;
+  const nn::LoraSet set(req.lora, nn::lora_model(req.lora_model));
+  for (const auto& f : set.summary()) out.push_back({{"path", f.path}, {"scale", f.scale}, {"layers", f.layers}});
+  return out;
+}
 
 }  // namespace ditgen::pipeline

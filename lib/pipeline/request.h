@@ -8,6 +8,7 @@
 
 #include "lib/cache/options.h"
 #include "lib/comm/mesh.h"
+#include "lib/nn/lora.h"
 #include "lib/pipeline/prompt_file.h"
 
 namespace ditgen::pipeline {
@@ -51,11 +52,15 @@ struct GenerateRequest {
   std::string profile_dir;      // --profile: each rank's first timed denoising step profiled into this folder
   bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 
-  comm::MeshShape mesh;        // resolved from --parallel / --ulysses / --ring / --tp / --cfg
-  bool parallel_text = false;  // --parallel-text: the text encoder tensor-parallel over the ranks
-  bool parallel_vae = false;   // --parallel-vae: the VAE decode split by rows over the ranks
-  bool fp8 = false;            // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
-  cache::Options cache;        // --cache and its flags (models with ModelFlag::Cache)
+  comm::MeshShape mesh;         // resolved from --parallel / --ulysses / --ring / --tp / --cfg
+  bool parallel_text = false;   // --parallel-text: the text encoder tensor-parallel over the ranks
+  bool parallel_vae = false;    // --parallel-vae: the VAE decode split by rows over the ranks
+  bool fp8 = false;             // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
+  // --lora FILE[:SCALE] (repeatable, in order; they add up), merged into the weights as they load, and
+  // the model command that took them: its key layouts are the ones read (lib/nn/lora.h).
+  std::vector<nn::LoraFile> lora;
+  std::string lora_model;
+  cache::Options cache;         // --cache and its flags (models with ModelFlag::Cache)
 };
 
 }  // namespace ditgen::pipeline

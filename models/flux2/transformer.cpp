@@ -113,35 +113,37 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   norm_out_ = wb.get("norm_out.linear.weight", {2 * D, D});
   proj_out_ = wb.get("proj_out.weight", {cfg_.out_dim(), D});
 
-  auto linear = [fp8](at::Tensor w) { return fp8 ? nn::quantize_fp8(nn::Linear(std::move(w))) : nn::Linear(std::move(w)); };
+  // Under --fp8 an FP8 checkpoint's e4m3 weights go to the FP8 linears as stored (lib/nn/linear.h).
+  auto linear = [fp8](const nn::Weights& b, const std::string& name, const std::vector<int64_t>& shape,
+                      const Shard& shard) { return nn::load_linear(b, name, shape, shard, fp8); };
   // Column-parallel projections are split by output rows, row-parallel ones by input columns;
   // fused layouts are permuted so each rank holds its heads' q, k, v and its MLP slice.
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     DoubleBlock d;
-    d.to_q = linear(b.get("attn.to_q.weight", {D, D}, Shard::rows()));
-    d.to_k = linear(b.get("attn.to_k.weight", {D, D}, Shard::rows()));
-    d.to_v = linear(b.get("attn.to_v.weight", {D, D}, Shard::rows()));
-    d.to_out = linear(b.get("attn.to_out.0.weight", {D, D}, Shard::cols()));
-    d.add_q = linear(b.get("attn.add_q_proj.weight", {D, D}, Shard::rows()));
-    d.add_k = linear(b.get("attn.add_k_proj.weight", {D, D}, Shard::rows()));
-    d.add_v = linear(b.get("attn.add_v_proj.weight", {D, D}, Shard::rows()));
-    d.to_add_out = linear(b.get("attn.to_add_out.weight", {D, D}, Shard::cols()));
+    d.to_q = linear(b, "attn.to_q.weight", {D, D}, Shard::rows());
+    d.to_k = linear(b, "attn.to_k.weight", {D, D}, Shard::rows());
+    d.to_v = linear(b, "attn.to_v.weight", {D, D}, Shard::rows());
+    d.to_out = linear(b, "attn.to_out.0.weight", {D, D}, Shard::cols());
+    d.add_q = linear(b, "attn.add_q_proj.weight", {D, D}, Shard::rows());
+    d.add_k = linear(b, "attn.add_k_proj.weight", {D, D}, Shard::rows());
+    d.add_v = linear(b, "attn.add_v_proj.weight", {D, D}, Shard::rows());
+    d.to_add_out = linear(b, "attn.to_add_out.weight", {D, D}, Shard::cols());
     d.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_added_q = b.get("attn.norm_added_q.weight", {hd}, Shard::replicated(), Init::Norm);
     d.norm_added_k = b.get("attn.norm_added_k.weight", {hd}, Shard::replicated(), Init::Norm);
-    d.ff_in = linear(b.get("ff.linear_in.weight", {2 * F, D}, Shard::rows({F, F})));
-    d.ff_out = linear(b.get("ff.linear_out.weight", {D, F}, Shard::cols()));
-    d.ff_ctx_in = linear(b.get("ff_context.linear_in.weight", {2 * F, D}, Shard::rows({F, F})));
-    d.ff_ctx_out = linear(b.get("ff_context.linear_out.weight", {D, F}, Shard::cols()));
+    d.ff_in = linear(b, "ff.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
+    d.ff_out = linear(b, "ff.linear_out.weight", {D, F}, Shard::cols());
+    d.ff_ctx_in = linear(b, "ff_context.linear_in.weight", {2 * F, D}, Shard::rows({F, F}));
+    d.ff_ctx_out = linear(b, "ff_context.linear_out.weight", {D, F}, Shard::cols());
     double_blocks_.push_back(std::move(d));
   }
   for (int64_t i = 0; i < cfg_.num_single_layers; ++i) {
     const nn::Weights b = wb.pp("single_transformer_blocks").pp(i);
     SingleBlock s;
-    s.qkv_mlp = linear(b.get("attn.to_qkv_mlp_proj.weight", {3 * D + 2 * F, D}, Shard::rows({D, D, D, F, F})));
-    s.to_out = linear(b.get("attn.to_out.weight", {D, D + F}, Shard::cols({D, F})));
+    s.qkv_mlp = linear(b, "attn.to_qkv_mlp_proj.weight", {3 * D + 2 * F, D}, Shard::rows({D, D, D, F, F}));
+    s.to_out = linear(b, "attn.to_out.weight", {D, D + F}, Shard::cols({D, F}));
     s.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
     s.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
     single_blocks_.push_back(std::move(s));

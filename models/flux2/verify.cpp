@@ -5,6 +5,7 @@
 #include "lib/runtime/error.h"
 #include "models/flux2/pipeline.h"
 #include "models/flux2/transformer.h"
+#include "models/verify_lora.h"
 
 namespace ditgen::flux2 {
 
@@ -14,10 +15,12 @@ std::shared_ptr<parallel::Context> context_of(const verify::CaseOptions& opt) {
 }
 }  // namespace
 
-void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+namespace {
+// The case's transformer from `source` under `ctx`, on the case's inputs.
+at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
+                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), context_of(opt), opt.fp8);
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
   source->check_all_used();
 
   TransformerInput in;
@@ -27,10 +30,22 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
   in.guidance = c.has("in.guidance") ? c.tensor("in.guidance") : at::Tensor();
   in.img_ids = c.tensor("in.img_ids");
   in.txt_ids = c.tensor("in.txt_ids");
-  const at::Tensor out = model.forward(in);
+  return model.forward(in);
+}
+}  // namespace
+
+void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
+  const at::Tensor out = run_transformer(c, opt, source, context_of(opt));
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
   const double tol = opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4);
   verify::compare(report, "out.sample", out, c.tensor("out.sample"), tol);
+}
+
+void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  verify_lora_case(c, opt, nn::LoraModel::Flux2, [&](auto source, auto ctx) {
+    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx)}};
+  }, report);
 }
 
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {

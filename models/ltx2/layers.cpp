@@ -57,19 +57,19 @@ Rope rope_table(const at::Tensor& grid, int64_t dim, int64_t heads, const RopeSe
 }
 
 Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int64_t heads, int64_t head_dim,
-                         int64_t out_dim, int tp) {
+                         int64_t out_dim, int tp, bool fp8) {
   // q/k/v column-parallel (heads / tp each), the output row-parallel; the across-heads QK norm weight is
   // split with the heads (its statistics are summed over the TP group in `attend`).
   const int64_t inner = heads * head_dim;
   auto column = [&](const std::string& n, int64_t in) {
-    return Linear{nn::Linear(wb.get(n + ".weight", {inner, in}, Shard::rows())),
+    return Linear{nn::load_linear(wb, n + ".weight", {inner, in}, Shard::rows(), fp8),
                   wb.get(n + ".bias", {inner}, Shard::rows(), Init::Bias)};
   };
   Attention a;
   a.q = column("to_q", q_in);
   a.k = column("to_k", kv_in);
   a.v = column("to_v", kv_in);
-  a.out = {nn::Linear(wb.get("to_out.0.weight", {out_dim, inner}, Shard::cols())),
+  a.out = {nn::load_linear(wb, "to_out.0.weight", {out_dim, inner}, Shard::cols(), fp8),
            wb.get("to_out.0.bias", {out_dim}, Shard::replicated(), Init::Bias)};
   a.norm_q = wb.get("norm_q.weight", {inner}, Shard::rows(), Init::Norm);
   a.norm_k = wb.get("norm_k.weight", {inner}, Shard::rows(), Init::Norm);
@@ -131,19 +131,11 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
   return y.add_(a.out.b);  // once, after the sum of the partial products
 }
 
-FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden) {
-  return {{nn::Linear(wb.get("net.0.proj.weight", {hidden, width}, Shard::rows())),
+FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8) {
+  return {{nn::load_linear(wb, "net.0.proj.weight", {hidden, width}, Shard::rows(), fp8),
            wb.get("net.0.proj.bias", {hidden}, Shard::rows(), Init::Bias)},
-          {nn::Linear(wb.get("net.2.weight", {width, hidden}, Shard::cols())),
+          {nn::load_linear(wb, "net.2.weight", {width, hidden}, Shard::cols(), fp8),
            wb.get("net.2.bias", {width}, Shard::replicated(), Init::Bias)}};
-}
-
-void quantize_fp8(Attention& a) {
-  for (Linear* l : {&a.q, &a.k, &a.v, &a.out}) l->w = nn::quantize_fp8(std::move(l->w));
-}
-
-void quantize_fp8(FeedForward& f) {
-  for (Linear* l : {&f.in, &f.out}) l->w = nn::quantize_fp8(std::move(l->w));
 }
 
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {

@@ -40,8 +40,10 @@ struct Attention {
   at::Tensor norm_q, norm_k;  // [inner / tp] RMSNorm weights across heads
   int64_t heads = 0, head_dim = 0;  // heads on this rank
 };
+// `fp8` (--fp8): the four linears as FP8 linears (nn::load_linear: an FP8 checkpoint's e4m3 as stored,
+// else quantised as they load).
 Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int64_t heads, int64_t head_dim,
-                         int64_t out_dim, int tp);
+                         int64_t out_dim, int tp, bool fp8 = false);
 
 // Where the keys live under context parallelism: the same split stream (self-attention), whole on every
 // rank (text), or the other split stream (LTX-2's audio <-> video attention).
@@ -59,11 +61,7 @@ at::Tensor rms(const at::Tensor& x, double eps);
 struct FeedForward {
   Linear in, out;  // in column-parallel, out row-parallel
 };
-FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden);
+FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8 = false);
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);
-
-// --fp8: every linear of the layer quantised to e4m3 (lib/nn/linear.h).
-void quantize_fp8(Attention& a);
-void quantize_fp8(FeedForward& f);
 
 }  // namespace ditgen::ltx2

@@ -197,23 +197,18 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     Block k;
-    k.attn1 = load_attention(b.pp("attn1"), D, D, H, hd, D, tp);
-    k.audio_attn1 = load_attention(b.pp("audio_attn1"), Da, Da, Ha, hda, Da, tp);
-    k.attn2 = load_attention(b.pp("attn2"), D, D, H, hd, D, tp);
-    k.audio_attn2 = load_attention(b.pp("audio_attn2"), Da, Da, Ha, hda, Da, tp);
-    k.a2v = load_attention(b.pp("audio_to_video_attn"), D, Da, Ha, hda, D, tp);  // Q video, K/V audio
-    k.v2a = load_attention(b.pp("video_to_audio_attn"), Da, D, Ha, hda, Da, tp);  // Q audio, K/V video
-    k.ff = load_feed_forward(b.pp("ff"), D, 4 * D);
-    k.audio_ff = load_feed_forward(b.pp("audio_ff"), Da, 4 * Da);
+    k.attn1 = load_attention(b.pp("attn1"), D, D, H, hd, D, tp, fp8);
+    k.audio_attn1 = load_attention(b.pp("audio_attn1"), Da, Da, Ha, hda, Da, tp, fp8);
+    k.attn2 = load_attention(b.pp("attn2"), D, D, H, hd, D, tp, fp8);
+    k.audio_attn2 = load_attention(b.pp("audio_attn2"), Da, Da, Ha, hda, Da, tp, fp8);
+    k.a2v = load_attention(b.pp("audio_to_video_attn"), D, Da, Ha, hda, D, tp, fp8);  // Q video, K/V audio
+    k.v2a = load_attention(b.pp("video_to_audio_attn"), Da, D, Ha, hda, Da, tp, fp8);  // Q audio, K/V video
+    k.ff = load_feed_forward(b.pp("ff"), D, 4 * D, fp8);
+    k.audio_ff = load_feed_forward(b.pp("audio_ff"), Da, 4 * Da, fp8);
     k.table = b.get("scale_shift_table", {6, D}, Shard::replicated(), Init::Bias);
     k.audio_table = b.get("audio_scale_shift_table", {6, Da}, Shard::replicated(), Init::Bias);
     k.video_av_table = b.get("video_a2v_cross_attn_scale_shift_table", {5, D}, Shard::replicated(), Init::Bias);
     k.audio_av_table = b.get("audio_a2v_cross_attn_scale_shift_table", {5, Da}, Shard::replicated(), Init::Bias);
-    if (fp8) {
-      for (Attention* a : {&k.attn1, &k.audio_attn1, &k.attn2, &k.audio_attn2, &k.a2v, &k.v2a}) quantize_fp8(*a);
-      quantize_fp8(k.ff);
-      quantize_fp8(k.audio_ff);
-    }
     blocks_.push_back(std::move(k));
   }
 }

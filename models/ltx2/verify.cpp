@@ -7,6 +7,7 @@
 #include "models/ltx2/pipeline.h"
 #include "models/ltx2/transformer.h"
 #include "models/ltx2/verify.h"
+#include "models/verify_lora.h"
 
 namespace ditgen::ltx2 {
 
@@ -16,10 +17,13 @@ std::shared_ptr<parallel::Context> context_of(const verify::CaseOptions& opt) {
 }
 }  // namespace
 
-void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+namespace {
+// The case's transformer from `source` under `ctx`, on the case's inputs: (video, audio).
+std::pair<at::Tensor, at::Tensor> run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
+                                                  std::shared_ptr<nn::WeightSource> source,
+                                                  std::shared_ptr<parallel::Context> ctx) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), context_of(opt), opt.fp8);
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
   source->check_all_used();
 
   TransformerInput in;
@@ -36,11 +40,25 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
   in.fps = c.scalar("fps");
   DITGEN_CHECK(static_cast<int64_t>(c.scalar("audio_num_frames")) == in.audio_hidden_states.size(1),
                "case '{}': audio_num_frames disagrees with in.audio_hidden_states", c.dir());
-  const auto out = model.forward(in);
+  auto out = model.forward(in);
+  return {out.video, out.audio};
+}
+}  // namespace
+
+void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
+  const auto [video, audio] = run_transformer(c, opt, source, context_of(opt));
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
   const double tol = opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4);
-  verify::compare(report, "out.sample", out.video, c.tensor("out.sample"), tol);
-  verify::compare(report, "out.audio_sample", out.audio, c.tensor("out.audio_sample"), tol);
+  verify::compare(report, "out.sample", video, c.tensor("out.sample"), tol);
+  verify::compare(report, "out.audio_sample", audio, c.tensor("out.audio_sample"), tol);
+}
+
+void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  verify_lora_case(c, opt, nn::LoraModel::Ltx2, [&](auto source, auto ctx) {
+    auto [video, audio] = run_transformer(c, opt, source, ctx);
+    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", video}, {"audio_sample", audio}};
+  }, report);
 }
 
 void verify_connectors(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {

@@ -96,14 +96,15 @@ at::Tensor Transformer::rope(int64_t frames, int64_t height, int64_t width, int6
 
 // ---- construction -------------------------------------------------------------------------------
 
-Transformer::Linear Transformer::column(const nn::Weights& wb, const std::string& name, int64_t out,
-                                        int64_t in) const {
-  return {nn::Linear(wb.get(name + ".weight", {out, in}, Shard::rows())),
+Transformer::Linear Transformer::column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in,
+                                        bool fp8) const {
+  return {nn::load_linear(wb, name + ".weight", {out, in}, Shard::rows(), fp8),
           wb.get(name + ".bias", {out}, Shard::rows(), Init::Bias)};
 }
 
-Transformer::Linear Transformer::row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in) const {
-  return {nn::Linear(wb.get(name + ".weight", {out, in}, Shard::cols())),
+Transformer::Linear Transformer::row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in,
+                                     bool fp8) const {
+  return {nn::load_linear(wb, name + ".weight", {out, in}, Shard::cols(), fp8),
           wb.get(name + ".bias", {out}, Shard::replicated(), Init::Bias)};
 }
 
@@ -129,28 +130,24 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     Block k;
-    k.img_mod = column(b, "img_mod.1", 6 * D, D);
-    k.txt_mod = column(b, "txt_mod.1", 6 * D, D);
-    k.to_q = column(b, "attn.to_q", D, D);
-    k.to_k = column(b, "attn.to_k", D, D);
-    k.to_v = column(b, "attn.to_v", D, D);
-    k.add_q = column(b, "attn.add_q_proj", D, D);
-    k.add_k = column(b, "attn.add_k_proj", D, D);
-    k.add_v = column(b, "attn.add_v_proj", D, D);
-    k.to_out = row(b, "attn.to_out.0", D, D);
-    k.to_add_out = row(b, "attn.to_add_out", D, D);
+    k.img_mod = column(b, "img_mod.1", 6 * D, D, fp8);
+    k.txt_mod = column(b, "txt_mod.1", 6 * D, D, fp8);
+    k.to_q = column(b, "attn.to_q", D, D, fp8);
+    k.to_k = column(b, "attn.to_k", D, D, fp8);
+    k.to_v = column(b, "attn.to_v", D, D, fp8);
+    k.add_q = column(b, "attn.add_q_proj", D, D, fp8);
+    k.add_k = column(b, "attn.add_k_proj", D, D, fp8);
+    k.add_v = column(b, "attn.add_v_proj", D, D, fp8);
+    k.to_out = row(b, "attn.to_out.0", D, D, fp8);
+    k.to_add_out = row(b, "attn.to_add_out", D, D, fp8);
     k.norm_q = b.get("attn.norm_q.weight", {hd}, Shard::replicated(), Init::Norm);
     k.norm_k = b.get("attn.norm_k.weight", {hd}, Shard::replicated(), Init::Norm);
     k.norm_added_q = b.get("attn.norm_added_q.weight", {hd}, Shard::replicated(), Init::Norm);
     k.norm_added_k = b.get("attn.norm_added_k.weight", {hd}, Shard::replicated(), Init::Norm);
-    k.img_mlp_in = column(b, "img_mlp.net.0.proj", F, D);
-    k.img_mlp_out = row(b, "img_mlp.net.2", D, F);
-    k.txt_mlp_in = column(b, "txt_mlp.net.0.proj", F, D);
-    k.txt_mlp_out = row(b, "txt_mlp.net.2", D, F);
-    if (fp8)
-      for (Linear* l : {&k.img_mod, &k.txt_mod, &k.to_q, &k.to_k, &k.to_v, &k.add_q, &k.add_k, &k.add_v, &k.to_out,
-                        &k.to_add_out, &k.img_mlp_in, &k.img_mlp_out, &k.txt_mlp_in, &k.txt_mlp_out})
-        l->w = nn::quantize_fp8(std::move(l->w));
+    k.img_mlp_in = column(b, "img_mlp.net.0.proj", F, D, fp8);
+    k.img_mlp_out = row(b, "img_mlp.net.2", D, F, fp8);
+    k.txt_mlp_in = column(b, "txt_mlp.net.0.proj", F, D, fp8);
+    k.txt_mlp_out = row(b, "txt_mlp.net.2", D, F, fp8);
     blocks_.push_back(std::move(k));
   }
 }

@@ -91,8 +91,9 @@ class Transformer {
     at::Tensor norm_q, norm_k, norm_added_q, norm_added_k;
     Linear img_mlp_in, img_mlp_out, txt_mlp_in, txt_mlp_out;
   };
-  Linear column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in) const;
-  Linear row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in) const;
+  // `fp8`: the weight as an FP8 linear (nn::load_linear: an FP8 checkpoint's e4m3 as stored, else quantised).
+  Linear column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
+  Linear row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
   at::Tensor row_linear(const at::Tensor& x, const Linear& l) const;  // all-reduce, then the bias
   std::vector<at::Tensor> modulation(const Linear& l, const at::Tensor& silu_temb) const;
   void block(const Block& b, State& s, bool last) const;

@@ -6,6 +6,7 @@
 #include "models/qwen_image/pipeline.h"
 #include "models/qwen_image/transformer.h"
 #include "models/qwen_image/verify.h"
+#include "models/verify_lora.h"
 
 namespace ditgen::qwen_image {
 
@@ -25,10 +26,12 @@ std::vector<int64_t> img_shape(const verify::Case& c) {
 }
 }  // namespace
 
-void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+namespace {
+// The case's transformer from `source` under `ctx`, on the case's inputs.
+at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
+                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), context_of(opt), opt.fp8);
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
   source->check_all_used();
 
   TransformerInput in;
@@ -40,9 +43,21 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
   in.frames = shape[0];
   in.height = shape[1];
   in.width = shape[2];
+  return model.forward(in);
+}
+}  // namespace
+
+void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
-  verify::compare(report, "out.sample", model.forward(in), c.tensor("out.sample"),
+  verify::compare(report, "out.sample", run_transformer(c, opt, source, context_of(opt)), c.tensor("out.sample"),
                   opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4));
+}
+
+void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+  verify_lora_case(c, opt, nn::LoraModel::QwenImage, [&](auto source, auto ctx) {
+    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx)}};
+  }, report);
 }
 
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {

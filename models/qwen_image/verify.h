@@ -5,6 +5,8 @@
 
 namespace ditgen::qwen_image {
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+// The transformer case plus lora.safetensors: without, with the LoRA at each adapter weight, at 0, meshes.
+void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
