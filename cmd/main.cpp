@@ -77,6 +77,7 @@ struct MeshFlags {
   std::string preset;
   int ulysses = 0, ring = 0, tp = 0, cfg = 0;
   double timeout_s = 300;
+  std::string comm = "auto";
 
   void add(CLI::App* app) {
     std::string names;
@@ -89,6 +90,11 @@ struct MeshFlags {
     app->add_option("--comm-timeout", timeout_s, "seconds any collective may wait for its peers before the job ends")
         ->capture_default_str()
         ->check(finite_number(0, true, 1e7));
+    app->add_option("--comm", comm,
+                    "how GPU ranks talk: nccl (one rank per GPU), mpi (GPU tensors through pinned host buffers; ranks "
+                    "may share a GPU) or auto (nccl unless a host runs more ranks than it has GPUs)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "nccl", "mpi"}));
   }
 
   ditgen::comm::MeshShape resolve(int world) const {
@@ -429,7 +435,8 @@ int main(int argc, char** argv) {
                      o->get_name(), o->get_name());
       req.mesh = generate->mesh.resolve(launch.world);
       const bool cuda = ditgen::pipeline::resolve_device(req.device, req.dtype, launch.rank).first.is_cuda();
-      auto world = ditgen::comm::make_world(launch, cuda, generate->mesh.timeout_s);
+      auto world = ditgen::comm::make_world(launch, cuda, generate->mesh.timeout_s,
+                                                 ditgen::comm::comm_backend_from_name(generate->mesh.comm));
       auto ctx = ditgen::parallel::Context::create(world, req.mesh);
       ditgen::pipeline::generate(*generate->entry, req, ctx);
     } else if (verify->parsed()) {
@@ -437,7 +444,8 @@ int main(int argc, char** argv) {
       const auto [device, dtype] = ditgen::pipeline::resolve_device(vdevice, vdtype, launch.rank);
       vreq.options.device = device;
       vreq.options.dtype = dtype;
-      auto world = ditgen::comm::make_world(launch, device.is_cuda(), verify_mesh.timeout_s);
+      auto world = ditgen::comm::make_world(launch, device.is_cuda(), verify_mesh.timeout_s,
+                                                 ditgen::comm::comm_backend_from_name(verify_mesh.comm));
       vreq.options.parallel = ditgen::parallel::Context::create(world, shape);
       code = ditgen::run_verify(vreq);
     } else if (trace_diff->parsed()) {

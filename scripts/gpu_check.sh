@@ -33,7 +33,7 @@ run_ltx2() {  # tag flags...
   tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
 }
 
-if [[ $what == build || $what == all || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
+if [[ $what == build || $what == all || $what == profile || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -44,7 +44,9 @@ if [[ $what == build || $what == all || $what == quick || $what == final || $wha
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
     -DOPENSSL_INCLUDE_DIR=$G/include -DOPENSSL_CRYPTO_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libcrypto.so.3) \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
-  ninja -C $B ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
+  targets="ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor"
+  [[ $what == profile ]] && targets="ditgen ditgen_tests"
+  ninja -C $B $targets > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
   note "build: $(( $(date +%s) - t0 )) s"
 fi
 
@@ -192,6 +194,38 @@ if [[ $what == attention ]]; then
   done
   bench qwen_cfg_1328_auto qwen-image -H 1328 -W 1328
   grep -h "declined" /tmp/*.log | sort | uniq -c | tee -a "$summary"
+fi
+
+if [[ $what == profile ]]; then
+  # --profile on each model's real-size default step (random weights): the kernel-class tables and traces.
+  D=$B/ditgen; mkdir -p "$OUT/profile"
+  # The fused kernels against their ATen compositions first (bf16 and fp32).
+  $B/test/ditgen_tests "[cuda]" 2>&1 | tail -15 | tee -a "$summary"
+  # Ranks sharing the one GPU (--comm auto picks MPI through host buffers): the transformer fixture.
+  for mesh in "--tp 2" "--ulysses 2" "--ring 2"; do
+    timeout 60 $MPI -np 2 $D verify .gpu/fixtures/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype fp32 $mesh 2>&1 \
+      | grep -E "PASS|FAIL|error|GPU tensors" | sed "s/^/[np2 one GPU $mesh] /" | tee -a "$summary"
+  done
+  # Then each model's step with the kernel profile, the LTX-2 peer in the same job (bench/peers; needs
+  # the .peers bundle from scripts/peers_bundle.sh).
+  peers() { [[ -d .peers/diffusers ]] && PEER_REPS=${PEER_REPS:-3} OUT=$OUT bash bench/peers/run_peers.sh "$@" 2>&1 | tail -3 | tee -a "$summary"; }
+  prof() {  # tag flags...
+    local tag=$1; shift
+    timeout 400 $D "$@" --random-weights --warmup 1 --warmup-steps 1 --track-memory --profile "$OUT/profile/$tag" \
+      -o /tmp/bench/$tag.${EXT:-png} > /tmp/$tag.log 2>&1
+    note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; tail -40 /tmp/$tag.log > "$OUT/profile/$tag.log"
+    cp /tmp/bench/$tag.json "$OUT/profile/" 2>/dev/null; gzip -f "$OUT"/profile/$tag/trace_rank*.json 2>/dev/null
+  }
+  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left).
+  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-3} --save-frames
+  [[ ${LITE:-0} == 1 ]] || PEER_MODES=compile peers ltx2
+  prof flux2_1024 flux2 --steps ${STEPS:-3}
+  if [[ ${LITE:-0} != 1 ]]; then
+    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 3 --true-cfg-scale 1 --max-sequence-length 128
+    PEER_MODES=eager peers ltx2
+    prof flux2_1024_fp8 flux2 --steps 3 --fp8
+    PEER_MODES=compile peers flux2
+  fi
 fi
 
 if [[ $what == kernels ]]; then

@@ -91,3 +91,10 @@ add_test(NAME cli.error.activations_do_not_fit
                  ${FAIL} "a denoising step needs about .* of activations on each rank but the host has only 1.00 MiB available once the weights are loaded: reduce --height/--width"
                  ${D} flux2 --warmup 0 --steps 1 -H 1024 -W 1024 -o ${FWORK}/activations/)
 set_tests_properties(cli.error.activations_do_not_fit PROPERTIES LABELS cli TIMEOUT 120)
+
+# --comm: NCCL is for GPU ranks; CPU ranks refuse it on every rank, and --comm mpi runs a CPU mesh.
+add_test(NAME cli.flag.comm_nccl_on_cpu
+         COMMAND ${FAIL} "--comm nccl needs GPU tensors" ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root
+                 -np 2 ${D} flux2 --warmup 0 --steps 1 --comm nccl -o ${FWORK}/comm_nccl.png)
+add_test(NAME cli.flag.comm_unknown COMMAND ${FAIL} "--comm: .*not in" ${D} flux2 --warmup 0 --steps 1 --comm gloo)
+set_tests_properties(cli.flag.comm_nccl_on_cpu cli.flag.comm_unknown PROPERTIES LABELS cli TIMEOUT 60)

@@ -15,6 +15,9 @@
 #include "lib/runtime/logging.h"
 
 #ifdef DITGEN_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+
+#include "lib/comm/host_staged.h"
 #include "lib/comm/nccl_communicator.h"
 #endif
 
@@ -94,18 +97,46 @@ void abort_job(int code) {
   std::_Exit(code);  // MPI_Abort returned: end this rank at least; mpirun ends the others
 }
 
-std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s) {
+CommBackend comm_backend_from_name(const std::string& name) {
+  if (name == "auto") return CommBackend::Auto;
+  if (name == "nccl") return CommBackend::Nccl;
+  DITGEN_CHECK(name == "mpi", "--comm must be auto, nccl or mpi, got '{}'", name);
+  return CommBackend::Mpi;
+}
+
+std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s, CommBackend backend) {
   // NaN would compare false against every deadline and wait forever.
   DITGEN_CHECK(timeout_s > 0, "--comm-timeout must be a positive number of seconds, got {}", timeout_s);
   if (info.world == 1) return make_self_communicator("world");
-  if (cuda) {
-#ifdef DITGEN_CUDA
-    return make_nccl_world(timeout_s);
-#else
-    fail("GPU runs across ranks need the CUDA build (-DDITGEN_CUDA=ON)");
-#endif
+  if (!cuda) {
+    DITGEN_CHECK(backend != CommBackend::Nccl, "--comm nccl needs GPU tensors (--device cuda); CPU ranks talk over MPI");
+    return make_mpi_world(timeout_s);
   }
-  return make_mpi_world(timeout_s);
+#ifdef DITGEN_CUDA
+  // Every rank computes the same choice: the largest number of ranks on one host against its GPUs.
+  int local = 1, most = 1;
+  MPI_Comm host = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host),
+            "MPI_Comm_split_type", "choosing the GPU communicator");
+  mpi_check(MPI_Comm_size(host, &local), "MPI_Comm_size", "choosing the GPU communicator");
+  mpi_check(MPI_Comm_free(&host), "MPI_Comm_free", "choosing the GPU communicator");
+  mpi_check(MPI_Allreduce(&local, &most, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "MPI_Allreduce",
+            "choosing the GPU communicator");
+  const int gpus = static_cast<int>(c10::cuda::device_count());
+  const bool shared = most > gpus;
+  DITGEN_CHECK(!(shared && backend == CommBackend::Nccl),
+               "--comm nccl: {} ranks run on a host with {} GPU(s), and NCCL takes one rank per GPU; use --comm mpi "
+               "(or auto), or launch at most {} ranks per host", most, gpus, gpus);
+  if (backend == CommBackend::Nccl || (backend == CommBackend::Auto && !shared)) return make_nccl_world(timeout_s);
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(info.rank % gpus));
+  if (info.rank == 0)
+    spdlog::info("{}: GPU tensors go over MPI through pinned host buffers", shared
+                     ? fmt::format("{} ranks share {} GPU(s) on a host (NCCL takes one rank per GPU)", most, gpus)
+                     : std::string("--comm mpi"));
+  return make_host_staged(make_mpi_world(timeout_s));
+#else
+  fail("GPU runs across ranks need the CUDA build (-DDITGEN_CUDA=ON)");
+#endif
 }
 
 }  // namespace ditgen::comm

@@ -26,8 +26,15 @@ void shutdown();
 // peers failing the same check print theirs, then MPI_Abort. Returns only without MPI.
 void abort_job(int code);
 
-// The world communicator for tensors on `cuda ? GPU : CPU`: NCCL (bootstrapped over MPI) or MPI,
+// --comm: how GPU ranks talk. NCCL needs one GPU per rank; MPI passes GPU tensors through pinned host
+// buffers and serves ranks that share a GPU. Auto: NCCL unless a host runs more ranks than it has GPUs.
+enum class CommBackend { Auto, Nccl, Mpi };
+CommBackend comm_backend_from_name(const std::string& name);  // "auto", "nccl" or "mpi"
+
+// The world communicator for tensors on `cuda ? GPU : CPU`: NCCL (bootstrapped over MPI) or MPI
+// (host-staged for GPU tensors, as `backend` and the ranks per host decide; rank 0 says which once),
 // or a self communicator for one process. `timeout_s` bounds every operation; it must be > 0.
-std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s);
+std::shared_ptr<Communicator> make_world(const LaunchInfo& info, bool cuda, double timeout_s,
+                                         CommBackend backend = CommBackend::Auto);
 
 }  // namespace ditgen::comm

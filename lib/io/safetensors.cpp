@@ -329,9 +329,11 @@ at::Tensor SafetensorsFile::read(const std::string& name, const Slice& slice, at
       printable(path_), printable(name), ti.dtype);
   // A weight read as floating point must be stored as floating point: an I32 tensor of a float's byte size
   // (a relabelled header) would otherwise load as integers cast to float, and a BOOL mask as 0/1 weights.
-  // Integer reads (token ids, indices) likewise need integers, not truncated floats.
+  // Integer reads (token ids, indices) likewise need integers, not truncated floats. The one exception:
+  // F8_E4M3 weights read as their bit patterns (U8) for the FP8 GEMM, which applies their scales itself.
   const bool stored_float = is_float_dtype(ti.dtype);
-  DITGEN_CHECK(stored_float == at::isFloatingType(dtype),
+  const bool e4m3_bits = ti.dtype == "F8_E4M3" && dtype == at::kByte;
+  DITGEN_CHECK(stored_float == at::isFloatingType(dtype) || e4m3_bits,
                "'{}': tensor '{}' is stored as {}, but ditgen reads {} there (stored as {}); the file does not "
                "hold what the model expects (a wrong or relabelled tensor?)",
                printable(path_), printable(name), ti.dtype,

@@ -3,6 +3,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -26,7 +27,8 @@ bool fast_accum() {
 }
 }  // namespace
 
-at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale) {
+at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale,
+                           const at::Tensor& bias) {
   const int64_t M = x.size(0), K = x.size(1);
   DITGEN_CHECK(K == w8.size(1), "FP8 linear: input width {} but weight [{}, {}]", K, w8.size(0), w8.size(1));
   at::Tensor x8, x_scale;
@@ -45,7 +47,21 @@ at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::
     x8 = (xf / x_scale).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn);
   }
   const at::ScalarType out = x.scalar_type() == at::kFloat ? at::kBFloat16 : x.scalar_type();
-  at::Tensor y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, out, fast_accum());
+  // The bias in the epilogue (one rounding, no extra pass) where the GEMM takes one of the output's dtype;
+  // a refusal turns that off for the process.
+  static std::atomic<bool> bias_epilogue{true};
+  at::Tensor y;
+  if (bias.defined() && bias_epilogue && bias.scalar_type() == out) {
+    try {
+      y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, bias, std::nullopt, out, fast_accum());
+    } catch (const c10::Error&) {
+      bias_epilogue = false;
+    }
+  }
+  if (!y.defined()) {
+    y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, out, fast_accum());
+    if (bias.defined()) y.add_(bias);
+  }
   return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
 }
 

@@ -4,8 +4,10 @@
 
 namespace ditgen::nn {
 
-// x [M, K] bf16/fp16/fp32 contiguous; w8 [N, K] e4m3; w_scale [1, N] float32. Returns [M, N] in x's dtype.
-at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale);
+// x [M, K] bf16/fp16/fp32 contiguous; w8 [N, K] e4m3; w_scale [1, N] float32; `bias` [N] (optional) added
+// in the GEMM's epilogue where the library takes it. Returns [M, N] in x's dtype.
+at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale,
+                           const at::Tensor& bias = {});
 // [a | silu(gate) * up] @ w^T with the SwiGLU, concatenation and quantisation in one pass; undefined when
 // the inputs do not suit it (not bf16 CUDA, unaligned rows, widths not multiples of 8, F too wide).
 at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& gate_up, const at::Tensor& w8,

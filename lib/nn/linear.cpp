@@ -10,21 +10,38 @@
 
 namespace ditgen::nn {
 
-at::Tensor linear(const at::Tensor& x, const Linear& l) {
-  if (!l.is_fp8()) return at::linear(x, l.weight);
+namespace {
+
+at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
 #ifdef DITGEN_CUDA
   const int64_t K = x.size(-1);
   auto shape = x.sizes().vec();
   shape.back() = l.fp8_weight.size(0);
-  return fp8_linear_cuda(x.reshape({-1, K}).contiguous(), l.fp8_weight, l.fp8_scale).view(shape);
+  return fp8_linear_cuda(x.reshape({-1, K}).contiguous(), l.fp8_weight, l.fp8_scale, bias).view(shape);
 #else
   fail("an FP8 linear in a build without CUDA");
 #endif
 }
 
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const Linear& l) {
+  if (!l.is_fp8()) return at::linear(x, l.weight);
+  return fp8_linear(x, l, at::Tensor());
+}
+
 at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
   if (!l.is_fp8()) return at::linear(x, l.weight, bias);
-  return linear(x, l).add_(bias);
+  return fp8_linear(x, l, bias);
+}
+
+at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
+  const bool epilogue = x.is_cuda() && !l.is_fp8() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
+                        bias.defined() && bias.dim() == 1 && x.numel() > 0;
+  if (!epilogue) return at::gelu(linear(x, l, bias), "tanh");
+  auto shape = x.sizes().vec();
+  shape.back() = l.weight.size(0);
+  return at::_addmm_activation(bias, x.reshape({-1, x.size(-1)}), l.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
 }
 
 at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, const Linear& l) {

@@ -24,6 +24,11 @@ struct Linear {
 at::Tensor linear(const at::Tensor& x, const Linear& l);
 at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
 
+// gelu_tanh(x @ l^T + bias): on CUDA in bf16 / fp16 the GELU runs in the GEMM's epilogue (cuBLASLt, on
+// the fp32 accumulator: one rounding instead of two, no extra pass over the 4x-wide hidden state);
+// elsewhere, and for FP8 weights, the linear then at::gelu(tanh).
+at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
+
 // [a | silu(gate) * up] @ l^T for a row-parallel projection after a SwiGLU MLP: `gate_up` [..., 2F] holds
 // the gate then the up half, `a` [..., Da] (optional, undefined: none) comes first in the input. With an
 // FP8 `l` the SwiGLU, the concatenation and the activation quantisation are one pass (CUDA, bf16); else

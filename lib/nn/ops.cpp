@@ -14,6 +14,7 @@
 
 #include "lib/nn/layer_norm_modulate_cuda.h"
 #include "lib/nn/qk_norm_rope_cuda.h"
+#include "lib/nn/rms_rope_cuda.h"
 #endif
 
 namespace ditgen::nn {
@@ -231,6 +232,104 @@ at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double ep
   }
 #endif
   return rope_interleaved(rms_norm(x, weight, eps), freqs);
+}
+
+namespace {
+
+#ifdef DITGEN_CUDA
+bool fusable_bf16_rows(const at::Tensor& x) {
+  return x.is_cuda() && x.dim() == 3 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.size(2) % 2 == 0 &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0;
+}
+void* stream_of(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+#endif
+
+}  // namespace
+
+at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale1, const at::Tensor& shift) {
+  DITGEN_CHECK(scale1.defined() == shift.defined(), "rms_modulate: scale1 and shift come together");
+#ifdef DITGEN_CUDA
+  if (fusable_bf16_rows(x)) {
+    const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+    at::Tensor sc, sh;
+    int64_t batch_stride = 0, token_stride = 0;
+    bool fits = true;
+    if (scale1.defined()) {
+      const auto full = [&](const at::Tensor& t) {
+        return t.dim() == 3 && t.size(0) == B && (t.size(1) == 1 || t.size(1) == S) && t.size(2) == D;
+      };
+      fits = full(scale1) && full(shift) && scale1.size(1) == shift.size(1) &&
+             scale1.scalar_type() == at::kBFloat16 && shift.scalar_type() == at::kBFloat16;
+      if (fits) {
+        sc = scale1.contiguous();
+        sh = shift.contiguous();
+        batch_stride = sc.size(1) * D;
+        token_stride = sc.size(1) == 1 ? 0 : D;
+      }
+    }
+    if (fits) {
+      at::Tensor out = at::empty(x.sizes(), x.options());
+      const bool ok = rms_modulate_bf16(x.data_ptr(), sc.defined() ? sc.data_ptr() : nullptr,
+                                        sh.defined() ? sh.data_ptr() : nullptr, out.data_ptr(), B * S, S, D,
+                                        batch_stride, token_stride, static_cast<float>(eps), stream_of(x));
+      DITGEN_CHECK(ok, "the fused RMS norm + modulation kernel failed to launch");
+      return out;
+    }
+  }
+#endif
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor n = (xf * at::rsqrt(xf.pow(2).mean(-1, true).add_(eps))).to(x.scalar_type());
+  return scale1.defined() ? at::addcmul(shift, n, scale1) : n;
+}
+
+at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
+                           const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
+                           const at::Tensor& sin, int64_t head_dim) {
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+#ifdef DITGEN_CUDA
+  const bool tables = rotary == Rotary::None ||
+                      (cos.is_cuda() && sin.is_cuda() && cos.scalar_type() == at::kFloat &&
+                       sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
+                       cos.size(0) == S && cos.numel() == S * (rotary == Rotary::SplitHalf ? D / 2 : D) &&
+                       sin.sizes() == cos.sizes());
+  if (fusable_bf16_rows(x) && tables && weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() &&
+      weight.numel() == D && (rotary != Rotary::SplitHalf || (head_dim % 2 == 0 && D % head_dim == 0))) {
+    at::Tensor sumsq;
+    if (reduce) {  // the mean square spans other ranks' slices: their sums first
+      sumsq = at::empty({B, S, 1}, x.options().dtype(at::kFloat));
+      DITGEN_CHECK(sum_squares_bf16(x.data_ptr(), sumsq.data_ptr<float>(), B * S, D, stream_of(x)),
+                   "the fused sum-of-squares kernel failed to launch");
+      reduce(sumsq);
+    }
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    const bool rotate = rotary != Rotary::None;
+    const bool ok = rms_rope_bf16(
+        x.data_ptr(), weight.data_ptr(), sumsq.defined() ? sumsq.data_ptr<float>() : nullptr,
+        static_cast<float>(width), rotate ? cos.data_ptr<float>() : nullptr, rotate ? sin.data_ptr<float>() : nullptr,
+        rotate ? cos.numel() / S : 0, static_cast<int>(rotary), head_dim / 2, out.data_ptr(), B, S, D,
+        static_cast<float>(eps), stream_of(x));
+    DITGEN_CHECK(ok, "the fused RMS norm + RoPE kernel failed to launch");
+    return out;
+  }
+#endif
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor ms = xf.pow(2).sum(-1, true);
+  if (reduce) reduce(ms);
+  ms.div_(static_cast<double>(width)).add_(eps);
+  at::Tensor n = (xf * at::rsqrt(ms) * weight.to(at::kFloat)).to(x.scalar_type());
+  if (rotary == Rotary::None) return n;
+  // The rotation in fp32, cast back.
+  at::Tensor nf = n.to(at::kFloat);
+  if (rotary == Rotary::SplitHalf) {
+    at::Tensor th = nf.view({B, S, D / head_dim, head_dim});
+    const int64_t half = head_dim / 2;
+    at::Tensor x1 = th.narrow(-1, 0, half), x2 = th.narrow(-1, half, half);
+    at::Tensor c = cos.unsqueeze(0), s = sin.unsqueeze(0);  // [1, S, h, half]
+    return at::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1).view({B, S, D}).to(x.scalar_type());
+  }
+  at::Tensor pairs = nf.view({B, S, D / 2, 2});
+  at::Tensor rot = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).view({B, S, D});
+  return (nf * cos.unsqueeze(0) + rot * sin.unsqueeze(0)).to(x.scalar_type());
 }
 
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin) {

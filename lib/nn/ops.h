@@ -3,6 +3,7 @@
 // attention takes the diffusers layout [B, S, H, D].
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <optional>
 
 namespace ditgen::nn {
@@ -63,6 +64,22 @@ at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, co
 // Per-head RMSNorm (torch.nn.RMSNorm with `weight` [D]) followed by rope_interleaved: one fused
 // kernel for bf16 on CUDA, the ATen composition elsewhere. x [B, S, H, D] (last dim contiguous).
 at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs);
+
+// Weightless RMS norm over the last dim (statistics in fp32, the result rounded to x's dtype), followed
+// where scale1 is given by the adaLN modulation shift + norm * scale1 (scale1 = 1 + scale; both
+// [B, 1 or S, D]). One fused kernel for contiguous bf16 [B, S, D] on CUDA, the ATen composition elsewhere.
+at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale1 = {}, const at::Tensor& shift = {});
+
+// RMSNorm with `weight` [D] over x [B, S, D] whose rows may be slices of wider rows held by other ranks
+// (LTX-2's QK norm across all heads under TP): `reduce`, when set, sums the per-row sums of squares
+// [B, S, 1] fp32 across those ranks and `width` is the full width. Then the rotary embedding in fp32:
+// SplitHalf rotates element i of each head's first half with element i of its second half (cos/sin
+// [S, heads, head_dim / 2]), Interleaved the pairs (2i, 2i + 1) (cos/sin [S, D], repeated per pair).
+// Result in x's dtype; one fused kernel for bf16 on CUDA (plus a sum-of-squares pass when reduced).
+enum class Rotary { None = 0, SplitHalf = 1, Interleaved = 2 };
+at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
+                           const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
+                           const at::Tensor& sin, int64_t head_dim);
 
 // The complex factors from cos/sin tables [S, D] whose entries repeat per pair.
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin);

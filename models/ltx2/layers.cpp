@@ -78,43 +78,25 @@ Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int
   return a;
 }
 
-at::Tensor rms(const at::Tensor& x, double eps) {
-  at::Tensor xf = x.to(at::kFloat);
-  return (xf * at::rsqrt(xf.pow(2).mean(-1, true).add_(eps))).to(x.scalar_type());
-}
+at::Tensor rms(const at::Tensor& x, double eps) { return nn::rms_modulate(x, eps); }
 
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                   const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask, bool split_rope,
                   double eps, const parallel::Context& ctx) {
   const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
   const int tp = ctx.mesh().shape().tp;
-  // QK RMSNorm across all heads (torch.nn.RMSNorm): the mean square spans every TP rank's heads.
-  auto norm = [&](const at::Tensor& t, const at::Tensor& w) {
-    at::Tensor tf = t.to(at::kFloat);
-    at::Tensor ms = tf.pow(2).sum(-1, true);
-    parallel::tp_all_reduce(ms, ctx);
-    ms.div_(static_cast<double>(t.size(-1) * tp)).add_(eps);
-    return (tf * at::rsqrt(ms) * w.to(at::kFloat)).to(t.scalar_type());
-  };
+  // QK RMSNorm across all heads (torch.nn.RMSNorm): the mean square spans every TP rank's heads; then
   // RoPE in fp32, cast back (§1.6).
-  auto rotate = [&](const at::Tensor& t, const Rope& r, int64_t n) {  // t [B, n, h*hd]
-    at::Tensor tf = t.to(at::kFloat);
-    if (split_rope) {
-      at::Tensor th = tf.view({B, n, h, hd});
-      const int64_t half = hd / 2;
-      at::Tensor x1 = th.narrow(-1, 0, half), x2 = th.narrow(-1, half, half);
-      at::Tensor c = r.cos.unsqueeze(0), s = r.sin.unsqueeze(0);  // [1, n, h, r]
-      return at::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1).view({B, n, h * hd}).to(t.scalar_type());
-    }
-    at::Tensor pairs = tf.view({B, n, h * hd / 2, 2});
-    at::Tensor rot = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).view({B, n, h * hd});
-    return (tf * r.cos.unsqueeze(0) + rot * r.sin.unsqueeze(0)).to(t.scalar_type());
+  std::function<void(at::Tensor&)> across_tp;
+  if (tp > 1) across_tp = [&](at::Tensor& sums) { parallel::tp_all_reduce(sums, ctx); };
+  auto norm_rope = [&](const at::Tensor& t, const at::Tensor& w, const Rope* r) {
+    const nn::Rotary kind = r == nullptr ? nn::Rotary::None : split_rope ? nn::Rotary::SplitHalf : nn::Rotary::Interleaved;
+    return nn::rms_norm_rotary(t, w, eps, t.size(-1) * tp, across_tp, kind, r ? r->cos : at::Tensor(),
+                               r ? r->sin : at::Tensor(), hd);
   };
-  at::Tensor q = norm(nn::linear(x, a.q.w, a.q.b), a.norm_q);
-  at::Tensor k = norm(nn::linear(kv, a.k.w, a.k.b), a.norm_k);
+  at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope);
+  at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope);
   at::Tensor v = nn::linear(kv, a.v.w, a.v.b);
-  if (q_rope) q = rotate(q, *q_rope, Nq);
-  if (k_rope) k = rotate(k, *k_rope, Nk);
   auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, n, h, hd}); };
   at::Tensor o;
   if (keys == Keys::Self) {
@@ -139,7 +121,7 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 }
 
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {
-  at::Tensor o = nn::linear(at::gelu(nn::linear(x, f.in.w, f.in.b), "tanh"), f.out.w);
+  at::Tensor o = nn::linear(nn::linear_gelu_tanh(x, f.in.w, f.in.b), f.out.w);
   parallel::tp_all_reduce(o, ctx);
   return o.add_(f.out.b);
 }

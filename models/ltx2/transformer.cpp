@@ -299,31 +299,35 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
 
   auto ff = [&](const FeedForward& f, const at::Tensor& t) { return feed_forward(f, t, *ctx_); };
   auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
+  // modulate(rms(t), scale, shift) as one pass on the GPU.
+  auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale, const at::Tensor& shift) {
+    return nn::rms_modulate(t, cfg_.norm_eps, 1 + scale, shift);
+  };
   auto run_blocks = [&](int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     const Block& b = blocks_[static_cast<size_t>(i)];
     const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
     const auto ma = modulation(b.audio_table, temb_a);
-    const at::Tensor nx0 = modulate(rms(x), mv[1], mv[0]);
+    const at::Tensor nx0 = rms_mod(x, mv[1], mv[0]);
     x = at::addcmul(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv, at::Tensor()));
-    const at::Tensor ny0 = modulate(rms(y), ma[1], ma[0]);
+    const at::Tensor ny0 = rms_mod(y, ma[1], ma[0]);
     y = at::addcmul(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na, at::Tensor()));
     x = x + attend(b.attn2, rms(x), ctx_v, nullptr, nullptr, Keys::Whole, 0, key_mask);
     y = y + attend(b.audio_attn2, rms(y), ctx_a, nullptr, nullptr, Keys::Whole, 0, key_mask);
 
     // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
-    const at::Tensor nx = rms(x), ny = rms(y);
+    const at::Tensor x_in = x, y_in = y;
     const auto cv = modulation(b.video_av_table.narrow(0, 0, 4), ca_v);  // a2v scale, shift, v2a scale, shift
     const auto ca = modulation(b.audio_av_table.narrow(0, 0, 4), ca_a);
     const at::Tensor g_a2v = modulation(b.video_av_table.narrow(0, 4, 1), gate_v)[0];
     const at::Tensor g_v2a = modulation(b.audio_av_table.narrow(0, 4, 1), gate_a)[0];
-    x = at::addcmul(x, g_a2v, attend(b.a2v, modulate(nx, cv[0], cv[1]), modulate(ny, ca[0], ca[1]), &r.cross_video,
+    x = at::addcmul(x, g_a2v, attend(b.a2v, rms_mod(x_in, cv[0], cv[1]), rms_mod(y_in, ca[0], ca[1]), &r.cross_video,
                                      &r.cross_audio, Keys::OtherStream, Na, at::Tensor()));
-    y = at::addcmul(y, g_v2a, attend(b.v2a, modulate(ny, ca[2], ca[3]), modulate(nx, cv[2], cv[3]), &r.cross_audio,
+    y = at::addcmul(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
                                      &r.cross_video, Keys::OtherStream, Nv, at::Tensor()));
 
-    x = at::addcmul(x, mv[5], ff(b.ff, modulate(rms(x), mv[4], mv[3])));
-    y = at::addcmul(y, ma[5], ff(b.audio_ff, modulate(rms(y), ma[4], ma[3])));
+    x = at::addcmul(x, mv[5], ff(b.ff, rms_mod(x, mv[4], mv[3])));
+    y = at::addcmul(y, ma[5], ff(b.audio_ff, rms_mod(y, ma[4], ma[3])));
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }

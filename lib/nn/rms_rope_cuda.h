@@ -1,0 +1,23 @@
+#pragma once
+// Launchers of the fused RMS-norm kernels (CUDA build only; no ATen in the .cu file). All rows are
+// contiguous bf16 [rows, D] with D even; each returns false if the launch failed.
+#include <cstdint>
+
+namespace ditgen::nn {
+
+// Weightless RMS norm, then out = shift + norm * scale1 where scale1 is non-null. rows = batch x tokens;
+// the modulation row of (b, s) starts at b * mod_batch_stride + s * mod_token_stride.
+bool rms_modulate_bf16(const void* x, const void* scale1, const void* shift, void* out, int64_t rows, int64_t tokens,
+                       int64_t D, int64_t mod_batch_stride, int64_t mod_token_stride, float eps, void* stream);
+
+// out[row] = sum of the row's squares, in fp32.
+bool sum_squares_bf16(const void* x, float* out, int64_t rows, int64_t D, void* stream);
+
+// RMS norm with `weight` [D] over a mean square of sumsq[row] / width (sumsq null: this row's own, width D),
+// then rotary 0 none, 1 split halves per head (head = 2 x half_head; tables [tokens, table_row] with one
+// entry per pair), 2 interleaved pairs (tables with each pair's entry repeated). x [batch, tokens, D].
+bool rms_rope_bf16(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
+                   const float* sin, int64_t table_row, int rotary, int64_t half_head, void* out, int64_t batch,
+                   int64_t tokens, int64_t D, float eps, void* stream);
+
+}  // namespace ditgen::nn

@@ -1,0 +1,105 @@
+// The fused CUDA kernels against the ATen compositions they replace (CUDA builds; run on a GPU with
+// `ditgen_tests "[cuda]"`). The composition is what every CPU run and fp32 GPU run executes, so each
+// kernel is checked against it on the same bf16 inputs (computed on the CPU), and both against an fp32
+// reference of the same maths: the fused result may differ from the composition only by bf16 rounding.
+#ifdef DITGEN_CUDA
+#include <catch2/catch.hpp>
+
+#include <ATen/ATen.h>
+
+#include "lib/nn/linear.h"
+#include "lib/nn/ops.h"
+
+using namespace ditgen;
+
+namespace {
+
+at::Tensor cuda_bf16(const at::Tensor& t) { return t.to(at::kCUDA, at::kBFloat16); }
+
+// Largest difference in units of the reference's magnitude (bf16 keeps 8 bits: ~4e-3 a rounding).
+double rel_max(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor x = a.to(at::kCPU, at::kFloat), y = b.to(at::kCPU, at::kFloat);
+  return (x - y).abs().max().item<double>() / std::max(y.abs().max().item<double>(), 1e-12);
+}
+
+void require_gpu() {
+  if (!at::hasCUDA()) FAIL("this CUDA build's fused-kernel tests need a GPU");
+}
+
+}  // namespace
+
+TEST_CASE("fused rms_modulate equals the composition (bf16) and the fp32 maths", "[cuda]") {
+  require_gpu();
+  at::manual_seed(1);
+  for (int64_t T : {1, 37}) {  // one modulation per item, or per token (image-to-video)
+    at::Tensor x = at::randn({2, 37, 512}) * 3, scale = at::randn({2, T, 512}) * 0.5, shift = at::randn({2, T, 512});
+    at::Tensor xb = x.to(at::kBFloat16), s1 = (1 + scale.to(at::kBFloat16)), sh = shift.to(at::kBFloat16);
+    at::Tensor fused = nn::rms_modulate(cuda_bf16(xb), 1e-6, cuda_bf16(s1), cuda_bf16(sh));
+    at::Tensor composed = nn::rms_modulate(xb, 1e-6, s1, sh);  // the CPU composition
+    at::Tensor fp32 = nn::rms_modulate(xb.to(at::kFloat).cuda(), 1e-6, s1.to(at::kFloat).cuda(), sh.to(at::kFloat).cuda());
+    CHECK(fused.scalar_type() == at::kBFloat16);
+    CHECK(rel_max(fused, composed) < 8e-3);
+    CHECK(rel_max(fused, fp32) < 1.6e-2);
+    CHECK(rel_max(composed, fp32) < 1.6e-2);
+  }
+  at::Tensor x = at::randn({3, 5, 256}).to(at::kBFloat16);
+  CHECK(rel_max(nn::rms_modulate(cuda_bf16(x), 1e-6), nn::rms_modulate(x, 1e-6)) < 8e-3);
+}
+
+TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved and no rotation", "[cuda]") {
+  require_gpu();
+  at::manual_seed(2);
+  const int64_t B = 2, S = 19, H = 4, hd = 64, D = H * hd;
+  at::Tensor x = (at::randn({B, S, D}) * 2).to(at::kBFloat16), w = (1 + 0.2 * at::randn({D})).to(at::kBFloat16);
+  at::Tensor ang = at::randn({S, D / 2});
+  struct Case {
+    nn::Rotary kind;
+    at::Tensor cos, sin;
+  };
+  const std::vector<Case> cases = {
+      {nn::Rotary::None, at::Tensor(), at::Tensor()},
+      {nn::Rotary::SplitHalf, at::cos(ang).view({S, H, hd / 2}), at::sin(ang).view({S, H, hd / 2})},
+      {nn::Rotary::Interleaved, at::cos(ang).repeat_interleave(2, 1), at::sin(ang).repeat_interleave(2, 1)}};
+  for (const Case& c : cases) {
+    auto on = [&](const at::Device& d, at::ScalarType dt, const std::function<void(at::Tensor&)>& reduce, int64_t width) {
+      const at::Tensor cs = c.cos.defined() ? c.cos.to(d) : at::Tensor(), sn = c.sin.defined() ? c.sin.to(d) : at::Tensor();
+      return nn::rms_norm_rotary(x.to(d, dt), w.to(d, dt), 1e-6, width, reduce, c.kind, cs, sn, hd);
+    };
+    const at::Tensor fused = on(at::kCUDA, at::kBFloat16, nullptr, D);
+    const at::Tensor composed = on(at::kCPU, at::kBFloat16, nullptr, D);
+    const at::Tensor fp32 = on(at::kCUDA, at::kFloat, nullptr, D);
+    CHECK(rel_max(fused, composed) < 8e-3);
+    CHECK(rel_max(fused, fp32) < 1.6e-2);
+    // A mean square spanning a wider row (TP): the reduce doubles the sums as a second equal rank would.
+    auto twice = [](at::Tensor& sums) { sums.mul_(2); };
+    CHECK(rel_max(on(at::kCUDA, at::kBFloat16, twice, 2 * D), on(at::kCPU, at::kBFloat16, twice, 2 * D)) < 8e-3);
+  }
+}
+
+TEST_CASE("fused layer_norm_modulate and qk_norm_rope equal their compositions", "[cuda]") {
+  require_gpu();
+  at::manual_seed(3);
+  at::Tensor x = at::randn({2, 33, 384}).to(at::kBFloat16), s1 = (1 + 0.3 * at::randn({2, 1, 384})).to(at::kBFloat16),
+             sh = at::randn({2, 1, 384}).to(at::kBFloat16);
+  CHECK(rel_max(nn::layer_norm_modulate(cuda_bf16(x), cuda_bf16(s1), cuda_bf16(sh), 1e-6),
+                nn::layer_norm_modulate(x, s1, sh, 1e-6)) < 8e-3);
+  at::Tensor q = at::randn({2, 33, 3, 128}).to(at::kBFloat16), w = (1 + 0.2 * at::randn({128})).to(at::kBFloat16);
+  at::Tensor ang = at::randn({33, 64});
+  at::Tensor freqs = at::complex(at::cos(ang), at::sin(ang));
+  CHECK(rel_max(nn::qk_norm_rope(cuda_bf16(q), cuda_bf16(w), 1e-6, freqs.cuda()), nn::qk_norm_rope(q, w, 1e-6, freqs)) <
+        8e-3);
+}
+TEST_CASE("linear_gelu_tanh in the GEMM epilogue equals the linear then GELU", "[cuda]") {
+  require_gpu();
+  at::manual_seed(4);
+  at::Tensor x = at::randn({2, 40, 256}).to(at::kBFloat16), w = (at::randn({512, 256}) * 0.06).to(at::kBFloat16),
+             b = (at::randn({512}) * 0.1).to(at::kBFloat16);
+  const at::Tensor fused = nn::linear_gelu_tanh(cuda_bf16(x), nn::Linear(cuda_bf16(w)), cuda_bf16(b));
+  const at::Tensor composed = at::gelu(at::linear(cuda_bf16(x), cuda_bf16(w), cuda_bf16(b)), "tanh");
+  const at::Tensor fp32 = nn::linear_gelu_tanh(x.to(at::kFloat).cuda(), nn::Linear(w.to(at::kFloat).cuda()),
+                                               b.to(at::kFloat).cuda());
+  CHECK(fused.sizes() == composed.sizes());
+  CHECK(rel_max(fused, composed) < 8e-3);
+  CHECK(rel_max(fused, fp32) < 1.6e-2);
+}
+#endif  // DITGEN_CUDA
