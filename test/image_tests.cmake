@@ -138,6 +138,14 @@ else()
                    --steps 1 --save-frames --image ${IMG_DIR}/in/good_rgb_64x64.png -o ${IMG_DIR}/refused/)
   set_tests_properties(images.refused.ltx2_crf_without_ffmpeg PROPERTIES FIXTURES_REQUIRED image_inputs LABELS images)
 endif()
+# Prompt-file items with their own "image" and "strength": the image item equals the command-line run.
+add_test(NAME images.qwen_img2img_prompt_file
+         COMMAND ${CMAKE_COMMAND} -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff>
+                 -DIMAGE=${IMG_DIR}/in/good_rgba_96x72.png -DREFERENCE=${IMG_DIR}/qwen_img2img/single.png
+                 -DWORK=${IMG_DIR}/qwen_img2img_prompt_file -P ${CMAKE_CURRENT_SOURCE_DIR}/run_prompt_file_images.cmake)
+set_tests_properties(images.qwen_img2img_prompt_file PROPERTIES FIXTURES_REQUIRED "image_inputs;qwen_img2img_single"
+                     LABELS images TIMEOUT 300)
+
 # Bad images and image flags on the other models: refused naming the file or the flag, before loading.
 foreach(case "qwen_truncated|--image '.*'.*is truncated or corrupt|qwen-image;--image;${IMG_DIR}/in/bad_truncated.png"
              "ltx2_16bit|--image '.*'.*16-bit samples|ltx2;--save-frames;--image;${IMG_DIR}/in/bad_16bit.png"
