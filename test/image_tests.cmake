@@ -118,6 +118,22 @@ foreach(entry "np2_ulysses|2|--parallel,ulysses|single" "np2_ring|2|--parallel,r
   set_tests_properties(images.ltx2_i2v.${name} PROPERTIES FIXTURES_REQUIRED "image_inputs;ltx2_i2v_${ref}"
                        LABELS "images;mpi" PROCESSORS ${np} TIMEOUT 600)
 endforeach()
+# The golden image-conditioned pipelines under meshes (upstream's draws injected): CFG on the mesh axis with
+# Ulysses, and USP.
+foreach(entry "qwen_img2img|pipelines/qwenimage_img2img_pipeline_64x96_s4_str0.6_cfg4.0|4|--cfg,2,--ulysses,2"
+              "ltx2_i2v|pipelines/ltx2_i2v_pipeline_64x96x9_s3_cfg4.0|4|--parallel,usp")
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 case)
+  list(GET parts 2 np)
+  list(GET parts 3 flags)
+  string(REPLACE "," ";" flags "${flags}")
+  add_test(NAME images.${name}_verify_mesh
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none -np ${np}
+                   $<TARGET_FILE:ditgen> verify --skip-missing ${DITGEN_FIXTURES}/${case} ${flags})
+  set_tests_properties(images.${name}_verify_mesh PROPERTIES LABELS "images;mpi;golden" SKIP_RETURN_CODE 77
+                       PROCESSORS ${np} TIMEOUT 300)
+endforeach()
 # Output names carry the mode; the report records the image's SHA-256.
 add_test(NAME images.qwen_img2img_auto_name
          COMMAND ${CMAKE_COMMAND} -DDITGEN=$<TARGET_FILE:ditgen> -DWORK=${IMG_DIR}/qwen_img2img_auto
