@@ -361,7 +361,8 @@ at::Tensor h264_roundtrip(const at::Tensor& hwc, int crf) {
     DITGEN_CHECK(err >= 0, "--image-crf: {} failed: {}", what, av_error(err));
   };
   const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
-  DITGEN_CHECK(codec, "--image-crf: this FFmpeg has no libx264 encoder; pass --image-crf 0 to use the image as is");
+  DITGEN_CHECK(codec,
+               "--image-crf: this FFmpeg has no libx264 encoder; pass --image-crf 0 to use the image as is");
   CodecPtr enc(avcodec_alloc_context3(codec));
   DITGEN_CHECK(enc, "--image-crf: cannot allocate the H.264 encoder");
   enc->width = w;
@@ -375,14 +376,16 @@ at::Tensor h264_roundtrip(const at::Tensor& hwc, int crf) {
   check(avcodec_open2(enc.get(), codec, &opts.d), "opening the H.264 encoder");
 
   const AVCodec* dcodec = avcodec_find_decoder(AV_CODEC_ID_H264);
-  DITGEN_CHECK(dcodec, "--image-crf: this FFmpeg has no H.264 decoder; pass --image-crf 0 to use the image as is");
+  DITGEN_CHECK(dcodec,
+               "--image-crf: this FFmpeg has no H.264 decoder; pass --image-crf 0 to use the image as is");
   CodecPtr dec(avcodec_alloc_context3(dcodec));
   DITGEN_CHECK(dec, "--image-crf: cannot allocate the H.264 decoder");
   dec->thread_count = 1;
   check(avcodec_open2(dec.get(), dcodec, nullptr), "opening the H.264 decoder");
 
   // RGB -> yuv420p and back with swscale's bilinear filter, as PyAV's frame conversions do by default.
-  SwsPtr to_yuv(sws_getContext(w, h, AV_PIX_FMT_RGB24, w, h, AV_PIX_FMT_YUV420P, SWS_BILINEAR, nullptr, nullptr, nullptr));
+  SwsPtr to_yuv(sws_getContext(w, h, AV_PIX_FMT_RGB24, w, h, AV_PIX_FMT_YUV420P, SWS_BILINEAR, nullptr,
+                               nullptr, nullptr));
   DITGEN_CHECK(to_yuv, "--image-crf: cannot set up the RGB -> yuv420p conversion for {}x{}", w, h);
   FramePtr frame(av_frame_alloc());
   DITGEN_CHECK(frame, "--image-crf: cannot allocate a frame");
@@ -423,8 +426,8 @@ at::Tensor h264_roundtrip(const at::Tensor& hwc, int crf) {
   }
   DITGEN_CHECK(got, "--image-crf: the H.264 decoder returned no frame for the encoded image");
 
-  SwsPtr to_rgb(sws_getContext(w, h, static_cast<AVPixelFormat>(decoded->format), w, h, AV_PIX_FMT_RGB24, SWS_BILINEAR,
-                               nullptr, nullptr, nullptr));
+  SwsPtr to_rgb(sws_getContext(w, h, static_cast<AVPixelFormat>(decoded->format), w, h, AV_PIX_FMT_RGB24,
+                               SWS_BILINEAR, nullptr, nullptr, nullptr));
   DITGEN_CHECK(to_rgb, "--image-crf: cannot set up the yuv420p -> RGB conversion for {}x{}", w, h);
   at::Tensor out = at::empty({h, w, 3}, at::kByte);
   uint8_t* dst[1] = {out.data_ptr<uint8_t>()};
@@ -484,10 +487,11 @@ bool mp4_supported() { return false; }
 std::string ffmpeg_version() { return "not built in (-DDITGEN_FFMPEG=OFF: no MP4 output)"; }
 
 at::Tensor h264_roundtrip(const at::Tensor&, int crf) {
-  fail("--image-crf {}: this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot "
-       "re-encode the image as an H.264 frame; pass --image-crf 0 to use the image as is, or rebuild after "
-       "scripts/setup.sh",
-       crf);
+  fail(
+      "--image-crf {}: this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot "
+      "re-encode the image as an H.264 frame; pass --image-crf 0 to use the image as is, or rebuild after "
+      "scripts/setup.sh",
+      crf);
 }
 
 void write_mp4(const std::string& path, const at::Tensor&, double, const at::Tensor&, int, const std::string&) {

@@ -116,7 +116,8 @@ std::vector<PromptItem> parse_prompt_file(const std::string& path, const std::st
       for (const auto& p : paths) {
         DITGEN_CHECK(p.is_string() && !p.get<std::string>().empty() &&
                          p.get<std::string>().find('\0') == std::string::npos,
-                     "{}: \"image\" must be a file path or a list of them, got {}", where, io::json_excerpt(v));
+                     "{}: \"image\" must be a file path or a list of them, got {}", where,
+                     io::json_excerpt(v));
         item.images.push_back(p.get<std::string>());
       }
     }

@@ -235,27 +235,31 @@ void Launch::check_request() {
 // loads (a bad file ends the job before a byte of the model is read); image-only flags without an image are
 // refused.
 void Launch::read_images() {
-  const bool any_image = !req_.images.empty() || std::any_of(items_.begin(), items_.end(), [](const PromptItem& i) {
-    return !i.images.empty();
-  });
-  DITGEN_CHECK(req_.strength < 0 || any_image,
-               "--strength sets how much of an input image image-to-image keeps: give the image with --image");
-  DITGEN_CHECK(req_.image_crf < 0 || any_image,
-               "--image-crf sets how the input image is re-encoded for image-to-video: give the image with --image");
+  const bool any_image =
+      !req_.images.empty() ||
+      std::any_of(items_.begin(), items_.end(), [](const PromptItem& i) { return !i.images.empty(); });
+  DITGEN_CHECK(
+      req_.strength < 0 || any_image,
+      "--strength sets how much of an input image image-to-image keeps: give the image with --image");
+  DITGEN_CHECK(
+      req_.image_crf < 0 || any_image,
+      "--image-crf sets how the input image is re-encoded for image-to-video: give the image with --image");
   std::map<std::string, io::InputImage> read;  // a file named by many items is read once
   for (const auto& item : items_) {
     const GenerateRequest r = item_request(req_, item);
     const std::string where = item_where(req_, item);
-    DITGEN_CHECK(item.strength < 0 || !r.images.empty(),
-                 "{}\"strength\" sets how much of an input image image-to-image keeps: give the item an \"image\" "
-                 "(or --image)",
-                 where);
+    DITGEN_CHECK(
+        item.strength < 0 || !r.images.empty(),
+        "{}\"strength\" sets how much of an input image image-to-image keeps: give the item an \"image\" "
+        "(or --image)",
+        where);
     std::vector<io::InputImage> images;
     if (!r.images.empty()) {
-      DITGEN_CHECK(has_flag(ModelFlag::Images), "{}--image: `ditgen {}` takes no input image", where, entry_.command);
+      DITGEN_CHECK(has_flag(ModelFlag::Images), "{}--image: `ditgen {}` takes no input image", where,
+                   entry_.command);
       DITGEN_CHECK(static_cast<int>(r.images.size()) <= entry_.max_images,
-                   "{}--image is given {} times, but `ditgen {}` ({}) takes at most {}", where, r.images.size(),
-                   entry_.command, entry_.image_mode, entry_.max_images);
+                   "{}--image is given {} times, but `ditgen {}` ({}) takes at most {}", where,
+                   r.images.size(), entry_.command, entry_.image_mode, entry_.max_images);
     }
     for (const auto& path : r.images) {
       auto it = read.find(path);
@@ -278,7 +282,8 @@ void Launch::check_items() const {
                  "{}\"negative_prompt\": `ditgen {}` takes no negative prompt", item_where(req_, item),
                  entry_.command);
     DITGEN_CHECK(item.strength < 0 || has_flag(ModelFlag::Strength),
-                 "{}\"strength\": `ditgen {}` has no image-to-image strength", item_where(req_, item), entry_.command);
+                 "{}\"strength\": `ditgen {}` has no image-to-image strength", item_where(req_, item),
+                 entry_.command);
   }
   // Items without their own "output" share --output: with more than one item it must be a folder.
   int shared = 0;

@@ -1,8 +1,8 @@
 #include "models/flux2/pipeline.h"
 
 #include "lib/io/checkpoint.h"
-#include "lib/io/image_read.h"
 #include "lib/io/image.h"
+#include "lib/io/image_read.h"
 #include "lib/io/json.h"
 #include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
@@ -238,12 +238,13 @@ std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipe
   std::vector<at::Tensor> images;
   for (const auto& im : s.images) {
     const at::Tensor px = prepare_reference(im.pixels, m, im.path);  // [H, W, 3] uint8
-    images.push_back(px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1).to(device_, dtype_));
+    images.push_back(
+        px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1).to(device_, dtype_));
   }
   // VAE-P: every rank encodes a band of rows of each reference, and all get the same tokens.
   const ReferenceTokens t = reference_tokens(*vae_, images, 1, parallel_vae_ ? &ctx_->world() : nullptr);
   auto refs = std::make_shared<ReferenceImages>();
-  refs->latents = t.latents;        // [1, N_ref, 4L]
+  refs->latents = t.latents;         // [1, N_ref, 4L]
   refs->ids = t.ids[0].to(device_);  // [N_ref, 4]
   runtime::trace("image_latents", refs->latents);
   return refs;

@@ -32,6 +32,7 @@ at::Tensor encode_first_frame(const VideoVae& vae, const at::Tensor& image,
 // (z - latents_mean) / latents_std (upstream passes no scaling factor here), repeated over the F frames;
 // then latents = init * mask + noise * (1 - mask) with mask 1 on frame 0, and both packed with the
 // transformer's patch sizes 1 x 1 x 1 (LTX-2's).
-ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& encoded, const at::Tensor& noise);
+ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& encoded,
+                                           const at::Tensor& noise);
 
 }  // namespace ditgen::ltx2

@@ -7,8 +7,8 @@
 
 #include "lib/io/checkpoint.h"
 #include "lib/io/image_read.h"
-#include "lib/io/video.h"
 #include "lib/io/json.h"
+#include "lib/io/video.h"
 #include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
@@ -108,10 +108,11 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
     transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, fp8_);
   };
   video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"), p.image_encoder);
-  DITGEN_CHECK(!p.image_encoder || p.vae.encoder_spatial_ratio() == p.vae.spatial_ratio(),
-               "the video VAE's encoder shrinks images {}x but its decoder enlarges latents {}x: image-to-video "
-               "needs both equal",
-               p.vae.encoder_spatial_ratio(), p.vae.spatial_ratio());
+  DITGEN_CHECK(
+      !p.image_encoder || p.vae.encoder_spatial_ratio() == p.vae.spatial_ratio(),
+      "the video VAE's encoder shrinks images {}x but its decoder enlarges latents {}x: image-to-video "
+      "needs both equal",
+      p.vae.encoder_spatial_ratio(), p.vae.spatial_ratio());
   audio_vae_ = std::make_unique<AudioVae>(p.audio_vae, w.at("audio_vae"));
   vocoder_ = std::make_unique<Vocoder>(p.vocoder, w.at("vocoder"));
 }
@@ -240,11 +241,12 @@ void Pipeline::check(const pipeline::Settings& s) const {
         s.max_sequence_length, b->registers);
   DITGEN_CHECK(grid(s).audio >= 1, "{} frames at {} fps are too short for one audio latent row", s.num_frames,
                s.frame_rate);
-  DITGEN_CHECK(s.images.empty() || s.image_crf == 0 || io::mp4_supported(),
-               "--image-crf {} re-encodes the image as an H.264 frame, but this ditgen was built without FFmpeg's "
-               "libraries (-DDITGEN_FFMPEG=OFF): pass --image-crf 0 to use the image as is, or rebuild after "
-               "scripts/setup.sh",
-               s.image_crf);
+  DITGEN_CHECK(
+      s.images.empty() || s.image_crf == 0 || io::mp4_supported(),
+      "--image-crf {} re-encodes the image as an H.264 frame, but this ditgen was built without FFmpeg's "
+      "libraries (-DDITGEN_FFMPEG=OFF): pass --image-crf 0 to use the image as is, or rebuild after "
+      "scripts/setup.sh",
+      s.image_crf);
 }
 
 std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
@@ -288,9 +290,11 @@ std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipe
   DITGEN_CHECK(video_vae_->has_encoder(), "internal: LTX-2's video VAE was loaded without its encoder");
   at::Tensor px = io::resize_image(s.images.at(0).pixels, s.height, s.width);  // [H, W, 3] uint8
   if (s.image_crf > 0) px = io::h264_roundtrip(px, static_cast<int>(s.image_crf));
-  const at::Tensor x = px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
+  const at::Tensor x =
+      px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
   auto c = std::make_shared<FirstFrameImage>();
-  c->latent = encode_first_frame(*video_vae_, x.to(device_, dtype_), parallel_vae_ ? &ctx_->world() : nullptr);
+  c->latent =
+      encode_first_frame(*video_vae_, x.to(device_, dtype_), parallel_vae_ ? &ctx_->world() : nullptr);
   runtime::trace("image_latent", c->latent);
   return c;
 }
@@ -320,7 +324,8 @@ pipeline::Latents Pipeline::initial_latents_from(const pipeline::Settings& s, co
 }
 
 at::Tensor Pipeline::conditioning_mask(const Grid& g, int64_t batch) const {
-  at::Tensor mask = at::zeros({batch, g.frames * g.height * g.width}, at::TensorOptions().dtype(at::kFloat).device(device_));
+  at::Tensor mask = at::zeros({batch, g.frames * g.height * g.width},
+                              at::TensorOptions().dtype(at::kFloat).device(device_));
   mask.narrow(1, 0, g.height * g.width).fill_(1.0);
   return mask;
 }
@@ -363,7 +368,7 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
   in.fps = s.frame_rate;
   DITGEN_CHECK(transformer_, "internal: LTX-2's transformer is not loaded (deferred or released)");
   const auto out = transformer_->forward(in, cache_.get(s.cache, ctx_, "LTX-2"), branch);
-  at::Tensor video = out.video.to(at::kFloat);  // the loop and the guidance run in fp32
+  at::Tensor video = out.video.to(at::kFloat);                 // the loop and the guidance run in fp32
   if (clean.defined()) video = video.masked_fill(clean, 0.0);  // the step keeps frame 0
   return {video, out.audio.to(at::kFloat)};
 }

@@ -115,9 +115,10 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   s.audio_guidance = c.scalar("audio_guidance_scale");
   // What this port runs is LTX-2.0 sampling: a case asking for STG, modality guidance or the rescale is
   // another algorithm, refused rather than compared.
-  DITGEN_CHECK(c.scalar("stg_scale") == 0 && c.scalar("modality_scale") == 1 && c.scalar("guidance_rescale") == 0,
-               "case '{}': only LTX-2.0 sampling (stg_scale 0, modality_scale 1, guidance_rescale 0) is implemented",
-               c.dir());
+  DITGEN_CHECK(
+      c.scalar("stg_scale") == 0 && c.scalar("modality_scale") == 1 && c.scalar("guidance_rescale") == 0,
+      "case '{}': only LTX-2.0 sampling (stg_scale 0, modality_scale 1, guidance_rescale 0) is implemented",
+      c.dir());
   s.dtype = opt.dtype;
   s.device = opt.device;
   const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
@@ -127,7 +128,8 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
     s.image_crf = static_cast<int64_t>(c.scalar("image_crf"));
     s.batch = c.tensor("in.noise").size(0);
     s.image_conditioning = pipe.encode_images(s);
-    const pipeline::Latents init = pipe.initial_latents_from(s, c.tensor("in.noise"), c.tensor("in.audio_noise"));
+    const pipeline::Latents init =
+        pipe.initial_latents_from(s, c.tensor("in.noise"), c.tensor("in.audio_noise"));
     latents = init[0];
     audio_latents = init[1];
     verify::compare(report, "out.initial_latents", latents, c.tensor("out.initial_latents"), tol);
@@ -140,9 +142,9 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   }
   const Grid g = pipe.grid(s);
   DITGEN_CHECK(latents.size(1) == g.frames * g.height * g.width && audio_latents.size(1) == g.audio,
-               "case '{}': the initial latents {} / audio latents {} do not match {}x{}x{} at {} fps", c.dir(),
-               io::shape_str(latents.sizes()), io::shape_str(audio_latents.sizes()), s.height, s.width, s.num_frames,
-               s.frame_rate);
+               "case '{}': the initial latents {} / audio latents {} do not match {}x{}x{} at {} fps",
+               c.dir(), io::shape_str(latents.sizes()), io::shape_str(audio_latents.sizes()), s.height,
+               s.width, s.num_frames, s.frame_rate);
   pipeline::Branches branches;
   branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), c.tensor("in.prompt_attention_mask"));
   if (pipe.cfg_off_reason(s).empty())

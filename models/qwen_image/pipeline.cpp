@@ -175,7 +175,8 @@ at::Tensor draw_normal(at::IntArrayRef shape, at::Generator& gen, at::ScalarType
 std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipeline::Settings& s) const {
   DITGEN_CHECK(vae_->has_encoder(), "internal: Qwen-Image's VAE was loaded without its encoder");
   const at::Tensor px = io::resize_image(s.images.at(0).pixels, s.height, s.width);  // [H, W, 3] uint8
-  const at::Tensor x = px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
+  const at::Tensor x =
+      px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
   auto c = std::make_shared<InputImageLatent>();
   c->posterior = img2img_posterior(*vae_, x.to(device_, dtype_), parallel_vae_ ? &ctx_->world() : nullptr);
   runtime::trace("image_latent_mean", c->posterior.mean);

@@ -71,11 +71,11 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
   // An image-to-image case carries its image as in.image_0 ([H, W, 3] uint8) and upstream's two draws.
   const bool img2img = c.has("in.image_0");
-  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
-                                                     Vae::unread_keys(/*with_encoder=*/img2img));
+  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}),
+                                                     "", Vae::unread_keys(/*with_encoder=*/img2img));
   const auto ctx = context_of(opt);
-  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
-                ctx, /*with_encoder=*/img2img);
+  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg,
+                nn::Weights(vsrc, opt.dtype, opt.device), scfg, ctx, /*with_encoder=*/img2img);
   tsrc->check_all_used();
   vsrc->check_all_used();
 
@@ -94,7 +94,8 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
     s.strength = c.scalar("strength");
     s.batch = c.tensor("in.noise").size(0);
     s.image_conditioning = pipe.encode_images(s);
-    latents = pipe.img2img_latents(s, c.tensor("in.image_latent_noise").to(opt.dtype), c.tensor("in.noise").to(opt.dtype));
+    latents = pipe.img2img_latents(s, c.tensor("in.image_latent_noise").to(opt.dtype),
+                                   c.tensor("in.noise").to(opt.dtype));
     verify::compare(report, "out.initial_latents", latents, c.tensor("out.initial_latents"), tol);
   } else {
     latents = c.tensor("in.latents").to(opt.device, opt.dtype);

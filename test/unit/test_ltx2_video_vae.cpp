@@ -457,7 +457,8 @@ TEST_CASE("ltx2 video vae: image-to-video initial latents match the i2v pipeline
   REQUIRE(two.latents.sizes() == at::IntArrayRef({2, 288, 8}));
   CHECK(at::equal(two.latents[0].narrow(0, 0, 96), two.latents[1].narrow(0, 0, 96)));
   CHECK(at::equal(two.conditioning_mask[1], ref_mask[0]));
-  CHECK_THROWS_AS(image_to_video_latents(vae, encoded.repeat({3, 1, 1, 1, 1}), at::cat({noise, noise}, 0)), Error);
+  CHECK_THROWS_AS(image_to_video_latents(vae, encoded.repeat({3, 1, 1, 1, 1}), at::cat({noise, noise}, 0)),
+                  Error);
   CHECK_THROWS_AS(image_to_video_latents(vae, encoded, noise.narrow(3, 0, 4)), Error);
   CHECK_THROWS_AS(encode_first_frame(vae, at::zeros({3, 64, 96})), Error);
 }
