@@ -146,10 +146,16 @@ int main(int argc, char** argv) {
     // "(default 1024; tiny 128)" from the model's presets.
     auto dflt = [&](const char* key) {
       const auto& p = entry.presets;
-      if (!p.contains("defaults") || !p["defaults"].contains(key)) return std::string();
-      std::string d = " (default " + p["defaults"][key].dump();
-      if (p.contains("tiny") && p["tiny"]["defaults"].contains(key) && p["tiny"]["defaults"][key] != p["defaults"][key])
-        d += "; tiny " + p["tiny"]["defaults"][key].dump();
+      // A key of a defaults object, or of its "image" section (settings only runs with --image use).
+      auto value = [&](const nlohmann::json& d) {
+        if (d.contains(key)) return d[key];
+        return d.contains("image") && d["image"].contains(key) ? d["image"][key] : nlohmann::json();
+      };
+      const nlohmann::json real = p.contains("defaults") ? value(p["defaults"]) : nlohmann::json();
+      if (real.is_null()) return std::string();
+      std::string d = " (default " + real.dump();
+      const nlohmann::json tiny = p.contains("tiny") ? value(p["tiny"]["defaults"]) : nlohmann::json();
+      if (!tiny.is_null() && tiny != real) d += "; tiny " + tiny.dump();
       return d + ")";
     };
     sub->add_option("--model-path", req.model_path, "diffusers folder of the model (default: the built-in tiny model)")

@@ -36,6 +36,7 @@ const std::map<std::string, Runner>& runners() {
       {"qwenimage_vae", qwen_image::verify_vae},
       {"qwenimage_vae_encode", qwen_image::verify_vae_encode},
       {"qwenimage_pipeline", qwen_image::verify_pipeline},
+      {"qwenimage_img2img_pipeline", qwen_image::verify_pipeline},
       {"ltx2_transformer", ltx2::verify_transformer},
       {"ltx2_transformer_lora", ltx2::verify_transformer_lora},
       {"ltx2_connectors", ltx2::verify_connectors},
@@ -43,6 +44,7 @@ const std::map<std::string, Runner>& runners() {
       {"ltx2_video_vae_encode", ltx2::verify_video_vae_encode},
       {"ltx2_audio_vae_vocoder", ltx2::verify_audio_vae_vocoder},
       {"ltx2_pipeline", ltx2::verify_pipeline},
+      {"ltx2_i2v_pipeline", ltx2::verify_pipeline},
       {"text_encoder_gemma3", llm::verify_text_encoder},
       {"tokenizer", text::verify_tokenizer},
       {"cache", flux2::verify_cache},  // also picked by a case.json with a "cache" section

@@ -11,7 +11,7 @@ execute_process(COMMAND ${MPIRUN} --oversubscribe --allow-run-as-root --bind-to 
                         --warmup 0 --steps 4 ${FLAGS} -o ${WORK}/mesh.png
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "ditgen flux2 under the mesh failed (${rc})")
+  message(FATAL_ERROR "ditgen ${MODEL} under the mesh failed (${rc})")
 endif()
 execute_process(COMMAND ${PNG_DIFF} ${REFERENCE} ${WORK}/mesh.png ${TOLERANCE} RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)

@@ -349,6 +349,93 @@ void write_mp4(const std::string& path, const at::Tensor& frames, double fps, co
   Mp4Writer(path).write(frames, fps, audio, sample_rate, comment);
 }
 
+at::Tensor h264_roundtrip(const at::Tensor& hwc, int crf) {
+  DITGEN_CHECK(hwc.dim() == 3 && hwc.size(2) == 3 && hwc.scalar_type() == at::kByte,
+               "--image-crf: expected an image [H, W, 3] uint8, got {}", shape_of(hwc));
+  const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1));
+  DITGEN_CHECK(h > 0 && w > 0 && h % 2 == 0 && w % 2 == 0,
+               "--image-crf: H.264 yuv420p needs an even width and height, got {}x{} (W x H)", w, h);
+  DITGEN_CHECK(crf >= 1 && crf <= 51, "--image-crf: CRF must be 1..51 (0 is no re-encoding), got {}", crf);
+  quiet_ffmpeg();
+  auto check = [](int err, const char* what) {
+    DITGEN_CHECK(err >= 0, "--image-crf: {} failed: {}", what, av_error(err));
+  };
+  const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
+  DITGEN_CHECK(codec,
+               "--image-crf: this FFmpeg has no libx264 encoder; pass --image-crf 0 to use the image as is");
+  CodecPtr enc(avcodec_alloc_context3(codec));
+  DITGEN_CHECK(enc, "--image-crf: cannot allocate the H.264 encoder");
+  enc->width = w;
+  enc->height = h;
+  enc->pix_fmt = AV_PIX_FMT_YUV420P;
+  enc->time_base = AVRational{1, 1};
+  enc->thread_count = 1;  // one thread: the same bytes on every rank
+  Dict opts;
+  av_dict_set(&opts.d, "crf", std::to_string(crf).c_str(), 0);
+  av_dict_set(&opts.d, "preset", "veryfast", 0);
+  check(avcodec_open2(enc.get(), codec, &opts.d), "opening the H.264 encoder");
+
+  const AVCodec* dcodec = avcodec_find_decoder(AV_CODEC_ID_H264);
+  DITGEN_CHECK(dcodec,
+               "--image-crf: this FFmpeg has no H.264 decoder; pass --image-crf 0 to use the image as is");
+  CodecPtr dec(avcodec_alloc_context3(dcodec));
+  DITGEN_CHECK(dec, "--image-crf: cannot allocate the H.264 decoder");
+  dec->thread_count = 1;
+  check(avcodec_open2(dec.get(), dcodec, nullptr), "opening the H.264 decoder");
+
+  // RGB -> yuv420p and back with swscale's bilinear filter, as PyAV's frame conversions do by default.
+  SwsPtr to_yuv(sws_getContext(w, h, AV_PIX_FMT_RGB24, w, h, AV_PIX_FMT_YUV420P, SWS_BILINEAR, nullptr,
+                               nullptr, nullptr));
+  DITGEN_CHECK(to_yuv, "--image-crf: cannot set up the RGB -> yuv420p conversion for {}x{}", w, h);
+  FramePtr frame(av_frame_alloc());
+  DITGEN_CHECK(frame, "--image-crf: cannot allocate a frame");
+  frame->format = AV_PIX_FMT_YUV420P;
+  frame->width = w;
+  frame->height = h;
+  frame->pts = 0;
+  check(av_frame_get_buffer(frame.get(), 0), "allocating a frame");
+  const at::Tensor rgb = hwc.to(at::kCPU).contiguous();
+  const uint8_t* src[1] = {rgb.data_ptr<uint8_t>()};
+  const int src_stride[1] = {3 * w};
+  sws_scale(to_yuv.get(), src, src_stride, 0, h, frame->data, frame->linesize);
+
+  // Encode the one frame, flush, and feed every packet to the decoder; keep the decoded frame.
+  PacketPtr pkt(av_packet_alloc());
+  FramePtr decoded(av_frame_alloc());
+  DITGEN_CHECK(pkt && decoded, "--image-crf: cannot allocate a packet");
+  bool got = false;
+  auto receive_frame = [&] {  // one frame in, one out
+    const int r = avcodec_receive_frame(dec.get(), decoded.get());
+    if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) return;
+    check(r, "decoding the H.264 frame");
+    got = true;
+  };
+  check(avcodec_send_frame(enc.get(), frame.get()), "encoding the image");
+  check(avcodec_send_frame(enc.get(), nullptr), "flushing the H.264 encoder");
+  for (;;) {
+    const int r = avcodec_receive_packet(enc.get(), pkt.get());
+    if (r == AVERROR_EOF) break;
+    check(r, "encoding the image");
+    check(avcodec_send_packet(dec.get(), pkt.get()), "decoding the H.264 frame");
+    av_packet_unref(pkt.get());
+    if (!got) receive_frame();
+  }
+  if (!got) {
+    check(avcodec_send_packet(dec.get(), nullptr), "flushing the H.264 decoder");
+    receive_frame();
+  }
+  DITGEN_CHECK(got, "--image-crf: the H.264 decoder returned no frame for the encoded image");
+
+  SwsPtr to_rgb(sws_getContext(w, h, static_cast<AVPixelFormat>(decoded->format), w, h, AV_PIX_FMT_RGB24,
+                               SWS_BILINEAR, nullptr, nullptr, nullptr));
+  DITGEN_CHECK(to_rgb, "--image-crf: cannot set up the yuv420p -> RGB conversion for {}x{}", w, h);
+  at::Tensor out = at::empty({h, w, 3}, at::kByte);
+  uint8_t* dst[1] = {out.data_ptr<uint8_t>()};
+  const int dst_stride[1] = {3 * w};
+  sws_scale(to_rgb.get(), decoded->data, decoded->linesize, 0, h, dst, dst_stride);
+  return out;
+}
+
 std::string wav_bytes(const at::Tensor& audio, int sample_rate) {
   DITGEN_CHECK(sample_rate > 0, "cannot write WAV audio at a sample rate of {} Hz", sample_rate);
   const at::Tensor s16 = audio_s16(audio);  // [S, 2]
@@ -398,6 +485,14 @@ std::string wav_bytes(const at::Tensor& audio, int sample_rate) {
 bool mp4_supported() { return false; }
 
 std::string ffmpeg_version() { return "not built in (-DDITGEN_FFMPEG=OFF: no MP4 output)"; }
+
+at::Tensor h264_roundtrip(const at::Tensor&, int crf) {
+  fail(
+      "--image-crf {}: this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF), so it cannot "
+      "re-encode the image as an H.264 frame; pass --image-crf 0 to use the image as is, or rebuild after "
+      "scripts/setup.sh",
+      crf);
+}
 
 void write_mp4(const std::string& path, const at::Tensor&, double, const at::Tensor&, int, const std::string&) {
   fail("cannot write the video '{}': this ditgen was built without FFmpeg's libraries (-DDITGEN_FFMPEG=OFF); "

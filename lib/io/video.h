@@ -22,6 +22,12 @@ std::string ffmpeg_version();
 void write_mp4(const std::string& path, const at::Tensor& frames, double fps, const at::Tensor& audio,
                int sample_rate, const std::string& comment = "");
 
+// An image through one H.264 frame and back, as LTX-2's image-to-video preprocesses its conditioning image
+// to look like the compressed frames it was trained on: [H, W, 3] uint8 RGB -> yuv420p -> libx264 (CRF
+// `crf` 1..51, preset veryfast) -> decoded -> [H, W, 3] uint8 RGB. H and W even. Deterministic (one
+// encoder thread), so every rank gets the same pixels. A build without FFmpeg throws naming --image-crf 0.
+at::Tensor h264_roundtrip(const at::Tensor& hwc, int crf);
+
 // The bytes of a 16-bit PCM WAV file for audio [2, S] float (clipped to [-1, 1], * 32767, rounded).
 std::string wav_bytes(const at::Tensor& audio, int sample_rate);
 

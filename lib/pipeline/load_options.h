@@ -3,6 +3,7 @@
 // its own fields by deriving).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,7 +54,10 @@ struct LoadOptions {
     lo.parallel_text = req.parallel_text;
     lo.parallel_vae = req.parallel_vae;
     lo.fp8 = req.fp8;
-    lo.image_encoder = !req.images.empty();
+    // --image, or images in the prompt file's items: the VAE's encoder is read too.
+    lo.image_encoder =
+        !req.images.empty() || std::any_of(req.items.begin(), req.items.end(),
+                                           [](const PromptItem& i) { return !i.images.empty(); });
     lo.defer_transformer = true;  // the runner's memory plan reads it once the prompts are encoded
     lo.add_lora(req);
     return lo;

@@ -68,7 +68,8 @@ std::vector<PromptItem> parse_prompt_file(const std::string& path, const std::st
       json_lines = l[l.find_first_not_of(" \t")] == '{';
       break;
     }
-  static const std::set<std::string> known = {"prompt", "negative_prompt", "seed", "height", "width", "steps", "output"};
+  static const std::set<std::string> known = {"prompt", "negative_prompt", "seed",  "height",  "width",
+                                              "steps",  "output",          "image", "strength"};
   std::vector<PromptItem> items;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (blank(lines[i])) continue;
@@ -108,6 +109,19 @@ std::vector<PromptItem> parse_prompt_file(const std::string& path, const std::st
       DITGEN_CHECK(!item.output.empty(), "{}: \"output\" is empty; leave it out to use --output", where);
       DITGEN_CHECK(item.output.find('\0') == std::string::npos, "{}: \"output\" holds a NUL character", where);
     }
+    if (j.contains("image")) {  // one path, or a list of them
+      const nlohmann::json& v = j["image"];
+      const nlohmann::json paths = v.is_array() ? v : nlohmann::json::array({v});
+      DITGEN_CHECK(!paths.empty(), "{}: \"image\" is an empty list; leave it out to use --image", where);
+      for (const auto& p : paths) {
+        DITGEN_CHECK(p.is_string() && !p.get<std::string>().empty() &&
+                         p.get<std::string>().find('\0') == std::string::npos,
+                     "{}: \"image\" must be a file path or a list of them, got {}", where,
+                     io::json_excerpt(v));
+        item.images.push_back(p.get<std::string>());
+      }
+    }
+    if (j.contains("strength")) item.strength = checked_number(j, "strength", where);
     items.push_back(item);
   }
   DITGEN_CHECK(!items.empty(), "--prompt-file '{}' has no prompts (every line is blank)", io::printable(path));

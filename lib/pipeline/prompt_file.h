@@ -2,7 +2,8 @@
 // --prompt-file: many generations per launch, the models loaded once. The file is either plain text (one
 // prompt per non-blank line, taken as written) or JSON Lines (the first non-blank line starts with '{'):
 // one object per line with any of "prompt", "negative_prompt", "seed", "height", "width", "steps",
-// "output"; a field left out takes the command line's value (or the preset's). Values obey the command
+// "output", "image" (a path, or a list of paths where the model takes several: the item's --image) and
+// "strength"; a field left out takes the command line's value (or the preset's). Values obey the command
 // line's rules (lib/pipeline/settings_check.h); a key given twice on one line is refused.
 //
 // Each rank reads the file once (read_prompt_file_bytes): the agreement check that every rank was given
@@ -21,6 +22,8 @@ struct PromptItem {
   std::optional<uint64_t> seed;
   int64_t height = 0, width = 0, steps = 0;  // 0: the command line's
   std::string output;                         // "": the command line's --output (a folder)
+  std::vector<std::string> images;            // "image": empty: the command line's --image
+  double strength = -1;                       // "strength": < 0: the command line's
 };
 
 constexpr uint64_t kMaxPromptFileBytes = 64ull << 20;

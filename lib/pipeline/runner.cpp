@@ -98,6 +98,8 @@ GenerateRequest item_request(const GenerateRequest& req, const PromptItem& item)
   if (item.width > 0) r.width = item.width;
   if (item.steps > 0) r.steps = item.steps;
   if (!item.output.empty()) r.output = item.output;
+  if (!item.images.empty()) r.images = item.images;
+  if (item.strength >= 0) r.strength = item.strength;
   return r;
 }
 
@@ -190,7 +192,7 @@ class Launch {
   std::vector<Branches> branches_;            // per item
   std::vector<double> te_seconds_;            // per item
   std::vector<double> image_seconds_;         // per item: encoding its conditioning images
-  std::vector<io::InputImage> images_;        // --image, as read
+  std::vector<std::vector<io::InputImage>> images_;  // per item: its "image" or --image, as read
   nlohmann::json summary_items_ = nlohmann::json::array();
 };
 
@@ -229,31 +231,60 @@ void Launch::check_request() {
   plan_ = !(plan_env && std::string(plan_env) == "off");
 }
 
-// Conditioning images: read and checked on every rank before anything loads (a bad file ends the job
-// before a byte of the model is read); image-only flags without an image are refused.
+// Conditioning images: each item's ("image", else --image) read and checked on every rank before anything
+// loads (a bad file ends the job before a byte of the model is read); image-only flags without an image are
+// refused.
 void Launch::read_images() {
-  DITGEN_CHECK(req_.strength < 0 || !req_.images.empty(),
-               "--strength sets how much of an input image image-to-image keeps: give the image with --image");
-  DITGEN_CHECK(req_.image_crf < 0 || !req_.images.empty(),
-               "--image-crf sets how the input image is re-encoded for image-to-video: give the image with --image");
-  if (req_.images.empty()) return;
-  DITGEN_CHECK(has_flag(ModelFlag::Images), "--image: `ditgen {}` takes no input image", entry_.command);
-  DITGEN_CHECK(static_cast<int>(req_.images.size()) <= entry_.max_images,
-               "--image is given {} times, but `ditgen {}` ({}) takes at most {}", req_.images.size(), entry_.command,
-               entry_.image_mode, entry_.max_images);
-  for (const auto& path : req_.images) {
-    images_.push_back(io::read_image(path, "--image"));
-    if (entry_.check_image) entry_.check_image(images_.back());
+  const bool any_image =
+      !req_.images.empty() ||
+      std::any_of(items_.begin(), items_.end(), [](const PromptItem& i) { return !i.images.empty(); });
+  DITGEN_CHECK(
+      req_.strength < 0 || any_image,
+      "--strength sets how much of an input image image-to-image keeps: give the image with --image");
+  DITGEN_CHECK(
+      req_.image_crf < 0 || any_image,
+      "--image-crf sets how the input image is re-encoded for image-to-video: give the image with --image");
+  std::map<std::string, io::InputImage> read;  // a file named by many items is read once
+  for (const auto& item : items_) {
+    const GenerateRequest r = item_request(req_, item);
+    const std::string where = item_where(req_, item);
+    DITGEN_CHECK(
+        item.strength < 0 || !r.images.empty(),
+        "{}\"strength\" sets how much of an input image image-to-image keeps: give the item an \"image\" "
+        "(or --image)",
+        where);
+    std::vector<io::InputImage> images;
+    if (!r.images.empty()) {
+      DITGEN_CHECK(has_flag(ModelFlag::Images), "{}--image: `ditgen {}` takes no input image", where,
+                   entry_.command);
+      DITGEN_CHECK(static_cast<int>(r.images.size()) <= entry_.max_images,
+                   "{}--image is given {} times, but `ditgen {}` ({}) takes at most {}", where,
+                   r.images.size(), entry_.command, entry_.image_mode, entry_.max_images);
+    }
+    for (const auto& path : r.images) {
+      auto it = read.find(path);
+      if (it == read.end()) {
+        io::InputImage im = io::read_image(path, item.images.empty() ? "--image" : where + "\"image\"");
+        if (entry_.check_image) entry_.check_image(im);
+        it = read.emplace(path, std::move(im)).first;
+      }
+      images.push_back(it->second);
+    }
+    images_.push_back(std::move(images));
   }
 }
 
 // A prompt file's items: negative prompts only where the model takes them, outputs that cannot collide.
 void Launch::check_items() const {
   const bool negative = has_flag(ModelFlag::NegativePrompt) || has_flag(ModelFlag::CfgGuidance);
-  for (const auto& item : items_)
+  for (const auto& item : items_) {
     DITGEN_CHECK(negative || !item.negative_prompt,
                  "{}\"negative_prompt\": `ditgen {}` takes no negative prompt", item_where(req_, item),
                  entry_.command);
+    DITGEN_CHECK(item.strength < 0 || has_flag(ModelFlag::Strength),
+                 "{}\"strength\": `ditgen {}` has no image-to-image strength", item_where(req_, item),
+                 entry_.command);
+  }
   // Items without their own "output" share --output: with more than one item it must be a folder.
   int shared = 0;
   for (const auto& item : items_) shared += item.output.empty();
@@ -287,9 +318,10 @@ void Launch::load() {
 // Resolve each item's settings: every rank checks every item before any work, so a bad request ends the
 // job everywhere and a bad item in a prompt file ends it before the first image.
 void Launch::resolve_items() {
-  for (const auto& item : items_) {
+  for (size_t k = 0; k < items_.size(); ++k) {
+    const PromptItem& item = items_[k];
     try {
-      Settings s = resolve_settings(item_request(req_, item), *model_, device_, dtype_, images_);
+      Settings s = resolve_settings(item_request(req_, item), *model_, device_, dtype_, images_[k]);
       check_settings(s, many_ ? fmt::format("--prompt-file {} line {}", req_.prompt_file, item.line)
                               : "the command line and presets");
       check_image_size(s.height, s.width, model_->pixel_multiple());
@@ -327,7 +359,8 @@ void Launch::check_outputs() const {
     outputs.push_back({prompt_file_summary_path(req_.output, req_.prompt_file), "the prompt-file summary"});
     inputs.push_back({req_.prompt_file, "--prompt-file"});
   }
-  for (const auto& im : images_) inputs.push_back({im.path, "--image"});
+  for (const auto& item_images : images_)
+    for (const auto& im : item_images) inputs.push_back({im.path, "--image"});
   check_launch_files(outputs, inputs);
 }
 

@@ -1,8 +1,8 @@
 #include "models/flux2/pipeline.h"
 
 #include "lib/io/checkpoint.h"
-#include "lib/io/image_read.h"
 #include "lib/io/image.h"
+#include "lib/io/image_read.h"
 #include "lib/io/json.h"
 #include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
@@ -11,6 +11,7 @@
 #include "lib/runtime/progress.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
+#include "models/flux2/image_latents.h"
 #include "models/flux2/prompt.h"
 #include "models/flux2/work.h"
 
@@ -234,20 +235,17 @@ std::pair<int64_t, int64_t> Pipeline::image_size(const pipeline::Settings& s) co
 std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipeline::Settings& s) const {
   DITGEN_CHECK(vae_->has_encoder(), "internal: FLUX.2's VAE was loaded without its encoder");
   const int64_t m = pixel_multiple();
-  auto refs = std::make_shared<ReferenceImages>();
-  std::vector<at::Tensor> latents, ids;
-  for (size_t k = 0; k < s.images.size(); ++k) {
-    const at::Tensor px = prepare_reference(s.images[k].pixels, m, s.images[k].path);  // [H, W, 3] uint8
-    const at::Tensor x =
-        px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1).to(device_, dtype_);  // [1, 3, H, W]
-    const at::Tensor z = vae_->bn_normalize(nn::patchify(vae_->encode_mean(x)));  // [1, 4L, h, w]
-    latents.push_back(nn::pack_latents(z));                                        // [1, h*w, 4L]
-    at::Tensor id = image_ids(z.size(2), z.size(3));
-    id.select(1, 0).fill_(10 * static_cast<int64_t>(k + 1));  // the reference's time coordinate
-    ids.push_back(id);
+  std::vector<at::Tensor> images;
+  for (const auto& im : s.images) {
+    const at::Tensor px = prepare_reference(im.pixels, m, im.path);  // [H, W, 3] uint8
+    images.push_back(
+        px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1).to(device_, dtype_));
   }
-  refs->latents = at::cat(latents, 1);
-  refs->ids = at::cat(ids, 0).to(device_);
+  // VAE-P: every rank encodes a band of rows of each reference, and all get the same tokens.
+  const ReferenceTokens t = reference_tokens(*vae_, images, 1, parallel_vae_ ? &ctx_->world() : nullptr);
+  auto refs = std::make_shared<ReferenceImages>();
+  refs->latents = t.latents;         // [1, N_ref, 4L]
+  refs->ids = t.ids[0].to(device_);  // [N_ref, 4]
   runtime::trace("image_latents", refs->latents);
   return refs;
 }

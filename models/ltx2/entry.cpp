@@ -13,7 +13,12 @@ pipeline::ModelEntry model_entry() {
   e.command = identity().command;
   e.summary = "Generate videos with sound with LTX-2 (built-in tiny model without --model-path)";
   e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::CfgGuidance,
-             pipeline::ModelFlag::Video, pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
+             pipeline::ModelFlag::Video, pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8,
+             pipeline::ModelFlag::Images, pipeline::ModelFlag::ImageCrf};
+  // Image-to-video (LTX2ImageToVideoPipeline): one image, the first frame; the presets' "image" section
+  // holds the reference tool's ltx2_i2v defaults.
+  e.max_images = 1;
+  e.image_mode = "i2v";
   e.presets = pipeline::model_preset(identity().stem);
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {

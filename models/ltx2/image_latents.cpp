@@ -10,24 +10,28 @@ namespace {
 at::Tensor pack(const at::Tensor& x) { return x.flatten(2).transpose(1, 2).contiguous(); }
 }  // namespace
 
-ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& image,
-                                           const at::Tensor& noise, comm::Communicator* vae_parallel) {
+at::Tensor encode_first_frame(const VideoVae& vae, const at::Tensor& image,
+                              comm::Communicator* vae_parallel) {
   DITGEN_CHECK(image.dim() == 4, "LTX-2 image-to-video: expected an image [B, 3, H, W], got {}",
                io::shape_str(image.sizes()));
+  std::vector<at::Tensor> encoded;
+  for (int64_t i = 0; i < image.size(0); ++i)
+    encoded.push_back(vae.encode_mean(image.narrow(0, i, 1).unsqueeze(2), vae_parallel));  // [1, C, 1, h, w]
+  return at::cat(encoded, 0);  // [B_img, C, 1, h, w]
+}
+
+ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& encoded,
+                                           const at::Tensor& noise) {
   DITGEN_CHECK(noise.dim() == 5 && noise.size(1) == vae.config().latent_channels,
                "LTX-2 image-to-video: expected noise [B, {}, F, h, w], got {}", vae.config().latent_channels,
                io::shape_str(noise.sizes()));
-  const int64_t b = noise.size(0), frames = noise.size(2), b_img = image.size(0);
+  const int64_t b = noise.size(0), frames = noise.size(2), b_img = encoded.size(0);
   DITGEN_CHECK(b_img == 1 || b_img == b, "LTX-2 image-to-video: {} images for a batch of {}", b_img, b);
-
-  // Upstream encodes image by image, each as a [1, 3, 1, H, W] video; the mode is the mean.
-  std::vector<at::Tensor> encoded;
-  for (int64_t i = 0; i < b_img; ++i)
-    encoded.push_back(vae.encode_mean(image.narrow(0, i, 1).unsqueeze(2), vae_parallel));  // [1, C, 1, h, w]
-  at::Tensor init = at::cat(encoded, 0).to(noise.device(), noise.scalar_type());  // [B_img, C, 1, h, w]
-  DITGEN_CHECK(init.size(2) == 1 && init.size(3) == noise.size(3) && init.size(4) == noise.size(4),
-               "LTX-2 image-to-video: the image encodes to {} but the noise is {}",
-               io::shape_str(init.sizes()), io::shape_str(noise.sizes()));
+  at::Tensor init = encoded.to(noise.device(), noise.scalar_type());  // [B_img, C, 1, h, w]
+  DITGEN_CHECK(
+      init.dim() == 5 && init.size(2) == 1 && init.size(3) == noise.size(3) && init.size(4) == noise.size(4),
+      "LTX-2 image-to-video: the image encodes to {} but the noise is {}", io::shape_str(init.sizes()),
+      io::shape_str(noise.sizes()));
   init = vae.normalize(init).repeat({1, 1, frames, 1, 1});  // [B_img, C, F, h, w]
 
   at::Tensor mask = at::zeros({b, 1, frames, noise.size(3), noise.size(4)}, noise.options());

@@ -19,15 +19,20 @@ struct ImageToVideoLatents {
   at::Tensor conditioning_mask;  // [B, F*h*w]: 1 on frame 0's tokens, 0 elsewhere, same dtype and device
 };
 
-// `image` [B_img, 3, H, W] in [-1, 1] (uint8 / 255 * 2 - 1 in fp32), H and W multiples of the encoder's
-// spatial ratio, B_img 1 or B; `noise` [B, C, F, h, w] (the pipeline's unpacked draw, fp32 upstream), with
-// h = H / ratio, w = W / ratio. Each image is encoded as a one-frame video (the VAE needs its encoder) to
-// its posterior mean (mode), cast to noise's dtype, normalised (z - latents_mean) / latents_std (upstream
-// passes no scaling factor here), repeated over the F frames; then latents = init * mask + noise * (1 -
-// mask) with mask 1 on frame 0, and both packed with the transformer's patch sizes 1 x 1 x 1 (LTX-2's).
-// `vae_parallel` (VAE-P) splits the encode by rows; every rank returns the same.
-ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& image,
-                                           const at::Tensor& noise,
-                                           comm::Communicator* vae_parallel = nullptr);
+// The conditioning image's latent (encoded once per generation): `image` [B_img, 3, H, W] in [-1, 1]
+// (uint8 / 255 * 2 - 1 in fp32), H and W multiples of the encoder's spatial ratio. Each image is encoded as
+// a one-frame video, as upstream does image by image (the VAE needs its encoder), to its posterior mean
+// (mode): [B_img, C, 1, H / ratio, W / ratio] in the VAE's dtype, not normalised. `vae_parallel` (VAE-P)
+// splits the encode by rows; every rank returns the same.
+at::Tensor encode_first_frame(const VideoVae& vae, const at::Tensor& image,
+                              comm::Communicator* vae_parallel = nullptr);
+
+// The loop's initial latents from `encoded` (encode_first_frame; B_img 1 or B) and `noise` [B, C, F, h, w]
+// (the pipeline's unpacked draw, fp32 upstream): the image latent cast to noise's dtype, normalised
+// (z - latents_mean) / latents_std (upstream passes no scaling factor here), repeated over the F frames;
+// then latents = init * mask + noise * (1 - mask) with mask 1 on frame 0, and both packed with the
+// transformer's patch sizes 1 x 1 x 1 (LTX-2's).
+ImageToVideoLatents image_to_video_latents(const VideoVae& vae, const at::Tensor& encoded,
+                                           const at::Tensor& noise);
 
 }  // namespace ditgen::ltx2

@@ -6,13 +6,16 @@
 #include <cmath>
 
 #include "lib/io/checkpoint.h"
+#include "lib/io/image_read.h"
 #include "lib/io/json.h"
+#include "lib/io/video.h"
 #include "lib/pipeline/model_files.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
+#include "models/ltx2/image_latents.h"
 #include "models/ltx2/prompt.h"
 #include "models/ltx2/work.h"
 
@@ -104,7 +107,12 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
   load_transformer_ = [this, tcfg = p.transformer, tw = w.at("transformer")] {
     transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, fp8_);
   };
-  video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"));
+  video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"), p.image_encoder);
+  DITGEN_CHECK(
+      !p.image_encoder || p.vae.encoder_spatial_ratio() == p.vae.spatial_ratio(),
+      "the video VAE's encoder shrinks images {}x but its decoder enlarges latents {}x: image-to-video "
+      "needs both equal",
+      p.vae.encoder_spatial_ratio(), p.vae.spatial_ratio());
   audio_vae_ = std::make_unique<AudioVae>(p.audio_vae, w.at("audio_vae"));
   vocoder_ = std::make_unique<Vocoder>(p.vocoder, w.at("vocoder"));
 }
@@ -137,6 +145,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   parts.audio_vae = AudioVaeConfig::from_json(cfg["audio_vae"].json, cfg["audio_vae"].where);
   parts.vocoder = VocoderConfig::from_json(cfg["vocoder"].json, cfg["vocoder"].where);
   parts.scheduler = scheduler_;
+  parts.image_encoder = opt.image_encoder;
   // Mel frames per second times the vocoder's upsampling is the waveform's rate: a mismatch would give a
   // sound track of the wrong length (the golden cases' test configs have one, so this is checked here).
   const double mel_rate =
@@ -169,7 +178,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   std::map<std::string, std::shared_ptr<nn::WeightSource>> src;
   src["transformer"] = files.weights("transformer", {}, "load transformer");
   src["connectors"] = files.weights("connectors");
-  src["vae"] = files.weights("vae", VideoVae::unread_keys());
+  src["vae"] = files.weights("vae", VideoVae::unread_keys(/*with_encoder=*/opt.image_encoder));
   src["audio_vae"] = files.weights("audio_vae", AudioVae::unread_keys());
   src["vocoder"] = files.weights("vocoder");
   src["text_encoder"] = files.weights_via(
@@ -232,6 +241,12 @@ void Pipeline::check(const pipeline::Settings& s) const {
         s.max_sequence_length, b->registers);
   DITGEN_CHECK(grid(s).audio >= 1, "{} frames at {} fps are too short for one audio latent row", s.num_frames,
                s.frame_rate);
+  DITGEN_CHECK(
+      s.images.empty() || s.image_crf == 0 || io::mp4_supported(),
+      "--image-crf {} re-encodes the image as an H.264 frame, but this ditgen was built without FFmpeg's "
+      "libraries (-DDITGEN_FFMPEG=OFF): pass --image-crf 0 to use the image as is, or rebuild after "
+      "scripts/setup.sh",
+      s.image_crf);
 }
 
 std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
@@ -248,6 +263,7 @@ nlohmann::json Pipeline::report_settings(const pipeline::Settings& s) const {
                       {"video_tokens", g.frames * g.height * g.width},
                       {"audio_tokens", g.audio}};
   j["negative_prompt"] = s.has_negative_prompt ? nlohmann::json(s.negative_prompt) : nlohmann::json();
+  if (!s.images.empty()) j["image_crf"] = s.image_crf;
   return j;
 }
 
@@ -270,6 +286,19 @@ std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::
   return condition(p.states, p.mask);
 }
 
+std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipeline::Settings& s) const {
+  DITGEN_CHECK(video_vae_->has_encoder(), "internal: LTX-2's video VAE was loaded without its encoder");
+  at::Tensor px = io::resize_image(s.images.at(0).pixels, s.height, s.width);  // [H, W, 3] uint8
+  if (s.image_crf > 0) px = io::h264_roundtrip(px, static_cast<int>(s.image_crf));
+  const at::Tensor x =
+      px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
+  auto c = std::make_shared<FirstFrameImage>();
+  c->latent =
+      encode_first_frame(*video_vae_, x.to(device_, dtype_), parallel_vae_ ? &ctx_->world() : nullptr);
+  runtime::trace("image_latent", c->latent);
+  return c;
+}
+
 pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
   const Grid g = grid(s);
   const int64_t c = video_vae_->config().latent_channels;
@@ -278,9 +307,27 @@ pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   const at::Tensor video = at::randn({s.batch, c, g.frames, g.height, g.width}, gen, f32);  // drawn first
   const at::Tensor audio = at::randn({s.batch, a.latent_channels, g.audio, a.latent_mel_bins()}, gen, f32);
-  // [B, C, F, H, W] -> [B, F*H*W, C] (tokens f, h, w); [B, C, L, M'] -> [B, L, C*M'].
-  return {video.permute({0, 2, 3, 4, 1}).reshape({s.batch, g.frames * g.height * g.width, c}).to(device_),
-          audio_vae_->pack(audio).to(device_)};
+  return initial_latents_from(s, video, audio);
+}
+
+pipeline::Latents Pipeline::initial_latents_from(const pipeline::Settings& s, const at::Tensor& video_noise,
+                                                 const at::Tensor& audio_noise) const {
+  at::Tensor video;  // [B, C, F, H, W] -> [B, F*H*W, C] (tokens f, h, w)
+  if (s.image_conditioning) {
+    const auto* image = dynamic_cast<const FirstFrameImage*>(s.image_conditioning.get());
+    DITGEN_CHECK(image, "internal: LTX-2 image-to-video without the encoded image");
+    video = image_to_video_latents(*video_vae_, image->latent, video_noise.to(device_)).latents;
+  } else {
+    video = video_noise.permute({0, 2, 3, 4, 1}).flatten(1, 3).to(device_);
+  }
+  return {video, audio_vae_->pack(audio_noise).to(device_)};  // audio [B, Ca, L, M'] -> [B, L, Ca*M']
+}
+
+at::Tensor Pipeline::conditioning_mask(const Grid& g, int64_t batch) const {
+  at::Tensor mask = at::zeros({batch, g.frames * g.height * g.width},
+                              at::TensorOptions().dtype(at::kFloat).device(device_));
+  mask.narrow(1, 0, g.height * g.width).fill_(1.0);
+  return mask;
 }
 
 sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
@@ -305,14 +352,25 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
   in.encoder_hidden_states = c.video;
   in.audio_encoder_hidden_states = c.audio;
   in.encoder_mask = c.mask;
-  in.timestep = at::full({latents[0].size(0)}, t, at::TensorOptions().dtype(at::kFloat).device(device_));
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  const int64_t b = latents[0].size(0);
+  in.timestep = at::full({b}, t, f32);
+  at::Tensor clean;  // image-to-video: [B, Nv, 1] true on frame 0's tokens (the conditioning mask)
+  if (s.image_conditioning) {
+    const at::Tensor mask = conditioning_mask(g, b);
+    in.audio_timestep = in.timestep;
+    in.timestep = in.timestep.unsqueeze(1) * (1 - mask);  // [B, Nv]: 0 on the clean frame
+    clean = mask.unsqueeze(-1).to(at::kBool);
+  }
   in.frames = g.frames;
   in.height = g.height;
   in.width = g.width;
   in.fps = s.frame_rate;
   DITGEN_CHECK(transformer_, "internal: LTX-2's transformer is not loaded (deferred or released)");
   const auto out = transformer_->forward(in, cache_.get(s.cache, ctx_, "LTX-2"), branch);
-  return {out.video.to(at::kFloat), out.audio.to(at::kFloat)};  // the loop and the guidance run in fp32
+  at::Tensor video = out.video.to(at::kFloat);                 // the loop and the guidance run in fp32
+  if (clean.defined()) video = video.masked_fill(clean, 0.0);  // the step keeps frame 0
+  return {video, out.audio.to(at::kFloat)};
 }
 
 pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,

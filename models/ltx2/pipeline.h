@@ -37,6 +37,12 @@ struct Conditioning : pipeline::Conditioning {
   at::Tensor mask;          // [B, L] int64, or undefined when every row is real (the registers fill the pads)
 };
 
+// Image-to-video (--image): the conditioning image's latent, encoded once per generation; each run puts it
+// in latent frame 0 (image_to_video_latents).
+struct FirstFrameImage : pipeline::Conditioning {
+  at::Tensor latent;  // [1, C, 1, h, w] the encoder's mean (not normalised) in the pipeline dtype
+};
+
 // The latent sizes of a generation.
 struct Grid {
   int64_t frames = 0, height = 0, width = 0;  // video latent cells: Nv = frames * height * width
@@ -55,6 +61,7 @@ class Pipeline : public pipeline::ModelBase {
     AudioVaeConfig audio_vae;
     VocoderConfig vocoder;
     sched::FlowMatchConfig scheduler;
+    bool image_encoder = false;  // the video VAE's encoder too (image-to-video)
   };
   Pipeline(const Parts& parts, const std::map<std::string, nn::Weights>& weights,
            std::shared_ptr<parallel::Context> ctx);
@@ -63,11 +70,18 @@ class Pipeline : public pipeline::ModelBase {
   // through the connectors.
   std::shared_ptr<Conditioning> condition(const at::Tensor& states, const at::Tensor& mask) const;
   Grid grid(const pipeline::Settings& s) const;
+  // The loop's initial latents from given draws, video [B, C, F, H, W] and audio [B, Ca, L, M'] fp32
+  // (initial_latents draws them from the seed; the golden cases inject upstream's): packed, and with
+  // s.image_conditioning latent frame 0 the image's (image_to_video_latents).
+  pipeline::Latents initial_latents_from(const pipeline::Settings& s, const at::Tensor& video_noise,
+                                         const at::Tensor& audio_noise) const;
+  // Image-to-video's conditioning mask [B, Nv] fp32: 1 on latent frame 0's tokens, 0 elsewhere.
+  at::Tensor conditioning_mask(const Grid& g, int64_t batch) const;
 
   // pipeline::Model
   int64_t pixel_multiple() const override { return video_vae_->spatial_ratio(); }
   // --num-frames must be 1 + a multiple of the VAE's temporal ratio, --max-sequence-length a multiple of
-  // the connectors' register count.
+  // the connectors' register count; --image-crf needs FFmpeg.
   void check(const pipeline::Settings& s) const override;
   // CFG runs unless both scales are <= 1; without a negative prompt the empty one is the unconditional
   // branch, as upstream.
@@ -75,11 +89,18 @@ class Pipeline : public pipeline::ModelBase {
   nlohmann::json report_settings(const pipeline::Settings& s) const override;
   std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
                                                  const pipeline::Settings& s) const override;
+  // Image-to-video (LTX2ImageToVideoPipeline): the image resized to the output size, re-encoded as one
+  // H.264 frame at --image-crf (0: not), scaled to [-1, 1] and encoded (--parallel-vae splits it by rows).
+  std::shared_ptr<const pipeline::Conditioning> encode_images(const pipeline::Settings& s) const override;
   // Video noise [B, C, F, H, W] then audio noise [B, Ca, L, M'], both fp32 from one CPU generator seeded
   // with s.seed, packed to [B, F*H*W, C] and [B, L, Ca*M'] (§7). The loop keeps them in fp32.
+  // Image-to-video: latent frame 0 is the image's (image_to_video_latents).
   pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
   // mu from the video token count (§6).
   sched::Schedule schedule(const pipeline::Settings& s) const override;
+  // Image-to-video: the video timestep is per token, t * (1 - mask) with mask 1 on frame 0's tokens (the
+  // audio keeps t), and frame 0's velocity is 0, so that the Euler step leaves the image's frame as it is
+  // (upstream steps frames 1.. only).
   pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
                             int branch, const pipeline::Settings& s) const override;
   // Per stream: v = v_u + g (v_c - v_u), with --guidance on the video and --audio-guidance on the audio.

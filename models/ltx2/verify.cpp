@@ -95,14 +95,16 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   };
   open("transformer", {});
   open("connectors", {});
-  open("vae", VideoVae::unread_keys());
+  // An image-to-video case carries its image as in.image_0 ([H, W, 3] uint8) and upstream's unpacked draws.
+  const bool i2v = c.has("in.image_0");
+  parts.image_encoder = i2v;
+  open("vae", VideoVae::unread_keys(/*with_encoder=*/i2v));
   open("audio_vae", AudioVae::unread_keys());
   open("vocoder", {});
   const auto ctx = context_of(opt);
   const Pipeline pipe(parts, weights, ctx);
   for (const auto& s : sources) s->check_all_used();
 
-  const at::Tensor latents = c.tensor("in.latents"), audio_latents = c.tensor("in.audio_latents");
   pipeline::Settings s;
   s.height = static_cast<int64_t>(c.scalar("height"));
   s.width = static_cast<int64_t>(c.scalar("width"));
@@ -113,25 +115,43 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   s.audio_guidance = c.scalar("audio_guidance_scale");
   // What this port runs is LTX-2.0 sampling: a case asking for STG, modality guidance or the rescale is
   // another algorithm, refused rather than compared.
-  DITGEN_CHECK(c.scalar("stg_scale") == 0 && c.scalar("modality_scale") == 1 && c.scalar("guidance_rescale") == 0,
-               "case '{}': only LTX-2.0 sampling (stg_scale 0, modality_scale 1, guidance_rescale 0) is implemented",
-               c.dir());
-  s.batch = latents.size(0);
+  DITGEN_CHECK(
+      c.scalar("stg_scale") == 0 && c.scalar("modality_scale") == 1 && c.scalar("guidance_rescale") == 0,
+      "case '{}': only LTX-2.0 sampling (stg_scale 0, modality_scale 1, guidance_rescale 0) is implemented",
+      c.dir());
   s.dtype = opt.dtype;
   s.device = opt.device;
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
+  at::Tensor latents, audio_latents;  // packed, as the loop first sees them
+  if (i2v) {
+    s.images.push_back({c.file("io.safetensors") + ":in.image_0", "", c.tensor("in.image_0").to(at::kByte)});
+    s.image_crf = static_cast<int64_t>(c.scalar("image_crf"));
+    s.batch = c.tensor("in.noise").size(0);
+    s.image_conditioning = pipe.encode_images(s);
+    const pipeline::Latents init =
+        pipe.initial_latents_from(s, c.tensor("in.noise"), c.tensor("in.audio_noise"));
+    latents = init[0];
+    audio_latents = init[1];
+    verify::compare(report, "out.initial_latents", latents, c.tensor("out.initial_latents"), tol);
+    verify::compare(report, "out.conditioning_mask", pipe.conditioning_mask(pipe.grid(s), s.batch),
+                    c.tensor("out.conditioning_mask"), 0);
+  } else {
+    latents = c.tensor("in.latents").to(opt.device);
+    audio_latents = c.tensor("in.audio_latents").to(opt.device);
+    s.batch = latents.size(0);
+  }
   const Grid g = pipe.grid(s);
   DITGEN_CHECK(latents.size(1) == g.frames * g.height * g.width && audio_latents.size(1) == g.audio,
-               "case '{}': in.latents {} / in.audio_latents {} do not match {}x{}x{} at {} fps", c.dir(),
-               io::shape_str(latents.sizes()), io::shape_str(audio_latents.sizes()), s.height, s.width, s.num_frames,
-               s.frame_rate);
+               "case '{}': the initial latents {} / audio latents {} do not match {}x{}x{} at {} fps",
+               c.dir(), io::shape_str(latents.sizes()), io::shape_str(audio_latents.sizes()), s.height,
+               s.width, s.num_frames, s.frame_rate);
   pipeline::Branches branches;
   branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), c.tensor("in.prompt_attention_mask"));
   if (pipe.cfg_off_reason(s).empty())
     branches.uncond = pipe.condition(c.tensor("in.negative_prompt_embeds"), c.tensor("in.negative_prompt_attention_mask"));
-  auto result = pipeline::denoise(pipe, s, branches, {latents.to(opt.device), audio_latents.to(opt.device)}, *ctx);
+  auto result = pipeline::denoise(pipe, s, branches, {latents, audio_latents}, *ctx);
   const pipeline::Media m = pipe.decode(result.latents, s);
 
-  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
   verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
   verify::compare(report, "out.video", m.videos, c.tensor("out.video"), tol);
   verify::compare(report, "out.audio", m.audio, c.tensor("out.audio"), tol);

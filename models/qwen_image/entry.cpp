@@ -13,7 +13,11 @@ pipeline::ModelEntry model_entry() {
   e.command = identity().command;
   e.summary = "Generate images with Qwen-Image, true CFG (built-in tiny model without --model-path)";
   e.flags = {pipeline::ModelFlag::NegativePrompt, pipeline::ModelFlag::TrueCfgScale,
-             pipeline::ModelFlag::AspectRatio, pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8};
+             pipeline::ModelFlag::AspectRatio, pipeline::ModelFlag::Cache, pipeline::ModelFlag::Fp8,
+             pipeline::ModelFlag::Images, pipeline::ModelFlag::Strength};
+  // Image-to-image (QwenImageImg2ImgPipeline): one image, resized to the output size.
+  e.max_images = 1;
+  e.image_mode = "img2img";
   e.presets = pipeline::model_preset(identity().stem);
   e.load = [](const pipeline::GenerateRequest& req, const at::Device& device, at::ScalarType dtype,
               std::shared_ptr<parallel::Context> ctx) -> std::unique_ptr<pipeline::Model> {

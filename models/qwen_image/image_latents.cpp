@@ -26,15 +26,18 @@ Img2ImgSchedule img2img_schedule(const sched::Schedule& full, double strength) {
   return out;
 }
 
-at::Tensor img2img_initial_latents(const Vae& vae, const at::Tensor& image, const at::Tensor& sample_noise,
-                                   const at::Tensor& noise, float sigma, comm::Communicator* vae_parallel) {
+Vae::Posterior img2img_posterior(const Vae& vae, const at::Tensor& image, comm::Communicator* vae_parallel) {
   const at::Tensor frames = image.dim() == 4 ? image.unsqueeze(2) : image;  // [B_img, 3, 1, H, W]
   const int64_t unit = 2 * vae.scale_factor();
   DITGEN_CHECK(
       frames.dim() == 5 && frames.size(2) == 1 && frames.size(3) % unit == 0 && frames.size(4) % unit == 0,
       "Qwen-Image image-to-image: expected an image [B, 3, H, W] with H and W multiples of {}, got {}", unit,
       io::shape_str(image.sizes()));
-  const Vae::Posterior post = vae.encode(frames, vae_parallel);  // [B_img, z, 1, h, w] each, VAE dtype
+  return vae.encode(frames, vae_parallel);  // [B_img, z, 1, h, w] each, VAE dtype
+}
+
+at::Tensor img2img_initial_latents(const Vae& vae, const Vae::Posterior& post, const at::Tensor& sample_noise,
+                                   const at::Tensor& noise, float sigma) {
   DITGEN_CHECK(sample_noise.sizes() == post.mean.sizes(),
                "Qwen-Image image-to-image: the posterior sample's noise must be {}, got {}",
                io::shape_str(post.mean.sizes()), io::shape_str(sample_noise.sizes()));

@@ -24,16 +24,19 @@ struct Img2ImgSchedule {
 // left, i.e. strength 0 (upstream raises too; any strength > 0 keeps at least one step).
 Img2ImgSchedule img2img_schedule(const sched::Schedule& full, double strength);
 
-// The loop's initial latents: `image` [B_img, 3, H, W] (or [B_img, 3, 1, H, W]) in [-1, 1] (uint8 / 255 *
-// 2 - 1 in fp32), H and W multiples of 2 * vae.scale_factor(), is encoded (the VAE needs its encoder) to
-// its posterior, SAMPLED as mean + std * `sample_noise` ([B_img, z_dim, 1, h, w], the draw upstream's
-// latent_dist.sample takes first), normalised per channel ((x - mean) / std), repeated to B rows,
-// then noised with `noise` ([B, 1, z_dim, h, w], the pipeline's draw after it) at `sigma` (first_sigma()):
-// sigma * noise + (1 - sigma) * x (scheduler.scale_noise), and packed 2x2 into tokens.
-// Returns [B, (h/2)*(w/2), 4*z_dim] in noise's dtype and device, h = H / sf, w = W / sf; B must be a
-// multiple of B_img. The encode runs in the VAE's dtype; `vae_parallel` (VAE-P) splits it by rows.
-at::Tensor img2img_initial_latents(const Vae& vae, const at::Tensor& image, const at::Tensor& sample_noise,
-                                   const at::Tensor& noise, float sigma,
-                                   comm::Communicator* vae_parallel = nullptr);
+// The image's posterior (encoded once per generation; the sample is drawn per run): `image` [B_img, 3, H, W]
+// (or [B_img, 3, 1, H, W]) in [-1, 1] (uint8 / 255 * 2 - 1 in fp32), H and W multiples of
+// 2 * vae.scale_factor(), encoded in the VAE's dtype (the VAE needs its encoder) to mean and std
+// [B_img, z_dim, 1, H / sf, W / sf]. `vae_parallel` (VAE-P) splits the encode by rows.
+Vae::Posterior img2img_posterior(const Vae& vae, const at::Tensor& image,
+                                 comm::Communicator* vae_parallel = nullptr);
+
+// The loop's initial latents from that posterior: SAMPLED as mean + std * `sample_noise` (the posterior's
+// shape, the draw upstream's latent_dist.sample takes first), normalised per channel ((x - mean) / std),
+// repeated to B rows, then noised with `noise` ([B, 1, z_dim, h, w], the pipeline's draw after it) at
+// `sigma` (first_sigma()): sigma * noise + (1 - sigma) * x (scheduler.scale_noise), and packed 2x2 into
+// tokens. Returns [B, (h/2)*(w/2), 4*z_dim] in noise's dtype and device; B must be a multiple of B_img.
+at::Tensor img2img_initial_latents(const Vae& vae, const Vae::Posterior& posterior,
+                                   const at::Tensor& sample_noise, const at::Tensor& noise, float sigma);
 
 }  // namespace ditgen::qwen_image

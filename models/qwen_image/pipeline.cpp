@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "lib/io/checkpoint.h"
+#include "lib/io/image_read.h"
 #include "lib/io/json.h"
 #include "lib/nn/latents.h"
 #include "lib/pipeline/model_files.h"
@@ -10,6 +11,7 @@
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 #include "lib/text/tiny_tokenizer.h"
+#include "models/qwen_image/image_latents.h"
 #include "models/qwen_image/prompt.h"
 #include "models/qwen_image/work.h"
 
@@ -29,7 +31,7 @@ sched::FlowMatchConfig scheduler_defaults() {
 
 Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
                    const nn::Weights& vw, const sched::FlowMatchConfig& scfg,
-                   std::shared_ptr<parallel::Context> ctx)
+                   std::shared_ptr<parallel::Context> ctx, bool with_encoder)
     : ModelBase(/*separate_cfg_cache=*/true),
       ctx_(std::move(ctx)),
       dtype_(tw.dtype()),
@@ -38,7 +40,7 @@ Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const V
   name_ = "qwen_image";
   transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
   tcfg_ = tcfg;
-  vae_ = std::make_unique<Vae>(vcfg, vw);
+  vae_ = std::make_unique<Vae>(vcfg, vw, with_encoder);
 }
 
 Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ctx)
@@ -80,7 +82,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
                "the transformer's patch_size is {}; Qwen-Image packs 2x2 latent patches", tcfg.patch_size);
 
   auto tsrc = files.weights("transformer", {}, "load transformer");
-  auto vsrc = files.weights("vae", Vae::unread_keys());
+  auto vsrc = files.weights("vae", Vae::unread_keys(/*with_encoder=*/opt.image_encoder));
   auto tesrc = files.weights_via(
       "text_encoder",
       [&](std::shared_ptr<io::TensorStore> store) {
@@ -95,7 +97,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   };
   bytes_read_["transformer"] = 0;  // until it is read (now, or by load_deferred)
   if (!opt.defer_transformer) load_deferred();
-  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_));
+  vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/opt.image_encoder);
   vsrc->check_all_used();
   text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers,
                                     ctx_, opt.parallel_text);
@@ -126,6 +128,7 @@ std::string Pipeline::cfg_off_reason(const pipeline::Settings& s) const {
 
 nlohmann::json Pipeline::report_settings(const pipeline::Settings& s) const {
   nlohmann::json j = {{"true_cfg_scale", s.true_cfg_scale}, {"true_cfg", cfg_off_reason(s).empty()}};
+  if (!s.images.empty()) j["strength"] = s.strength;
   j["negative_prompt"] = s.has_negative_prompt ? nlohmann::json(s.negative_prompt) : nlohmann::json();
   return j;
 }
@@ -158,24 +161,55 @@ std::shared_ptr<pipeline::Conditioning> Pipeline::encode(const std::vector<std::
   return condition(e.embeds, e.mask, s);
 }
 
+namespace {
+// A normal draw in `dtype` from `gen` on the CPU.
+at::Tensor draw_normal(at::IntArrayRef shape, at::Generator& gen, at::ScalarType dtype) {
+  try {
+    return at::randn(shape, gen, at::TensorOptions().dtype(dtype));
+  } catch (const c10::Error&) {  // older CPU kernels lack low-precision normal_
+    return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype);
+  }
+}
+}  // namespace
+
+std::shared_ptr<const pipeline::Conditioning> Pipeline::encode_images(const pipeline::Settings& s) const {
+  DITGEN_CHECK(vae_->has_encoder(), "internal: Qwen-Image's VAE was loaded without its encoder");
+  const at::Tensor px = io::resize_image(s.images.at(0).pixels, s.height, s.width);  // [H, W, 3] uint8
+  const at::Tensor x =
+      px.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).mul(2).sub(1);  // [1, 3, H, W]
+  auto c = std::make_shared<InputImageLatent>();
+  c->posterior = img2img_posterior(*vae_, x.to(device_, dtype_), parallel_vae_ ? &ctx_->world() : nullptr);
+  runtime::trace("image_latent_mean", c->posterior.mean);
+  return c;
+}
+
+at::Tensor Pipeline::img2img_latents(const pipeline::Settings& s, const at::Tensor& sample_noise,
+                                     const at::Tensor& noise) const {
+  const auto* image = dynamic_cast<const InputImageLatent*>(s.image_conditioning.get());
+  DITGEN_CHECK(image, "internal: Qwen-Image image-to-image without the encoded image");
+  const auto [h, w] = token_grid(s);
+  const float sigma = img2img_schedule(scheduler_.schedule(s.steps, h * w), s.strength).first_sigma();
+  return img2img_initial_latents(*vae_, image->posterior, sample_noise, noise.to(device_), sigma);
+}
+
 pipeline::Latents Pipeline::initial_latents(const pipeline::Settings& s) const {
   const auto [h, w] = token_grid(s);
   const int64_t z = vae_->config().z_dim;
-  const std::vector<int64_t> shape = {s.batch, 1, z, 2 * h, 2 * w};
   at::Generator gen = at::detail::createCPUGenerator(s.seed);
-  at::Tensor noise;
-  try {
-    noise = at::randn(shape, gen, at::TensorOptions().dtype(dtype_));
-  } catch (const c10::Error&) {  // older CPU kernels lack low-precision normal_
-    noise = at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype_);
+  if (s.image_conditioning) {  // upstream's generator draws the posterior's sample first, then the noise
+    const auto& post = static_cast<const InputImageLatent&>(*s.image_conditioning).posterior;
+    const at::Tensor sample_noise = draw_normal(post.mean.sizes(), gen, dtype_);
+    return {img2img_latents(s, sample_noise, draw_normal({s.batch, 1, z, 2 * h, 2 * w}, gen, dtype_))};
   }
+  const at::Tensor noise = draw_normal({s.batch, 1, z, 2 * h, 2 * w}, gen, dtype_);
   // [B, z, 2h, 2w] -> [B, 4z, h, w] (channel c*4 + dy*2 + dx) -> [B, h*w, 4z]
   return {nn::pack_latents(nn::patchify(noise.select(1, 0))).to(device_)};
 }
 
 sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
   const auto [h, w] = token_grid(s);
-  return scheduler_.schedule(s.steps, h * w);
+  const sched::Schedule full = scheduler_.schedule(s.steps, h * w);
+  return s.images.empty() ? full : img2img_schedule(full, s.strength).schedule;
 }
 
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {

@@ -37,17 +37,28 @@ struct Conditioning : pipeline::Conditioning {
   mutable at::Tensor rope;
 };
 
+// Image-to-image (--image): the input image's posterior, encoded once per generation; each run samples it
+// (img2img_initial_latents).
+struct InputImageLatent : pipeline::Conditioning {
+  Vae::Posterior posterior;  // mean and std [1, z_dim, 1, H / sf, W / sf] in the pipeline dtype
+};
+
 class Pipeline : public pipeline::ModelBase {
  public:
   Pipeline(const LoadOptions& options, std::shared_ptr<parallel::Context> ctx);
-  // From explicit configs and weight sources (the golden cases).
+  // From explicit configs and weight sources (the golden cases); `with_encoder`: the VAE's encoder too.
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
            const nn::Weights& vae_weights, const sched::FlowMatchConfig& scfg,
-           std::shared_ptr<parallel::Context> ctx);
+           std::shared_ptr<parallel::Context> ctx, bool with_encoder = false);
 
   // The conditioning for given prompt states at the settings' image size.
   std::shared_ptr<Conditioning> condition(const at::Tensor& embeds, const at::Tensor& mask,
                                           const pipeline::Settings& s) const;
+  // Image-to-image initial latents [B, h*w, 4 z_dim] from given draws: the posterior's sample noise
+  // [1, z_dim, 1, 2h, 2w] and the noise [B, 1, z_dim, 2h, 2w] (initial_latents draws them from the seed;
+  // the golden case injects upstream's). Needs s.image_conditioning (encode_images).
+  at::Tensor img2img_latents(const pipeline::Settings& s, const at::Tensor& sample_noise,
+                             const at::Tensor& noise) const;
   // The packed latent grid (rows, columns) for an image size: H / (2 * VAE scale factor).
   std::pair<int64_t, int64_t> token_grid(const pipeline::Settings& s) const;
 
@@ -59,9 +70,14 @@ class Pipeline : public pipeline::ModelBase {
   nlohmann::json report_settings(const pipeline::Settings& s) const override;
   std::shared_ptr<pipeline::Conditioning> encode(const std::vector<std::string>& prompts,
                                                  const pipeline::Settings& s) const override;
+  // Image-to-image (QwenImageImg2ImgPipeline): the image resized to the output size as upstream's image
+  // processor does, scaled to [-1, 1] and encoded to its posterior (--parallel-vae splits it by rows).
+  std::shared_ptr<const pipeline::Conditioning> encode_images(const pipeline::Settings& s) const override;
   // Noise [B, 1, z_dim, lh, lw] drawn in the pipeline dtype with a CPU generator from the seed, packed
-  // into [B, (lh/2)(lw/2), 4 z_dim] (§5.2).
+  // into [B, (lh/2)(lw/2), 4 z_dim] (§5.2). Image-to-image: the same generator first draws the posterior's
+  // sample, then that noise, which noises the sampled image latent at the first kept sigma.
   pipeline::Latents initial_latents(const pipeline::Settings& s) const override;
+  // Image-to-image keeps the last --strength share of the steps (img2img_schedule).
   sched::Schedule schedule(const pipeline::Settings& s) const override;
   pipeline::Latents predict(const pipeline::Latents& latents, float t, const pipeline::Conditioning& cond,
                             int branch, const pipeline::Settings& s) const override;

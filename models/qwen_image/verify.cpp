@@ -69,34 +69,54 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   auto scfg = sched::FlowMatchConfig::from_json(c.config().value("scheduler", nlohmann::json::object()), where + " scheduler",
                                                scheduler_defaults());
   auto tsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("transformer.safetensors")}));
-  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}), "",
-                                                     Vae::unread_keys());
+  // An image-to-image case carries its image as in.image_0 ([H, W, 3] uint8) and upstream's two draws.
+  const bool img2img = c.has("in.image_0");
+  auto vsrc = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vae.safetensors")}),
+                                                     "", Vae::unread_keys(/*with_encoder=*/img2img));
   const auto ctx = context_of(opt);
-  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg, nn::Weights(vsrc, opt.dtype, opt.device), scfg,
-                ctx);
+  Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg,
+                nn::Weights(vsrc, opt.dtype, opt.device), scfg, ctx, /*with_encoder=*/img2img);
   tsrc->check_all_used();
   vsrc->check_all_used();
 
-  const at::Tensor latents = c.tensor("in.latents");  // [B, (H/2sf)(W/2sf), 4 z_dim] packed initial noise
   pipeline::Settings s;
   s.height = static_cast<int64_t>(c.scalar("height"));
   s.width = static_cast<int64_t>(c.scalar("width"));
   s.steps = static_cast<int64_t>(c.scalar("num_inference_steps"));
   s.true_cfg_scale = c.scalar("true_cfg_scale");
   s.has_negative_prompt = c.has("in.negative_prompt_embeds");
-  s.batch = latents.size(0);
   s.dtype = opt.dtype;
   s.device = opt.device;
+  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
+  at::Tensor latents;  // [B, (H/2sf)(W/2sf), 4 z_dim] packed, as the loop first sees them
+  if (img2img) {
+    s.images.push_back({c.file("io.safetensors") + ":in.image_0", "", c.tensor("in.image_0").to(at::kByte)});
+    s.strength = c.scalar("strength");
+    s.batch = c.tensor("in.noise").size(0);
+    s.image_conditioning = pipe.encode_images(s);
+    latents = pipe.img2img_latents(s, c.tensor("in.image_latent_noise").to(opt.dtype),
+                                   c.tensor("in.noise").to(opt.dtype));
+    verify::compare(report, "out.initial_latents", latents, c.tensor("out.initial_latents"), tol);
+  } else {
+    latents = c.tensor("in.latents").to(opt.device, opt.dtype);
+    s.batch = latents.size(0);
+  }
   auto mask = [&](const std::string& key) { return c.has(key) ? c.tensor(key) : at::Tensor(); };
   pipeline::Branches branches;
   branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), mask("in.prompt_embeds_mask"), s);
   if (pipe.cfg_off_reason(s).empty())
     branches.uncond = pipe.condition(c.tensor("in.negative_prompt_embeds"), mask("in.negative_prompt_embeds_mask"), s);
-  auto result = pipeline::denoise(pipe, s, branches, {latents.to(opt.device, opt.dtype)}, *ctx);
+  auto result = pipeline::denoise(pipe, s, branches, {latents}, *ctx);
 
-  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
-  verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas), c.tensor("out.sigmas"), 1e-6);
-  verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps), c.tensor("out.timesteps"), 1e-6);
+  // The case holds the whole schedule; image-to-image runs its last steps (the strength rule).
+  auto kept = [](const at::Tensor& full, size_t n) {
+    const int64_t k = std::min(static_cast<int64_t>(n), full.size(0));
+    return full.narrow(0, full.size(0) - k, k);
+  };
+  verify::compare(report, "out.sigmas", at::tensor(result.schedule.sigmas),
+                  kept(c.tensor("out.sigmas"), result.schedule.sigmas.size()), 1e-6);
+  verify::compare(report, "out.timesteps", at::tensor(result.schedule.timesteps),
+                  kept(c.tensor("out.timesteps"), result.schedule.timesteps.size()), 1e-6);
   verify::compare(report, "out.final_latents", result.latents[0], c.tensor("out.final_latents"), tol);
   verify::compare(report, "out.image", pipe.decode(result.latents, s).images, c.tensor("out.image"), tol);
 }

@@ -439,7 +439,8 @@ TEST_CASE("ltx2 video vae: image-to-video initial latents match the i2v pipeline
   REQUIRE_NOTHROW(source->check_all_used());
 
   const at::Tensor noise = c.tensor("in.noise");  // [1, 8, 3, 8, 12]
-  const ImageToVideoLatents out = image_to_video_latents(vae, pixels(c.tensor("in.image_0")), noise);
+  const at::Tensor encoded = encode_first_frame(vae, pixels(c.tensor("in.image_0")));  // [1, 8, 1, 8, 12]
+  const ImageToVideoLatents out = image_to_video_latents(vae, encoded, noise);
   const at::Tensor ref = c.tensor("out.initial_latents"), ref_mask = c.tensor("out.conditioning_mask");
   REQUIRE(out.latents.sizes() == ref.sizes());                 // [1, 288, 8]
   REQUIRE(out.conditioning_mask.sizes() == ref_mask.sizes());  // [1, 288]
@@ -452,10 +453,12 @@ TEST_CASE("ltx2 video vae: image-to-video initial latents match the i2v pipeline
 
   // One image for a batch of 2 noises: both rows hold the same frame 0.
   const ImageToVideoLatents two =
-      image_to_video_latents(vae, pixels(c.tensor("in.image_0")), at::cat({noise, at::randn_like(noise)}, 0));
+      image_to_video_latents(vae, encoded, at::cat({noise, at::randn_like(noise)}, 0));
   REQUIRE(two.latents.sizes() == at::IntArrayRef({2, 288, 8}));
   CHECK(at::equal(two.latents[0].narrow(0, 0, 96), two.latents[1].narrow(0, 0, 96)));
   CHECK(at::equal(two.conditioning_mask[1], ref_mask[0]));
-  CHECK_THROWS_AS(image_to_video_latents(vae, at::zeros({3, 3, 64, 96}), at::cat({noise, noise}, 0)), Error);
-  CHECK_THROWS_AS(image_to_video_latents(vae, at::zeros({1, 3, 64, 96}), noise.narrow(3, 0, 4)), Error);
+  CHECK_THROWS_AS(image_to_video_latents(vae, encoded.repeat({3, 1, 1, 1, 1}), at::cat({noise, noise}, 0)),
+                  Error);
+  CHECK_THROWS_AS(image_to_video_latents(vae, encoded, noise.narrow(3, 0, 4)), Error);
+  CHECK_THROWS_AS(encode_first_frame(vae, at::zeros({3, 64, 96})), Error);
 }

@@ -318,7 +318,8 @@ TEST_CASE("qwen_image image latents: img2img initial latents match the pipeline 
   CHECK(kept.first_sigma() == sigmas[1].item<float>());
 
   const at::Tensor image = pixels(c.tensor("in.image_0"));  // [1, 3, 64, 96]
-  const at::Tensor out = img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"),
+  const Vae::Posterior post = img2img_posterior(vae, image);
+  const at::Tensor out = img2img_initial_latents(vae, post, c.tensor("in.image_latent_noise"),
                                                  c.tensor("in.noise"), kept.first_sigma());
   const at::Tensor ref = c.tensor("out.initial_latents");  // [1, 96, 16]
   REQUIRE(out.sizes() == ref.sizes());
@@ -329,14 +330,16 @@ TEST_CASE("qwen_image image latents: img2img initial latents match the pipeline 
   // A batch of 2 from one image: both rows see the same image latent under their own noise.
   const at::Tensor noise2 = at::cat({c.tensor("in.noise"), c.tensor("in.noise")}, 0);
   const at::Tensor out2 =
-      img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"), noise2, kept.first_sigma());
+      img2img_initial_latents(vae, post, c.tensor("in.image_latent_noise"), noise2, kept.first_sigma());
   REQUIRE(out2.sizes() == at::IntArrayRef({2, 96, 16}));
   CHECK(at::equal(out2[0], out2[1]));
   CHECK(verify::rel_error(out2[1], ref[0]) < 1e-4);
   // The sample noise must have the posterior's shape, the noise a multiple of its batch.
-  CHECK_THROWS_AS(img2img_initial_latents(vae, image, c.tensor("in.noise"), c.tensor("in.noise"), 0.5f),
+  CHECK_THROWS_AS(img2img_initial_latents(vae, post, c.tensor("in.noise"), c.tensor("in.noise"), 0.5f),
                   Error);
-  CHECK_THROWS_AS(img2img_initial_latents(vae, image, c.tensor("in.image_latent_noise"),
+  CHECK_THROWS_AS(img2img_initial_latents(vae, post, c.tensor("in.image_latent_noise"),
                                           c.tensor("in.image_latent_noise"), 0.5f),
                   Error);
+  // The image's sides must be multiples of 2 x the VAE factor (the packed tokens' size).
+  CHECK_THROWS_WITH(img2img_posterior(vae, at::zeros({1, 3, 64, 90})), Catch::Contains("multiples of"));
 }

@@ -273,6 +273,27 @@ TEST_CASE("prompt file: items obey the command line's ranges", "[reliability]") 
   CHECK_THAT(err("{\"seed\": -3}\n"), Catch::Contains("line 1: \"seed\" must be an integer from 0 to"));
 }
 
+TEST_CASE("prompt file: items may carry an image (or several) and a strength", "[reliability]") {
+  const auto items = pipeline::parse_prompt_file("p.jsonl",
+                                                 "{\"image\": \"a.png\", \"strength\": 0.5}\n{\"image\": "
+                                                 "[\"a.png\", \"b.jpg\"]}\n{\"prompt\": \"x\"}\n");
+  REQUIRE(items.size() == 3);
+  CHECK(items[0].images == std::vector<std::string>{"a.png"});
+  CHECK(items[0].strength == 0.5);
+  CHECK(items[1].images == std::vector<std::string>{"a.png", "b.jpg"});
+  CHECK(items[1].strength < 0);  // the command line's
+  CHECK(items[2].images.empty());
+  auto err = [](const std::string& text) {
+    return error_of([&] { pipeline::parse_prompt_file("p.jsonl", text); });
+  };
+  CHECK_THAT(err("{\"image\": 3}\n"),
+             Catch::Contains("line 1: \"image\" must be a file path or a list of them, got 3"));
+  CHECK_THAT(err("{\"image\": [\"a.png\", \"\"]}\n"), Catch::Contains("\"image\" must be a file path"));
+  CHECK_THAT(err("{\"image\": []}\n"), Catch::Contains("\"image\" is an empty list"));
+  CHECK_THAT(err("{\"strength\": 0}\n"), Catch::Contains("line 1: \"strength\" must be"));
+  CHECK_THAT(err("{\"strength\": 1.5}\n"), Catch::Contains("\"strength\" must be"));
+}
+
 TEST_CASE("prompt file: a key given twice on a line is refused", "[reliability]") {
   CHECK_THAT(error_of([] { pipeline::parse_prompt_file("p.jsonl", "{\"seed\": 1, \"seed\": 2}\n"); }),
              Catch::Contains("--prompt-file p.jsonl line 1: key 'seed' appears twice"));

@@ -247,6 +247,31 @@ TEST_CASE("write_mp4 in a build without FFmpeg names the way out", "[video]") {
                     Catch::Matchers::Contains("--save-frames") && Catch::Matchers::Contains("DITGEN_FFMPEG"));
 }
 
+TEST_CASE("h264_roundtrip: one frame through libx264 and back, deterministic, lossier with the CRF",
+          "[video]") {
+  if (!ditgen::io::mp4_supported()) {
+    CHECK_THROWS_WITH(ditgen::io::h264_roundtrip(at::zeros({8, 8, 3}, at::kByte), 33),
+                      Catch::Matchers::Contains("--image-crf 0"));
+    return;
+  }
+  // A smooth gradient with a sharp square: H.264 keeps it close, more so at a low CRF.
+  at::Tensor img =
+      (at::arange(64 * 96 * 3, at::kFloat).reshape({64, 96, 3}) * 0.04).remainder(200).to(at::kByte);
+  img.narrow(0, 16, 16).narrow(1, 32, 16).fill_(250);
+  auto mean_error = [&](const at::Tensor& out) {
+    return (out.to(at::kFloat) - img.to(at::kFloat)).abs().mean().item<double>();
+  };
+  const at::Tensor fine = ditgen::io::h264_roundtrip(img, 1), coarse = ditgen::io::h264_roundtrip(img, 40);
+  REQUIRE(fine.sizes() == img.sizes());
+  CHECK(fine.scalar_type() == at::kByte);
+  CHECK(mean_error(fine) < 4.0);  // yuv420p's chroma subsampling alone costs a little
+  CHECK(mean_error(coarse) > mean_error(fine));
+  CHECK(at::equal(ditgen::io::h264_roundtrip(img, 33),
+                  ditgen::io::h264_roundtrip(img, 33)));  // every rank alike
+  CHECK_THROWS_WITH(ditgen::io::h264_roundtrip(img.narrow(0, 0, 63), 33), Catch::Matchers::Contains("even"));
+  CHECK_THROWS_WITH(ditgen::io::h264_roundtrip(img, 0), Catch::Matchers::Contains("--image-crf"));
+}
+
 TEST_CASE("wav_bytes: 16-bit PCM stereo, header fields and samples", "[video]") {
   at::Tensor audio = at::zeros({2, 100});
   audio[0][0] = 1.5;     // clipped -> 32767
