@@ -2,6 +2,7 @@
 // exactly as torch's fp8.float() * scale, on every slice; the stored e4m3 handed to --fp8 as it is; the
 // layouts' names; the refusals.
 #include <catch2/catch.hpp>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>

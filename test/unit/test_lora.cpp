@@ -1,6 +1,7 @@
 // LoRA merged at load (lib/nn/lora.h): the merge on every kind of slice, the key layouts of each model
 // against the same LoRA in diffusers layout, scales, and the refusals.
 #include <catch2/catch.hpp>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
