@@ -8,6 +8,7 @@
 
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::ltx2 {
@@ -112,9 +113,7 @@ constexpr double kPixelNormEps = 1e-6;
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 // CausalConv2d (`<name>.conv`): zero padding (k-1)/2 left and the rest right on the mel axis,
 // k-1 rows on top of the time axis and none below, then an unpadded Conv2d. A 1x1 has no padding.

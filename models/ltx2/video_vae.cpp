@@ -7,6 +7,7 @@
 
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
@@ -367,9 +368,7 @@ constexpr double kRmsEps = 1e-8;  // PerChannelRMSNorm (ltx2.md 9 item 13)
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 // [B, cin, F, H, W] -> [B, cout, F, H, W], stride 1, no padding (the input arrives padded).
 at::Tensor conv3d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

@@ -6,6 +6,7 @@
 
 #include "lib/io/json.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::ltx2 {
@@ -101,9 +102,7 @@ constexpr double kFinalSlope = 0.01;  // torch's LeakyReLU default after the las
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 at::Tensor to_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
