@@ -5,6 +5,7 @@
 #include "lib/io/json.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/head_split.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -31,13 +32,7 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
   c.eps = io::json_get<double>(j, "eps", c.eps, where);
   c.guidance_embeds = io::json_get<bool>(j, "guidance_embeds", c.guidance_embeds, where);
 
-  int64_t axes = 0;
-  for (auto a : c.axes_dims_rope) {
-    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}", where, a);
-    axes += a;
-  }
-  DITGEN_CHECK(axes == c.attention_head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where,
-               axes, c.attention_head_dim);
+  nn::check_rope_axes(c.axes_dims_rope, c.attention_head_dim, where);
   DITGEN_CHECK(c.axes_dims_rope.size() == 4, "{}: axes_dims_rope must have 4 entries (t, h, w, l), has {}", where,
                c.axes_dims_rope.size());
   DITGEN_CHECK(c.timestep_guidance_channels % 2 == 0, "{}: timestep_guidance_channels must be even, got {}", where,
@@ -55,16 +50,13 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
 }
 
 void TransformerConfig::check_mesh(const comm::Mesh& mesh) const {
-  const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
+  // The heads first, then the MLP width, then Ulysses, in the order the messages always came.
+  const int tp = mesh.shape().tp;
   DITGEN_CHECK(num_attention_heads % tp == 0,
                "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,
                num_attention_heads, num_attention_heads);
   DITGEN_CHECK(mlp_hidden() % tp == 0, "--tp {} does not divide the transformer's MLP width {}", tp, mlp_hidden());
-  const int64_t local = num_attention_heads / tp;
-  DITGEN_CHECK(local % u == 0,
-               "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses "
-               "and tp whose product divides {}",
-               u, local, num_attention_heads, tp, num_attention_heads);
+  parallel::check_head_split(num_attention_heads, mesh);
 }
 
 // ---- embeddings ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include "lib/io/json.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/head_split.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -34,26 +35,12 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
                "{}: patch_size, channels, head counts and dims must be positive (num_layers >= 0)", where);
   DITGEN_CHECK(c.axes_dims_rope.size() == 3, "{}: axes_dims_rope must have 3 entries (frame, height, width), has {}",
                where, c.axes_dims_rope.size());
-  int64_t axes = 0;
-  for (auto a : c.axes_dims_rope) {
-    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}", where, a);
-    axes += a;
-  }
-  DITGEN_CHECK(axes == c.attention_head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where,
-               axes, c.attention_head_dim);
+  nn::check_rope_axes(c.axes_dims_rope, c.attention_head_dim, where);
   return c;
 }
 
 void TransformerConfig::check_mesh(const comm::Mesh& mesh) const {
-  const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
-  DITGEN_CHECK(num_attention_heads % tp == 0,
-               "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,
-               num_attention_heads, num_attention_heads);
-  const int64_t local = num_attention_heads / tp;
-  DITGEN_CHECK(local % u == 0,
-               "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses "
-               "and tp whose product divides {}",
-               u, local, num_attention_heads, tp, num_attention_heads);
+  parallel::check_head_split(num_attention_heads, mesh);
 }
 
 // ---- RoPE ---------------------------------------------------------------------------------------
