@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/head_split.h"
@@ -16,21 +16,21 @@ using nn::Shard;
 
 TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
   TransformerConfig c;
-  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);
-  c.num_layers = io::json_get<int64_t>(j, "num_layers", c.num_layers, where);
-  c.num_single_layers = io::json_get<int64_t>(j, "num_single_layers", c.num_single_layers, where);
-  c.attention_head_dim = io::json_get<int64_t>(j, "attention_head_dim", c.attention_head_dim, where);
-  c.num_attention_heads = io::json_get<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
-  c.joint_attention_dim = io::json_get<int64_t>(j, "joint_attention_dim", c.joint_attention_dim, where);
-  c.timestep_guidance_channels =
-      io::json_get<int64_t>(j, "timestep_guidance_channels", c.timestep_guidance_channels, where);
-  c.mlp_ratio = io::json_get<double>(j, "mlp_ratio", c.mlp_ratio, where);
-  c.axes_dims_rope = io::json_get<std::vector<int64_t>>(j, "axes_dims_rope", c.axes_dims_rope, where);
-  c.rope_theta = io::json_get<double>(j, "rope_theta", c.rope_theta, where);
-  c.eps = io::json_get<double>(j, "eps", c.eps, where);
-  c.guidance_embeds = io::json_get<bool>(j, "guidance_embeds", c.guidance_embeds, where);
+  const io::JsonFields read(j, where);
+  read("patch_size", c.patch_size);
+  read("in_channels", c.in_channels);
+  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);  // absent: in_channels
+  read("num_layers", c.num_layers);
+  read("num_single_layers", c.num_single_layers);
+  read("attention_head_dim", c.attention_head_dim);
+  read("num_attention_heads", c.num_attention_heads);
+  read("joint_attention_dim", c.joint_attention_dim);
+  read("timestep_guidance_channels", c.timestep_guidance_channels);
+  read("mlp_ratio", c.mlp_ratio);
+  read("axes_dims_rope", c.axes_dims_rope);
+  read("rope_theta", c.rope_theta);
+  read("eps", c.eps);
+  read("guidance_embeds", c.guidance_embeds);
 
   nn::check_rope_axes(c.axes_dims_rope, c.attention_head_dim, where);
   DITGEN_CHECK(c.axes_dims_rope.size() == 4, "{}: axes_dims_rope must have 4 entries (t, h, w, l), has {}", where,

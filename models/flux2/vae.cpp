@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
@@ -45,18 +45,17 @@ void check_block_types(const nlohmann::json& j, const std::string& key, const st
 VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
   VaeConfig c;
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.block_out_channels =
-      io::json_get<std::vector<int64_t>>(j, "block_out_channels", c.block_out_channels, where);
-  c.layers_per_block = io::json_get<int64_t>(j, "layers_per_block", c.layers_per_block, where);
-  c.latent_channels = io::json_get<int64_t>(j, "latent_channels", c.latent_channels, where);
-  c.norm_num_groups = io::json_get<int64_t>(j, "norm_num_groups", c.norm_num_groups, where);
-  c.use_quant_conv = io::json_get<bool>(j, "use_quant_conv", c.use_quant_conv, where);
-  c.use_post_quant_conv = io::json_get<bool>(j, "use_post_quant_conv", c.use_post_quant_conv, where);
-  c.mid_block_add_attention =
-      io::json_get<bool>(j, "mid_block_add_attention", c.mid_block_add_attention, where);
-  c.batch_norm_eps = io::json_get<double>(j, "batch_norm_eps", c.batch_norm_eps, where);
+  const io::JsonFields read(j, where);
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("block_out_channels", c.block_out_channels);
+  read("layers_per_block", c.layers_per_block);
+  read("latent_channels", c.latent_channels);
+  read("norm_num_groups", c.norm_num_groups);
+  read("use_quant_conv", c.use_quant_conv);
+  read("use_post_quant_conv", c.use_post_quant_conv);
+  read("mid_block_add_attention", c.mid_block_add_attention);
+  read("batch_norm_eps", c.batch_norm_eps);
   c.patch_size = int_or_list(j, "patch_size", c.patch_size, 2, where);
   c.sample_size = int_or_list(j, "sample_size", {c.sample_size}, 1, where).at(0);
 

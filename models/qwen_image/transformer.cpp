@@ -1,6 +1,6 @@
 #include "models/qwen_image/transformer.h"
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/head_split.h"
@@ -15,14 +15,15 @@ using nn::Shard;
 TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the transformer config must be a JSON object", where);
   TransformerConfig c;
-  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.num_layers = io::json_get<int64_t>(j, "num_layers", c.num_layers, where);
-  c.attention_head_dim = io::json_get<int64_t>(j, "attention_head_dim", c.attention_head_dim, where);
-  c.num_attention_heads = io::json_get<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
-  c.joint_attention_dim = io::json_get<int64_t>(j, "joint_attention_dim", c.joint_attention_dim, where);
-  c.axes_dims_rope = io::json_get<std::vector<int64_t>>(j, "axes_dims_rope", c.axes_dims_rope, where);
+  const io::JsonFields read(j, where);
+  read("patch_size", c.patch_size);
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("num_layers", c.num_layers);
+  read("attention_head_dim", c.attention_head_dim);
+  read("num_attention_heads", c.num_attention_heads);
+  read("joint_attention_dim", c.joint_attention_dim);
+  read("axes_dims_rope", c.axes_dims_rope);
   // Variants that share the class but not this forward (§1.1): refuse rather than run them wrongly.
   for (const char* flag : {"guidance_embeds", "zero_cond_t", "use_additional_t_cond", "use_layer3d_rope"})
     DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where),

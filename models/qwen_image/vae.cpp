@@ -5,7 +5,7 @@
 #include <cmath>
 #include <optional>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
@@ -19,16 +19,16 @@ namespace ditgen::qwen_image {
 VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
   VaeConfig c;
-  c.base_dim = io::json_get<int64_t>(j, "base_dim", c.base_dim, where);
-  c.z_dim = io::json_get<int64_t>(j, "z_dim", c.z_dim, where);
-  c.dim_mult = io::json_get<std::vector<int64_t>>(j, "dim_mult", c.dim_mult, where);
-  c.num_res_blocks = io::json_get<int64_t>(j, "num_res_blocks", c.num_res_blocks, where);
-  c.attn_scales = io::json_get<std::vector<double>>(j, "attn_scales", c.attn_scales, where);
-  c.temperal_downsample =
-      io::json_get<std::vector<bool>>(j, "temperal_downsample", c.temperal_downsample, where);
-  c.input_channels = io::json_get<int64_t>(j, "input_channels", c.input_channels, where);
-  c.latents_mean = io::json_get<std::vector<double>>(j, "latents_mean", c.latents_mean, where);
-  c.latents_std = io::json_get<std::vector<double>>(j, "latents_std", c.latents_std, where);
+  const io::JsonFields read(j, where);
+  read("base_dim", c.base_dim);
+  read("z_dim", c.z_dim);
+  read("dim_mult", c.dim_mult);
+  read("num_res_blocks", c.num_res_blocks);
+  read("attn_scales", c.attn_scales);
+  read("temperal_downsample", c.temperal_downsample);
+  read("input_channels", c.input_channels);
+  read("latents_mean", c.latents_mean);
+  read("latents_std", c.latents_std);
 
   DITGEN_CHECK(c.base_dim > 0, "{}: key 'base_dim' must be positive, got {}", where, c.base_dim);
   DITGEN_CHECK(c.z_dim > 0, "{}: key 'z_dim' must be positive, got {}", where, c.z_dim);
