@@ -5,7 +5,20 @@
 #include <string>
 #include <vector>
 
+#include "lib/runtime/error.h"
+
 namespace ditgen::nn {
+
+void check_rope_axes(const std::vector<int64_t>& axes, int64_t head_dim, const std::string& where) {
+  int64_t sum = 0;
+  for (auto a : axes) {
+    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}",
+                 where, a);
+    sum += a;
+  }
+  DITGEN_CHECK(sum == head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where, sum,
+               head_dim);
+}
 
 at::Tensor timestep_features(const at::Tensor& v, int64_t channels, double scale) {
   // diffusers' fp32 arithmetic (flux2.md §10.1): the exponent is an fp32 product and quotient and exp

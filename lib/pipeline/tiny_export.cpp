@@ -25,23 +25,33 @@ void TinyExport::json(const std::string& relative_path, const nlohmann::json& j)
 }
 
 void TinyExport::model_index(const std::string& pipeline_class,
-                             const std::map<std::string, std::array<std::string, 2>>& components,
+                             std::map<std::string, std::array<std::string, 2>> components,
                              const std::string& diffusers_version) {
+  components.emplace("scheduler", std::array<std::string, 2>{"diffusers", "FlowMatchEulerDiscreteScheduler"});
   nlohmann::json index = {{"_class_name", pipeline_class}, {"_diffusers_version", diffusers_version}};
   for (const auto& [name, library_class] : components) index[name] = library_class;
   json("model_index.json", index);
+  components_ = std::move(components);
 }
 
-void TinyExport::component(const std::string& name, nlohmann::json config, const std::string& cls, int shards,
+void TinyExport::component(const std::string& name, nlohmann::json config, int shards,
                            const std::string& file_stem, const std::string& key_prefix,
                            const std::map<std::string, at::Tensor>& extra) {
   DITGEN_CHECK(recorded_.count(name), "internal: export-tiny recorded no '{}' tensors", name);
-  if (!cls.empty()) config["_class_name"] = cls;
+  DITGEN_CHECK(components_.count(name), "internal: export-tiny's model index has no component '{}'", name);
+  const auto& [library, cls] = components_.at(name);
+  if (library != "transformers") config["_class_name"] = cls;
   json(name + "/config.json", config);
   std::map<std::string, at::Tensor> tensors;
   for (const auto& [key, t] : recorded_.at(name)->recorded()) tensors[key_prefix + key] = t;
   for (const auto& [key, t] : extra) tensors[key_prefix + key] = t;
   io::write_component(io::join_path(folder_.path(), name), file_stem, tensors, shards);
+}
+
+void TinyExport::text_encoder(const nlohmann::json& config, const std::string& key_prefix,
+                              const nlohmann::json& tokenizer) {
+  component("text_encoder", config, /*shards=*/2, "model", key_prefix);
+  json("tokenizer/tokenizer.json", tokenizer);
 }
 
 void TinyExport::commit(const std::string& label) {

@@ -8,26 +8,22 @@ namespace ditgen::flux2 {
 
 void export_tiny(const std::string& dir, int transformer_shards, bool replace) {
   pipeline::TinyExport out(dir, replace, identity().stem);
-  LoadOptions lo;
-  out.record(lo);
-  const Pipeline pipe(lo, parallel::Context::single());
+  const auto pipe = out.load_pipeline<Pipeline, LoadOptions>();
 
   out.model_index(identity().pipeline_class,
-                  {{"scheduler", {"diffusers", "FlowMatchEulerDiscreteScheduler"}},
-                   {"text_encoder", {"transformers", "Mistral3ForConditionalGeneration"}},
+                  {{"text_encoder", {"transformers", "Mistral3ForConditionalGeneration"}},
                    {"tokenizer", {"transformers", "PixtralProcessor"}},
                    {"transformer", {"diffusers", "Flux2Transformer2DModel"}},
                    {"vae", {"diffusers", "AutoencoderKLFlux2"}}});
-  out.component("transformer", out.tiny("transformer"), "Flux2Transformer2DModel", transformer_shards);
+  out.component("transformer", out.tiny("transformer"), transformer_shards);
   // Real checkpoints carry the batch norm's counter.
-  out.component("vae", out.tiny("vae"), "AutoencoderKLFlux2", 1, "diffusion_pytorch_model", "",
+  out.component("vae", out.tiny("vae"), 1, "diffusion_pytorch_model", "",
                 {{"bn.num_batches_tracked", at::zeros({}, at::kLong)}});
   nlohmann::json te = {{"architectures", {"Mistral3ForConditionalGeneration"}},
                        {"model_type", "mistral3"},
-                       {"text_config", pipe.te_json_}};
+                       {"text_config", pipe->te_json_}};
   te["text_config"]["model_type"] = "mistral";
-  out.component("text_encoder", te, "", 2, "model", "language_model.model.");
-  out.json("tokenizer/tokenizer.json", text::tiny_tekken_tokenizer_json());
+  out.text_encoder(te, "language_model.model.", text::tiny_tekken_tokenizer_json());
   out.commit("FLUX.2");
 }
 

@@ -31,21 +31,10 @@ TokenBatch flux2_tokenize(const text::Tokenizer& tokenizer, const std::vector<st
   DITGEN_CHECK(pad.has_value(),
                "the FLUX.2 tokenizer has no '<pad>' token; its prompts are left-padded with it "
                "(docs/reference/flux2.md 4.2)");
-  const auto batch = static_cast<int64_t>(prompts.size());
-  at::Tensor ids = at::full({batch, max_length}, *pad, at::kLong);
-  at::Tensor mask = at::zeros({batch, max_length}, at::kLong);
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto mask_a = mask.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < batch; ++b) {
-    std::vector<int64_t> tok = tokenizer.encode(flux2_chat_prompt(prompts[b]), /*add_special_tokens=*/false);
-    if (static_cast<int64_t>(tok.size()) > max_length) tok.resize(max_length);  // right truncation
-    const int64_t offset = max_length - static_cast<int64_t>(tok.size());       // left padding
-    for (size_t i = 0; i < tok.size(); ++i) {
-      ids_a[b][offset + static_cast<int64_t>(i)] = tok[i];
-      mask_a[b][offset + static_cast<int64_t>(i)] = 1;
-    }
-  }
-  return TokenBatch{ids, mask};
+  std::vector<std::vector<int64_t>> tokens;
+  for (const auto& p : prompts)
+    tokens.push_back(tokenizer.encode(flux2_chat_prompt(p), /*add_special_tokens=*/false));
+  return text::pad_tokens(std::move(tokens), max_length, *pad, text::PadSide::Left);
 }
 
 }  // namespace ditgen::flux2

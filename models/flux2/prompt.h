@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/text/token_batch.h"
 #include "lib/text/tokenizer.h"
 
 namespace ditgen::flux2 {
@@ -18,10 +19,7 @@ extern const char* const kSystemMessage;
 // the user prompt first.
 std::string flux2_chat_prompt(const std::string& user_prompt);
 
-struct TokenBatch {
-  at::Tensor input_ids;       // [B, L] int64, CPU
-  at::Tensor attention_mask;  // [B, L] int64, CPU: 1 on real tokens, 0 on pads
-};
+using TokenBatch = text::TokenBatch;  // ids and mask [B, L] int64, CPU
 
 // Formats each user prompt with flux2_chat_prompt, encodes it without added special tokens (the
 // text already starts with <s>), truncates on the right to `max_length` and pads on the LEFT with

@@ -2,9 +2,10 @@
 
 #include <cmath>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/head_split.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -15,29 +16,23 @@ using nn::Shard;
 
 TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
   TransformerConfig c;
-  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);
-  c.num_layers = io::json_get<int64_t>(j, "num_layers", c.num_layers, where);
-  c.num_single_layers = io::json_get<int64_t>(j, "num_single_layers", c.num_single_layers, where);
-  c.attention_head_dim = io::json_get<int64_t>(j, "attention_head_dim", c.attention_head_dim, where);
-  c.num_attention_heads = io::json_get<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
-  c.joint_attention_dim = io::json_get<int64_t>(j, "joint_attention_dim", c.joint_attention_dim, where);
-  c.timestep_guidance_channels =
-      io::json_get<int64_t>(j, "timestep_guidance_channels", c.timestep_guidance_channels, where);
-  c.mlp_ratio = io::json_get<double>(j, "mlp_ratio", c.mlp_ratio, where);
-  c.axes_dims_rope = io::json_get<std::vector<int64_t>>(j, "axes_dims_rope", c.axes_dims_rope, where);
-  c.rope_theta = io::json_get<double>(j, "rope_theta", c.rope_theta, where);
-  c.eps = io::json_get<double>(j, "eps", c.eps, where);
-  c.guidance_embeds = io::json_get<bool>(j, "guidance_embeds", c.guidance_embeds, where);
+  const io::JsonFields read(j, where);
+  read("patch_size", c.patch_size);
+  read("in_channels", c.in_channels);
+  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.in_channels, where);  // absent: in_channels
+  read("num_layers", c.num_layers);
+  read("num_single_layers", c.num_single_layers);
+  read("attention_head_dim", c.attention_head_dim);
+  read("num_attention_heads", c.num_attention_heads);
+  read("joint_attention_dim", c.joint_attention_dim);
+  read("timestep_guidance_channels", c.timestep_guidance_channels);
+  read("mlp_ratio", c.mlp_ratio);
+  read("axes_dims_rope", c.axes_dims_rope);
+  read("rope_theta", c.rope_theta);
+  read("eps", c.eps);
+  read("guidance_embeds", c.guidance_embeds);
 
-  int64_t axes = 0;
-  for (auto a : c.axes_dims_rope) {
-    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}", where, a);
-    axes += a;
-  }
-  DITGEN_CHECK(axes == c.attention_head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where,
-               axes, c.attention_head_dim);
+  nn::check_rope_axes(c.axes_dims_rope, c.attention_head_dim, where);
   DITGEN_CHECK(c.axes_dims_rope.size() == 4, "{}: axes_dims_rope must have 4 entries (t, h, w, l), has {}", where,
                c.axes_dims_rope.size());
   DITGEN_CHECK(c.timestep_guidance_channels % 2 == 0, "{}: timestep_guidance_channels must be even, got {}", where,
@@ -55,16 +50,13 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
 }
 
 void TransformerConfig::check_mesh(const comm::Mesh& mesh) const {
-  const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
+  // The heads first, then the MLP width, then Ulysses, in the order the messages always came.
+  const int tp = mesh.shape().tp;
   DITGEN_CHECK(num_attention_heads % tp == 0,
                "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,
                num_attention_heads, num_attention_heads);
   DITGEN_CHECK(mlp_hidden() % tp == 0, "--tp {} does not divide the transformer's MLP width {}", tp, mlp_hidden());
-  const int64_t local = num_attention_heads / tp;
-  DITGEN_CHECK(local % u == 0,
-               "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses "
-               "and tp whose product divides {}",
-               u, local, num_attention_heads, tp, num_attention_heads);
+  parallel::check_head_split(num_attention_heads, mesh);
 }
 
 // ---- embeddings ---------------------------------------------------------------------------------

@@ -4,9 +4,9 @@
 
 #include <optional>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
-#include "lib/nn/ops.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
@@ -45,18 +45,17 @@ void check_block_types(const nlohmann::json& j, const std::string& key, const st
 VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
   VaeConfig c;
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.block_out_channels =
-      io::json_get<std::vector<int64_t>>(j, "block_out_channels", c.block_out_channels, where);
-  c.layers_per_block = io::json_get<int64_t>(j, "layers_per_block", c.layers_per_block, where);
-  c.latent_channels = io::json_get<int64_t>(j, "latent_channels", c.latent_channels, where);
-  c.norm_num_groups = io::json_get<int64_t>(j, "norm_num_groups", c.norm_num_groups, where);
-  c.use_quant_conv = io::json_get<bool>(j, "use_quant_conv", c.use_quant_conv, where);
-  c.use_post_quant_conv = io::json_get<bool>(j, "use_post_quant_conv", c.use_post_quant_conv, where);
-  c.mid_block_add_attention =
-      io::json_get<bool>(j, "mid_block_add_attention", c.mid_block_add_attention, where);
-  c.batch_norm_eps = io::json_get<double>(j, "batch_norm_eps", c.batch_norm_eps, where);
+  const io::JsonFields read(j, where);
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("block_out_channels", c.block_out_channels);
+  read("layers_per_block", c.layers_per_block);
+  read("latent_channels", c.latent_channels);
+  read("norm_num_groups", c.norm_num_groups);
+  read("use_quant_conv", c.use_quant_conv);
+  read("use_post_quant_conv", c.use_post_quant_conv);
+  read("mid_block_add_attention", c.mid_block_add_attention);
+  read("batch_norm_eps", c.batch_norm_eps);
   c.patch_size = int_or_list(j, "patch_size", c.patch_size, 2, where);
   c.sample_size = int_or_list(j, "sample_size", {c.sample_size}, 1, where).at(0);
 
@@ -107,42 +106,11 @@ namespace {
 
 constexpr double kGroupNormEps = 1e-6;  // every GroupNorm of the VAE
 
+using nn::cpu_reduced;
 using nn::Init;
 using nn::Shard;
-
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions and matmuls in that precision (a
-// 3x3x32 conv loses ~2%, 8x the rounding of its output); on the CPU such layers compute in fp32 and
-// round once. GPU kernels accumulate in fp32 themselves, so GPU activations are never upcast.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
-
-// [B, S, in] -> [B, S, out]
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (!cpu_reduced(x)) return at::linear(x, w, b);
-  return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)).to(x.scalar_type());
-}
-
-struct Conv2d {
-  at::Tensor weight, bias;  // [cout, cin, k, k], [cout]
-  int64_t stride = 1, padding = 0;
-
-  static Conv2d load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t kernel, int64_t stride,
-                     int64_t padding) {
-    return {wb.get("weight", {cout, cin, kernel, kernel}, Shard::replicated(), Init::Linear),
-            wb.get("bias", {cout}, Shard::replicated(), Init::Bias), stride, padding};
-  }
-  // [B, cin, H, W] -> [B, cout, H', W']. Under VAE-P (`rows` split, stride 1) x is this rank's band and
-  // the rows' padding comes from the neighbours (zeros only at the image's top and bottom).
-  at::Tensor operator()(at::Tensor x, const parallel::RowSplit& rows = {}) const {
-    DITGEN_CHECK(stride == 1 || !rows.split(), "internal: VAE-P splits only stride-1 convolutions");
-    const at::Tensor in = rows.with_halo(x, /*dim=*/2, padding, parallel::RowPad::Zeros);
-    const auto dtype = x.scalar_type();
-    x.reset();  // a temporary argument is freed here
-    const std::vector<int64_t> pad = {rows.conv_padding(padding), padding};
-    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {stride, stride}, pad);
-    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {stride, stride}, pad)
-        .to(dtype);
-  }
-};
+using nn::vae::Conv2d;
+using nn::vae::linear;
 
 struct GroupNorm {
   at::Tensor weight, bias;  // [C]
@@ -168,26 +136,16 @@ struct GroupNorm {
   }
 };
 
-// ResnetBlock2D without time embedding: shortcut(x) + conv2(silu(GN2(conv1(silu(GN1(x)))))).
-struct ResnetBlock {
-  GroupNorm norm1, norm2;
-  Conv2d conv1, conv2;
-  std::optional<Conv2d> conv_shortcut;  // 1x1, iff cin != cout
+// ResnetBlock2D without time embedding (group norms, 3x3 convs, a 1x1 shortcut iff cin != cout).
+using ResnetBlock = nn::vae::ResnetBlock<GroupNorm>;
 
-  static ResnetBlock load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t groups) {
-    ResnetBlock r{GroupNorm::load(wb.pp("norm1"), cin, groups), GroupNorm::load(wb.pp("norm2"), cout, groups),
-                  Conv2d::load(wb.pp("conv1"), cin, cout, 3, 1, 1),
-                  Conv2d::load(wb.pp("conv2"), cout, cout, 3, 1, 1), std::nullopt};
-    if (cin != cout) r.conv_shortcut = Conv2d::load(wb.pp("conv_shortcut"), cin, cout, 1, 1, 0);
-    return r;
-  }
-  // [B, cin, H, W] -> [B, cout, H, W] (VAE-P: this rank's band of rows)
-  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
-    at::Tensor h = conv1(norm1.silu(x, rows), rows);
-    h = conv2(norm2.silu(h, rows), rows);
-    return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
-  }
-};
+ResnetBlock load_resnet(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t groups) {
+  ResnetBlock r{GroupNorm::load(wb.pp("norm1"), cin, groups), GroupNorm::load(wb.pp("norm2"), cout, groups),
+                Conv2d::load(wb.pp("conv1"), cin, cout, 3, 1, 1),
+                Conv2d::load(wb.pp("conv2"), cout, cout, 3, 1, 1), std::nullopt};
+  if (cin != cout) r.conv_shortcut = Conv2d::load(wb.pp("conv_shortcut"), cin, cout, 1, 1, 0);
+  return r;
+}
 
 // Mid-block self-attention: one head of width C over the H*W pixels, residual kept.
 struct MidAttention {
@@ -214,14 +172,13 @@ struct MidAttention {
   // [B, C, H, W] -> [B, C, H, W]. Under VAE-P the band's pixels attend to every pixel of the image: the
   // keys and values of all ranks are gathered (the mid block runs at the latent size).
   at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
-    const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    const int64_t w = x.size(3);
     at::Tensor t = group_norm(x, rows).flatten(2).transpose(1, 2);      // [B, h*W, C]
     at::Tensor q = linear(t, q_w, q_b).unsqueeze(2);                    // [B, h*W, 1, C]
     at::Tensor k = rows.all_rows(linear(t, k_w, k_b), 1, w).unsqueeze(2);  // [B, H*W, 1, C]
     at::Tensor v = rows.all_rows(linear(t, v_w, v_b), 1, w).unsqueeze(2);
     t = at::Tensor();
-    at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), o_w, o_b);  // [B, HW, C]
-    return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
+    return nn::vae::pixel_attention(q, k, v, o_w, o_b, x);  // [B, C, h, W]
   }
 };
 
@@ -231,8 +188,8 @@ struct MidBlock {
   std::optional<MidAttention> attention;
 
   static MidBlock load(const nn::Weights& wb, int64_t c, int64_t groups, bool add_attention) {
-    MidBlock m{ResnetBlock::load(wb.pp("resnets").pp(0), c, c, groups),
-               ResnetBlock::load(wb.pp("resnets").pp(1), c, c, groups), std::nullopt};
+    MidBlock m{load_resnet(wb.pp("resnets").pp(0), c, c, groups),
+               load_resnet(wb.pp("resnets").pp(1), c, c, groups), std::nullopt};
     if (add_attention) m.attention = MidAttention::load(wb.pp("attentions").pp(0), c, groups);
     return m;
   }
@@ -266,14 +223,7 @@ struct Vae::Encoder {
     at::Tensor x = conv_in(image, rows);
     for (const auto& block : down_blocks) {
       for (const auto& r : block.resnets) x = r(x, rows);
-      if (block.resample) {
-        // Downsample2D with padding 0: zero-pad right and bottom by one, then a stride-2 conv. Under VAE-P
-        // the row below a band is the next band's first; bands start on even rows, so output row i reads
-        // input rows 2i..2i+2 and stays on its rank.
-        x = at::constant_pad_nd(rows.with_rows_below(x, /*dim=*/2, 1), {0, 1, 0, 0}, 0);
-        x = (*block.resample)(std::move(x));
-        rows = rows.downscaled(2);
-      }
+      if (block.resample) x = nn::vae::downsample_2x(*block.resample, std::move(x), rows);
     }
     x = mid_block(x, rows);
     x = conv_out(conv_norm_out.silu(x, rows), rows);
@@ -296,12 +246,7 @@ struct Vae::Decoder {
     x = mid_block(x, rows);
     for (const auto& block : up_blocks) {
       for (const auto& r : block.resnets) x = r(x, rows);
-      if (block.resample) {
-        // Upsample2D: nearest x2 (exact in any dtype; each row becomes two on its rank), then a 3x3 conv.
-        const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
-        rows = rows.scaled(2);
-        x = (*block.resample)(at::upsample_nearest2d(x, size), rows);
-      }
+      if (block.resample) x = nn::vae::upsample_2x(*block.resample, x, rows);
     }
     return conv_out(conv_norm_out.silu(x, rows), rows);
   }
@@ -337,8 +282,7 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
       const nn::Weights bw = e.pp("down_blocks").pp(i);
       ResnetStage stage;
       for (int64_t j = 0; j < config_.layers_per_block; ++j)
-        stage.resnets.push_back(
-            ResnetBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : boc[i], boc[i], groups));
+        stage.resnets.push_back(load_resnet(bw.pp("resnets").pp(j), j == 0 ? cin : boc[i], boc[i], groups));
       if (i + 1 < blocks)
         stage.resample = Conv2d::load(bw.pp("downsamplers").pp(0).pp("conv"), boc[i], boc[i], 3, 2, 0);
       enc->down_blocks.push_back(std::move(stage));
@@ -368,7 +312,7 @@ Vae::Vae(const VaeConfig& config, const nn::Weights& wb, bool with_encoder)
       const nn::Weights bw = d.pp("up_blocks").pp(i);
       ResnetStage stage;
       for (int64_t j = 0; j <= config_.layers_per_block; ++j)
-        stage.resnets.push_back(ResnetBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout, groups));
+        stage.resnets.push_back(load_resnet(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout, groups));
       if (i + 1 < blocks)
         stage.resample = Conv2d::load(bw.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3, 1, 1);
       dec->up_blocks.push_back(std::move(stage));

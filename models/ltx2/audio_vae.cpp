@@ -6,8 +6,9 @@
 #include <cmath>
 #include <optional>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::ltx2 {
@@ -32,22 +33,23 @@ std::string lower(std::string s) {
 AudioVaeConfig AudioVaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the audio VAE config is not a JSON object", where);
   AudioVaeConfig c;
-  c.base_channels = io::json_get<int64_t>(j, "base_channels", c.base_channels, where);
-  c.output_channels = io::json_get<int64_t>(j, "output_channels", c.output_channels, where);
-  c.ch_mult = io::json_get<std::vector<int64_t>>(j, "ch_mult", c.ch_mult, where);
-  c.num_res_blocks = io::json_get<int64_t>(j, "num_res_blocks", c.num_res_blocks, where);
-  c.latent_channels = io::json_get<int64_t>(j, "latent_channels", c.latent_channels, where);
-  c.sample_rate = io::json_get<int64_t>(j, "sample_rate", c.sample_rate, where);
-  c.mel_hop_length = io::json_get<int64_t>(j, "mel_hop_length", c.mel_hop_length, where);
+  const io::JsonFields read(j, where);
+  read("base_channels", c.base_channels);
+  read("output_channels", c.output_channels);
+  read("ch_mult", c.ch_mult);
+  read("num_res_blocks", c.num_res_blocks);
+  read("latent_channels", c.latent_channels);
+  read("sample_rate", c.sample_rate);
+  read("mel_hop_length", c.mel_hop_length);
   // Upstream, a null mel_bins means "as many as the decoder makes"; no released config does that.
   DITGEN_CHECK(!is_null(j, "mel_bins"), "{}: key 'mel_bins' is null; set the number of mel bins", where);
-  c.mel_bins = io::json_get<int64_t>(j, "mel_bins", c.mel_bins, where);
-  c.norm_type = io::json_get<std::string>(j, "norm_type", c.norm_type, where);
+  read("mel_bins", c.mel_bins);
+  read("norm_type", c.norm_type);
   // Upstream, a null causality_axis means "none" (a non-causal decoder), not the default.
   c.causality_axis = is_null(j, "causality_axis")
                          ? "none"
                          : lower(io::json_get<std::string>(j, "causality_axis", c.causality_axis, where));
-  c.is_causal = io::json_get<bool>(j, "is_causal", c.is_causal, where);
+  read("is_causal", c.is_causal);
   const auto attn = io::json_get<std::vector<int64_t>>(j, "attn_resolutions", {}, where);
   const bool mid_attention = io::json_get<bool>(j, "mid_block_add_attention", false, where);
   const bool resamp_with_conv = io::json_get<bool>(j, "resamp_with_conv", true, where);
@@ -112,9 +114,7 @@ constexpr double kPixelNormEps = 1e-6;
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 // CausalConv2d (`<name>.conv`): zero padding (k-1)/2 left and the rest right on the mel axis,
 // k-1 rows on top of the time axis and none below, then an unpadded Conv2d. A 1x1 has no padding.

@@ -1,6 +1,6 @@
 #include "models/ltx2/connectors.h"
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 
@@ -17,14 +17,15 @@ constexpr double kScale = 8.0;  // the pipeline's normalisation scale (§3 step 
 ConnectorsConfig ConnectorsConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the connectors config must be a JSON object", where);
   ConnectorsConfig c;
-  c.caption_channels = io::json_get<int64_t>(j, "caption_channels", c.caption_channels, where);
-  c.text_proj_in_factor = io::json_get<int64_t>(j, "text_proj_in_factor", c.text_proj_in_factor, where);
+  const io::JsonFields read(j, where);
+  read("caption_channels", c.caption_channels);
+  read("text_proj_in_factor", c.text_proj_in_factor);
   for (auto [name, b] : {std::pair<std::string, Branch*>{"video", &c.video}, {"audio", &c.audio}}) {
     const std::string p = name + "_connector_";
-    b->heads = io::json_get<int64_t>(j, p + "num_attention_heads", b->heads, where);
-    b->head_dim = io::json_get<int64_t>(j, p + "attention_head_dim", b->head_dim, where);
-    b->layers = io::json_get<int64_t>(j, p + "num_layers", b->layers, where);
-    b->registers = io::json_get<int64_t>(j, p + "num_learnable_registers", b->registers, where);
+    read(p + "num_attention_heads", b->heads);
+    read(p + "attention_head_dim", b->head_dim);
+    read(p + "num_layers", b->layers);
+    read(p + "num_learnable_registers", b->registers);
     DITGEN_CHECK(b->heads > 0 && b->head_dim > 0 && b->head_dim % 2 == 0 && b->layers >= 0,
                  "{}: {}num_attention_heads / attention_head_dim (even) / num_layers must be positive", where, p);
     DITGEN_CHECK(b->heads * b->head_dim == c.caption_channels,

@@ -7,27 +7,22 @@ namespace ditgen::ltx2 {
 
 void export_tiny(const std::string& dir, int transformer_shards, bool replace) {
   pipeline::TinyExport out(dir, replace, identity().stem);
-  LoadOptions lo;
-  out.record(lo);
-  const Pipeline pipe(lo, parallel::Context::single());
+  const auto pipe = out.load_pipeline<Pipeline>();
 
-  const std::map<std::string, std::array<std::string, 2>> components = {
-      {"scheduler", {"diffusers", "FlowMatchEulerDiscreteScheduler"}},
-      {"vae", {"diffusers", "AutoencoderKLLTX2Video"}},
-      {"audio_vae", {"diffusers", "AutoencoderKLLTX2Audio"}},
-      {"text_encoder", {"transformers", "Gemma3ForConditionalGeneration"}},
-      {"tokenizer", {"transformers", "GemmaTokenizerFast"}},
-      {"connectors", {"ltx2", "LTX2TextConnectors"}},
-      {"transformer", {"diffusers", "LTX2VideoTransformer3DModel"}},
-      {"vocoder", {"ltx2", "LTX2Vocoder"}}};
-  out.model_index(identity().pipeline_class, components, "0.37.0");
+  out.model_index(identity().pipeline_class,
+                  {{"vae", {"diffusers", "AutoencoderKLLTX2Video"}},
+                   {"audio_vae", {"diffusers", "AutoencoderKLLTX2Audio"}},
+                   {"text_encoder", {"transformers", "Gemma3ForConditionalGeneration"}},
+                   {"tokenizer", {"transformers", "GemmaTokenizerFast"}},
+                   {"connectors", {"ltx2", "LTX2TextConnectors"}},
+                   {"transformer", {"diffusers", "LTX2VideoTransformer3DModel"}},
+                   {"vocoder", {"ltx2", "LTX2Vocoder"}}},
+                  "0.37.0");
   for (const char* name : {"transformer", "connectors", "vae", "audio_vae", "vocoder"})
-    out.component(name, out.tiny(name), components.at(name)[1],
-                  std::string(name) == "transformer" ? transformer_shards : 1);
-  nlohmann::json te = pipe.te_json_;
+    out.component(name, out.tiny(name), std::string(name) == "transformer" ? transformer_shards : 1);
+  nlohmann::json te = pipe->te_json_;
   te["architectures"] = {"Gemma3ForCausalLM"};
-  out.component("text_encoder", te, "", 2, "model", "model.language_model.");
-  out.json("tokenizer/tokenizer.json", tiny_tokenizer_json());
+  out.text_encoder(te, "model.language_model.", tiny_tokenizer_json());
   out.commit("LTX-2");
 }
 

@@ -57,21 +57,9 @@ TokenBatch tokenize(const text::Tokenizer& tokenizer, const std::vector<std::str
   const auto pad = tokenizer.token_to_id("<pad>");
   DITGEN_CHECK(pad.has_value(), "the tokenizer has no '<pad>' token, which LTX-2's prompt padding needs (is it "
                                 "Gemma 3's tokenizer?)");
-  const auto batch = static_cast<int64_t>(prompts.size());
-  at::Tensor ids = at::full({batch, max_length}, *pad, at::kLong);
-  at::Tensor mask = at::zeros({batch, max_length}, at::kLong);
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto mask_a = mask.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < batch; ++b) {
-    std::vector<int64_t> toks = tokenizer.encode(strip(prompts[b]), /*add_special_tokens=*/true);
-    if (static_cast<int64_t>(toks.size()) > max_length) toks.resize(static_cast<size_t>(max_length));  // cut on the right
-    const int64_t offset = max_length - static_cast<int64_t>(toks.size());                           // pad on the left
-    for (size_t i = 0; i < toks.size(); ++i) {
-      ids_a[b][offset + static_cast<int64_t>(i)] = toks[i];
-      mask_a[b][offset + static_cast<int64_t>(i)] = 1;
-    }
-  }
-  return TokenBatch{ids, mask};
+  std::vector<std::vector<int64_t>> tokens;
+  for (const auto& p : prompts) tokens.push_back(tokenizer.encode(strip(p), /*add_special_tokens=*/true));
+  return text::pad_tokens(std::move(tokens), max_length, *pad, text::PadSide::Left);
 }
 
 PromptStates encode_prompts(const text::Tokenizer& tokenizer, const llm::DecoderLM& text_encoder,

@@ -9,15 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "lib/text/token_batch.h"
 #include "lib/text/tokenizer.h"
 #include "models/llm/decoder.h"
 
 namespace ditgen::ltx2 {
 
-struct TokenBatch {
-  at::Tensor input_ids;       // [B, max_length] int64, CPU
-  at::Tensor attention_mask;  // [B, max_length] int64, CPU: 1 on real tokens (on the right), 0 on pads
-};
+using TokenBatch = text::TokenBatch;  // ids and mask [B, L] int64, CPU
 
 // Python's str.strip() for the whitespace a prompt carries (ASCII whitespace and U+0085, U+00A0, U+3000
 // and the other Unicode spaces).

@@ -1,9 +1,8 @@
 // Golden check of the LTX-2 audio VAE decoder and vocoder (fixture models/ltx2_audio_vae_vocoder):
 // out.mel = audio_vae.decode(in.latents) and out.waveform = vocoder(out.mel) against diffusers'
 // AutoencoderKLLTX2Audio and LTX2Vocoder.
-#include "lib/io/checkpoint.h"
-#include "lib/nn/weights.h"
 #include "lib/runtime/error.h"
+#include "lib/verify/module.h"
 #include "models/ltx2/audio_vae.h"
 #include "models/ltx2/verify.h"
 #include "models/ltx2/vocoder.h"
@@ -11,7 +10,7 @@
 namespace ditgen::ltx2 {
 
 void verify_audio_vae_vocoder(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
-  const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-4;
+  const double tol = verify::tolerance(opt, 1e-4);
   const std::string config_file = c.file("config.json");
   for (const char* section : {"audio_vae", "vocoder"})
     DITGEN_CHECK(c.config().is_object() && c.config().contains(section), "{}: missing the '{}' section",
@@ -19,12 +18,8 @@ void verify_audio_vae_vocoder(const verify::Case& c, const verify::CaseOptions& 
   const AudioVaeConfig vae_config = AudioVaeConfig::from_json(c.config()["audio_vae"], config_file + " [audio_vae]");
   const VocoderConfig voc_config = VocoderConfig::from_json(c.config()["vocoder"], config_file + " [vocoder]");
 
-  auto vae_source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}),
-                                                           "", AudioVae::unread_keys());
-  const AudioVae vae(vae_config, nn::Weights(vae_source, opt.dtype, opt.device));
-  vae_source->check_all_used();  // an unexpected tensor means the module tree is wrong
-  auto voc_source =
-      std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("vocoder.safetensors")}));
+  const AudioVae vae = verify::load_case_module<AudioVae>(c, opt, vae_config, AudioVae::unread_keys());
+  auto voc_source = verify::case_weights(c, {}, "vocoder.safetensors");
   const Vocoder vocoder(voc_config, nn::Weights(voc_source, opt.dtype, opt.device));
   voc_source->check_all_used();
 

@@ -5,8 +5,9 @@
 #include <optional>
 #include <utility>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
@@ -223,44 +224,40 @@ std::vector<DownBlockPlan> plan_down_blocks(const VideoVaeConfig& c, const std::
 VideoVaeConfig VideoVaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the video VAE config is not a JSON object", where);
   VideoVaeConfig c;
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.latent_channels = io::json_get<int64_t>(j, "latent_channels", c.latent_channels, where);
-  c.decoder_block_out_channels = io::json_get<std::vector<int64_t>>(j, "decoder_block_out_channels",
-                                                                    c.decoder_block_out_channels, where);
-  c.decoder_layers_per_block =
-      io::json_get<std::vector<int64_t>>(j, "decoder_layers_per_block", c.decoder_layers_per_block, where);
+  const io::JsonFields read(j, where);
+  read("out_channels", c.out_channels);
+  read("latent_channels", c.latent_channels);
+  read("decoder_block_out_channels", c.decoder_block_out_channels);
+  read("decoder_layers_per_block", c.decoder_layers_per_block);
   // Upstream expands a single boolean to one entry per up block (per block and the mid block for noise).
   c.decoder_spatio_temporal_scaling =
       bool_or_list(j, "decoder_spatio_temporal_scaling", c.decoder_spatio_temporal_scaling,
                    c.decoder_layers_per_block.empty() ? 0 : c.decoder_layers_per_block.size() - 1, where);
   c.decoder_inject_noise =
       bool_or_list(j, "decoder_inject_noise", c.decoder_inject_noise, c.decoder_layers_per_block.size(), where);
-  c.upsample_type = io::json_get<std::vector<std::string>>(j, "upsample_type", c.upsample_type, where);
+  read("upsample_type", c.upsample_type);
   c.upsample_residual = bool_or_list(j, "upsample_residual", c.upsample_residual,
                                      c.decoder_layers_per_block.empty() ? 0 : c.decoder_layers_per_block.size() - 1,
                                      where);
-  c.upsample_factor = io::json_get<std::vector<int64_t>>(j, "upsample_factor", c.upsample_factor, where);
-  c.timestep_conditioning = io::json_get<bool>(j, "timestep_conditioning", c.timestep_conditioning, where);
-  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
-  c.patch_size_t = io::json_get<int64_t>(j, "patch_size_t", c.patch_size_t, where);
-  c.resnet_norm_eps = io::json_get<double>(j, "resnet_norm_eps", c.resnet_norm_eps, where);
-  c.scaling_factor = io::json_get<double>(j, "scaling_factor", c.scaling_factor, where);
-  c.decoder_causal = io::json_get<bool>(j, "decoder_causal", c.decoder_causal, where);
-  c.decoder_spatial_padding_mode =
-      io::json_get<std::string>(j, "decoder_spatial_padding_mode", c.decoder_spatial_padding_mode, where);
+  read("upsample_factor", c.upsample_factor);
+  read("timestep_conditioning", c.timestep_conditioning);
+  read("patch_size", c.patch_size);
+  read("patch_size_t", c.patch_size_t);
+  read("resnet_norm_eps", c.resnet_norm_eps);
+  read("scaling_factor", c.scaling_factor);
+  read("decoder_causal", c.decoder_causal);
+  read("decoder_spatial_padding_mode", c.decoder_spatial_padding_mode);
 
   // The encoder's keys, checked by check_encoder() only when the encoder is built.
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.block_out_channels =
-      io::json_get<std::vector<int64_t>>(j, "block_out_channels", c.block_out_channels, where);
-  c.layers_per_block = io::json_get<std::vector<int64_t>>(j, "layers_per_block", c.layers_per_block, where);
+  read("in_channels", c.in_channels);
+  read("block_out_channels", c.block_out_channels);
+  read("layers_per_block", c.layers_per_block);
   c.spatio_temporal_scaling =
       bool_or_list(j, "spatio_temporal_scaling", c.spatio_temporal_scaling,
                    c.layers_per_block.empty() ? 0 : c.layers_per_block.size() - 1, where);
-  c.downsample_type = io::json_get<std::vector<std::string>>(j, "downsample_type", c.downsample_type, where);
-  c.encoder_causal = io::json_get<bool>(j, "encoder_causal", c.encoder_causal, where);
-  c.encoder_spatial_padding_mode =
-      io::json_get<std::string>(j, "encoder_spatial_padding_mode", c.encoder_spatial_padding_mode, where);
+  read("downsample_type", c.downsample_type);
+  read("encoder_causal", c.encoder_causal);
+  read("encoder_spatial_padding_mode", c.encoder_spatial_padding_mode);
   down_block_types_ok(j, where);
 
   plan_up_blocks(c, where);  // throws on anything the decoder cannot be built from
@@ -367,9 +364,7 @@ constexpr double kRmsEps = 1e-8;  // PerChannelRMSNorm (ltx2.md 9 item 13)
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 // [B, cin, F, H, W] -> [B, cout, F, H, W], stride 1, no padding (the input arrives padded).
 at::Tensor conv3d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

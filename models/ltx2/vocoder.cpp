@@ -4,8 +4,9 @@
 
 #include <cmath>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::ltx2 {
@@ -16,23 +17,20 @@ namespace ditgen::ltx2 {
 VocoderConfig VocoderConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the vocoder config is not a JSON object", where);
   VocoderConfig c;
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.hidden_channels = io::json_get<int64_t>(j, "hidden_channels", c.hidden_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.upsample_kernel_sizes =
-      io::json_get<std::vector<int64_t>>(j, "upsample_kernel_sizes", c.upsample_kernel_sizes, where);
-  c.upsample_factors = io::json_get<std::vector<int64_t>>(j, "upsample_factors", c.upsample_factors, where);
-  c.resnet_kernel_sizes =
-      io::json_get<std::vector<int64_t>>(j, "resnet_kernel_sizes", c.resnet_kernel_sizes, where);
-  c.resnet_dilations =
-      io::json_get<std::vector<std::vector<int64_t>>>(j, "resnet_dilations", c.resnet_dilations, where);
-  c.leaky_relu_negative_slope =
-      io::json_get<double>(j, "leaky_relu_negative_slope", c.leaky_relu_negative_slope, where);
+  const io::JsonFields read(j, where);
+  read("in_channels", c.in_channels);
+  read("hidden_channels", c.hidden_channels);
+  read("out_channels", c.out_channels);
+  read("upsample_kernel_sizes", c.upsample_kernel_sizes);
+  read("upsample_factors", c.upsample_factors);
+  read("resnet_kernel_sizes", c.resnet_kernel_sizes);
+  read("resnet_dilations", c.resnet_dilations);
+  read("leaky_relu_negative_slope", c.leaky_relu_negative_slope);
   // A null final_act_fn means "no final activation" upstream, not the default.
   auto fa = j.find("final_act_fn");
   c.final_act_fn = fa != j.end() && fa->is_null() ? "none" : io::json_get<std::string>(j, "final_act_fn", c.final_act_fn, where);
-  c.final_bias = io::json_get<bool>(j, "final_bias", c.final_bias, where);
-  c.output_sampling_rate = io::json_get<int64_t>(j, "output_sampling_rate", c.output_sampling_rate, where);
+  read("final_bias", c.final_bias);
+  read("output_sampling_rate", c.output_sampling_rate);
   const auto act_fn = io::json_get<std::string>(j, "act_fn", "leaky_relu", where);
   const bool antialias = io::json_get<bool>(j, "antialias", false, where);
 
@@ -101,9 +99,7 @@ constexpr double kFinalSlope = 0.01;  // torch's LeakyReLU default after the las
 using nn::Init;
 using nn::Shard;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions in that precision; on the CPU such
-// layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
+using nn::cpu_reduced;  // reduced dtypes compute in fp32 on the CPU (lib/nn/vae_blocks.h)
 
 at::Tensor to_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 

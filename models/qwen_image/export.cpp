@@ -9,24 +9,20 @@ namespace ditgen::qwen_image {
 
 void export_tiny(const std::string& dir, int transformer_shards, bool replace) {
   pipeline::TinyExport out(dir, replace, identity().stem);
-  LoadOptions lo;
-  out.record(lo);
-  const Pipeline pipe(lo, parallel::Context::single());
+  const auto pipe = out.load_pipeline<Pipeline>();
 
   out.model_index(identity().pipeline_class,
-                  {{"scheduler", {"diffusers", "FlowMatchEulerDiscreteScheduler"}},
-                   {"text_encoder", {"transformers", "Qwen2_5_VLForConditionalGeneration"}},
+                  {{"text_encoder", {"transformers", "Qwen2_5_VLForConditionalGeneration"}},
                    {"tokenizer", {"transformers", "Qwen2Tokenizer"}},
                    {"transformer", {"diffusers", "QwenImageTransformer2DModel"}},
                    {"vae", {"diffusers", "AutoencoderKLQwenImage"}}});
   nlohmann::json tcfg = out.tiny("transformer");
   tcfg["guidance_embeds"] = false;
-  out.component("transformer", tcfg, "QwenImageTransformer2DModel", transformer_shards);
-  out.component("vae", out.tiny("vae"), "AutoencoderKLQwenImage");
-  nlohmann::json te = pipe.te_json_;
+  out.component("transformer", tcfg, transformer_shards);
+  out.component("vae", out.tiny("vae"));
+  nlohmann::json te = pipe->te_json_;
   te["architectures"] = {"Qwen2_5_VLForConditionalGeneration"};
-  out.component("text_encoder", te, "", 2, "model", "model.");
-  out.json("tokenizer/tokenizer.json", text::tiny_qwen_tokenizer_json());
+  out.text_encoder(te, "model.", text::tiny_qwen_tokenizer_json());
   out.commit("Qwen-Image");
 }
 

@@ -48,24 +48,10 @@ TokenBatch tokenize(const text::Tokenizer& tokenizer, const std::vector<std::str
   DITGEN_CHECK(!prompts.empty(), "qwen_image::tokenize: no prompts");
   DITGEN_CHECK(max_length > 0, "qwen_image::tokenize: max_length must be positive (got {})", max_length);
   const int64_t pad = pad_id(tokenizer);
-  const auto batch = static_cast<int64_t>(prompts.size());
-  std::vector<std::vector<int64_t>> toks(prompts.size());
-  int64_t longest = 0;
-  for (size_t b = 0; b < prompts.size(); ++b) {
-    toks[b] = tokenizer.encode(chat_prompt(prompts[b]), /*add_special_tokens=*/false);
-    if (static_cast<int64_t>(toks[b].size()) > max_length) toks[b].resize(max_length);  // right truncation
-    longest = std::max(longest, static_cast<int64_t>(toks[b].size()));
-  }
-  at::Tensor ids = at::full({batch, longest}, pad, at::kLong);
-  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
-  auto ids_a = ids.accessor<int64_t, 2>();
-  auto mask_a = mask.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < batch; ++b)
-    for (size_t i = 0; i < toks[b].size(); ++i) {  // right padding
-      ids_a[b][static_cast<int64_t>(i)] = toks[b][i];
-      mask_a[b][static_cast<int64_t>(i)] = 1;
-    }
-  return TokenBatch{ids, mask};
+  std::vector<std::vector<int64_t>> tokens;
+  for (const auto& p : prompts)
+    tokens.push_back(tokenizer.encode(chat_prompt(p), /*add_special_tokens=*/false));
+  return text::pad_tokens(std::move(tokens), max_length, pad, text::PadSide::Right, /*to_longest=*/true);
 }
 
 PromptEmbeds encode_prompts(const text::Tokenizer& tokenizer, const llm::DecoderLM& text_encoder,

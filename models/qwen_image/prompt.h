@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/text/token_batch.h"
 #include "lib/text/tokenizer.h"
 #include "models/llm/decoder.h"
 
@@ -30,10 +31,7 @@ std::string chat_prompt(const std::string& user_prompt);
 // whitespace + newline merges with the prefix's last "\n", as in the reference (§4.2).
 int64_t template_prefix_tokens(const text::Tokenizer& tokenizer);
 
-struct TokenBatch {
-  at::Tensor input_ids;       // [B, L] int64, CPU
-  at::Tensor attention_mask;  // [B, L] int64, CPU: 1 on real tokens, 0 on pads
-};
+using TokenBatch = text::TokenBatch;  // ids and mask [B, L] int64, CPU
 
 // §4.3 step 1: each prompt through chat_prompt, encoded without added special tokens, cut on the right to
 // `max_length` (an overlong prompt loses the suffix), padded on the RIGHT with <|endoftext|> to the longest

@@ -1,8 +1,9 @@
 #include "models/qwen_image/transformer.h"
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
+#include "lib/parallel/head_split.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -14,14 +15,15 @@ using nn::Shard;
 TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the transformer config must be a JSON object", where);
   TransformerConfig c;
-  c.patch_size = io::json_get<int64_t>(j, "patch_size", c.patch_size, where);
-  c.in_channels = io::json_get<int64_t>(j, "in_channels", c.in_channels, where);
-  c.out_channels = io::json_get<int64_t>(j, "out_channels", c.out_channels, where);
-  c.num_layers = io::json_get<int64_t>(j, "num_layers", c.num_layers, where);
-  c.attention_head_dim = io::json_get<int64_t>(j, "attention_head_dim", c.attention_head_dim, where);
-  c.num_attention_heads = io::json_get<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
-  c.joint_attention_dim = io::json_get<int64_t>(j, "joint_attention_dim", c.joint_attention_dim, where);
-  c.axes_dims_rope = io::json_get<std::vector<int64_t>>(j, "axes_dims_rope", c.axes_dims_rope, where);
+  const io::JsonFields read(j, where);
+  read("patch_size", c.patch_size);
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("num_layers", c.num_layers);
+  read("attention_head_dim", c.attention_head_dim);
+  read("num_attention_heads", c.num_attention_heads);
+  read("joint_attention_dim", c.joint_attention_dim);
+  read("axes_dims_rope", c.axes_dims_rope);
   // Variants that share the class but not this forward (§1.1): refuse rather than run them wrongly.
   for (const char* flag : {"guidance_embeds", "zero_cond_t", "use_additional_t_cond", "use_layer3d_rope"})
     DITGEN_CHECK(!io::json_get<bool>(j, flag, false, where),
@@ -34,26 +36,12 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
                "{}: patch_size, channels, head counts and dims must be positive (num_layers >= 0)", where);
   DITGEN_CHECK(c.axes_dims_rope.size() == 3, "{}: axes_dims_rope must have 3 entries (frame, height, width), has {}",
                where, c.axes_dims_rope.size());
-  int64_t axes = 0;
-  for (auto a : c.axes_dims_rope) {
-    DITGEN_CHECK(a > 0 && a % 2 == 0, "{}: every axes_dims_rope entry must be even and positive, got {}", where, a);
-    axes += a;
-  }
-  DITGEN_CHECK(axes == c.attention_head_dim, "{}: axes_dims_rope sums to {} but attention_head_dim is {}", where,
-               axes, c.attention_head_dim);
+  nn::check_rope_axes(c.axes_dims_rope, c.attention_head_dim, where);
   return c;
 }
 
 void TransformerConfig::check_mesh(const comm::Mesh& mesh) const {
-  const int tp = mesh.shape().tp, u = mesh.shape().ulysses;
-  DITGEN_CHECK(num_attention_heads % tp == 0,
-               "--tp {} does not divide the transformer's {} attention heads; choose a tp that divides {}", tp,
-               num_attention_heads, num_attention_heads);
-  const int64_t local = num_attention_heads / tp;
-  DITGEN_CHECK(local % u == 0,
-               "--ulysses {} does not divide the {} heads each tp rank holds ({} heads / tp {}); choose ulysses "
-               "and tp whose product divides {}",
-               u, local, num_attention_heads, tp, num_attention_heads);
+  parallel::check_head_split(num_attention_heads, mesh);
 }
 
 // ---- RoPE ---------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <optional>
 
-#include "lib/io/json.h"
+#include "lib/io/json_fields.h"
 #include "lib/io/safetensors.h"
-#include "lib/nn/ops.h"
+#include "lib/nn/vae_blocks.h"
 #include "lib/parallel/rows.h"
 #include "lib/runtime/error.h"
 
@@ -19,16 +19,16 @@ namespace ditgen::qwen_image {
 VaeConfig VaeConfig::from_json(const nlohmann::json& j, const std::string& where) {
   DITGEN_CHECK(j.is_object(), "{}: the VAE config is not a JSON object", where);
   VaeConfig c;
-  c.base_dim = io::json_get<int64_t>(j, "base_dim", c.base_dim, where);
-  c.z_dim = io::json_get<int64_t>(j, "z_dim", c.z_dim, where);
-  c.dim_mult = io::json_get<std::vector<int64_t>>(j, "dim_mult", c.dim_mult, where);
-  c.num_res_blocks = io::json_get<int64_t>(j, "num_res_blocks", c.num_res_blocks, where);
-  c.attn_scales = io::json_get<std::vector<double>>(j, "attn_scales", c.attn_scales, where);
-  c.temperal_downsample =
-      io::json_get<std::vector<bool>>(j, "temperal_downsample", c.temperal_downsample, where);
-  c.input_channels = io::json_get<int64_t>(j, "input_channels", c.input_channels, where);
-  c.latents_mean = io::json_get<std::vector<double>>(j, "latents_mean", c.latents_mean, where);
-  c.latents_std = io::json_get<std::vector<double>>(j, "latents_std", c.latents_std, where);
+  const io::JsonFields read(j, where);
+  read("base_dim", c.base_dim);
+  read("z_dim", c.z_dim);
+  read("dim_mult", c.dim_mult);
+  read("num_res_blocks", c.num_res_blocks);
+  read("attn_scales", c.attn_scales);
+  read("temperal_downsample", c.temperal_downsample);
+  read("input_channels", c.input_channels);
+  read("latents_mean", c.latents_mean);
+  read("latents_std", c.latents_std);
 
   DITGEN_CHECK(c.base_dim > 0, "{}: key 'base_dim' must be positive, got {}", where, c.base_dim);
   DITGEN_CHECK(c.z_dim > 0, "{}: key 'z_dim' must be positive, got {}", where, c.z_dim);
@@ -69,46 +69,17 @@ constexpr double kNormEps = 1e-12;  // F.normalize's floor on the L2 norm
 
 using nn::Init;
 using nn::Shard;
+using nn::vae::Conv2d;
+using nn::vae::linear;
 
-// LibTorch 1.13's CPU kernels accumulate bf16/fp16 convolutions and matmuls in that precision; on
-// the CPU such layers compute in fp32 and round once. GPU kernels accumulate in fp32 themselves.
-bool cpu_reduced(const at::Tensor& x) { return !x.is_cuda() && x.scalar_type() != at::kFloat; }
-
-// [B, S, in] -> [B, S, out]
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (!cpu_reduced(x)) return at::linear(x, w, b);
-  return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)).to(x.scalar_type());
+// A CausalConv3d (weight [cout, cin, k, k, k]) applied to a single frame, as a 2D convolution with stride 1
+// and "same" zero padding, its weight made 2D once, at load: the temporal padding is 2*(k/2) zero frames in
+// front, so only the last tap sees the frame (3.2 "Single-frame consequence"; for k = 1 that is tap 0).
+// Spatial zero padding k/2 as in the 3D conv.
+Conv2d causal_conv(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k) {
+  at::Tensor w = wb.get("weight", {cout, cin, k, k, k}, Shard::replicated(), Init::Linear);
+  return {w.select(2, k - 1).contiguous(), wb.get("bias", {cout}, Shard::replicated(), Init::Bias), 1, k / 2};
 }
-
-// A 2D convolution with stride 1 and "same" zero padding. The checkpoint's CausalConv3d weights
-// become 2D weights once, at load.
-struct Conv2d {
-  at::Tensor weight, bias;  // [cout, cin, k, k], [cout]
-  int64_t padding = 0;
-
-  // A CausalConv3d (weight [cout, cin, k, k, k]) applied to a single frame: the temporal padding is
-  // 2*(k/2) zero frames in front, so only the last tap sees the frame (3.2 "Single-frame
-  // consequence"; for k = 1 that is tap 0). Spatial zero padding k/2 as in the 3D conv.
-  static Conv2d causal(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k) {
-    at::Tensor w = wb.get("weight", {cout, cin, k, k, k}, Shard::replicated(), Init::Linear);
-    return {w.select(2, k - 1).contiguous(), wb.get("bias", {cout}, Shard::replicated(), Init::Bias), k / 2};
-  }
-  // A plain Conv2d (the upsamplers' `resample.1`).
-  static Conv2d plain(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k) {
-    return {wb.get("weight", {cout, cin, k, k}, Shard::replicated(), Init::Linear),
-            wb.get("bias", {cout}, Shard::replicated(), Init::Bias), k / 2};
-  }
-  // [B, cin, H, W] -> [B, cout, H, W]. Under VAE-P (`rows` split) x is this rank's band and the rows'
-  // padding comes from the neighbours (zeros only at the image's top and bottom).
-  at::Tensor operator()(at::Tensor x, const parallel::RowSplit& rows = {}) const {
-    const at::Tensor in = rows.with_halo(x, /*dim=*/2, padding, parallel::RowPad::Zeros);
-    const auto dtype = x.scalar_type();
-    x.reset();  // a temporary argument is freed here
-    const std::vector<int64_t> pad = {rows.conv_padding(padding), padding};
-    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {1, 1}, pad);
-    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {1, 1}, pad).to(dtype);
-  }
-};
 
 // QwenImageRMS_norm: x / max(||x||_2 over channels, 1e-12) * sqrt(C) * gamma. Not a mean-square
 // norm with an eps (7 item 13). Computed in fp32 and rounded once for bf16/fp16 inputs.
@@ -129,34 +100,26 @@ struct RmsNorm {
         at::linalg_vector_norm(xf, 2, at::IntArrayRef{1}, /*keepdim=*/true).clamp_min_(kNormEps);
     return at::div(xf, norm).mul_(scale).to(x.scalar_type());  // [B, C, H, W]
   }
-  // silu(norm(x)), the SiLU applied in place on the fresh normalised tensor.
-  at::Tensor silu(const at::Tensor& x) const {
+  // silu(norm(x)), the SiLU applied in place on the fresh normalised tensor; per pixel, so a band of rows
+  // under VAE-P needs nothing of its neighbours (`rows` is unused).
+  at::Tensor silu(const at::Tensor& x, const parallel::RowSplit& /*rows*/ = {}) const {
     at::Tensor t = (*this)(x);
     at::silu_(t);
     return t;
   }
 };
 
-// ResidualBlock(in, out): shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))), k3 convs.
-struct ResidualBlock {
-  RmsNorm norm1, norm2;
-  Conv2d conv1, conv2;
-  std::optional<Conv2d> conv_shortcut;  // 1x1x1, iff cin != cout
+// ResidualBlock(in, out): shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))), k3 convs, a 1x1x1
+// shortcut iff cin != cout.
+using ResidualBlock = nn::vae::ResnetBlock<RmsNorm>;
 
-  static ResidualBlock load(const nn::Weights& wb, int64_t cin, int64_t cout) {
-    ResidualBlock r{RmsNorm::load(wb.pp("norm1"), cin), RmsNorm::load(wb.pp("norm2"), cout),
-                    Conv2d::causal(wb.pp("conv1"), cin, cout, 3),
-                    Conv2d::causal(wb.pp("conv2"), cout, cout, 3), std::nullopt};
-    if (cin != cout) r.conv_shortcut = Conv2d::causal(wb.pp("conv_shortcut"), cin, cout, 1);
-    return r;
-  }
-  // [B, cin, H, W] -> [B, cout, H, W] (VAE-P: this rank's band of rows; the norms are per pixel)
-  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
-    at::Tensor h = conv1(norm1.silu(x), rows);
-    h = conv2(norm2.silu(h), rows);
-    return conv_shortcut ? h.add_((*conv_shortcut)(x)) : h.add_(x);
-  }
-};
+ResidualBlock load_residual(const nn::Weights& wb, int64_t cin, int64_t cout) {
+  ResidualBlock r{RmsNorm::load(wb.pp("norm1"), cin), RmsNorm::load(wb.pp("norm2"), cout),
+                  causal_conv(wb.pp("conv1"), cin, cout, 3), causal_conv(wb.pp("conv2"), cout, cout, 3),
+                  std::nullopt};
+  if (cin != cout) r.conv_shortcut = causal_conv(wb.pp("conv_shortcut"), cin, cout, 1);
+  return r;
+}
 
 // Mid-block AttentionBlock(C): one head of width C over the H*W pixels of the frame, residual kept.
 // The 1x1 convs to_qkv / proj act as linears on [B, HW, C]; q, k, v are consecutive C-channel thirds.
@@ -174,48 +137,34 @@ struct MidAttention {
   // [B, C, H, W] -> [B, C, H, W]. Under VAE-P the band's pixels attend to every pixel of the image: the
   // keys and values of all ranks are gathered (the mid block runs at the latent size).
   at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
-    const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    const int64_t c = x.size(1), w = x.size(3);
     at::Tensor qkv = linear(norm(x).flatten(2).transpose(1, 2), qkv_w, qkv_b);  // [B, h*W, 3C]
     at::Tensor q = qkv.narrow(2, 0, c).unsqueeze(2);                            // [B, h*W, 1, C]
     at::Tensor kv = rows.all_rows(qkv.narrow(2, c, 2 * c), 1, w);               // [B, H*W, 2C]
     at::Tensor k = kv.narrow(2, 0, c).unsqueeze(2);
     at::Tensor v = kv.narrow(2, c, c).unsqueeze(2);
-    at::Tensor o = linear(nn::attention(q, k, v).squeeze(2), proj_w, proj_b);  // [B, HW, C]
-    return o.transpose(1, 2).reshape({b, c, h, w}).add_(x);
+    return nn::vae::pixel_attention(q, k, v, proj_w, proj_b, x);  // [B, C, h, W]
   }
 };
 
 // The encoder's downsample2d/3d on one frame (`resample.1`, qwen-image.md 3.2): ZeroPad2d(0, 1, 0, 1) then
-// a 3x3 stride-2 Conv2d. downsample3d's time_conv acts only from the second chunk of frames on, so never
-// for one frame (like the decoder's, it is left unread).
-struct Downsample {
-  at::Tensor weight, bias;  // [C, C, 3, 3], [C]
-
-  static Downsample load(const nn::Weights& wb, int64_t c) {
-    return {wb.get("weight", {c, c, 3, 3}, Shard::replicated(), Init::Linear),
-            wb.get("bias", {c}, Shard::replicated(), Init::Bias)};
-  }
-  // [B, C, H, W] -> [B, C, H/2, W/2] (floor). Under VAE-P the band starts on an even row and the row below
-  // it is the next band's first (zeros below the image).
-  at::Tensor operator()(const at::Tensor& x, const parallel::RowSplit& rows = {}) const {
-    const at::Tensor in = at::constant_pad_nd(rows.with_rows_below(x, /*dim=*/2, 1), {0, 1, 0, 0}, 0);
-    if (!cpu_reduced(in)) return at::conv2d(in, weight, bias, {2, 2});
-    return at::conv2d(in.to(at::kFloat), weight.to(at::kFloat), bias.to(at::kFloat), {2, 2})
-        .to(x.scalar_type());
-  }
-};
+// a 3x3 stride-2 Conv2d (nn::vae::downsample_2x). downsample3d's time_conv acts only from the second chunk
+// of frames on, so never for one frame (like the decoder's, it is left unread).
+Conv2d load_downsample(const nn::Weights& wb, int64_t c) {
+  return Conv2d::load(wb, c, c, 3, /*stride=*/2, 0);
+}
 
 // An encoder resolution stage: num_res_blocks residual blocks, then (all but the last stage) a downsample.
 struct DownStage {
   std::vector<ResidualBlock> resnets;
-  std::optional<Downsample> downsample;
+  std::optional<Conv2d> downsample;
 };
 
 // An up block: num_res_blocks + 1 residual blocks, then (all but the last block) an upsampler.
 struct UpBlock {
   std::vector<ResidualBlock> resnets;
-  // upsample2d/3d's `resample.1`: out -> out/2 after a nearest x2. upsample3d's time_conv would
-  // double the frames but is skipped on the first chunk, i.e. always for one frame (3.2).
+  // upsample2d/3d's `resample.1` (a plain Conv2d): out -> out/2 after a nearest x2. upsample3d's time_conv
+  // would double the frames but is skipped on the first chunk, i.e. always for one frame (3.2).
   std::optional<Conv2d> upsampler;
 };
 
@@ -243,14 +192,14 @@ struct Vae::Encoder {
     const nn::Weights e = wb.pp("encoder");
     const nn::Weights mid = e.pp("mid_block");
     const int64_t c = dims.back(), z2 = 2 * config.z_dim;
-    Encoder enc{Conv2d::causal(e.pp("conv_in"), config.input_channels, dims[0], 3),
+    Encoder enc{causal_conv(e.pp("conv_in"), config.input_channels, dims[0], 3),
                 {},
-                ResidualBlock::load(mid.pp("resnets").pp(0), c, c),
+                load_residual(mid.pp("resnets").pp(0), c, c),
                 MidAttention::load(mid.pp("attentions").pp(0), c),
-                ResidualBlock::load(mid.pp("resnets").pp(1), c, c),
+                load_residual(mid.pp("resnets").pp(1), c, c),
                 RmsNorm::load(e.pp("norm_out"), c),
-                Conv2d::causal(e.pp("conv_out"), c, z2, 3),
-                Conv2d::causal(wb.pp("quant_conv"), z2, z2, 1)};
+                causal_conv(e.pp("conv_out"), c, z2, 3),
+                causal_conv(wb.pp("quant_conv"), z2, z2, 1)};
     int64_t k = 0;  // the flat down_blocks index
     for (int64_t i = 0; i < n; ++i) {
       // Only a residual block changes the width (upstream fails the same way without one).
@@ -260,9 +209,9 @@ struct Vae::Encoder {
       DownStage stage;
       for (int64_t j = 0; j < config.num_res_blocks; ++j)
         stage.resnets.push_back(
-            ResidualBlock::load(e.pp("down_blocks").pp(k++), j == 0 ? dims[i] : dims[i + 1], dims[i + 1]));
+            load_residual(e.pp("down_blocks").pp(k++), j == 0 ? dims[i] : dims[i + 1], dims[i + 1]));
       if (i + 1 < n)
-        stage.downsample = Downsample::load(e.pp("down_blocks").pp(k++).pp("resample").pp(1), dims[i + 1]);
+        stage.downsample = load_downsample(e.pp("down_blocks").pp(k++).pp("resample").pp(1), dims[i + 1]);
       enc.stages.push_back(std::move(stage));
     }
     return enc;
@@ -274,10 +223,7 @@ struct Vae::Encoder {
     at::Tensor x = conv_in(image, rows);  // [B, dims[0], H, W]
     for (const auto& stage : stages) {
       for (const auto& r : stage.resnets) x = r(x, rows);
-      if (stage.downsample) {
-        x = (*stage.downsample)(x, rows);
-        rows = rows.downscaled(2);
-      }
+      if (stage.downsample) x = nn::vae::downsample_2x(*stage.downsample, std::move(x), rows);
     }
     x = mid_resnet1(mid_attention(mid_resnet0(x, rows), rows), rows);
     return quant_conv(conv_out(norm_out.silu(x), rows));
@@ -304,22 +250,23 @@ struct Vae::Decoder {
 
     const nn::Weights d = wb.pp("decoder");
     const nn::Weights mid = d.pp("mid_block");
-    Decoder dec{Conv2d::causal(wb.pp("post_quant_conv"), config.z_dim, config.z_dim, 1),
-                Conv2d::causal(d.pp("conv_in"), config.z_dim, dims[0], 3),
-                ResidualBlock::load(mid.pp("resnets").pp(0), dims[0], dims[0]),
+    Decoder dec{causal_conv(wb.pp("post_quant_conv"), config.z_dim, config.z_dim, 1),
+                causal_conv(d.pp("conv_in"), config.z_dim, dims[0], 3),
+                load_residual(mid.pp("resnets").pp(0), dims[0], dims[0]),
                 MidAttention::load(mid.pp("attentions").pp(0), dims[0]),
-                ResidualBlock::load(mid.pp("resnets").pp(1), dims[0], dims[0]),
+                load_residual(mid.pp("resnets").pp(1), dims[0], dims[0]),
                 {},
                 RmsNorm::load(d.pp("norm_out"), dims.back()),
-                Conv2d::causal(d.pp("conv_out"), dims.back(), config.input_channels, 3)};
+                causal_conv(d.pp("conv_out"), dims.back(), config.input_channels, 3)};
     for (int64_t i = 0; i < n; ++i) {
       const int64_t cin = i == 0 ? dims[0] : dims[i] / 2, cout = dims[i + 1];
       const nn::Weights bw = d.pp("up_blocks").pp(i);
       UpBlock block;
       for (int64_t j = 0; j <= config.num_res_blocks; ++j)
-        block.resnets.push_back(ResidualBlock::load(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout));
+        block.resnets.push_back(load_residual(bw.pp("resnets").pp(j), j == 0 ? cin : cout, cout));
       if (i + 1 < n)
-        block.upsampler = Conv2d::plain(bw.pp("upsamplers").pp(0).pp("resample").pp(1), cout, cout / 2, 3);
+        block.upsampler =
+            Conv2d::load(bw.pp("upsamplers").pp(0).pp("resample").pp(1), cout, cout / 2, 3, 1, 1);
       dec.up_blocks.push_back(std::move(block));
     }
     return dec;
@@ -332,13 +279,8 @@ struct Vae::Decoder {
     x = mid_resnet1(mid_attention(mid_resnet0(x, rows), rows), rows);
     for (const auto& block : up_blocks) {
       for (const auto& r : block.resnets) x = r(x, rows);
-      if (block.upsampler) {
-        // Nearest x2 (nearest-exact upstream: the same for a factor 2, and exact in any dtype; each row
-        // becomes two on its rank).
-        const std::vector<int64_t> size = {x.size(2) * 2, x.size(3) * 2};
-        rows = rows.scaled(2);
-        x = (*block.upsampler)(at::upsample_nearest2d(x, size), rows);
-      }
+      // Nearest x2 (nearest-exact upstream: the same for a factor 2), then the conv.
+      if (block.upsampler) x = nn::vae::upsample_2x(*block.upsampler, x, rows);
     }
     return conv_out(norm_out.silu(x), rows);
   }
