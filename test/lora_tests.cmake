@@ -104,3 +104,10 @@ add_test(NAME cli.fp8_folder.qwen_with_lora
                  -DWORK=${FP8_WORK}/qwen/lora -P ${CMAKE_CURRENT_SOURCE_DIR}/run_compare.cmake)
 set_tests_properties(cli.fp8_folder.qwen_with_lora PROPERTIES FIXTURES_REQUIRED fp8_qwen LABELS "cli;fp8;lora"
                      TIMEOUT 300 SKIP_REGULAR_EXPRESSION "SKIP: ")
+
+# The run report names each LoRA with its scale and the layers it changed.
+add_test(NAME cli.lora_in_report
+         COMMAND sh -c "test -f '${QWEN_LORA}' || { echo 'SKIP: no fixture'; exit 0; }; mkdir -p '${LORA_WORK}/report' && \
+'$<TARGET_FILE:ditgen>' qwen-image --warmup 0 --steps 1 --lora '${QWEN_LORA}:0.5' -o '${LORA_WORK}/report/r.png' && \
+grep -Eq '\"scale\": *0.5' '${LORA_WORK}/report/r.json' && grep -Eq '\"layers\": *[1-9]' '${LORA_WORK}/report/r.json'")
+set_tests_properties(cli.lora_in_report PROPERTIES LABELS "cli;lora" TIMEOUT 120 SKIP_REGULAR_EXPRESSION "SKIP: ")

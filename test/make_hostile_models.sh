@@ -37,10 +37,16 @@ qvariant sched_base; sed -i 's/"base_image_seq_len": [0-9]*/"base_image_seq_len"
 qvariant sched_equal; sed -i 's/"max_image_seq_len": [0-9]*/"max_image_seq_len": 256/; s/"base_image_seq_len": [0-9]*/"base_image_seq_len": 256/' \
   "$work/sched_equal/scheduler/scheduler_config.json"
 qvariant sched_train; sed -i 's/"num_train_timesteps": [0-9]*/"num_train_timesteps": 0/' "$work/sched_train/scheduler/scheduler_config.json"
+# FLUX.2 reads two scheduler fields but checks the whole file as every flow-matching config.
+rm -rf "$work/fsched_train"; cp -r "$work/good" "$work/fsched_train"
+sed -i 's/"num_train_timesteps": [0-9]*/"num_train_timesteps": 0/' "$work/fsched_train/scheduler/scheduler_config.json"
 for f in te_maxpos/text_encoder/config.json te_family/text_encoder/config.json sched_base/scheduler/scheduler_config.json \
          sched_train/scheduler/scheduler_config.json; do
   if cmp -s "$work/$f" "$work/qgood/${f#*/}"; then echo "make_hostile_models: $f unchanged"; exit 1; fi
 done
+if cmp -s "$work/fsched_train/scheduler/scheduler_config.json" "$work/good/scheduler/scheduler_config.json"; then
+  echo "make_hostile_models: fsched_train unchanged"; exit 1
+fi
 # A case folder whose io.safetensors is the deep header (ditgen verify).
 mkdir -p "$work/cases/flux2_vae_b1_6x8"; cp "$work/files/deep.safetensors" "$work/cases/flux2_vae_b1_6x8/io.safetensors"
 echo "hostile models ready in $work"

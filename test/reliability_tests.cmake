@@ -34,6 +34,7 @@ set(R_CASES
   "scheduler_base_zero|scheduler_config.json: base_image_seq_len must be a positive token count, got 0|${R_QRUN},--model-path,${R_M}/sched_base"
   "scheduler_max_equals_base|max_image_seq_len \\(256\\) must be larger than base_image_seq_len \\(256\\)|${R_QRUN},--model-path,${R_M}/sched_equal"
   "scheduler_train_steps|num_train_timesteps must be 1000 .*got 0|${R_QRUN},--model-path,${R_M}/sched_train"
+  "flux2_scheduler_train_steps|num_train_timesteps must be 1000 .*got 0|${R_RUN},--model-path,${R_M}/fsched_train"
   "verify_deep_header|io.safetensors' is corrupt: its header nests deeper than 64 levels|${R_D},verify,${R_M}/cases/flux2_vae_b1_6x8"
   "trace_diff_deep_header|deep.safetensors' is corrupt: its header nests deeper than 64 levels|${R_D},trace-diff,${R_M}/files/deep.safetensors,${R_M}/files/deep.safetensors"
   "prompt_file_steps|--prompt-file .*steps.jsonl line 1: \"steps\" must be an integer from 1 to 10000, got 100000|${R_RUN},--prompt-file,${R_PF}/steps.jsonl"

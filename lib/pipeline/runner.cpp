@@ -3,8 +3,6 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -15,6 +13,7 @@
 #include "lib/io/video.h"
 #include "lib/nn/linear.h"
 #include "lib/pipeline/fit_check.h"
+#include "lib/pipeline/load_options.h"
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/prompt_file.h"
 #include "lib/pipeline/settings_check.h"
@@ -23,6 +22,7 @@
 #include "lib/runtime/metrics.h"
 #include "lib/runtime/profile.h"
 #include "lib/runtime/progress.h"
+#include "lib/runtime/tasks.h"
 
 namespace ditgen::pipeline {
 
@@ -176,6 +176,7 @@ class Launch {
   const comm::Mesh& mesh_;
   std::vector<PromptItem> items_;  // the prompt file's, or one from the command line
   bool many_ = false, video_ = false;
+  nlohmann::json lora_;  // --lora: path, scale and layers changed per file, for the reports
   std::string ext_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
@@ -313,6 +314,7 @@ void Launch::load() {
   runtime::return_freed_memory(device_);  // what loading held only for a while (whole tensors before slicing)
   load_s_ = watch.seconds();
   peaks_->end("load");
+  lora_ = lora_report_settings(req_);
 }
 
 // Resolve each item's settings: every rank checks every item before any work, so a bad request ends the
@@ -531,6 +533,7 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
     for (const auto& im : s.images) images.push_back({{"path", im.path}, {"sha256", im.sha256}});
     report.settings["images"] = images;
   }
+  if (!lora_.empty()) report.settings["lora"] = lora_;
   report.settings.update(model_->report_settings(s));
   report.add_stage("load", load_s_);
   report.add_stage("text_encode", te_seconds_[k]);
@@ -618,9 +621,8 @@ std::vector<std::string> Launch::write_outputs(size_t k, const ItemTimes& t, io:
         make_dirs(dir);
         const int64_t frames = media.videos.size(1);
         std::vector<std::string> pngs(static_cast<size_t>(frames));
-        at::parallel_for(0, frames, 1, [&](int64_t begin, int64_t end) {
-          for (int64_t f = begin; f < end; ++f) pngs[f] = io::png_bytes(media.videos[i][f]);
-        });
+        const at::Tensor video = media.videos[i].to(at::kCPU);
+        runtime::parallel_tasks(frames, [&](int64_t f) { pngs[f] = io::png_bytes(video[f]); });
         for (int64_t f = 0; f < frames; ++f)
           encoded.emplace_back(io::join_path(dir, fmt::format("{:05d}.png", f)), std::move(pngs[f]));
         if (audio.defined()) encoded.emplace_back(paths.stems[i] + ".wav", io::wav_bytes(audio, media.sample_rate));

@@ -20,13 +20,15 @@ namespace ditgen::flux2 {
 // ---- scheduler ----------------------------------------------------------------------------------
 
 SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  // The whole file is checked as every flow-matching scheduler config is (ranges, switches this sampler
+  // lacks, num_train_timesteps), though FLUX.2 reads only two fields: its mu is the pipeline's empirical one.
   SchedulerConfig c;
-  c.use_dynamic_shifting = io::json_get<bool>(j, "use_dynamic_shifting", c.use_dynamic_shifting, where);
-  c.shift = io::json_get<double>(j, "shift", c.shift, where);
-  const std::string kind = io::json_get<std::string>(j, "time_shift_type", "exponential", where);
-  DITGEN_CHECK(kind == "exponential", "{}: time_shift_type '{}' is not supported (FLUX.2 uses 'exponential')",
-               where, kind);
-  DITGEN_CHECK(c.shift > 0, "{}: shift must be positive, got {}", where, c.shift);
+  sched::FlowMatchConfig defaults;
+  defaults.use_dynamic_shifting = c.use_dynamic_shifting;
+  defaults.shift = c.shift;
+  const sched::FlowMatchConfig checked = sched::FlowMatchConfig::from_json(j, where, defaults);
+  c.use_dynamic_shifting = checked.use_dynamic_shifting;
+  c.shift = checked.shift;
   return c;
 }
 

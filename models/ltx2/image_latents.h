@@ -10,7 +10,7 @@
 #include <ATen/ATen.h>
 
 #include "lib/comm/communicator.h"
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 
 namespace ditgen::ltx2 {
 

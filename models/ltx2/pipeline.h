@@ -21,7 +21,7 @@
 #include "models/ltx2/audio_vae.h"
 #include "models/ltx2/connectors.h"
 #include "models/ltx2/transformer.h"
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 #include "models/ltx2/vocoder.h"
 
 namespace ditgen::ltx2 {

@@ -293,7 +293,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
                             proj_in_.b);  // [B, Nv_loc, D]
   at::Tensor y = nn::linear(parallel::split_sequence(in.audio_hidden_states, 1, *ctx_).to(dev, dt),
                             audio_proj_in_.w, audio_proj_in_.b);  // [B, Na_loc, Da]
-  const Ropes r = ropes(in.frames, in.height, in.width, in.fps, Na);
+  const RopeKey key{in.frames, in.height, in.width, Na, in.fps};
+  if (!rope_cache_ || !(key == rope_key_)) {
+    rope_cache_ = std::make_shared<const Ropes>(ropes(in.frames, in.height, in.width, in.fps, Na));
+    rope_key_ = key;
+  }
+  const Ropes& r = *rope_cache_;
   runtime::trace("transformer.x_embedded", x);
   runtime::trace("transformer.audio_embedded", y);
 

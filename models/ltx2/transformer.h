@@ -8,6 +8,8 @@
 // attention holds heads / tp and every MLP its slice (cache-dit-semantics.md §2.4).
 #include <ATen/ATen.h>
 
+#include <memory>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -85,6 +87,19 @@ class Transformer {
   Ropes ropes(int64_t frames, int64_t height, int64_t width, double fps, int64_t audio_frames) const;
 
  private:
+  // The last generation's tables, kept on the device: every step of a generation asks for the same ones,
+  // and rebuilding them on the host cost ~30 ms of host-to-device copies a step at the default video.
+  struct RopeKey {
+    int64_t frames = -1, height = -1, width = -1, audio_frames = -1;
+    double fps = 0;
+    bool operator==(const RopeKey& o) const {
+      return frames == o.frames && height == o.height && width == o.width && audio_frames == o.audio_frames &&
+             fps == o.fps;
+    }
+  };
+  mutable RopeKey rope_key_;
+  mutable std::shared_ptr<const Ropes> rope_cache_;
+
   struct AdaLN {  // AdaLN-single: timestep embedder + modulation linear
     Linear t1, t2, mod;
   };

@@ -8,8 +8,8 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
 // The transformer case plus lora.safetensors: without, with the LoRA at each adapter weight, at 0, meshes.
 void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_connectors(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
-void verify_video_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
-void verify_video_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
+void verify_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_audio_vae_vocoder(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report);
 }  // namespace ditgen::ltx2

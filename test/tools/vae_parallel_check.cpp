@@ -26,7 +26,7 @@
 #include "lib/runtime/metrics.h"
 #include "lib/verify/compare.h"
 #include "models/flux2/vae.h"
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 #include "models/qwen_image/vae.h"
 
 using namespace ditgen;

@@ -13,7 +13,7 @@
 #include "lib/verify/case.h"
 #include "lib/verify/compare.h"
 #include "models/ltx2/image_latents.h"
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 #include "test/unit/fixtures.h"
 
 using namespace ditgen;

@@ -65,7 +65,9 @@ struct FakeModel : pipeline::Model {
     return {u[0] + (c[0] - u[0]) * s.true_cfg_scale};
   }
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings&) const override {
-    return {at::zeros({latents[0].size(0), 3, 16, 24})};
+    pipeline::Media m;
+    m.images = at::zeros({latents[0].size(0), 3, 16, 24});
+    return m;
   }
   std::map<std::string, uint64_t> bytes_read() const override { return {}; }
 };

@@ -1,4 +1,4 @@
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 
 #include <fmt/ranges.h>
 

@@ -3,7 +3,7 @@
 // mean (models/ltx2_video_vae_encode_*, not normalised).
 #include "lib/verify/module.h"
 #include "models/ltx2/verify.h"
-#include "models/ltx2/video_vae.h"
+#include "models/ltx2/vae.h"
 
 namespace ditgen::ltx2 {
 
@@ -15,7 +15,7 @@ VideoVae load(const verify::Case& c, const verify::CaseOptions& opt, bool with_e
 }
 }  // namespace
 
-void verify_video_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+void verify_vae(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   const VideoVae vae = load(c, opt, /*with_encoder=*/false);
   const at::Tensor latents = c.tensor("in.latents");  // [B, C, F, H, W], already de-normalised
   verify::compare_with_one_rank(
@@ -23,7 +23,7 @@ void verify_video_vae(const verify::Case& c, const verify::CaseOptions& opt, ver
       [&] { return vae.decode(latents); }, verify::tolerance(opt, 1e-4));
 }
 
-void verify_video_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
+void verify_vae_encode(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   const VideoVae vae = load(c, opt, /*with_encoder=*/true);
   const at::Tensor video = c.tensor("in.video");  // [B, 3, F, H, W] in [-1, 1]
   verify::compare_with_one_rank(

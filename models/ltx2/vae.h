@@ -121,7 +121,7 @@ class VideoVae {
   // [0, 1] (diffusers' "pt" output), on the VAE's device.
   at::Tensor decode_to_frames(const at::Tensor& z_normalised, comm::Communicator* vae_parallel = nullptr) const;
 
-  struct Encoder;  // defined in video_vae.cpp
+  struct Encoder;  // defined in vae.cpp
   struct Decoder;
 
  private:
