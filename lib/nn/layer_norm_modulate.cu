@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lib/nn/block_sum.cuh"
 #include "lib/nn/layer_norm_modulate_cuda.h"
 
 namespace ditgen::nn {
@@ -12,17 +13,6 @@ namespace ditgen::nn {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ float block_sum(float v, float* shared) {
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // `shared` may still be read from the previous reduction
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
-  return total;
-}
 
 __global__ void layer_norm_modulate_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ scale1,
                                            const __nv_bfloat16* __restrict__ shift, __nv_bfloat16* __restrict__ out,
@@ -41,13 +31,13 @@ __global__ void layer_norm_modulate_kernel(const __nv_bfloat16* __restrict__ x, 
     const float2 v = __bfloat1622float2(src[p]);
     sum += v.x + v.y;
   }
-  const float mean = block_sum(sum, shared) / static_cast<float>(D);
+  const float mean = block_sum<kThreads>(sum, shared) / static_cast<float>(D);
   float sq = 0.f;
   for (int64_t p = threadIdx.x; p < pairs; p += kThreads) {
     const float2 v = __bfloat1622float2(src[p]);
     sq += (v.x - mean) * (v.x - mean) + (v.y - mean) * (v.y - mean);
   }
-  const float rstd = rsqrtf(block_sum(sq, shared) / static_cast<float>(D) + eps);
+  const float rstd = rsqrtf(block_sum<kThreads>(sq, shared) / static_cast<float>(D) + eps);
   for (int64_t p = threadIdx.x; p < pairs; p += kThreads) {
     const float2 v = __bfloat1622float2(src[p]);
     const float2 s = __bfloat1622float2(sc[p]);

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lib/nn/block_sum.cuh"
 #include "lib/nn/rms_rope_cuda.h"
 
 namespace ditgen::nn {
@@ -13,17 +14,6 @@ namespace ditgen::nn {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ float block_sum(float v, float* shared) {
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // `shared` may still be read from a previous reduction
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
-  return total;
-}
 
 __device__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
@@ -33,7 +23,7 @@ __device__ float row_sum_squares(const __nv_bfloat162* src, int64_t pairs, float
     const float2 v = __bfloat1622float2(src[p]);
     sum += v.x * v.x + v.y * v.y;
   }
-  return block_sum(sum, shared);
+  return block_sum<kThreads>(sum, shared);
 }
 
 // out = shift + bf16(x * rsqrt(mean(x^2) + eps)) * scale1, or the normalised row alone (scale1 null).

@@ -1,0 +1,20 @@
+#pragma once
+// The sum of one float per thread over a block of kThreads threads (a multiple of 32), for the row
+// kernels that normalise one row per block. `shared` holds kThreads / 32 floats; safe to call repeatedly.
+#include <cuda_runtime.h>
+
+namespace ditgen::nn {
+
+template <int kThreads>
+__device__ float block_sum(float v, float* shared) {
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // `shared` may still be read from the previous reduction
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  return total;
+}
+
+}  // namespace ditgen::nn
