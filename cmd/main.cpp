@@ -322,6 +322,9 @@ int main(int argc, char** argv) {
     sub->add_flag("--parallel-text,--parallel-text-encoder", req.parallel_text,
                   "text encoder tensor-parallel over all ranks (each loads its slice)");
     sub->add_flag("--parallel-vae", req.parallel_vae, "VAE decode split by image rows over all ranks");
+    sub->add_flag("--offload", req.offload,
+                  "keep the transformer's blocks (and the text encoder's layers) in pinned host memory and copy each "
+                  "to the GPU just ahead of its use: for cards too small for the weights (CUDA build)");
     cmd->mesh.add(sub);
     model_commands.push_back(std::move(cmd));
   }
@@ -348,6 +351,9 @@ int main(int argc, char** argv) {
                    "VAE cases: the decode split by image rows over all ranks (VAE-P)");
   verify->add_flag("--fp8", vreq.options.fp8,
                    "transformer cases: the block linears in FP8 (CUDA); reports relative error and cosine");
+  verify->add_flag("--offload", vreq.options.offload,
+                   "transformer, text-encoder and cache cases: the blocks streamed from host memory (on the CPU "
+                   "through host copies: a check of the mechanism)");
 
   // ---- ditgen trace-diff ----
   std::string trace_a, trace_b;

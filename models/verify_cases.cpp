@@ -82,6 +82,10 @@ int run_verify(const VerifyRequest& req) {
   }
   DITGEN_CHECK(!req.options.fp8 || kind.find("_transformer") != std::string::npos,
                "verify --fp8 applies to transformer cases; '{}' is a {} case", c.name(), kind);
+  DITGEN_CHECK(!req.options.offload || kind.find("_transformer") != std::string::npos ||
+                   kind.rfind("text_encoder", 0) == 0 || kind == "cache",
+               "verify --offload applies to transformer, text-encoder and cache cases; '{}' is a {} case", c.name(),
+               kind);
   if (req.options.fp8) {
     const std::string why = nn::fp8_unavailable_reason(req.options.device);
     DITGEN_CHECK(why.empty(), "{}", why);

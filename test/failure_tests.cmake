@@ -21,6 +21,9 @@ set(FLAG_CASES
   "fp8_cpu_build|flux2|--fp8 needs the CUDA build of ditgen|--fp8"
   "fp8_cpu_build_qwen|qwen-image|--fp8 needs the CUDA build of ditgen|--fp8"
   "fp8_cpu_build_ltx2|ltx2|--fp8 needs the CUDA build of ditgen|--fp8"
+  "offload_cpu_build|flux2|--offload streams the model's blocks from host memory to the GPU: it needs the CUDA build of ditgen|--offload"
+  "offload_cpu_build_qwen|qwen-image|--offload streams the model's blocks from host memory to the GPU: it needs the CUDA build|--offload"
+  "offload_cpu_build_ltx2|ltx2|--offload streams the model's blocks from host memory to the GPU: it needs the CUDA build|--offload"
 )
 foreach(entry ${FLAG_CASES})
   string(REPLACE "|" ";" parts "${entry}")

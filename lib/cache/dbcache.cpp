@@ -317,4 +317,8 @@ std::string Cache::summary(std::optional<bool> separate_cfg) const {
   return s;
 }
 
+int64_t decision_block(const Cache* cache) {
+  return cache != nullptr && cache->options().enabled ? cache->options().Fn : -1;
+}
+
 }  // namespace ditgen::cache

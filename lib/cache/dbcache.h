@@ -137,4 +137,8 @@ class Cache {
   std::vector<List> lists_;
 };
 
+// The first block of each list whose running DBCache decides only after the blocks before it ran (Fn), or
+// -1 when every block runs (no cache, or one that is off): --offload prefetches no copy past it.
+int64_t decision_block(const Cache* cache);
+
 }  // namespace ditgen::cache

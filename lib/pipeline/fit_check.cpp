@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "lib/io/checkpoint.h"
 #include "lib/io/json.h"
 #include "lib/io/report.h"
+#include "lib/nn/offload.h"
 #include "lib/runtime/error.h"
 
 #ifdef DITGEN_CUDA
@@ -42,8 +44,25 @@ std::string gib(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
 
 }  // namespace
 
+std::string block_of_key(const std::string& key) {
+  // The first "<list>.<index>." with a list name of the models' block lists.
+  static const char* lists[] = {"transformer_blocks.", "single_transformer_blocks.", "layers."};
+  for (size_t at = 0;;) {  // at: the start of a name part
+    for (const char* list : lists) {
+      const std::string l = list;
+      if (key.compare(at, l.size(), l) != 0) continue;
+      size_t end = at + l.size();
+      while (end < key.size() && std::isdigit(static_cast<unsigned char>(key[end]))) ++end;
+      if (end > at + l.size() && end < key.size() && key[end] == '.') return key.substr(0, end + 1);
+    }
+    const size_t dot = key.find('.', at);
+    if (dot == std::string::npos) return "";
+    at = dot + 1;
+  }
+}
+
 WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
-                                bool fp8_transformer) {
+                                bool fp8_transformer, int offload_depth) {
   WeightEstimate w;
   std::vector<std::string> components;
   if (DIR* d = ::opendir(model_path.c_str())) {
@@ -56,7 +75,10 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
   const int64_t run_size = static_cast<int64_t>(c10::elementSize(dtype));
   for (const auto& c : components) {
     auto store = io::TensorStore::open_dir(io::join_path(model_path, c));
+    // --offload streams the blocks of these two; the rest of them stays on the device.
+    const bool streamed = offload_depth > 0 && (c == "transformer" || c == "text_encoder");
     int64_t bytes = 0;
+    std::map<std::string, int64_t> blocks;
     for (const auto& key : store->keys()) {
       const auto& info = store->info(key);
       int64_t n = 1;
@@ -65,11 +87,19 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
       const bool fp = info.dtype[0] == 'F' || info.dtype == "BF16";
       // --fp8: the transformer's 2-D weights (its linears) at one byte each (their scales are negligible).
       const bool fp8 = fp8_transformer && c == "transformer" && fp && info.shape.size() == 2;
-      bytes += n * (fp8 ? 1 : fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
+      const int64_t b = n * (fp8 ? 1 : fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
+      const std::string block = streamed ? block_of_key(key) : "";
+      (block.empty() ? bytes : blocks[block]) += b;
     }
-    if (c == "transformer") bytes /= std::max(tp, 1);
-    if (c == "text_encoder") bytes /= std::max(text_ranks, 1);
-    w.bytes[c] = bytes;
+    const int ranks = c == "transformer" ? std::max(tp, 1) : c == "text_encoder" ? std::max(text_ranks, 1) : 1;
+    int64_t host = 0, largest = 0;
+    for (const auto& [name, b] : blocks) {
+      host += b;
+      largest = std::max(largest, b);
+    }
+    if (!blocks.empty()) bytes += largest * nn::BlockStreamer::device_buffers(offload_depth);  // in flight
+    w.bytes[c] = bytes / ranks;
+    if (streamed) w.host_bytes[c] = host / ranks;
   }
   // The memory plan (lib/pipeline/runner.cpp) holds the text encoder and the transformer at different
   // times: the peak of the weights is the larger of the two stages (everything when the plan is off).
@@ -79,6 +109,12 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
   const char* plan = std::getenv("DITGEN_MEMORY_PLAN");
   const bool planned = !(plan && std::string(plan) == "off");
   w.total = planned ? std::max(all - part("transformer"), all - part("text_encoder")) : all;
+  int64_t host_all = 0;
+  for (const auto& [c, b] : w.host_bytes) {
+    host_all += b;
+    w.host_total = std::max(w.host_total, b);
+  }
+  if (!planned) w.host_total = host_all;
   return w;
 }
 
@@ -102,16 +138,32 @@ int64_t available_bytes(const at::Device& device) {
 }
 
 void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host) {
+  if (w.host_total > 0) {  // --offload: the streamed blocks of every rank on this host, in its memory
+    const int64_t host = available_bytes(at::kCPU);
+    const int ranks = std::max(ranks_on_host, 1);
+    std::string parts;
+    for (const auto& [name, b] : w.host_bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
+    DITGEN_CHECK(host < 0 || w.host_total * ranks <= host,
+                 "--offload keeps the streamed blocks in host memory: about {} at once on each rank ({}){} but the "
+                 "host has only {} available: spread the model over more ranks (--tp, --parallel-text) or hosts, or "
+                 "use --fp8 (half the bytes)",
+                 gib(w.host_total), parts,
+                 ranks > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.host_total * ranks), ranks) : "",
+                 gib(host));
+  }
   const int64_t avail = available_bytes(device);
   if (avail < 0 || w.total == 0) return;
   const int sharing = device.is_cuda() ? 1 : std::max(ranks_on_host, 1);
   if (w.total * sharing <= avail) return;
   std::string parts;
   for (const auto& [name, b] : w.bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
-  fail("the weights need about {} at once on each rank ({}){} but {} has only {} {}: spread the transformer over more "
-       "ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype",
-       gib(w.total), parts, sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
-       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available");
+  const bool offloaded = w.host_total > 0;
+  fail("the weights need about {} at once on each rank ({}{}){} but {} has only {} {}: spread the transformer over "
+       "more ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype{}",
+       gib(w.total), parts, offloaded ? "; --offload: the blocks not counted but the ones in flight" : "",
+       sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
+       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available",
+       device.is_cuda() && !offloaded ? ", or keep the blocks in host memory (--offload)" : "");
 }
 
 int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& mesh, at::ScalarType dtype) {

@@ -13,20 +13,31 @@
 namespace ditgen::pipeline {
 
 struct WeightEstimate {
-  std::map<std::string, int64_t> bytes;  // per component folder, on this rank, in the run dtype
+  std::map<std::string, int64_t> bytes;  // per component folder, on this rank's device, in the run dtype
   // What must fit at once: with the memory plan the text encoder and the transformer are never held
   // together, so the larger of (all but the transformer) and (all but the text encoder).
   int64_t total = 0;
+  // --offload: the streamed blocks each component keeps in host memory (this rank's), and what must fit
+  // in host memory at once (the larger of the two under the memory plan); empty and 0 without it.
+  std::map<std::string, int64_t> host_bytes;
+  int64_t host_total = 0;
 };
+
+// The block a checkpoint key belongs to ("transformer_blocks.3.", "single_transformer_blocks.0.",
+// "language_model.model.layers.12."), or "" for a key outside the repeated blocks.
+std::string block_of_key(const std::string& key);
 
 // The tensors of each component folder of a diffusers `model_path` (from the safetensors headers only),
 // converted to `dtype`; the transformer divided over `tp` ranks and the text encoder over `text_ranks`;
-// `fp8_transformer` (--fp8): the transformer's linears at one byte per weight.
+// `fp8_transformer` (--fp8): the transformer's linears at one byte per weight. `offload_depth` > 0
+// (--offload): the transformer's and the text encoder's blocks are counted in host memory, and on the
+// device only the rest plus BlockStreamer::device_buffers(depth) of their largest block.
 WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
-                                bool fp8_transformer = false);
+                                bool fp8_transformer = false, int offload_depth = 0);
 
 // Refuses the run when this rank's weights exceed what its device has free (on the CPU: the host's
-// available memory shared by `ranks_on_host` ranks), naming the numbers and the flags that shrink it.
+// available memory shared by `ranks_on_host` ranks), or (--offload) its streamed blocks what the host has
+// available for the `ranks_on_host` ranks, naming the numbers and the flags that shrink it.
 void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host);
 
 // The activations one denoising step holds at its peak on one rank, estimated from the step's largest

@@ -26,6 +26,7 @@ struct LoadOptions {
   bool defer_transformer = false;  // memory plan: the transformer is read by load_deferred(), not here
   bool parallel_vae = false;       // --parallel-vae: the VAE decode split by rows over every rank (VAE-P)
   bool fp8 = false;                // --fp8: the transformer blocks' linears quantised to e4m3 as they load
+  bool offload = false;            // --offload: transformer blocks and text-encoder layers streamed from host memory
   bool image_encoder = false;      // --image: the VAE's encoder is read too (a decode-only VAE skips it)
   // Optional hook that wraps each component's weight source (by component name), e.g. to record the
   // tensors of the built-in tiny model for export.
@@ -54,6 +55,7 @@ struct LoadOptions {
     lo.parallel_text = req.parallel_text;
     lo.parallel_vae = req.parallel_vae;
     lo.fp8 = req.fp8;
+    lo.offload = req.offload;
     // --image, or images in the prompt file's items: the VAE's encoder is read too.
     lo.image_encoder =
         !req.images.empty() || std::any_of(req.items.begin(), req.items.end(),

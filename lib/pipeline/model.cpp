@@ -1,6 +1,9 @@
 #include "lib/pipeline/model.h"
 
+#include <algorithm>
+
 #include "lib/io/json.h"
+#include "lib/nn/offload.h"
 #include "lib/io/printable.h"
 #include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
@@ -33,6 +36,53 @@ void ModelBase::load_deferred() {
   auto load = std::move(load_transformer_);
   load_transformer_ = nullptr;
   load();
+}
+
+void ModelBase::on_step(int64_t step, int64_t steps) const {
+  cache_.on_step(step, steps);
+  // The transformer's offload counts cover one run: they restart with its first step.
+  for (const auto& s : streamed_) {
+    if (s.component != "transformer") continue;
+    if (step == 0) {
+      if (auto streamer = s.streamer.lock()) streamer->reset_counts();
+      s.stats->reset_counts();
+    }
+    ++s.stats->steps;
+  }
+}
+
+std::shared_ptr<nn::BlockStreamer> ModelBase::offload_streamer(const std::string& component, const at::Device& device) {
+  if (!offload_) return nullptr;
+  auto streamer = nn::make_streamer(true, device);
+  streamed_.push_back({component, streamer, streamer->shared_stats()});
+  return streamer;
+}
+
+std::vector<std::pair<std::string, nn::OffloadStats>> ModelBase::offload_stats() const {
+  std::vector<std::pair<std::string, nn::OffloadStats>> out;
+  for (const auto& s : streamed_) {
+    const auto streamer = s.streamer.lock();
+    out.emplace_back(s.component, streamer ? streamer->stats() : *s.stats);
+  }
+  // The transformer first: its numbers are the ones a run is about.
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.first == "transformer" && b.first != "transformer";
+  });
+  return out;
+}
+
+nlohmann::json ModelBase::offload_report() const {
+  if (streamed_.empty()) return nullptr;
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [component, stats] : offload_stats()) j[component] = stats.to_json();
+  return j;
+}
+
+std::string ModelBase::offload_summary() const {
+  std::string s;
+  for (const auto& [component, stats] : offload_stats())
+    s += fmt::format("{}{}: {}", s.empty() ? "offload " : "; ", component, stats.summary());
+  return s;
 }
 
 at::Tensor model_timestep(float t, int64_t batch, at::ScalarType dtype, const at::Device& device) {

@@ -20,6 +20,11 @@
 #include "lib/pipeline/step_work.h"
 #include "lib/sched/flow_match.h"
 
+namespace ditgen::nn {
+class BlockStreamer;
+struct OffloadStats;
+}  // namespace ditgen::nn
+
 namespace ditgen::pipeline {
 
 struct Conditioning;
@@ -130,6 +135,11 @@ class Model {
   virtual nlohmann::json cache_report() const { return nullptr; }
   // Its one-line summary for rank 0 ("" when it was off).
   virtual std::string cache_summary() const { return ""; }
+  // --offload: what each streamed component held and copied (lib/nn/offload.h: bytes per step, copy time
+  // hidden behind compute), {"transformer": {...}, "text_encoder": {...}}, or null when off; and its summary
+  // for rank 0 ("" when off).
+  virtual nlohmann::json offload_report() const { return nullptr; }
+  virtual std::string offload_summary() const { return ""; }
 
   // The transformer work of one denoising step of the whole job (every CFG branch, the whole batch, not
   // per rank; lib/pipeline/step_work.h), for the report's "work_per_step" and the benchmark floor. Needs
@@ -146,19 +156,36 @@ class ModelBase : public Model {
   const nlohmann::json& defaults() const override { return defaults_; }
   std::map<std::string, uint64_t> bytes_read() const override { return bytes_read_; }
   void load_deferred() override;
-  void on_step(int64_t step, int64_t steps) const override { cache_.on_step(step, steps); }
+  void on_step(int64_t step, int64_t steps) const override;
   nlohmann::json cache_report() const override { return cache_.report(); }
   std::string cache_summary() const override { return cache_.summary(); }
+  nlohmann::json offload_report() const override;
+  std::string offload_summary() const override;
 
  protected:
   // `separate_cfg_cache`: the CFG branches have block-cache state of their own (lib/cache/step_cache.h).
   explicit ModelBase(bool separate_cfg_cache) : cache_(separate_cfg_cache) {}
+
+  // With `offload_` (--offload): a new streamer for `component`'s blocks ("transformer", "text_encoder") on
+  // `device`, whose counts the report shows (the transformer's per step of the last run); else null.
+  std::shared_ptr<nn::BlockStreamer> offload_streamer(const std::string& component, const at::Device& device);
+  bool offload_ = false;
 
   std::string name_;
   nlohmann::json defaults_;
   std::map<std::string, uint64_t> bytes_read_;
   std::function<void()> load_transformer_;  // set while the transformer's load is deferred
   mutable cache::StepCache cache_;
+
+ private:
+  struct Streamed {  // a component's streamer (gone once the component is released) and its counts (kept)
+    std::string component;
+    std::weak_ptr<nn::BlockStreamer> streamer;
+    std::shared_ptr<nn::OffloadStats> stats;
+  };
+  std::vector<Streamed> streamed_;
+  // The counts with every finished copy's time, for the report (the streamer if it is still there).
+  std::vector<std::pair<std::string, nn::OffloadStats>> offload_stats() const;
 };
 
 // The file in a model folder that carries ditgen's presets (written by export-tiny, so that an exported

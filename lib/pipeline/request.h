@@ -56,6 +56,9 @@ struct GenerateRequest {
   bool parallel_text = false;   // --parallel-text: the text encoder tensor-parallel over the ranks
   bool parallel_vae = false;    // --parallel-vae: the VAE decode split by rows over the ranks
   bool fp8 = false;             // --fp8: the transformer blocks' linears in e4m3 (CUDA, FP8 tensor cores)
+  // --offload: the transformer's blocks (and the text encoder's layers) in pinned host memory, streamed to
+  // the GPU ahead of use (lib/nn/offload.h); CUDA only.
+  bool offload = false;
   // --lora FILE[:SCALE] (repeatable, in order; they add up), merged into the weights as they load, and
   // the model command that took them: its key layouts are the ones read (lib/nn/lora.h).
   std::vector<nn::LoraFile> lora;

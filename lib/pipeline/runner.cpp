@@ -12,6 +12,7 @@
 #include "lib/io/output_files.h"
 #include "lib/io/video.h"
 #include "lib/nn/linear.h"
+#include "lib/nn/offload.h"
 #include "lib/pipeline/fit_check.h"
 #include "lib/pipeline/load_options.h"
 #include "lib/pipeline/output.h"
@@ -198,7 +199,7 @@ class Launch {
 };
 
 // Check the request: everything that can be refused before a byte of the model is read (the output
-// format, the prompt file's items, writable outputs, device and dtype, --fp8, TE-P and VAE-P).
+// format, the prompt file's items, writable outputs, device and dtype, --fp8, --offload, TE-P and VAE-P).
 void Launch::check_request() {
   video_ = has_flag(ModelFlag::Video);
   ext_ = video_ ? "mp4" : "png";
@@ -218,6 +219,10 @@ void Launch::check_request() {
   std::tie(device_, dtype_) = resolve_device(req_.device, req_.dtype, mesh_.rank());
   if (req_.fp8) {
     const std::string why = nn::fp8_unavailable_reason(device_);
+    DITGEN_CHECK(why.empty(), "{}", why);
+  }
+  if (req_.offload) {
+    const std::string why = nn::offload_unavailable_reason(device_);
     DITGEN_CHECK(why.empty(), "{}", why);
   }
   device_name_ = device_description(device_, mesh_.world());
@@ -300,7 +305,8 @@ void Launch::check_items() const {
 void Launch::check_weights_fit() const {
   if (req_.model_path.empty() || req_.random_weights || !io::dir_exists(req_.model_path)) return;
   pipeline::check_weights_fit(estimate_weights(req_.model_path, mesh_.shape().tp,
-                                               req_.parallel_text ? mesh_.world() : 1, dtype_, req_.fp8),
+                                               req_.parallel_text ? mesh_.world() : 1, dtype_, req_.fp8,
+                                               req_.offload ? nn::BlockStreamer::kDefaultDepth : 0),
                               device_, ranks_on_host(mesh_));
 }
 
@@ -527,6 +533,7 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
   report.settings["parallel_text"] = tep_;
   report.settings["parallel_vae"] = vaep_;
   if (req_.fp8) report.settings["fp8"] = true;
+  if (req_.offload) report.settings["offload"] = true;
   if (many_) report.settings["prompt_file"] = {{"path", req_.prompt_file}, {"line", items_[k].line}};
   if (!s.images.empty()) {
     nlohmann::json images = nlohmann::json::array();
@@ -551,6 +558,11 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
   report.ranks = io::gather_rank_stats(rank_stats(), ctx_->world());
   const nlohmann::json cache_report = model_->cache_report();  // null with the cache off
   if (!cache_report.is_null()) report.extra["cache"] = cache_report;
+  // --offload: rank 0's streamers (each rank streams its own slice of the same blocks).
+  if (nlohmann::json offload = model_->offload_report(); !offload.is_null()) {
+    offload["rank"] = mesh_.rank();
+    report.extra["offload"] = offload;
+  }
   // The transformer work of one step (all CFG branches, the whole batch): what benchmark floors divide.
   if (const StepWork work = model_->step_work(s); !work.empty())
     report.extra["work_per_step"] = work.to_json();
@@ -661,6 +673,7 @@ io::RunReport Launch::generate_item(size_t k) {
   if (mesh_.rank() == 0) {
     spdlog::info(report.table());
     if (const std::string cs = model_->cache_summary(); !cs.empty()) spdlog::info("{}", cs);
+    if (const std::string os = model_->offload_summary(); !os.empty()) spdlog::info("{}", os);
     if (req_.track_memory) {
       int64_t peak = 0;
       for (const auto& r : report.ranks)

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lib/io/safetensors.h"
+#include "lib/nn/offload.h"
 #include "lib/parallel/context.h"
 
 namespace ditgen::verify {
@@ -25,6 +26,11 @@ struct CaseOptions {
   // --fp8: transformer cases run their block linears in FP8 (CUDA; lib/nn/linear.h); lossy, so the
   // default tolerance is wider and the report adds the cosine similarity.
   bool fp8 = false;
+  // --offload: transformer, text-encoder and cache cases stream their blocks from host memory
+  // (lib/nn/offload.h; on the CPU through host copies, which checks the mechanism without a GPU).
+  bool offload = false;
+  // A new streamer for a case's blocks under --offload, else null.
+  std::shared_ptr<nn::BlockStreamer> streamer() const { return nn::make_streamer(offload, device); }
   // The ranks a VAE decode is split over: the world under --parallel-vae, else none (null).
   comm::Communicator* vae_ranks() const { return parallel_vae && parallel ? &parallel->world() : nullptr; }
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "lib/io/safetensors.h"
+#include "lib/nn/offload.h"
 
 namespace ditgen::verify {
 
@@ -62,6 +63,15 @@ void expect_equal(Report& report, const std::string& name, bool equal, const std
   c.name = name;
   c.pass = equal;
   c.detail = equal ? "exact" : detail;
+  report.checks.push_back(c);
+}
+
+void expect_streamed(Report& report, const std::string& name, const nn::OffloadStats* stats) {
+  if (stats == nullptr) return;
+  Check c;
+  c.name = name;
+  c.pass = stats->copies > 0 && stats->wasted == 0;
+  c.detail = "offload " + stats->summary();
   report.checks.push_back(c);
 }
 

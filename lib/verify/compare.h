@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+namespace ditgen::nn {
+struct OffloadStats;
+}
+
 namespace ditgen::verify {
 
 struct Check {
@@ -32,5 +36,8 @@ void compare(Report& report, const std::string& name, const at::Tensor& ours, co
              double tolerance);
 // Adds an exact check (ids, counts, strings).
 void expect_equal(Report& report, const std::string& name, bool equal, const std::string& detail = "");
+// --offload: adds the check that the streamed blocks were copied and no copy was wasted, with what the
+// streamer did as its detail (`stats` null: nothing streamed, no check).
+void expect_streamed(Report& report, const std::string& name, const nn::OffloadStats* stats);
 
 }  // namespace ditgen::verify

@@ -56,14 +56,16 @@ at::Tensor text_ids(int64_t length) {
 // ---- loading ------------------------------------------------------------------------------------
 
 Pipeline::Pipeline(const TransformerConfig& tcfg, const nn::Weights& tw, const VaeConfig& vcfg,
-                   const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx, bool with_encoder)
+                   const nn::Weights& vw, const SchedulerConfig& scfg, std::shared_ptr<parallel::Context> ctx, bool with_encoder,
+                   bool offload)
     : ModelBase(/*separate_cfg_cache=*/false),
       ctx_(std::move(ctx)),
       dtype_(tw.dtype()),
       device_(tw.device()),
       scheduler_(scfg) {
   name_ = "flux2";
-  transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_);
+  offload_ = offload;
+  transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, false, offload_streamer("transformer", device_));
   tcfg_ = tcfg;
   vae_ = std::make_unique<Vae>(vcfg, vw, with_encoder);
 }
@@ -74,6 +76,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
       dtype_(opt.dtype),
       device_(opt.device),
       parallel_vae_(opt.parallel_vae) {
+  offload_ = opt.offload;
   const pipeline::ModelFiles files(opt, identity());
   name_ = files.name();
   defaults_ = files.defaults();
@@ -98,7 +101,8 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   auto vsrc = files.weights("vae", Vae::unread_keys(/*with_encoder=*/opt.image_encoder));
   tcfg_ = tcfg;
   load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
-    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8,
+                                                 offload_streamer("transformer", device_));
     tsrc->check_all_used();
     bytes_read_["transformer"] = tsrc->bytes_read();
   };
@@ -127,7 +131,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
         },
         "load text encoder");
     text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_layers_needed, ctx_,
-                                      opt.parallel_text);
+                                      opt.parallel_text, offload_streamer("text_encoder", device_));
     tesrc->check_all_used();
   }
   bytes_read_["vae"] = vsrc->bytes_read();

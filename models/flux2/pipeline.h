@@ -102,10 +102,11 @@ class Pipeline : public pipeline::ModelBase {
 
   const Transformer& transformer() const { return *transformer_; }
 
-  // Builds the pipeline from explicit configs and weight sources (used by the golden cases).
+  // Builds the pipeline from explicit configs and weight sources (used by the golden cases); `offload`: the
+  // transformer's blocks streamed (--offload).
   Pipeline(const TransformerConfig& tcfg, const nn::Weights& transformer_weights, const VaeConfig& vcfg,
            const nn::Weights& vae_weights, const SchedulerConfig& scfg,
-           std::shared_ptr<parallel::Context> ctx, bool with_encoder = false);
+           std::shared_ptr<parallel::Context> ctx, bool with_encoder = false, bool offload = false);
 
  private:
   std::shared_ptr<parallel::Context> ctx_;

@@ -80,7 +80,7 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& ids, const std::
 // ---- construction -------------------------------------------------------------------------------
 
 Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in,
-                         std::shared_ptr<parallel::Context> ctx, bool fp8)
+                         std::shared_ptr<parallel::Context> ctx, bool fp8, std::shared_ptr<nn::BlockStreamer> offload)
     : cfg_(config), ctx_(std::move(ctx)) {
   cfg_.check_mesh(ctx_->mesh());
   const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
@@ -110,6 +110,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
                       const Shard& shard) { return nn::load_linear(b, name, shape, shard, fp8); };
   // Column-parallel projections are split by output rows, row-parallel ones by input columns;
   // fused layouts are permuted so each rank holds its heads' q, k, v and its MLP slice.
+  double_blocks_ = nn::BlockList<DoubleBlock>(offload);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     DoubleBlock d;
@@ -131,6 +132,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
     d.ff_ctx_out = linear(b, "ff_context.linear_out.weight", {D, F}, Shard::cols());
     double_blocks_.push_back(std::move(d));
   }
+  single_blocks_ = nn::BlockList<SingleBlock>(offload);  // streamed after the double blocks
   for (int64_t i = 0; i < cfg_.num_single_layers; ++i) {
     const nn::Weights b = wb.pp("single_transformer_blocks").pp(i);
     SingleBlock s;
@@ -295,6 +297,9 @@ at::Tensor Transformer::finish(const State& s) const {
 
 at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   State s = prepare(in);
+  const int64_t decided_from = cache::decision_block(cache);  // --offload: no copy runs past DBCache's decision
+  double_blocks_.may_skip_from(decided_from);
+  single_blocks_.may_skip_from(decided_from);
   if (cache == nullptr || !cache->options().enabled) {
     run_double_blocks(s, 0, cfg_.num_layers);
     join_streams(s);

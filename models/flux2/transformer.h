@@ -12,6 +12,7 @@
 
 #include "lib/cache/dbcache.h"
 #include "lib/nn/linear.h"
+#include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -56,9 +57,10 @@ struct TransformerInput {
 class Transformer {
  public:
   // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), each quantised as it is
-  // read, so the model-dtype copy of the blocks never exists in full.
+  // read, so the model-dtype copy of the blocks never exists in full. `offload` (--offload): the double-
+  // then the single-stream blocks kept in host memory by it, each moved there as it loads (lib/nn/offload.h).
   Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
-              bool fp8 = false);
+              bool fp8 = false, std::shared_ptr<nn::BlockStreamer> offload = nullptr);
 
   // Predicted velocity [B, N_img, out_dim], gathered on every rank. With an enabled `cache`, the
   // double-stream and the single-stream list each run through DBCache with their own state for CFG
@@ -93,10 +95,19 @@ class Transformer {
     nn::Linear to_q, to_k, to_v, to_out, add_q, add_k, add_v, to_add_out;
     at::Tensor norm_q, norm_k, norm_added_q, norm_added_k;
     nn::Linear ff_in, ff_out, ff_ctx_in, ff_ctx_out;
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, to_q, to_k, to_v, to_out, add_q, add_k, add_v, to_add_out, norm_q, norm_k, norm_added_q,
+                      norm_added_k, ff_in, ff_out, ff_ctx_in, ff_ctx_out);
+    }
   };
   struct SingleBlock {
     nn::Linear qkv_mlp, to_out;
     at::Tensor norm_q, norm_k;
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, qkv_mlp, to_out, norm_q, norm_k);
+    }
   };
   at::Tensor embed_time(const at::Tensor& v, const at::Tensor& w1, const at::Tensor& w2, at::ScalarType dt) const;
   void double_block(const DoubleBlock& b, State& s) const;
@@ -110,8 +121,8 @@ class Transformer {
   at::Tensor x_embedder_, context_embedder_;
   at::Tensor t_lin1_, t_lin2_, g_lin1_, g_lin2_;
   at::Tensor mod_img_, mod_txt_, mod_single_, norm_out_, proj_out_;
-  std::vector<DoubleBlock> double_blocks_;
-  std::vector<SingleBlock> single_blocks_;
+  nn::BlockList<DoubleBlock> double_blocks_;  // resident, or streamed (--offload) with the single blocks
+  nn::BlockList<SingleBlock> single_blocks_;
 };
 
 // RoPE tables for 4-axis ids [S, 4]: cos, sin [S, sum(axes)] float32, pairs repeated (§2).

@@ -18,9 +18,11 @@ std::shared_ptr<parallel::Context> context_of(const verify::CaseOptions& opt) {
 namespace {
 // The case's transformer from `source` under `ctx`, on the case's inputs.
 at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
-                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx) {
+                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx,
+                           verify::Report& report) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
+  const auto streamer = opt.streamer();  // --offload
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8, streamer);
   source->check_all_used();
 
   TransformerInput in;
@@ -30,13 +32,15 @@ at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt
   in.guidance = c.has("in.guidance") ? c.tensor("in.guidance") : at::Tensor();
   in.img_ids = c.tensor("in.img_ids");
   in.txt_ids = c.tensor("in.txt_ids");
-  return model.forward(in);
+  const at::Tensor out = model.forward(in);
+  verify::expect_streamed(report, "offload", streamer ? &streamer->stats() : nullptr);
+  return out;
 }
 }  // namespace
 
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-  const at::Tensor out = run_transformer(c, opt, source, context_of(opt));
+  const at::Tensor out = run_transformer(c, opt, source, context_of(opt), report);
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
   const double tol = opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4);
   verify::compare(report, "out.sample", out, c.tensor("out.sample"), tol);
@@ -44,7 +48,7 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
 
 void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   verify_lora_case(c, opt, nn::LoraModel::Flux2, [&](auto source, auto ctx) {
-    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx)}};
+    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx, report)}};
   }, report);
 }
 

@@ -219,7 +219,7 @@ void verify_cache(const verify::Case& c, const verify::CaseOptions& opt, verify:
       Vae::unread_keys(/*with_encoder=*/false));
   auto ctx = opt.parallel ? opt.parallel : parallel::Context::single();
   Pipeline pipe(tcfg, nn::Weights(tsrc, opt.dtype, opt.device), vcfg,
-                nn::Weights(vsrc, opt.dtype, opt.device), scfg, ctx);
+                nn::Weights(vsrc, opt.dtype, opt.device), scfg, ctx, /*with_encoder=*/false, opt.offload);
   tsrc->check_all_used();
   vsrc->check_all_used();
 
@@ -266,6 +266,16 @@ void verify_cache(const verify::Case& c, const verify::CaseOptions& opt, verify:
   }
   compare_ranks(report, records, s.steps, *ctx, opt.device);
   note(report, "summary", pipe.cache_summary());
+  if (opt.offload) {
+    // --offload: every block that ran was copied once, the skipped ones never (prefetching stops at Fn);
+    // the last call's prefetch of the first blocks of a next one adds at most `depth` copies.
+    const nlohmann::json o = pipe.offload_report()["transformer"];
+    const int64_t calls = rep["block_calls"], copies = o["copies"], depth = o["depth"];
+    verify::expect_equal(report, "offload.copies", o["wasted_copies"] == 0 && copies >= calls && copies <= calls + depth,
+                         fmt::format("{} copies for {} block calls (depth {}), {} wasted", copies, calls, depth,
+                                     o["wasted_copies"].get<int64_t>()));
+    note(report, "offload", pipe.offload_summary());
+  }
   const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-3;
   verify::compare(report, "out.final_latents", result.latents[0], c.tensor("out.final_latents"), tol);
 }

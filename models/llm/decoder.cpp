@@ -448,12 +448,14 @@ std::string describe_tp(const DecoderConfig& c, int ranks) {
 
 // ---- model ------------------------------------------------------------------------------------
 
-DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_needed, AllReduce tp_all_reduce)
+DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_needed, AllReduce tp_all_reduce,
+                     std::shared_ptr<nn::BlockStreamer> offload)
     : cfg_(std::move(cfg)),
       dtype_(wb.dtype()),
       device_(wb.device()),
       tp_size_(wb.tp().size),
-      all_reduce_(std::move(tp_all_reduce)) {
+      all_reduce_(std::move(tp_all_reduce)),
+      layers_(std::move(offload)) {
   const DecoderConfig& c = cfg_;
   const int n = num_layers_needed < 0 ? c.num_hidden_layers : num_layers_needed;
   DITGEN_CHECK(n <= c.num_hidden_layers, "text encoder: {} layers requested but the config has {}", n,
@@ -493,7 +495,6 @@ DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_ne
   const Init norm_init = c.offset_norms ? Init::Mean : Init::Norm;
 
   embed_ = wb.get("embed_tokens.weight", {c.vocab_size, hd}, piece(0, t.vocab0, t.vocab), Init::Embedding);
-  layers_.reserve(n);
   for (int i = 0; i < n; ++i) {
     const nn::Weights lw = wb.pp("layers").pp(i);
     const nn::Weights aw = lw.pp("self_attn"), mw = lw.pp("mlp");
@@ -710,13 +711,15 @@ std::vector<at::Tensor> DecoderLM::forward(const at::Tensor& input_ids, const at
 }
 
 std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weights& wb, int num_layers_needed,
-                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text) {
+                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text,
+                                        std::shared_ptr<nn::BlockStreamer> offload) {
   if (!parallel_text || !ctx || ctx->text_tp().size() == 1)
-    return std::make_unique<DecoderLM>(cfg, wb, num_layers_needed);
+    return std::make_unique<DecoderLM>(cfg, wb, num_layers_needed, nullptr, std::move(offload));
   spdlog::info("{}", describe_tp(cfg, ctx->text_tp().size()));
   std::shared_ptr<parallel::Context> group = ctx;
   return std::make_unique<DecoderLM>(cfg, wb.with_tp(ctx->text_tp_group()), num_layers_needed,
-                                     [group](at::Tensor& t) { group->text_tp().all_reduce(t, comm::ReduceOp::Sum); });
+                                     [group](at::Tensor& t) { group->text_tp().all_reduce(t, comm::ReduceOp::Sum); },
+                                     std::move(offload));
 }
 
 }  // namespace ditgen::llm

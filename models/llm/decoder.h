@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "lib/io/checkpoint.h"
+#include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::parallel {
@@ -132,9 +133,10 @@ class DecoderLM {
   // `wb` is rooted at the decoder (names `embed_tokens.weight`, `layers.{i}...`, `norm.weight`).
   // Loads layers 0..num_layers_needed-1 (-1: all); the final norm only when all layers are loaded.
   // With wb.tp().size > 1 each rank reads only its slices (tp_slices above); every rank of the group
-  // must then call forward() with the same inputs.
+  // must then call forward() with the same inputs. `offload` (--offload): the layers kept in host memory by
+  // it, each moved there as it loads, and streamed to the device during forward (lib/nn/offload.h).
   DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_needed = -1,
-            AllReduce tp_all_reduce = nullptr);
+            AllReduce tp_all_reduce = nullptr, std::shared_ptr<nn::BlockStreamer> offload = nullptr);
 
   // input_ids [B, L] int64, attention_mask [B, L] int64 (1 = real token; undefined = all real).
   // Returns hidden_states[k] for each k in `wanted`, in that order, HF semantics: 0 = embeddings,
@@ -153,6 +155,11 @@ class DecoderLM {
     std::optional<at::Tensor> q_bias, k_bias, v_bias;
     at::Tensor q_norm, k_norm;  // [head_dim], Gemma 3 only
     at::Tensor gate, up, down;
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, input_norm, post_attn_norm, pre_ff_norm, post_ff_norm, q, k, v, o, q_bias, k_bias, v_bias,
+                      q_norm, k_norm, gate, up, down);
+    }
   };
 
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w) const;
@@ -169,14 +176,15 @@ class DecoderLM {
   at::Tensor kv_index_;  // [heads] local KV head of each local query head; undefined: plain grouped layout
   AllReduce all_reduce_;
   at::Tensor embed_;
-  std::vector<Layer> layers_;
+  nn::BlockList<Layer> layers_;  // resident, or streamed (--offload)
   std::optional<at::Tensor> final_norm_;
 };
 
 // A pipeline's text encoder: replicated, or with `parallel_text` (--parallel-text) and more than one rank
 // tensor-parallel over ctx's text-encoder group (parallel::Context::text_tp: every rank), each rank
-// reading only its slices of `wb`'s source. Logs the split (describe_tp) on rank 0.
+// reading only its slices of `wb`'s source. Logs the split (describe_tp) on rank 0. `offload`: as DecoderLM's.
 std::unique_ptr<DecoderLM> load_decoder(const DecoderConfig& cfg, const nn::Weights& wb, int num_layers_needed,
-                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text);
+                                        const std::shared_ptr<parallel::Context>& ctx, bool parallel_text,
+                                        std::shared_ptr<nn::BlockStreamer> offload = nullptr);
 
 }  // namespace ditgen::llm

@@ -29,8 +29,9 @@ void verify_text_encoder(const verify::Case& c, const verify::CaseOptions& opt, 
   auto source = open_decoder_source(store, cfg, cfg.num_hidden_layers);
   // Under mpirun with --parallel-text: TE-P over every rank, each reading only its slices; every rank then
   // holds the whole hidden states and compares them.
+  const auto streamer = opt.streamer();  // --offload
   const auto lm = load_decoder(cfg, nn::Weights(source, opt.dtype, opt.device), cfg.num_hidden_layers, opt.parallel,
-                               opt.parallel_text);
+                               opt.parallel_text, streamer);
   source->check_all_used();  // anything besides the ignored vision tower / lm_head is a config mismatch
 
   std::vector<int> wanted;
@@ -42,6 +43,7 @@ void verify_text_encoder(const verify::Case& c, const verify::CaseOptions& opt, 
   }
 
   const auto ours = lm->forward(c.tensor("in.input_ids"), c.tensor("in.attention_mask"), wanted);
+  verify::expect_streamed(report, "offload", streamer ? &streamer->stats() : nullptr);
   const double tol = opt.tolerance > 0 ? opt.tolerance : 1e-4;
   for (size_t i = 0; i < wanted.size(); ++i) {
     const std::string name = "out.hidden_states." + std::to_string(wanted[i]);

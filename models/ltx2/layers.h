@@ -9,6 +9,7 @@
 #include <string>
 
 #include "lib/nn/linear.h"
+#include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -17,6 +18,10 @@ namespace ditgen::ltx2 {
 struct Linear {
   nn::Linear w;  // e4m3 under --fp8 (the transformer blocks' linears)
   at::Tensor b;
+  template <class F>
+  void tensors(F&& f) {  // for --offload (lib/nn/offload.h), as every struct of a block
+    nn::each_tensor(f, w, b);
+  }
 };
 // A replicated linear layer with bias.
 Linear load_linear(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in);
@@ -39,6 +44,10 @@ struct Attention {
   Linear q, k, v, out;        // q/k/v column-parallel, out row-parallel
   at::Tensor norm_q, norm_k;  // [inner / tp] RMSNorm weights across heads
   int64_t heads = 0, head_dim = 0;  // heads on this rank
+  template <class F>
+  void tensors(F&& f) {
+    nn::each_tensor(f, q, k, v, out, norm_q, norm_k);
+  }
 };
 // `fp8` (--fp8): the four linears as FP8 linears (nn::load_linear: an FP8 checkpoint's e4m3 as stored,
 // else quantised as they load).
@@ -60,6 +69,10 @@ at::Tensor rms(const at::Tensor& x, double eps);
 
 struct FeedForward {
   Linear in, out;  // in column-parallel, out row-parallel
+  template <class F>
+  void tensors(F&& f) {
+    nn::each_tensor(f, in, out);
+  }
 };
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8 = false);
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);

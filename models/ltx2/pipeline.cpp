@@ -105,7 +105,7 @@ void Pipeline::build(const Parts& p, const std::map<std::string, nn::Weights>& w
   // Built by load_deferred(): at once, or after the prompts are encoded (the memory plan).
   tcfg_ = p.transformer;
   load_transformer_ = [this, tcfg = p.transformer, tw = w.at("transformer")] {
-    transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, fp8_);
+    transformer_ = std::make_unique<Transformer>(tcfg, tw, ctx_, fp8_, offload_streamer("transformer", device_));
   };
   video_vae_ = std::make_unique<VideoVae>(p.vae, w.at("vae"), p.image_encoder);
   DITGEN_CHECK(
@@ -124,6 +124,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
       device_(opt.device),
       parallel_vae_(opt.parallel_vae),
       fp8_(opt.fp8) {
+  offload_ = opt.offload;
   const pipeline::ModelFiles files(opt, identity());
   name_ = files.name();
   defaults_ = files.defaults();
@@ -192,7 +193,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   for (const auto& [name, s] : src) weights.emplace(name, nn::Weights(s, dtype_, device_));
   build(parts, weights);
   text_encoder_ = llm::load_decoder(te_cfg, weights.at("text_encoder"), te_cfg.num_hidden_layers, ctx_,
-                                    opt.parallel_text);
+                                    opt.parallel_text, offload_streamer("text_encoder", device_));
   for (const auto& [name, s] : src) {
     if (name == "transformer") continue;  // checked once read
     s->check_all_used();

@@ -161,8 +161,8 @@ Transformer::AdaLN Transformer::adaln(const nn::Weights& wb, const std::string& 
 }
 
 Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in, std::shared_ptr<parallel::Context> ctx,
-                         bool fp8)
-    : cfg_(config), ctx_(std::move(ctx)) {
+                         bool fp8, std::shared_ptr<nn::BlockStreamer> offload)
+    : cfg_(config), ctx_(std::move(ctx)), blocks_(std::move(offload)) {
   const int tp = ctx_->mesh().shape().tp;
   const int u = ctx_->mesh().shape().ulysses;
   for (int64_t heads : {cfg_.num_attention_heads, cfg_.audio_num_attention_heads}) {
@@ -310,7 +310,7 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   };
   auto run_blocks = [&](int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
-    const Block& b = blocks_[static_cast<size_t>(i)];
+    const Block& b = blocks_[i];
     const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
     const auto ma = modulation(b.audio_table, temb_a);
     const at::Tensor nx0 = rms_mod(x, mv[1], mv[0]);
@@ -337,6 +337,7 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }
   };
+  blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
     run_blocks(0, cfg_.num_layers);
   } else {  // DBCache (cache-dit-semantics §5.1): one list; the video stream decides, the audio rides along

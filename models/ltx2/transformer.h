@@ -67,8 +67,9 @@ struct TransformerInput {
 class Transformer {
  public:
   // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), quantised as they are read.
+  // `offload` (--offload): the blocks kept in host memory by it, each moved there as it loads (lib/nn/offload.h).
   Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
-              bool fp8 = false);
+              bool fp8 = false, std::shared_ptr<nn::BlockStreamer> offload = nullptr);
 
   struct Output {
     at::Tensor video;  // [B, Nv, out_channels]
@@ -107,6 +108,11 @@ class Transformer {
     Attention attn1, audio_attn1, attn2, audio_attn2, a2v, v2a;
     FeedForward ff, audio_ff;
     at::Tensor table, audio_table, video_av_table, audio_av_table;  // [6, D], [6, Da], [5, D], [5, Da]
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, attn1, audio_attn1, attn2, audio_attn2, a2v, v2a, ff, audio_ff, table, audio_table,
+                      video_av_table, audio_av_table);
+    }
   };
 
   AdaLN adaln(const nn::Weights& wb, const std::string& name, int64_t width, int64_t n) const;
@@ -121,7 +127,7 @@ class Transformer {
   Linear caption1_, caption2_, audio_caption1_, audio_caption2_;
   AdaLN time_, audio_time_, av_video_ss_, av_audio_ss_, av_video_gate_, av_audio_gate_;
   at::Tensor scale_shift_table_, audio_scale_shift_table_;  // [2, D], [2, Da]
-  std::vector<Block> blocks_;
+  nn::BlockList<Block> blocks_;  // resident, or streamed (--offload)
 };
 
 // Physical RoPE coordinates (§1.8), normalised to [0, 1]-ish grids: video [F*H*W, 3] (time, y, x) and its

@@ -21,9 +21,10 @@ namespace {
 // The case's transformer from `source` under `ctx`, on the case's inputs: (video, audio).
 std::pair<at::Tensor, at::Tensor> run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
                                                   std::shared_ptr<nn::WeightSource> source,
-                                                  std::shared_ptr<parallel::Context> ctx) {
+                                                  std::shared_ptr<parallel::Context> ctx, verify::Report& report) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
+  const auto streamer = opt.streamer();  // --offload
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8, streamer);
   source->check_all_used();
 
   TransformerInput in;
@@ -41,13 +42,14 @@ std::pair<at::Tensor, at::Tensor> run_transformer(const verify::Case& c, const v
   DITGEN_CHECK(static_cast<int64_t>(c.scalar("audio_num_frames")) == in.audio_hidden_states.size(1),
                "case '{}': audio_num_frames disagrees with in.audio_hidden_states", c.dir());
   auto out = model.forward(in);
+  verify::expect_streamed(report, "offload", streamer ? &streamer->stats() : nullptr);
   return {out.video, out.audio};
 }
 }  // namespace
 
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
-  const auto [video, audio] = run_transformer(c, opt, source, context_of(opt));
+  const auto [video, audio] = run_transformer(c, opt, source, context_of(opt), report);
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
   const double tol = opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4);
   verify::compare(report, "out.sample", video, c.tensor("out.sample"), tol);
@@ -56,7 +58,7 @@ void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, v
 
 void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   verify_lora_case(c, opt, nn::LoraModel::Ltx2, [&](auto source, auto ctx) {
-    auto [video, audio] = run_transformer(c, opt, source, ctx);
+    auto [video, audio] = run_transformer(c, opt, source, ctx, report);
     return std::vector<std::pair<std::string, at::Tensor>>{{"sample", video}, {"audio_sample", audio}};
   }, report);
 }

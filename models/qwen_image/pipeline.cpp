@@ -49,6 +49,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
       dtype_(opt.dtype),
       device_(opt.device),
       parallel_vae_(opt.parallel_vae) {
+  offload_ = opt.offload;
   const pipeline::ModelFiles files(opt, identity());
   name_ = files.name();
   defaults_ = files.defaults();
@@ -91,7 +92,8 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
       "load text encoder");
   tcfg_ = tcfg;
   load_transformer_ = [this, tcfg, tsrc, fp8 = opt.fp8] {
-    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8);
+    transformer_ = std::make_unique<Transformer>(tcfg, nn::Weights(tsrc, dtype_, device_), ctx_, fp8,
+                                                 offload_streamer("transformer", device_));
     tsrc->check_all_used();
     bytes_read_["transformer"] = tsrc->bytes_read();
   };
@@ -100,7 +102,7 @@ Pipeline::Pipeline(const LoadOptions& opt, std::shared_ptr<parallel::Context> ct
   vae_ = std::make_unique<Vae>(vcfg, nn::Weights(vsrc, dtype_, device_), /*with_encoder=*/opt.image_encoder);
   vsrc->check_all_used();
   text_encoder_ = llm::load_decoder(te_cfg, nn::Weights(tesrc, dtype_, device_), te_cfg.num_hidden_layers,
-                                    ctx_, opt.parallel_text);
+                                    ctx_, opt.parallel_text, offload_streamer("text_encoder", device_));
   tesrc->check_all_used();
   bytes_read_["vae"] = vsrc->bytes_read();
   bytes_read_["text_encoder"] = tesrc->bytes_read();

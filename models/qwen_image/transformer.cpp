@@ -97,8 +97,8 @@ Transformer::Linear Transformer::row(const nn::Weights& wb, const std::string& n
 }
 
 Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_in,
-                         std::shared_ptr<parallel::Context> ctx, bool fp8)
-    : cfg_(config), ctx_(std::move(ctx)) {
+                         std::shared_ptr<parallel::Context> ctx, bool fp8, std::shared_ptr<nn::BlockStreamer> offload)
+    : cfg_(config), ctx_(std::move(ctx)), blocks_(std::move(offload)) {
   cfg_.check_mesh(ctx_->mesh());
   const nn::Weights wb = wb_in.with_tp(ctx_->tp_group());
   const int64_t D = cfg_.inner_dim(), F = cfg_.mlp_hidden(), hd = cfg_.attention_head_dim;
@@ -271,6 +271,7 @@ at::Tensor Transformer::finish(const State& s) const {
 
 at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   State s = prepare(in);
+  blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
     run_blocks(s, 0, cfg_.num_layers);
   } else {  // DBCache (cache-dit-semantics §5.1): one dual-stream list, the image stream decides

@@ -13,6 +13,7 @@
 
 #include "lib/cache/dbcache.h"
 #include "lib/nn/linear.h"
+#include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 
@@ -53,8 +54,9 @@ struct TransformerInput {
 class Transformer {
  public:
   // `fp8`: the blocks' linears as e4m3 with per-channel scales (lib/nn/linear.h), quantised as they are read.
+  // `offload` (--offload): the blocks kept in host memory by it, each moved there as it loads (lib/nn/offload.h).
   Transformer(const TransformerConfig& config, const nn::Weights& wb, std::shared_ptr<parallel::Context> ctx,
-              bool fp8 = false);
+              bool fp8 = false, std::shared_ptr<nn::BlockStreamer> offload = nullptr);
 
   // Predicted velocity [B, N_img, out_dim], gathered on every rank.
   // With a `cache`, the block list runs through DBCache with the state of CFG branch `branch`.
@@ -83,6 +85,10 @@ class Transformer {
   struct Linear {
     nn::Linear w;  // e4m3 under --fp8 (the blocks' linears)
     at::Tensor b;
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, w, b);
+    }
   };
   struct Block {
     Linear img_mod, txt_mod;                  // column-parallel, output gathered
@@ -90,6 +96,11 @@ class Transformer {
     Linear to_out, to_add_out;                // row-parallel
     at::Tensor norm_q, norm_k, norm_added_q, norm_added_k;
     Linear img_mlp_in, img_mlp_out, txt_mlp_in, txt_mlp_out;
+    template <class F>
+    void tensors(F&& f) {
+      nn::each_tensor(f, img_mod, txt_mod, to_q, to_k, to_v, add_q, add_k, add_v, to_out, to_add_out, norm_q, norm_k,
+                      norm_added_q, norm_added_k, img_mlp_in, img_mlp_out, txt_mlp_in, txt_mlp_out);
+    }
   };
   // `fp8`: the weight as an FP8 linear (nn::load_linear: an FP8 checkpoint's e4m3 as stored, else quantised).
   Linear column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
@@ -103,7 +114,7 @@ class Transformer {
   int64_t heads_local_ = 0;
   Linear img_in_, txt_in_, t_lin1_, t_lin2_, norm_out_, proj_out_;
   at::Tensor txt_norm_;
-  std::vector<Block> blocks_;
+  nn::BlockList<Block> blocks_;  // resident, or streamed (--offload)
 };
 
 // Positions of the scaled 3-axis RoPE (§2): [S, 3] (frame, row, col) for the f x h x w image grid,

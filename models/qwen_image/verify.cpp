@@ -29,9 +29,11 @@ std::vector<int64_t> img_shape(const verify::Case& c) {
 namespace {
 // The case's transformer from `source` under `ctx`, on the case's inputs.
 at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt,
-                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx) {
+                           std::shared_ptr<nn::WeightSource> source, std::shared_ptr<parallel::Context> ctx,
+                           verify::Report& report) {
   auto cfg = TransformerConfig::from_json(c.config(), c.file("config.json"));
-  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8);
+  const auto streamer = opt.streamer();  // --offload
+  Transformer model(cfg, nn::Weights(source, opt.dtype, opt.device), std::move(ctx), opt.fp8, streamer);
   source->check_all_used();
 
   TransformerInput in;
@@ -43,20 +45,22 @@ at::Tensor run_transformer(const verify::Case& c, const verify::CaseOptions& opt
   in.frames = shape[0];
   in.height = shape[1];
   in.width = shape[2];
-  return model.forward(in);
+  const at::Tensor out = model.forward(in);
+  verify::expect_streamed(report, "offload", streamer ? &streamer->stats() : nullptr);
+  return out;
 }
 }  // namespace
 
 void verify_transformer(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   auto source = std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({c.file("weights.safetensors")}));
   // FP8 (e4m3: 3 mantissa bits) in every block linear: a few percent relative error is its resolution.
-  verify::compare(report, "out.sample", run_transformer(c, opt, source, context_of(opt)), c.tensor("out.sample"),
+  verify::compare(report, "out.sample", run_transformer(c, opt, source, context_of(opt), report), c.tensor("out.sample"),
                   opt.tolerance > 0 ? opt.tolerance : (opt.fp8 ? 0.08 : 1e-4));
 }
 
 void verify_transformer_lora(const verify::Case& c, const verify::CaseOptions& opt, verify::Report& report) {
   verify_lora_case(c, opt, nn::LoraModel::QwenImage, [&](auto source, auto ctx) {
-    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx)}};
+    return std::vector<std::pair<std::string, at::Tensor>>{{"sample", run_transformer(c, opt, source, ctx, report)}};
   }, report);
 }
 
