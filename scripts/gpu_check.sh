@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, libonig, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|fp8|fp8models|profile|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|fp8|fp8models|profile|shared|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -33,7 +33,7 @@ run_ltx2() {  # tag flags...
   tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
 }
 
-if [[ $what == build || $what == all || $what == profile || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
+if [[ $what == build || $what == all || $what == profile || $what == shared || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -46,6 +46,7 @@ if [[ $what == build || $what == all || $what == profile || $what == quick || $w
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures -DCMAKE_CATCH_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   targets="ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor"
   [[ $what == profile ]] && targets="ditgen ditgen_tests"
+  [[ $what == shared ]] && targets="ditgen"
   # PRE_TEST above: the machine's Catch2 scripts (v3) read the carried v2 header's --list-tests exit code (the
   # test count) as a failure when run after the link.
   ninja -C $B $targets > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
@@ -218,16 +219,37 @@ if [[ $what == profile ]]; then
     note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; tail -40 /tmp/$tag.log > "$OUT/profile/$tag.log"
     cp /tmp/bench/$tag.json "$OUT/profile/" 2>/dev/null; gzip -f "$OUT"/profile/$tag/trace_rank*.json 2>/dev/null
   }
-  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left).
-  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-3} --save-frames
+  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left). Each model's compiled
+  # peer runs right after it, in the same job on the same card.
+  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-4} --save-frames
   [[ ${LITE:-0} == 1 ]] || PEER_MODES=compile peers ltx2
-  prof flux2_1024 flux2 --steps ${STEPS:-3}
+  prof flux2_1024 flux2 --steps ${STEPS:-4}
   if [[ ${LITE:-0} != 1 ]]; then
-    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 3 --true-cfg-scale 1 --max-sequence-length 128
-    PEER_MODES=eager peers ltx2
-    prof flux2_1024_fp8 flux2 --steps 3 --fp8
     PEER_MODES=compile peers flux2
+    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128
+    PEER_MODES=compile peers qwen
+    EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8
+    prof flux2_1024_fp8 flux2 --steps 4 --fp8
+    prof qwen_t128_fp8 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128 --fp8
   fi
+fi
+
+if [[ $what == shared ]]; then
+  # Ranks sharing the one GPU (issue 19; --comm auto: MPI through pinned host buffers): the smoke table of every
+  # tiny model at 2 and 4 ranks, then every carried fixture under 2- and 4-rank meshes in fp32.
+  D=$B/ditgen; F=$G/fixtures
+  ninja -C $B ditgen png_diff wav_diff > /tmp/build_shared.log 2>&1 || { tail -30 /tmp/build_shared.log; exit 1; }
+  for n in ${SMOKE_RANKS:-2 4}; do
+    timeout ${SMOKE_TIMEOUT:-200} ./scripts/smoke.sh --build $B --ranks $n --out /tmp/smoke$n > "$OUT/smoke_np$n.log" 2>&1
+    note "smoke --ranks $n on one GPU: rc=$?"; grep -E "^\| |smoke:" "$OUT/smoke_np$n.log" >> "$summary"
+  done
+  for c in $(cd $F && ls -d models/* pipelines/*); do
+    for mesh in "2 --tp 2" "2 --ulysses 2" "2 --ring 2" "4 --ulysses 2 --tp 2" "4 --ring 2 --ulysses 2"; do
+      np=${mesh%% *}
+      r=$(timeout 90 $MPI --oversubscribe -np $np $D verify $F/$c --device cuda --dtype fp32 ${mesh#* } 2>&1 | grep -E "PASS|FAIL|error" | head -2 | tr '\n' ' ')
+      note "[one GPU np$np ${mesh#* }] $c: ${r:-no result (timeout?)}"
+    done
+  done
 fi
 
 if [[ $what == kernels ]]; then

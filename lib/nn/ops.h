@@ -70,6 +70,11 @@ at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double ep
 // [B, 1 or S, D]). One fused kernel for contiguous bf16 [B, S, D] on CUDA, the ATen composition elsewhere.
 at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale1 = {}, const at::Tensor& shift = {});
 
+// The gated residual of a DiT block: x + gate * (y + bias). gate [B, 1 or S, D] (its last dim contiguous;
+// undefined: 1), bias [D] (undefined: none; rounded into y first, as a separate add would). One vectorised
+// pass for contiguous bf16 [B, S, D] on CUDA, the ATen composition (add, addcmul) elsewhere.
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias);
+
 // RMSNorm with `weight` [D] over x [B, S, D] whose rows may be slices of wider rows held by other ranks
 // (LTX-2's QK norm across all heads under TP): `reduce`, when set, sums the per-row sums of squares
 // [B, S, 1] fp32 across those ranks and `width` is the full width. Then the rotary embedding in fp32:

@@ -76,6 +76,35 @@ TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved a
   }
 }
 
+TEST_CASE("fused gated_residual equals the composition for per-item and per-token gates, with and without bias",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(4);
+  const int64_t B = 2, S = 33, D = 256;
+  at::Tensor x = (at::randn({B, S, D}) * 4).to(at::kBFloat16), y = at::randn({B, S, D}).to(at::kBFloat16);
+  at::Tensor bias = at::randn({D}).to(at::kBFloat16);
+  for (int64_t T : {int64_t{1}, S}) {
+    // Gates as the blocks take them: one row of a [B, T, 6, D] modulation (strided), and contiguous.
+    at::Tensor table = at::randn({B, T, 6, D}).to(at::kBFloat16);
+    for (const at::Tensor& gate : {table.select(2, 2), table.select(2, 5).contiguous(), at::Tensor()}) {
+      for (const at::Tensor& b : {bias, at::Tensor()}) {
+        at::Tensor fused = nn::gated_residual(cuda_bf16(x), cuda_bf16(y), gate.defined() ? cuda_bf16(gate) : gate,
+                                              b.defined() ? cuda_bf16(b) : b);
+        at::Tensor composed = nn::gated_residual(x, y, gate, b);  // the CPU composition
+        at::Tensor fp32 = nn::gated_residual(x.to(at::kFloat), y.to(at::kFloat),
+                                             gate.defined() ? gate.to(at::kFloat) : gate, b.defined() ? b.to(at::kFloat) : b);
+        CHECK(fused.scalar_type() == at::kBFloat16);
+        CHECK(fused.sizes() == x.sizes());
+        CHECK(rel_max(fused, composed) < 8e-3);
+        CHECK(rel_max(fused, fp32) < 1.6e-2);
+      }
+    }
+  }
+  // Shapes the kernel does not take (D not a multiple of 8) fall back to the composition.
+  at::Tensor xo = at::randn({1, 3, 12}).to(at::kBFloat16), yo = at::randn({1, 3, 12}).to(at::kBFloat16);
+  CHECK(rel_max(nn::gated_residual(cuda_bf16(xo), cuda_bf16(yo), {}, {}), xo.to(at::kFloat) + yo.to(at::kFloat)) < 8e-3);
+}
+
 TEST_CASE("fused layer_norm_modulate and qk_norm_rope equal their compositions", "[cuda]") {
   require_gpu();
   at::manual_seed(3);
