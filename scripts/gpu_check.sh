@@ -228,10 +228,12 @@ if [[ $what == profile ]]; then
     PEER_MODES=compile peers flux2
     prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128
     PEER_MODES=compile peers qwen
-    EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8
+    EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8 --save-frames
     prof flux2_1024_fp8 flux2 --steps 4 --fp8
     prof qwen_t128_fp8 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128 --fp8
   fi
+  # One file back: the device tool returns a limited number of files.
+  tar -czf "$OUT/profile.tgz" -C "$OUT" profile peers 2>/dev/null && rm -rf "$OUT/profile" "$OUT/peers"
 fi
 
 if [[ $what == shared ]]; then

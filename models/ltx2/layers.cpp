@@ -108,6 +108,7 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
                   const parallel::Context& ctx) {
   const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
+  const nn::ReuseQuantisedInput once;  // --fp8: x (and kv) quantised once for q, k and v
   at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope, split_rope, eps, hd, ctx);
   at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope, split_rope, eps, hd, ctx);
   at::Tensor v = nn::linear(kv, a.v.w, a.v.b);
@@ -151,6 +152,7 @@ at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextContex
       outs.push_back(at::zeros_like(qb));
       continue;
     }
+    const nn::ReuseQuantisedInput once;  // --fp8: c quantised once for k and v
     const at::Tensor k = norm_rope(nn::linear(c, a.k.w, a.k.b), a.norm_k, nullptr, false, eps, hd, ctx);
     const at::Tensor v = nn::linear(c, a.v.w, a.v.b);
     outs.push_back(nn::attention(qb, k.view({1, c.size(1), h, hd}), v.view({1, c.size(1), h, hd})));
@@ -166,7 +168,7 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 }
 
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {
-  at::Tensor o = nn::linear(nn::linear_gelu_tanh(x, f.in.w, f.in.b), f.out.w);
+  at::Tensor o = nn::gelu_tanh_mlp(x, f.in.w, f.in.b, f.out.w);
   parallel::tp_all_reduce(o, ctx);
   return o;
 }
