@@ -246,7 +246,8 @@ if [[ $what == shared ]]; then
     note "smoke --ranks $n on one GPU: rc=$?"; grep -E "^\| |smoke:" "$OUT/smoke_np$n.log" >> "$summary"
   done
   for c in $(cd $F && ls -d models/* pipelines/*); do
-    for mesh in "2 --tp 2" "2 --ulysses 2" "2 --ring 2" "4 --ulysses 2 --tp 2" "4 --ring 2 --ulysses 2"; do
+    IFS=',' read -ra meshes <<< "${FIXTURE_MESHES:-2 --tp 2,2 --ulysses 2,2 --ring 2,4 --ulysses 2 --tp 2,4 --ring 2 --ulysses 2}"
+    for mesh in "${meshes[@]}"; do
       np=${mesh%% *}
       r=$(timeout 90 $MPI --oversubscribe -np $np $D verify $F/$c --device cuda --dtype fp32 ${mesh#* } 2>&1 | grep -E "PASS|FAIL|error" | head -2 | tr '\n' ' ')
       note "[one GPU np$np ${mesh#* }] $c: ${r:-no result (timeout?)}"
