@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
 
 #include "lib/comm/agreement.h"
 #include "lib/comm/launch.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
+#include "lib/pipeline/memory_limit.h"
 #include "lib/pipeline/output.h"
 #include "lib/pipeline/runner.h"
 #include "lib/pipeline/settings_check.h"
@@ -134,6 +136,7 @@ int main(int argc, char** argv) {
     std::vector<CLI::Option*> cache_flags;  // meaningful only with --cache
     ditgen::pipeline::GenerateRequest req;
     MeshFlags mesh;
+    CLI::Option* gpu_memory_limit_opt = nullptr;  // given: it wins over DITGEN_GPU_MEMORY_LIMIT
   };
   std::vector<std::unique_ptr<ModelCommand>> model_commands;
   std::string trace_dir, attention = "auto";
@@ -296,6 +299,12 @@ int main(int argc, char** argv) {
     sub->add_option("--repeat", req.repeat, "timed runs; latencies are their mean")->capture_default_str()
         ->check(setting("repeat"));
     sub->add_flag("--track-memory,--mem", req.track_memory, "reset peak memory before warmup and print the peak");
+    cmd->gpu_memory_limit_opt =
+        sub->add_option("--gpu-memory-limit", req.gpu_memory_limit.gib,
+                        "GiB of GPU memory each rank's allocator may take (fractional allowed; default: the card's, "
+                        "or $DITGEN_GPU_MEMORY_LIMIT): ranks sharing a GPU, a small card emulated on a large one")
+            ->type_name("GIB")
+            ->check(finite_number(0, true, 1e5));
     sub->add_option("--profile", req.profile_dir,
                     "folder for a profile of each rank's first timed denoising step: Chrome trace "
                     "(trace_rank{r}.json) and time per kernel class and top kernels (profile_rank{r}.md)")
@@ -394,8 +403,16 @@ int main(int argc, char** argv) {
                                                             : ditgen::nn::AttentionBackend::Auto);
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
+    const ModelCommand* generate = nullptr;
+    for (const auto& c : model_commands)
+      if (c->app->parsed()) generate = c.get();
+
     // Every rank must have been asked the same thing before anything runs.
     ditgen::comm::RequestFields fields = {{"version", kVersion}, {"build", __DATE__ " " __TIME__}};
+    // The memory cap from the environment too, where no flag overrides it.
+    const char* env_limit = std::getenv(ditgen::pipeline::kGpuMemoryLimitEnv);
+    if (generate && generate->gpu_memory_limit_opt->count() == 0 && env_limit)
+      fields.emplace_back(ditgen::pipeline::kGpuMemoryLimitEnv, env_limit);
     std::optional<std::string> prompt_file_bytes;
     std::string prompt_file_error;
     double timeout_s = 300;
@@ -425,11 +442,14 @@ int main(int argc, char** argv) {
     }
     ditgen::comm::check_same_request(launch, fields, timeout_s);
 
-    const ModelCommand* generate = nullptr;
-    for (const auto& c : model_commands)
-      if (c->app->parsed()) generate = c.get();
     if (generate) {
       ditgen::pipeline::GenerateRequest req = generate->req;
+      const bool flag_limit = generate->gpu_memory_limit_opt->count() > 0;
+      req.gpu_memory_limit = ditgen::pipeline::resolve_gpu_memory_limit(
+          flag_limit ? std::optional<double>(req.gpu_memory_limit.gib) : std::nullopt, env_limit);
+      if (flag_limit && env_limit && *env_limit)
+        spdlog::info("--gpu-memory-limit {:g} overrides {}={}", req.gpu_memory_limit.gib,
+                     ditgen::pipeline::kGpuMemoryLimitEnv, env_limit);
       if (generate->prompt_opt->count() > 0) req.prompt = generate->prompt;
       if (!req.prompt_file.empty()) {
         if (!prompt_file_bytes) throw ditgen::Error(prompt_file_error);
@@ -477,8 +497,10 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {  // a LibTorch failure we did not anticipate: its message, not its backtrace
     const std::string what = e.what_without_backtrace();
     if (ditgen::pipeline::is_out_of_memory(what)) {
-      spdlog::error("out of memory: {} (reduce --height/--width/--batch-count, or use more ranks)",
-                    what.substr(0, what.find('\n')));
+      const auto cap = ditgen::pipeline::exhausted_gpu_memory_limit();
+      spdlog::error("out of memory: {} ({}reduce --height/--width/--batch-count, or use more ranks)",
+                    what.substr(0, what.find('\n')),
+                    cap.set() ? "over " + cap.describe() + ": raise it, or " : "");
       code = 2;
     } else {
       spdlog::error(std::string("internal error (LibTorch): ") + what);

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 rm -rf .gpu
-mkdir -p .gpu/include/stb .gpu/include/catch2 .gpu/lib .gpu/fixtures/models .gpu/fixtures/pipelines
+mkdir -p .gpu/include/stb .gpu/include/catch2 .gpu/lib .gpu/fixtures/models .gpu/fixtures/pipelines .gpu/fixtures/cache
 cp -r /usr/include/CLI /usr/include/nlohmann /usr/include/fmt /usr/include/spdlog .gpu/include/
 cp /usr/include/stb/stb_image_write.h /usr/include/stb/stb_image.h /usr/include/stb/stb_image_resize.h .gpu/include/stb/
 # OpenSSL 3 headers (libcrypto's ABI is the one of Ubuntu 24.04's libcrypto.so.3, which gpu_check.sh links).
@@ -25,7 +25,8 @@ for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/tex
          pipelines/flux2_pipeline_64x96_s4 models/qwenimage_transformer_b1_h6w8_t12 models/qwenimage_vae_b1_6x8 \
          models/text_encoder_qwen25vl pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 \
          models/ltx2_transformer_split_b1_f2h4w6_a9 models/ltx2_connectors_b2_L8 models/ltx2_video_vae_b1_f3_4x6 \
-         models/ltx2_audio_vae_vocoder models/text_encoder_gemma3 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
+         models/ltx2_audio_vae_vocoder models/text_encoder_gemma3 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0 \
+         cache/model cache/F2B1_W4_MCinf_rdt0.75; do
   cp -r "$fixtures/$c" ".gpu/fixtures/$c"
 done
 du -sh .gpu

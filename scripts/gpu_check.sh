@@ -2,7 +2,7 @@
 # Builds the CUDA binary on a GPU machine and runs the GPU checks and benchmarks in one call.
 # Needs the dependency bundle in .gpu/ made by scripts/gpu_bundle.sh (headers, libutf8proc, libonig, fixture cases).
 # Results and logs go to $OUT (default ./gpu_out).
-# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|fp8|fp8models|profile|all]
+# Usage: scripts/gpu_check.sh [build|checks|blocks|bench|quick|final|qwen|ltx2|cache|attention|fp8|fp8models|profile|shared|offload|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -33,7 +33,7 @@ run_ltx2() {  # tag flags...
   tail -14 /tmp/ltx2_$tag.log | tee -a "$summary"; cp /tmp/bench/ltx2_$tag.json "$OUT/" 2>/dev/null
 }
 
-if [[ $what == build || $what == all || $what == profile || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
+if [[ $what == build || $what == all || $what == profile || $what == shared || $what == offload || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   t0=$(date +%s)
@@ -46,6 +46,9 @@ if [[ $what == build || $what == all || $what == profile || $what == quick || $w
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures -DCMAKE_CATCH_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   targets="ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor"
   [[ $what == profile ]] && targets="ditgen ditgen_tests"
+  [[ $what == shared ]] && targets="ditgen"
+  [[ $what == offload ]] && targets="ditgen ditgen_tests"
+  targets=${TARGETS:-$targets}
   # PRE_TEST above: the machine's Catch2 scripts (v3) read the carried v2 header's --list-tests exit code (the
   # test count) as a failure when run after the link.
   ninja -C $B $targets > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
@@ -218,16 +221,67 @@ if [[ $what == profile ]]; then
     note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; tail -40 /tmp/$tag.log > "$OUT/profile/$tag.log"
     cp /tmp/bench/$tag.json "$OUT/profile/" 2>/dev/null; gzip -f "$OUT"/profile/$tag/trace_rank*.json 2>/dev/null
   }
-  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left).
-  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-3} --save-frames
+  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left). Each model's compiled
+  # peer runs right after it, in the same job on the same card.
+  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-4} --save-frames
   [[ ${LITE:-0} == 1 ]] || PEER_MODES=compile peers ltx2
-  prof flux2_1024 flux2 --steps ${STEPS:-3}
+  prof flux2_1024 flux2 --steps ${STEPS:-4}
   if [[ ${LITE:-0} != 1 ]]; then
-    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 3 --true-cfg-scale 1 --max-sequence-length 128
-    PEER_MODES=eager peers ltx2
-    prof flux2_1024_fp8 flux2 --steps 3 --fp8
     PEER_MODES=compile peers flux2
+    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128
+    PEER_MODES=compile peers qwen
+    EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8 --save-frames
+    prof flux2_1024_fp8 flux2 --steps 4 --fp8
+    prof qwen_t128_fp8 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128 --fp8
   fi
+  # One file back: the device tool returns a limited number of files.
+  tar -czf "$OUT/profile.tgz" -C "$OUT" profile peers 2>/dev/null && rm -rf "$OUT/profile" "$OUT/peers"
+fi
+
+if [[ $what == shared ]]; then
+  # Ranks sharing the one GPU (issue 19; --comm auto: MPI through pinned host buffers): the smoke table of every
+  # tiny model at 2 and 4 ranks, then every carried fixture under 2- and 4-rank meshes in fp32.
+  D=$B/ditgen; F=$G/fixtures
+  ninja -C $B ditgen png_diff wav_diff > /tmp/build_shared.log 2>&1 || { tail -30 /tmp/build_shared.log; exit 1; }
+  for n in ${SMOKE_RANKS:-2 4}; do
+    timeout ${SMOKE_TIMEOUT:-200} ./scripts/smoke.sh --build $B --ranks $n --out /tmp/smoke$n > "$OUT/smoke_np$n.log" 2>&1
+    note "smoke --ranks $n on one GPU: rc=$?"; grep -E "^\| |smoke:" "$OUT/smoke_np$n.log" >> "$summary"
+  done
+  for c in $(cd $F && ls -d models/* pipelines/*); do
+    IFS=',' read -ra meshes <<< "${FIXTURE_MESHES:-2 --tp 2,2 --ulysses 2,2 --ring 2,4 --ulysses 2 --tp 2,4 --ring 2 --ulysses 2}"
+    for mesh in "${meshes[@]}"; do
+      np=${mesh%% *}
+      r=$(timeout 90 $MPI --oversubscribe -np $np $D verify $F/$c --device cuda --dtype fp32 ${mesh#* } 2>&1 | grep -E "PASS|FAIL|error" | head -2 | tr '\n' ' ')
+      note "[one GPU np$np ${mesh#* }] $c: ${r:-no result (timeout?)}"
+    done
+  done
+fi
+
+if [[ $what == offload ]]; then
+  # --offload (issue 21): the copy engine's CUDA tests, golden cases streamed on the GPU, then FLUX.2-dev at
+  # real size (random weights, 1024^2): resident --fp8 next to --fp8 --offload under a 20 GiB cap (a 24 GB
+  # card), end to end, in the same job.
+  D=$B/ditgen; F=$G/fixtures; mkdir -p "$OUT/offload"
+  $B/test/ditgen_tests "[cuda]" 2>&1 | tail -6 | tee -a "$summary"
+  for c in models/flux2_transformer_b1_h6w8_t20 models/text_encoder_mistral cache/F2B1_W4_MCinf_rdt0.75 \
+           models/qwenimage_transformer_b1_h6w8_t12 models/ltx2_transformer_split_b1_f2h4w6_a9; do
+    [[ -d $F/$c ]] || continue
+    $D verify $F/$c --device cuda --dtype fp32 --offload 2>&1 | grep -E "PASS|FAIL|error|offload" | head -3 | sed "s|^|[offload fp32 $c] |" | tee -a "$summary"
+  done
+  timeout 60 $MPI --oversubscribe -np 2 $D verify $F/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype fp32 --offload --tp 2 2>&1 \
+    | grep -E "PASS|FAIL|error" | head -2 | sed "s/^/[offload np2 tp2] /" | tee -a "$summary"
+  off() {  # tag flags...
+    local tag=$1; shift
+    timeout ${OFF_TIMEOUT:-240} $D flux2 --random-weights --warmup 1 --warmup-steps 1 --steps ${STEPS:-3} --track-memory "$@" \
+      -o /tmp/bench/$tag.png > "$OUT/offload/$tag.log" 2>&1
+    note "$tag ($*): rc=$? $(grep -E 'per step' "$OUT/offload/$tag.log")"
+    grep -E "^offload|Memory|peak|out of memory|error" "$OUT/offload/$tag.log" | head -8 | tee -a "$summary"
+    cp /tmp/bench/$tag.json "$OUT/offload/" 2>/dev/null
+  }
+  off flux2_fp8 --fp8
+  off flux2_fp8_offload_cap20 --fp8 --offload --gpu-memory-limit 20
+  [[ ${OFF_BF16:-0} == 1 ]] && off flux2_bf16_offload_cap39 --offload --gpu-memory-limit 39
+  tar -czf "$OUT/offload.tgz" -C "$OUT" offload && rm -rf "$OUT/offload"
 fi
 
 if [[ $what == kernels ]]; then

@@ -27,7 +27,8 @@ sha=$(git rev-parse "$COMMIT^{commit}")
 for pair in transformer_flux2.py:Flux2Transformer2DModel transformer_qwenimage.py:QwenImageTransformer2DModel \
             transformer_ltx2.py:LTX2VideoTransformer3DModel; do
   f=src/diffusers/models/transformers/${pair%%:*}; c=${pair##*:}
-  git show "$sha:$f" 2>/dev/null | grep -q "^class $c(" || { echo "peers_bundle: $c not in $f at $sha" >&2; exit 2; }
+  # grep without -q: an early exit would cut git show's pipe, a failure under pipefail.
+  git show "$sha:$f" 2>/dev/null | grep "^class $c(" > /dev/null || { echo "peers_bundle: $c not in $f at $sha" >&2; exit 2; }
 done
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

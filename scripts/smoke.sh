@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Smoke test for a multi-GPU node (or a CPU machine): every model's built-in tiny model under every
-# --parallel preset that fits the rank count (and --cfg 2 for the true-CFG models), each output compared with
-# the single-process output of the same build. Prints a pass/fail table; exits non-zero on any mismatch.
+# Smoke test for a multi-GPU node (or a CPU machine, or several ranks sharing one GPU): every model's built-in
+# tiny model under every --parallel preset that fits the rank count, plus --parallel-text, --parallel-vae,
+# --cache, --fp8 (GPU) and --cfg 2 (true-CFG models) rows, each output compared with the single-process
+# output of the same build and flags. Prints a pass/fail table; exits non-zero on any mismatch.
 #
 #   scripts/smoke.sh [--build DIR] [--ranks N] [--steps S] [--out DIR]
 #
@@ -36,43 +37,61 @@ echo "smoke: $ranks ranks on $device, $steps steps, outputs in $out"
 run() {
   local model=$1 tag=$2 np=$3; shift 3
   local dir=$out/$model; mkdir -p "$dir"
-  local args=("$model" --warmup 0 --steps "$steps" --device "$device")
+  # fp32 on the GPU too: bf16 results depend on each rank's GEMM shapes at the last bit, and the rows
+  # compare exactly (the fixtures' tolerances, not bf16's).
+  local args=("$model" --warmup 0 --steps "$steps" --device "$device" --dtype fp32)
   if [[ $model == ltx2 ]]; then args+=(--save-frames -o "$dir/$tag.mp4"); else args+=(-o "$dir/$tag.png"); fi
   if (( np == 1 )); then "$ditgen" "${args[@]}" "$@" > "$dir/$tag.log" 2>&1
   else "${mpirun[@]}" -np "$np" "$ditgen" "${args[@]}" "$@" > "$dir/$tag.log" 2>&1; fi
 }
 
-# Same output as the single-process run? (images within 1/255; LTX-2 frames within 1/255 and sound within 2/32767)
+# Same output as the single-process run `ref`? (images within 1/255; LTX-2 frames within 1/255 and sound within
+# 2/32767; `tol` widens the image bound where the work itself differs, e.g. FP8 scales of TP slices)
 same() {
-  local model=$1 tag=$2 dir=$out/$1
+  local model=$1 tag=$2 ref=$3 tol=${4:-1} dir=$out/$1
   if [[ $model == ltx2 ]]; then
     local f
-    for f in "$dir"/single.frames/*.png; do
-      "$png_diff" "$f" "$dir/$tag.frames/$(basename "$f")" 1 > /dev/null 2>&1 || return 1
+    for f in "$dir/$ref".frames/*.png; do
+      "$png_diff" "$f" "$dir/$tag.frames/$(basename "$f")" "$tol" > /dev/null 2>&1 || return 1
     done
-    "$wav_diff" "$dir/single.wav" "$dir/$tag.wav" 2 > /dev/null 2>&1
+    "$wav_diff" "$dir/$ref.wav" "$dir/$tag.wav" 2 > /dev/null 2>&1
   else
-    "$png_diff" "$dir/single.png" "$dir/$tag.png" 1 > /dev/null 2>&1
+    "$png_diff" "$dir/$ref.png" "$dir/$tag.png" "$tol" > /dev/null 2>&1
   fi
 }
 
 rows=(); failed=0
 presets=(tp ulysses ring usp ulysses_tp tp_ulysses ring_tp tp_ring usp_tp)
+# The single-process runs the rows compare with: tag|flags.
+refs=("single|" "single_cache|--cache")
+[[ $device == cuda ]] && refs+=("single_fp8|--fp8")
 for model in flux2 qwen-image ltx2; do
-  if ! run "$model" single 1; then
-    rows+=("$model|single|FAIL|$(grep -m1 -i error "$out/$model/single.log")"); failed=1; continue
-  fi
+  ok=1
+  for r in "${refs[@]}"; do
+    # shellcheck disable=SC2086
+    if ! run "$model" "${r%%|*}" 1 ${r#*|}; then
+      rows+=("$model|${r#*|} (1 rank)|FAIL|$(grep -m1 -i error "$out/$model/${r%%|*}.log")"); failed=1; ok=0
+    fi
+  done
+  (( ok )) || continue
+  # Rows: tag|flags|reference|image tolerance (in 1/255).
   configs=()
-  for p in "${presets[@]}"; do configs+=("$p|--parallel $p"); done
+  for p in "${presets[@]}"; do configs+=("$p|--parallel $p|single|1"); done
+  configs+=("text|--parallel ulysses --parallel-text|single|1" "vae|--parallel ulysses --parallel-vae|single|1"
+            "cache|--parallel ulysses --cache|single_cache|1" "cache_tp|--parallel tp --cache|single_cache|1")
+  if [[ $device == cuda ]]; then
+    # Replicated weights quantise as one process does; TP slices have their own per-channel scales.
+    configs+=("fp8|--parallel ulysses --fp8|single_fp8|1" "fp8_tp|--parallel tp --fp8|single_fp8|8")
+  fi
   if [[ $model != flux2 ]] && (( ranks % 2 == 0 )); then
-    configs+=("cfg2|--cfg 2")
-    (( ranks >= 4 )) && configs+=("cfg2_ulysses|--cfg 2 --parallel ulysses")
+    configs+=("cfg2|--cfg 2|single|1")
+    (( ranks >= 4 )) && configs+=("cfg2_ulysses|--cfg 2 --parallel ulysses|single|1")
   fi
   for c in "${configs[@]}"; do
-    tag=${c%%|*}; flags=${c#*|}
+    IFS='|' read -r tag flags ref tol <<< "$c"
     # shellcheck disable=SC2086
     if run "$model" "$tag" "$ranks" $flags; then
-      if same "$model" "$tag"; then rows+=("$model|$flags|pass|"); else rows+=("$model|$flags|FAIL|differs from the single-process output"); failed=1; fi
+      if same "$model" "$tag" "$ref" "$tol"; then rows+=("$model|$flags|pass|"); else rows+=("$model|$flags|FAIL|differs from the single-process output ($ref)"); failed=1; fi
     else
       msg=$(grep -m1 "error:" "$out/$model/$tag.log" | sed 's/^.*error: //')
       if [[ $msg == *"does not match the"*"ranks"* || $msg == *"does not divide"* || $msg == *"needs"*"ranks"* || $msg == *"is not a multiple"* ]]; then

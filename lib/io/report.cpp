@@ -69,6 +69,11 @@ nlohmann::json RunReport::to_json() const {
 
 std::string RunReport::table() const {
   std::string t = fmt::format("{} on {}\n", model, device);
+  if (settings.contains("gpu_memory_limit")) {
+    const nlohmann::json& cap = settings["gpu_memory_limit"];
+    t += fmt::format("  GPU memory capped at {:g} GiB per rank ({})\n", cap.value("gib", 0.0),
+                     cap.value("source", std::string()));
+  }
   t += fmt::format("  {:<14} {:>10}\n", "stage", "seconds");
   for (const auto& s : stages) t += fmt::format("  {:<14} {:>10.3f}\n", s.first, s.second);
   if (!step_seconds.empty()) {

@@ -27,25 +27,48 @@ bool fast_accum() {
 }
 }  // namespace
 
+namespace {
+
+// The last activation quantised and its e4m3 rows, kept only inside a ReuseQuantisedInput scope (an
+// attention's q, k and v read the same input): reused while it is the same data: same storage (held, so its
+// memory cannot pass to another tensor meanwhile), offset, shape and version (an in-place write bumps it).
+struct QuantisedInput {
+  at::Tensor x, x8, scale;
+  int64_t version = -1;
+  bool holds(const at::Tensor& t) const {
+    return x.defined() && t.storage().is_alias_of(x.storage()) && t.storage_offset() == x.storage_offset() &&
+           t.sizes() == x.sizes() && t.strides() == x.strides() && t._version() == version;
+  }
+};
+thread_local QuantisedInput g_last_input;
+thread_local int g_reuse_scopes = 0;
+
+}  // namespace
+
 at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale,
-                           const at::Tensor& bias) {
+                           const at::Tensor& bias, bool gelu_tanh_input) {
   const int64_t M = x.size(0), K = x.size(1);
   DITGEN_CHECK(K == w8.size(1), "FP8 linear: input width {} but weight [{}, {}]", K, w8.size(0), w8.size(1));
   at::Tensor x8, x_scale;
   const bool fused = x.scalar_type() == at::kBFloat16 && x.is_contiguous() && K % 8 == 0 &&
                      reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
-  if (fused) {
+  if (g_reuse_scopes > 0 && !gelu_tanh_input && g_last_input.holds(x)) {
+    x8 = g_last_input.x8;
+    x_scale = g_last_input.scale;
+  } else if (fused) {
     x8 = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
     x_scale = at::empty({M, 1}, x.options().dtype(at::kFloat));
     const bool ok = quantize_rows_fp8_bf16(x.data_ptr(), x8.data_ptr(), x_scale.data_ptr<float>(), M, K,
-                                           c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                                           c10::cuda::getCurrentCUDAStream(x.device().index()).stream(),
+                                           gelu_tanh_input);
     DITGEN_CHECK(ok, "the FP8 activation quantiser failed to launch");
   } else {
-    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor xf = (gelu_tanh_input ? at::gelu(x, "tanh") : x).to(at::kFloat);
     at::Tensor amax = xf.abs().amax(1, /*keepdim=*/true);
     x_scale = at::where(amax > 0, amax / kE4m3Max, at::ones_like(amax));
     x8 = (xf / x_scale).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn);
   }
+  if (g_reuse_scopes > 0 && !gelu_tanh_input) g_last_input = {x, x8, x_scale, x._version()};
   const at::ScalarType out = x.scalar_type() == at::kFloat ? at::kBFloat16 : x.scalar_type();
   // The bias in the epilogue (one rounding, no extra pass) where the GEMM takes one of the output's dtype;
   // a refusal turns that off for the process.
@@ -89,6 +112,11 @@ at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& 
   auto shape = gate_up.sizes().vec();
   shape.back() = w8.size(0);
   return y.view(shape);
+}
+
+void fp8_reuse_scope_enter() { ++g_reuse_scopes; }
+void fp8_reuse_scope_exit() {
+  if (--g_reuse_scopes == 0) g_last_input = {};
 }
 
 std::pair<at::Tensor, at::Tensor> fp8_quantize_weight_cuda(const at::Tensor& weight) {

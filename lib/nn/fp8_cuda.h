@@ -5,9 +5,14 @@
 namespace ditgen::nn {
 
 // x [M, K] bf16/fp16/fp32 contiguous; w8 [N, K] e4m3; w_scale [1, N] float32; `bias` [N] (optional) added
-// in the GEMM's epilogue where the library takes it. Returns [M, N] in x's dtype.
+// in the GEMM's epilogue where the library takes it. Returns [M, N] in x's dtype. `gelu_tanh_input`: the
+// product of gelu_tanh(x), the GELU applied in the activation quantiser's pass. Inside a ReuseQuantisedInput
+// scope (linear.h) the last input's quantised rows serve the next call that reads the same, unchanged tensor.
 at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::Tensor& w_scale,
-                           const at::Tensor& bias = {});
+                           const at::Tensor& bias = {}, bool gelu_tanh_input = false);
+// Enter / leave a ReuseQuantisedInput scope (lib/nn/linear.h) on this thread.
+void fp8_reuse_scope_enter();
+void fp8_reuse_scope_exit();
 // [a | silu(gate) * up] @ w^T with the SwiGLU, concatenation and quantisation in one pass; undefined when
 // the inputs do not suit it (not bf16 CUDA, unaligned rows, widths not multiples of 8, F too wide).
 at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& gate_up, const at::Tensor& w8,

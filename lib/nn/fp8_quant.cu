@@ -38,6 +38,28 @@ __device__ uint2 scale_to_e4m3(const uint4& v, float inv) {
   return out;
 }
 
+// GELU (tanh form) in fp32, rounded to bf16 as at::gelu(x, "tanh") rounds it.
+__device__ float gelu_tanh_bf16(float x) {
+  constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)
+  constexpr float kKappa = 0.044715f;
+  return __bfloat162float(__float2bfloat16(0.5f * x * (1.f + tanhf(kBeta * (x + kKappa * x * x * x)))));
+}
+
+// Eight bf16 values, through the GELU when `Gelu`, as bf16.
+template <bool Gelu>
+__device__ uint4 prologue(const uint4& u) {
+  if constexpr (!Gelu) {
+    return u;
+  } else {
+    uint4 out;
+    const __nv_bfloat16* p = reinterpret_cast<const __nv_bfloat16*>(&u);
+    __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&out);
+    for (int j = 0; j < 8; ++j) o[j] = __float2bfloat16(gelu_tanh_bf16(__bfloat162float(p[j])));
+    return out;
+  }
+}
+
+template <bool Gelu>
 __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_fp8_e4m3* __restrict__ q,
                                      float* __restrict__ scale, int64_t K) {
   __shared__ float shared[kThreads / 32];
@@ -48,7 +70,7 @@ __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_f
 
   float amax = 0.f;
   for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
-    const uint4 u = src[i];
+    const uint4 u = prologue<Gelu>(src[i]);
     const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
     for (int j = 0; j < 4; ++j) {
       const float2 f = __bfloat1622float2(p[j]);
@@ -60,7 +82,7 @@ __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_f
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
 
-  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) dst[i] = scale_to_e4m3(src[i], inv);
+  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) dst[i] = scale_to_e4m3(prologue<Gelu>(src[i]), inv);
 }
 
 // Pass 1 writes the SwiGLU half to shared memory (bf16) and reduces the row maximum over both halves;
@@ -119,9 +141,11 @@ __global__ void swiglu_concat_quantize_kernel(const __nv_bfloat16* __restrict__ 
 
 }  // namespace
 
-bool quantize_rows_fp8_bf16(const void* x, void* q, float* scale, int64_t rows, int64_t K, void* stream) {
+bool quantize_rows_fp8_bf16(const void* x, void* q, float* scale, int64_t rows, int64_t K, void* stream,
+                            bool gelu_tanh) {
   if (rows == 0) return true;
-  quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  const auto kernel = gelu_tanh ? quantize_rows_kernel<true> : quantize_rows_kernel<false>;
+  kernel<<<static_cast<unsigned>(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       static_cast<const __nv_bfloat16*>(x), static_cast<__nv_fp8_e4m3*>(q), scale, K);
   return cudaGetLastError() == cudaSuccess;
 }

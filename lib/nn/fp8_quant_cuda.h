@@ -7,8 +7,11 @@ namespace ditgen::nn {
 // x: contiguous bf16 [rows, K], K a multiple of 8 and x 16-byte aligned. Writes q (e4m3 [rows, K]) and
 // scale (float32 [rows]) with x[r, k] ~= q[r, k] * scale[r]: scale = amax(|x[r, :]|) / 448 (a zero row
 // gets scale 1), q = x / scale rounded to nearest, saturated. One read of x (the row stays in L2 for the
-// second pass) and one write of q. Returns false if the launch failed.
-bool quantize_rows_fp8_bf16(const void* x, void* q, float* scale, int64_t rows, int64_t K, void* stream);
+// second pass) and one write of q. `gelu_tanh`: quantise gelu_tanh(x) instead (rounded to bf16 first, as
+// at::gelu rounds it), the GELU of an MLP's hidden state folded into the next GEMM's input pass. Returns
+// false if the launch failed.
+bool quantize_rows_fp8_bf16(const void* x, void* q, float* scale, int64_t rows, int64_t K, void* stream,
+                            bool gelu_tanh = false);
 
 }  // namespace ditgen::nn
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "lib/io/safetensors.h"
+#include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 #ifdef DITGEN_CUDA
 #include "lib/nn/fp8_cuda.h"
@@ -12,12 +13,13 @@ namespace ditgen::nn {
 
 namespace {
 
-at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
+at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias, bool gelu_tanh_input = false) {
 #ifdef DITGEN_CUDA
   const int64_t K = x.size(-1);
   auto shape = x.sizes().vec();
   shape.back() = l.fp8_weight.size(0);
-  return fp8_linear_cuda(x.reshape({-1, K}).contiguous(), l.fp8_weight, l.fp8_scale, bias).view(shape);
+  return fp8_linear_cuda(x.reshape({-1, K}).contiguous(), l.fp8_weight, l.fp8_scale, bias, gelu_tanh_input)
+      .view(shape);
 #else
   fail("an FP8 linear in a build without CUDA");
 #endif
@@ -44,16 +46,27 @@ at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tens
   return at::_addmm_activation(bias, x.reshape({-1, x.size(-1)}), l.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
 }
 
+#ifdef DITGEN_CUDA
+ReuseQuantisedInput::ReuseQuantisedInput() { fp8_reuse_scope_enter(); }
+ReuseQuantisedInput::~ReuseQuantisedInput() { fp8_reuse_scope_exit(); }
+#else
+ReuseQuantisedInput::ReuseQuantisedInput() = default;
+ReuseQuantisedInput::~ReuseQuantisedInput() = default;
+#endif
+
+at::Tensor gelu_tanh_mlp(const at::Tensor& x, const Linear& in, const at::Tensor& in_bias, const Linear& out) {
+  if (in.is_fp8() && out.is_fp8() && x.is_cuda()) return fp8_linear(linear(x, in, in_bias), out, {}, true);
+  return linear(linear_gelu_tanh(x, in, in_bias), out);
+}
+
 at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, const Linear& l) {
-  const int64_t F = gate_up.size(-1) / 2;
 #ifdef DITGEN_CUDA
   if (l.is_fp8()) {
     at::Tensor y = fp8_swiglu_concat_linear_cuda(a, gate_up, l.fp8_weight, l.fp8_scale);
     if (y.defined()) return y;  // else the shapes or layout did not suit the fused pass
   }
 #endif
-  at::Tensor h = at::silu(gate_up.narrow(-1, 0, F)) * gate_up.narrow(-1, F, F);
-  return linear(a.defined() ? at::cat({a, h}, -1) : h, l);
+  return linear(swiglu_concat(a, gate_up), l);
 }
 
 std::string fp8_unavailable_reason(const at::Device& device) {

@@ -29,6 +29,20 @@ at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
 // elsewhere, and for FP8 weights, the linear then at::gelu(tanh).
 at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
 
+// While one lives (on this thread), consecutive FP8 linears reading the same unchanged input (an attention's
+// q, k and v) quantise it once; no effect on other linears.
+struct ReuseQuantisedInput {
+  ReuseQuantisedInput();
+  ~ReuseQuantisedInput();
+  ReuseQuantisedInput(const ReuseQuantisedInput&) = delete;
+  ReuseQuantisedInput& operator=(const ReuseQuantisedInput&) = delete;
+};
+
+// out(gelu_tanh(in(x) + in_bias)) without out's bias: a GELU MLP. bf16 on CUDA: the GELU in the first
+// GEMM's epilogue (linear_gelu_tanh); FP8: in the second GEMM's activation quantiser (one pass over the
+// hidden state instead of two); elsewhere the plain ops.
+at::Tensor gelu_tanh_mlp(const at::Tensor& x, const Linear& in, const at::Tensor& in_bias, const Linear& out);
+
 // [a | silu(gate) * up] @ l^T for a row-parallel projection after a SwiGLU MLP: `gate_up` [..., 2F] holds
 // the gate then the up half, `a` [..., Da] (optional, undefined: none) comes first in the input. With an
 // FP8 `l` the SwiGLU, the concatenation and the activation quantisation are one pass (CUDA, bf16); else

@@ -15,6 +15,7 @@
 #include "lib/nn/layer_norm_modulate_cuda.h"
 #include "lib/nn/qk_norm_rope_cuda.h"
 #include "lib/nn/rms_rope_cuda.h"
+#include "lib/nn/elementwise_cuda.h"
 #endif
 
 namespace ditgen::nn {
@@ -280,6 +281,57 @@ at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor n = (xf * at::rsqrt(xf.pow(2).mean(-1, true).add_(eps))).to(x.scalar_type());
   return scale1.defined() ? at::addcmul(shift, n, scale1) : n;
+}
+
+at::Tensor swiglu_concat(const at::Tensor& a, const at::Tensor& gate_up) {
+  const int64_t F = gate_up.size(-1) / 2;
+#ifdef DITGEN_CUDA
+  const at::Tensor gu = gate_up.dim() >= 2 ? gate_up.reshape({-1, 2 * F}) : at::Tensor();  // a view when strided rows
+  const at::Tensor a2 = a.defined() && gu.defined() ? a.reshape({-1, a.size(-1)}) : at::Tensor();
+  const int64_t Da = a2.defined() ? a2.size(1) : 0;
+  auto rows_fit = [](const at::Tensor& t) {
+    return t.is_cuda() && t.scalar_type() == at::kBFloat16 && t.stride(1) == 1 && t.stride(0) % 8 == 0 &&
+           reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  if (gu.defined() && rows_fit(gu) && F % 8 == 0 && Da % 8 == 0 &&
+      (!a.defined() || (rows_fit(a2) && a2.size(0) == gu.size(0)))) {
+    auto shape = gate_up.sizes().vec();
+    shape.back() = Da + F;
+    at::Tensor out = at::empty(shape, gate_up.options());
+    const bool ok = swiglu_concat_bf16(a2.defined() ? a2.data_ptr() : nullptr, a2.defined() ? a2.stride(0) : 0, Da,
+                                       gu.data_ptr(), gu.stride(0), F, out.data_ptr(), gu.size(0), stream_of(gate_up));
+    DITGEN_CHECK(ok, "the fused SwiGLU kernel failed to launch");
+    return out;
+  }
+#endif
+  at::Tensor h = at::silu(gate_up.narrow(-1, 0, F)) * gate_up.narrow(-1, F, F);
+  return a.defined() ? at::cat({a, h}, -1) : h;
+}
+
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias) {
+#ifdef DITGEN_CUDA
+  const int64_t B = x.dim() == 3 ? x.size(0) : 0, S = x.dim() == 3 ? x.size(1) : 0, D = x.dim() == 3 ? x.size(2) : 0;
+  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  auto bf16 = [](const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 && t.is_cuda(); };
+  const bool rows = bf16(x) && x.dim() == 3 && D % 8 == 0 && x.is_contiguous() && aligned(x) && bf16(y) &&
+                    y.sizes() == x.sizes() && y.is_contiguous() && aligned(y);
+  const bool gate_fits = !gate.defined() ||
+                         (bf16(gate) && gate.dim() == 3 && gate.size(0) == B && (gate.size(1) == 1 || gate.size(1) == S) &&
+                          gate.size(2) == D && gate.stride(2) == 1 && gate.stride(0) % 8 == 0 &&
+                          (gate.size(1) == 1 || gate.stride(1) % 8 == 0) && aligned(gate));
+  const bool bias_fits = !bias.defined() || (bf16(bias) && bias.numel() == D && bias.is_contiguous() && aligned(bias));
+  if (rows && gate_fits && bias_fits) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    const int64_t gate_token = gate.defined() && gate.size(1) > 1 ? gate.stride(1) : 0;
+    const bool ok = gated_residual_bf16(x.data_ptr(), y.data_ptr(), gate.defined() ? gate.data_ptr() : nullptr,
+                                        bias.defined() ? bias.data_ptr() : nullptr, out.data_ptr(), B * S, S, D,
+                                        gate.defined() ? gate.stride(0) : 0, gate_token, stream_of(x));
+    DITGEN_CHECK(ok, "the fused gated residual kernel failed to launch");
+    return out;
+  }
+#endif
+  const at::Tensor t = bias.defined() ? y + bias : y;
+  return gate.defined() ? at::addcmul(x, gate, t) : x + t;
 }
 
 at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,

@@ -70,6 +70,16 @@ at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double ep
 // [B, 1 or S, D]). One fused kernel for contiguous bf16 [B, S, D] on CUDA, the ATen composition elsewhere.
 at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale1 = {}, const at::Tensor& shift = {});
 
+// [a | silu(gate) * up] over the last dim, gate_up [..., 2F] holding the gate then the up half, `a` [..., Da]
+// optional (undefined: none): the input of a SwiGLU MLP's output projection. One pass for bf16 on CUDA
+// (strided rows allowed, e.g. a slice of a fused projection), the ATen ops (silu, mul, cat) elsewhere.
+at::Tensor swiglu_concat(const at::Tensor& a, const at::Tensor& gate_up);
+
+// The gated residual of a DiT block: x + gate * (y + bias). gate [B, 1 or S, D] (its last dim contiguous;
+// undefined: 1), bias [D] (undefined: none; rounded into y first, as a separate add would). One vectorised
+// pass for contiguous bf16 [B, S, D] on CUDA, the ATen composition (add, addcmul) elsewhere.
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias);
+
 // RMSNorm with `weight` [D] over x [B, S, D] whose rows may be slices of wider rows held by other ranks
 // (LTX-2's QK norm across all heads under TP): `reduce`, when set, sums the per-row sums of squares
 // [B, S, 1] fp32 across those ranks and `width` is the full width. Then the rotary embedding in fp32:

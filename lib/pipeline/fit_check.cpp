@@ -4,7 +4,6 @@
 
 #include <cctype>
 #include <cstdlib>
-#include <fstream>
 #include <vector>
 
 #include "lib/io/checkpoint.h"
@@ -12,10 +11,6 @@
 #include "lib/io/report.h"
 #include "lib/nn/offload.h"
 #include "lib/runtime/error.h"
-
-#ifdef DITGEN_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 namespace ditgen::pipeline {
 
@@ -118,29 +113,10 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
   return w;
 }
 
-int64_t available_bytes(const at::Device& device) {
-  // Test hook (cli.error.weights_do_not_fit): pretend the machine has this many bytes.
-  if (const char* v = std::getenv("DITGEN_TEST_AVAILABLE_BYTES")) return std::atoll(v);
-#ifdef DITGEN_CUDA
-  if (device.is_cuda()) {
-    size_t free = 0, total = 0;
-    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<int64_t>(free);
-    return -1;
-  }
-#endif
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  int64_t kib = 0;
-  std::string unit;
-  while (f >> key >> kib >> unit)
-    if (key == "MemAvailable:") return kib * 1024;
-  return -1;
-}
-
-void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host) {
+void check_weights_fit(const WeightEstimate& w, const Room& room, int ranks_on_host) {
+  const int ranks = std::max(ranks_on_host, 1);
   if (w.host_total > 0) {  // --offload: the streamed blocks of every rank on this host, in its memory
-    const int64_t host = available_bytes(at::kCPU);
-    const int ranks = std::max(ranks_on_host, 1);
+    const int64_t host = available_room(at::kCPU).bytes;
     std::string parts;
     for (const auto& [name, b] : w.host_bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
     DITGEN_CHECK(host < 0 || w.host_total * ranks <= host,
@@ -151,19 +127,18 @@ void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ra
                  ranks > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.host_total * ranks), ranks) : "",
                  gib(host));
   }
-  const int64_t avail = available_bytes(device);
-  if (avail < 0 || w.total == 0) return;
-  const int sharing = device.is_cuda() ? 1 : std::max(ranks_on_host, 1);
-  if (w.total * sharing <= avail) return;
+  if (room.bytes < 0 || w.total == 0) return;
+  const int sharing = room.bound == Room::Bound::Host ? ranks : 1;
+  if (w.total * sharing <= room.bytes) return;
   std::string parts;
   for (const auto& [name, b] : w.bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
   const bool offloaded = w.host_total > 0;
-  fail("the weights need about {} at once on each rank ({}{}){} but {} has only {} {}: spread the transformer over "
-       "more ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype{}",
+  fail("the weights need about {} at once on each rank ({}{}){} but {}: {}spread the transformer over more "
+       "ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype{}",
        gib(w.total), parts, offloaded ? "; --offload: the blocks not counted but the ones in flight" : "",
        sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
-       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available",
-       device.is_cuda() && !offloaded ? ", or keep the blocks in host memory (--offload)" : "");
+       room.describe(), room.raise_cap(),
+       room.bound != Room::Bound::Host && !offloaded ? ", or keep the blocks in host memory (--offload)" : "");
 }
 
 int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& mesh, at::ScalarType dtype) {
@@ -174,16 +149,16 @@ int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& m
   return 3 * rows * (K + cols) * static_cast<int64_t>(c10::elementSize(dtype));
 }
 
-void check_activations_fit(int64_t bytes, const at::Device& device, int ranks_on_host) {
-  const int64_t avail = available_bytes(device);
-  if (avail < 0 || bytes == 0) return;
-  const int sharing = device.is_cuda() ? 1 : std::max(ranks_on_host, 1);
-  if (bytes * sharing <= avail) return;
-  fail("a denoising step needs about {} of activations on each rank{} but {} has only {} {} once the weights are "
-       "loaded: reduce --height/--width (or --num-frames) or --batch-count, or spread the tokens over more ranks "
+void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host) {
+  if (room.bytes < 0 || bytes == 0) return;
+  const int sharing = room.bound == Room::Bound::Host ? std::max(ranks_on_host, 1) : 1;
+  if (bytes * sharing <= room.bytes) return;
+  fail("a denoising step needs about {} of activations on each rank{} but {} once the weights are loaded: "
+       "{}reduce --height/--width (or --num-frames) or --batch-count, or spread the tokens over more ranks "
        "(--ulysses, --ring) and the model over --tp",
-       gib(bytes), sharing > 1 ? fmt::format(" ({} for the {} ranks on this host)", gib(bytes * sharing), sharing) : "",
-       device.is_cuda() ? "the GPU" : "the host", gib(avail), device.is_cuda() ? "free" : "available");
+       gib(bytes),
+       sharing > 1 ? fmt::format(" ({} for the {} ranks on this host)", gib(bytes * sharing), sharing) : "",
+       room.describe(), room.raise_cap());
 }
 
 }  // namespace ditgen::pipeline

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lib/comm/mesh.h"
+#include "lib/pipeline/memory_limit.h"
 #include "lib/pipeline/step_work.h"
 
 namespace ditgen::pipeline {
@@ -35,10 +36,10 @@ std::string block_of_key(const std::string& key);
 WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
                                 bool fp8_transformer = false, int offload_depth = 0);
 
-// Refuses the run when this rank's weights exceed what its device has free (on the CPU: the host's
-// available memory shared by `ranks_on_host` ranks), or (--offload) its streamed blocks what the host has
+// Refuses the run when this rank's weights exceed its `room` (available_room(device); on the CPU the host's
+// available memory is shared by `ranks_on_host` ranks), or (--offload) its streamed blocks what the host has
 // available for the `ranks_on_host` ranks, naming the numbers and the flags that shrink it.
-void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ranks_on_host);
+void check_weights_fit(const WeightEstimate& w, const Room& room, int ranks_on_host);
 
 // The activations one denoising step holds at its peak on one rank, estimated from the step's largest
 // matrix product [M, K] x [K, N] (StepWork::gemm_shape, per call): its rows divided over the sequence ranks
@@ -48,12 +49,8 @@ void check_weights_fit(const WeightEstimate& w, const at::Device& device, int ra
 int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& mesh, at::ScalarType dtype);
 
 // After the weights are loaded and before the first step: refuses the run when the step's activations
-// exceed what the device has free (the host's available memory shared by `ranks_on_host` ranks on the
-// CPU), naming the numbers and the flags that shrink it.
-void check_activations_fit(int64_t bytes, const at::Device& device, int ranks_on_host);
-
-// Bytes the device has free now (CUDA), or the host's MemAvailable (CPU); -1 when unknown. The
-// environment variable DITGEN_TEST_AVAILABLE_BYTES overrides it (tests).
-int64_t available_bytes(const at::Device& device);
+// exceed the rank's `room` (the host's shared by `ranks_on_host` ranks on the CPU), naming the numbers and
+// the flags that shrink it.
+void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host);
 
 }  // namespace ditgen::pipeline

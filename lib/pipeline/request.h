@@ -9,6 +9,7 @@
 #include "lib/cache/options.h"
 #include "lib/comm/mesh.h"
 #include "lib/nn/lora.h"
+#include "lib/pipeline/memory_limit.h"
 #include "lib/pipeline/prompt_file.h"
 
 namespace ditgen::pipeline {
@@ -49,6 +50,7 @@ struct GenerateRequest {
   int warmup_steps = 0;         // steps of each warmup run; 0 = --steps
   int repeat = 1;               // timed runs; the report gives their mean
   bool track_memory = false;
+  GpuMemoryLimit gpu_memory_limit;  // --gpu-memory-limit (or its variable): each rank's allocator cap
   std::string profile_dir;      // --profile: each rank's first timed denoising step profiled into this folder
   bool allow_nonfinite = false;  // keep going (and write) when latents or pixels are NaN/Inf
 

@@ -217,6 +217,8 @@ void Launch::check_request() {
   if (mesh_.rank() == 0)
     for (const auto& item : items_) check_output_writable(item_request(req_, item).output, ext_);
   std::tie(device_, dtype_) = resolve_device(req_.device, req_.dtype, mesh_.rank());
+  // The allocator's cap comes before any weight, and the fit checks count with it.
+  apply_gpu_memory_limit(req_.gpu_memory_limit, device_);
   if (req_.fp8) {
     const std::string why = nn::fp8_unavailable_reason(device_);
     DITGEN_CHECK(why.empty(), "{}", why);
@@ -307,7 +309,7 @@ void Launch::check_weights_fit() const {
   pipeline::check_weights_fit(estimate_weights(req_.model_path, mesh_.shape().tp,
                                                req_.parallel_text ? mesh_.world() : 1, dtype_, req_.fp8,
                                                req_.offload ? nn::BlockStreamer::kDefaultDepth : 0),
-                              device_, ranks_on_host(mesh_));
+                              available_room(device_), ranks_on_host(mesh_));
 }
 
 // Load: the model's components (the transformer deferred under the memory plan), timed and measured.
@@ -405,7 +407,7 @@ void Launch::load_transformer() {
   int64_t need = 0;
   for (const auto& s : settings_)
     need = std::max(need, estimate_step_activations(model_->step_work(s), mesh_.shape(), dtype_));
-  check_activations_fit(need, device_, ranks_on_host(mesh_));
+  check_activations_fit(need, available_room(device_), ranks_on_host(mesh_));
 }
 
 // Denoise and decode once. `last`: nothing needs the transformer after this run's denoising.
@@ -534,6 +536,9 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
   report.settings["parallel_vae"] = vaep_;
   if (req_.fp8) report.settings["fp8"] = true;
   if (req_.offload) report.settings["offload"] = true;
+  if (req_.gpu_memory_limit.set())
+    report.settings["gpu_memory_limit"] = {{"gib", req_.gpu_memory_limit.gib},
+                                           {"source", req_.gpu_memory_limit.source()}};
   if (many_) report.settings["prompt_file"] = {{"path", req_.prompt_file}, {"line", items_[k].line}};
   if (!s.images.empty()) {
     nlohmann::json images = nlohmann::json::array();

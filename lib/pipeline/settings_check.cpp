@@ -245,11 +245,13 @@ bool is_out_of_memory(const std::string& what) {
   return false;
 }
 
-std::string out_of_memory_message(const std::string& stage, const std::string& device, const std::string& what) {
+std::string out_of_memory_message(const std::string& stage, const std::string& device,
+                                  const std::string& what, const GpuMemoryLimit& cap) {
   return fmt::format(
-      "out of memory while {} on {} ({}): reduce --height/--width/--batch-count, or spread the model over more "
+      "out of memory while {} on {} ({}): {}reduce --height/--width/--batch-count, or spread the model over more "
       "ranks (--tp, --ulysses, --ring)",
-      stage, device, what.substr(0, what.find('\n')));
+      stage, device, what.substr(0, what.find('\n')),
+      cap.set() ? fmt::format("over {}: raise it, or ", cap.describe()) : "");
 }
 
 }  // namespace ditgen::pipeline

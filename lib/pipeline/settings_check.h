@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "lib/pipeline/memory_limit.h"
 #include "lib/pipeline/model.h"
 
 namespace ditgen::pipeline {
@@ -66,7 +67,9 @@ void check_settings(const Settings& s, const std::string& source);
 // Whether an exception's text is an allocation failure: LibTorch's CPU allocator ("DefaultCPUAllocator:
 // can't allocate memory"), CUDA's ("CUDA out of memory"), or any other "out of memory".
 bool is_out_of_memory(const std::string& what);
-// "out of memory while {stage} on {device} ({first line of what}): reduce ..." for a failed allocation.
-std::string out_of_memory_message(const std::string& stage, const std::string& device, const std::string& what);
+// "out of memory while {stage} on {device} ({first line of what}): reduce ..." for a failed allocation; with
+// `cap` (the rank's --gpu-memory-limit, when it is what ran out) it says so and suggests raising it first.
+std::string out_of_memory_message(const std::string& stage, const std::string& device,
+                                  const std::string& what, const GpuMemoryLimit& cap = {});
 
 }  // namespace ditgen::pipeline

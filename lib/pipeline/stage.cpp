@@ -9,7 +9,7 @@
 namespace ditgen::pipeline {
 
 void fail_out_of_memory(const char* stage, const at::Device& device, const std::string& what) {
-  fail("{}", out_of_memory_message(stage, device.str(), what));
+  fail("{}", out_of_memory_message(stage, device.str(), what, exhausted_gpu_memory_limit()));
 }
 
 void StagePeaks::begin() const {

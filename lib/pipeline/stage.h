@@ -14,7 +14,8 @@
 
 namespace ditgen::pipeline {
 
-// The message of an out-of-memory in `stage` on `device` (`what`: the allocator's first line).
+// The message of an out-of-memory in `stage` on `device` (`what`: the allocator's first line), naming the
+// rank's --gpu-memory-limit cap when that is what ran out.
 [[noreturn]] void fail_out_of_memory(const char* stage, const at::Device& device, const std::string& what);
 
 // Runs one stage; an allocation failure comes back as a ditgen::Error naming the stage and the flags

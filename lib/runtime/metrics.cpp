@@ -11,6 +11,8 @@
 #ifdef DITGEN_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace ditgen::runtime {
@@ -96,6 +98,38 @@ void return_freed_memory(const at::Device& device) {
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
 #else
   (void)device;
+#endif
+}
+
+DeviceMemory device_memory(const at::Device& device) {
+  DeviceMemory m;
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) {
+    touch_allocator(device);
+    const c10::cuda::CUDAGuard guard(device.index());
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      m.free = static_cast<int64_t>(free);
+      m.total = static_cast<int64_t>(total);
+    }
+    const size_t agg = 0;  // StatType::AGGREGATE, as in read_memory
+    m.reserved = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).reserved_bytes[agg].current;
+  }
+#else
+  (void)device;
+#endif
+  return m;
+}
+
+void cap_device_memory(const at::Device& device, double fraction) {
+#ifdef DITGEN_CUDA
+  if (device.is_cuda()) {
+    touch_allocator(device);  // the allocator refuses a fraction for a device it has not set up
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, device.index());
+  }
+#else
+  (void)device;
+  (void)fraction;
 #endif
 }
 

@@ -28,6 +28,16 @@ void reset_peaks(const at::Device& device);
 // caching allocator's unused blocks on the device) so that RSS and reserved memory show the release.
 void return_freed_memory(const at::Device& device);
 
+// The card's free and total bytes, and what this process's caching allocator has reserved on it now (CUDA);
+// -1 each on the CPU.
+struct DeviceMemory {
+  int64_t free = -1, total = -1, reserved = -1;
+};
+DeviceMemory device_memory(const at::Device& device);
+// Caps what this process's caching allocator may reserve on `device` at `fraction` of the card's total
+// (LibTorch's per-process memory fraction; an allocation past it fails as out of memory).
+void cap_device_memory(const at::Device& device, double fraction);
+
 // Times one stage: synchronises the device at both ends.
 class Stopwatch {
  public:

@@ -80,6 +80,8 @@ std::string kernel_class(const std::string& raw) {
     return "GEMM";
   if (has(n, "norm") || has(n, "rms"))
     return "norm";
+  if (has(n, "quantize")) return "copy / cast";  // ditgen's FP8 activation quantisers
+  if (has(n, "gated_residual") || has(n, "swiglu")) return "elementwise";  // ditgen's fused elementwise passes
   if (has(n, "memcpy") || has(n, "memset") || has(n, "copy") || has(n, "cast") || has(n, "aten::to") ||
       has(n, "contiguous") || has(n, "aten::cat") || has(n, "cat_") || has(n, "clone") || has(n, "transpose") ||
       has(n, "permute") || has(n, "index") || has(n, "fill"))

@@ -232,22 +232,29 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
   auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({B, len, heads_local_, hd}); };
   // QK norm then RoPE (text rows first in the table), V plain; joint attention over [text, image].
   const at::Tensor rope_txt = s.rope.narrow(0, 0, L), rope_img = s.rope.narrow(0, L, N);
-  at::Tensor q = nn::qk_norm_rope(heads(nn::linear(nx, b.to_q), N), b.norm_q, eps, rope_img);
-  at::Tensor k = nn::qk_norm_rope(heads(nn::linear(nx, b.to_k), N), b.norm_k, eps, rope_img);
-  at::Tensor qc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_q), L), b.norm_added_q, eps, rope_txt);
-  at::Tensor kc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_k), L), b.norm_added_k, eps, rope_txt);
+  // Each input's projections one after the other: under --fp8 each input is quantised once.
+  at::Tensor q, k, v, qc, kc, vc;
+  {
+    const nn::ReuseQuantisedInput once;
+    q = nn::qk_norm_rope(heads(nn::linear(nx, b.to_q), N), b.norm_q, eps, rope_img);
+    k = nn::qk_norm_rope(heads(nn::linear(nx, b.to_k), N), b.norm_k, eps, rope_img);
+    v = heads(nn::linear(nx, b.to_v), N);
+    qc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_q), L), b.norm_added_q, eps, rope_txt);
+    kc = nn::qk_norm_rope(heads(nn::linear(nc, b.add_k), L), b.norm_added_k, eps, rope_txt);
+    vc = heads(nn::linear(nc, b.add_v), L);
+  }
   at::Tensor Q = at::cat({qc, q}, 1);  // [B, L+N, h, hd]
   at::Tensor K = at::cat({kc, k}, 1);
-  at::Tensor V = at::cat({heads(nn::linear(nc, b.add_v), L), heads(nn::linear(nx, b.to_v), N)}, 1);
+  at::Tensor V = at::cat({vc, v}, 1);
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_).reshape({B, L + N, heads_local_ * hd});
 
-  s.x = at::addcmul(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out));
+  s.x = nn::gated_residual(s.x, row_linear(O.narrow(1, L, N), b.to_out), m[2], {});
   at::Tensor ff = nn::linear(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.ff_in);  // [B, N, 2F/tp]
-  s.x = at::addcmul(s.x, m[5], tp_sum(nn::swiglu_concat_linear(at::Tensor(), ff, b.ff_out)));
+  s.x = nn::gated_residual(s.x, tp_sum(nn::swiglu_concat_linear(at::Tensor(), ff, b.ff_out)), m[5], {});
 
-  s.c = at::addcmul(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out));
+  s.c = nn::gated_residual(s.c, row_linear(O.narrow(1, 0, L), b.to_add_out), mc[2], {});
   at::Tensor fc = nn::linear(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.ff_ctx_in);
-  s.c = at::addcmul(s.c, mc[5], tp_sum(nn::swiglu_concat_linear(at::Tensor(), fc, b.ff_ctx_out)));
+  s.c = nn::gated_residual(s.c, tp_sum(nn::swiglu_concat_linear(at::Tensor(), fc, b.ff_ctx_out)), mc[5], {});
 }
 
 void Transformer::single_block(const SingleBlock& b, State& s) const {
@@ -262,7 +269,8 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
   at::Tensor v = heads(2 * dl);
   at::Tensor a = parallel::attention(q, k, v, s.local_lens, *ctx_).reshape({B, S, dl});
   // [attention | SwiGLU(gate, up)] through the output projection (one fused pass under --fp8).
-  s.h = at::addcmul(s.h, m[2], tp_sum(nn::swiglu_concat_linear(a, P.narrow(-1, 3 * dl, 2 * mlp_local_), b.to_out)));
+  s.h = nn::gated_residual(s.h, tp_sum(nn::swiglu_concat_linear(a, P.narrow(-1, 3 * dl, 2 * mlp_local_), b.to_out)),
+                           m[2], {});
 }
 
 void Transformer::run_double_blocks(State& s, int64_t begin, int64_t end) const {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lib/io/json.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 
@@ -80,22 +81,36 @@ Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int
 
 at::Tensor rms(const at::Tensor& x, double eps) { return nn::rms_modulate(x, eps); }
 
-at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
-                  const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask, bool split_rope,
-                  double eps, const parallel::Context& ctx) {
-  const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
+namespace {
+
+// QK RMSNorm across all heads (torch.nn.RMSNorm): the mean square spans every TP rank's heads; then RoPE in
+// fp32, cast back (§1.6).
+at::Tensor norm_rope(const at::Tensor& t, const at::Tensor& weight, const Rope* r, bool split_rope, double eps,
+                     int64_t head_dim, const parallel::Context& ctx) {
   const int tp = ctx.mesh().shape().tp;
-  // QK RMSNorm across all heads (torch.nn.RMSNorm): the mean square spans every TP rank's heads; then
-  // RoPE in fp32, cast back (§1.6).
   std::function<void(at::Tensor&)> across_tp;
-  if (tp > 1) across_tp = [&](at::Tensor& sums) { parallel::tp_all_reduce(sums, ctx); };
-  auto norm_rope = [&](const at::Tensor& t, const at::Tensor& w, const Rope* r) {
-    const nn::Rotary kind = r == nullptr ? nn::Rotary::None : split_rope ? nn::Rotary::SplitHalf : nn::Rotary::Interleaved;
-    return nn::rms_norm_rotary(t, w, eps, t.size(-1) * tp, across_tp, kind, r ? r->cos : at::Tensor(),
-                               r ? r->sin : at::Tensor(), hd);
-  };
-  at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope);
-  at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope);
+  if (tp > 1) across_tp = [&ctx](at::Tensor& sums) { parallel::tp_all_reduce(sums, ctx); };
+  const nn::Rotary kind = r == nullptr ? nn::Rotary::None : split_rope ? nn::Rotary::SplitHalf : nn::Rotary::Interleaved;
+  return nn::rms_norm_rotary(t, weight, eps, t.size(-1) * tp, across_tp, kind, r ? r->cos : at::Tensor(),
+                             r ? r->sin : at::Tensor(), head_dim);
+}
+
+// The row-parallel output projection of o [B, N, heads, head_dim], summed over the TP group, before its bias.
+at::Tensor project_out(const Attention& a, const at::Tensor& o, const parallel::Context& ctx) {
+  at::Tensor y = nn::linear(o.reshape({o.size(0), o.size(1), a.heads * a.head_dim}), a.out.w);
+  parallel::tp_all_reduce(y, ctx);
+  return y;
+}
+
+}  // namespace
+
+at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
+                  const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
+                  const parallel::Context& ctx) {
+  const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
+  const nn::ReuseQuantisedInput once;  // --fp8: x (and kv) quantised once for q, k and v
+  at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope, split_rope, eps, hd, ctx);
+  at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope, split_rope, eps, hd, ctx);
   at::Tensor v = nn::linear(kv, a.v.w, a.v.b);
   auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, n, h, hd}); };
   at::Tensor o;
@@ -103,14 +118,46 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
     o = parallel::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk), parallel::chunk_sizes(kv_full, ctx), ctx);
   } else if (keys == Keys::OtherStream) {
     o = parallel::attention_gathered_kv(heads(q, Nq), heads(k, Nk), heads(v, Nk), kv_full, ctx);
-  } else if (key_mask.defined()) {
-    o = nn::attention_visible_keys(heads(q, Nq), heads(k, Nk), heads(v, Nk), key_mask, false).out;
   } else {
     o = nn::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk));
   }
-  at::Tensor y = nn::linear(o.reshape({B, Nq, h * hd}), a.out.w);
-  parallel::tp_all_reduce(y, ctx);
-  return y.add_(a.out.b);  // once, after the sum of the partial products
+  return project_out(a, o, ctx);
+}
+
+TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask) {
+  TextContext t;
+  if (!key_mask.defined()) {
+    t.all = context;
+    return t;
+  }
+  const at::Tensor m = key_mask.to(at::kCPU, at::kBool);
+  DITGEN_CHECK(m.dim() == 2 && m.size(0) == context.size(0) && m.size(1) == context.size(1),
+               "text attention: key mask {} does not fit the text context {}", io::shape_str(m.sizes()),
+               io::shape_str(context.sizes()));
+  for (int64_t b = 0; b < context.size(0); ++b)
+    t.items.push_back(context.narrow(0, b, 1).index_select(1, m[b].nonzero().squeeze(1).to(context.device())));
+  return t;
+}
+
+at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextContext& text, double eps,
+                       const parallel::Context& ctx) {
+  if (text.items.empty()) return attend(a, x, text.all, nullptr, nullptr, Keys::Whole, 0, false, eps, ctx);
+  const int64_t Nq = x.size(1), h = a.heads, hd = a.head_dim;
+  const at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, nullptr, false, eps, hd, ctx);
+  std::vector<at::Tensor> outs;
+  for (size_t b = 0; b < text.items.size(); ++b) {
+    const at::Tensor& c = text.items[b];
+    const at::Tensor qb = q.narrow(0, static_cast<int64_t>(b), 1).view({1, Nq, h, hd});
+    if (c.size(1) == 0) {  // no visible key: the item's attention is 0
+      outs.push_back(at::zeros_like(qb));
+      continue;
+    }
+    const nn::ReuseQuantisedInput once;  // --fp8: c quantised once for k and v
+    const at::Tensor k = norm_rope(nn::linear(c, a.k.w, a.k.b), a.norm_k, nullptr, false, eps, hd, ctx);
+    const at::Tensor v = nn::linear(c, a.v.w, a.v.b);
+    outs.push_back(nn::attention(qb, k.view({1, c.size(1), h, hd}), v.view({1, c.size(1), h, hd})));
+  }
+  return project_out(a, at::cat(outs, 0), ctx);
 }
 
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8) {
@@ -121,9 +168,9 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 }
 
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {
-  at::Tensor o = nn::linear(nn::linear_gelu_tanh(x, f.in.w, f.in.b), f.out.w);
+  at::Tensor o = nn::gelu_tanh_mlp(x, f.in.w, f.in.b, f.out.w);
   parallel::tp_all_reduce(o, ctx);
-  return o.add_(f.out.b);
+  return o;
 }
 
 }  // namespace ditgen::ltx2

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 #include "lib/nn/linear.h"
 #include "lib/nn/offload.h"
@@ -58,11 +59,24 @@ Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int
 // rank (text), or the other split stream (LTX-2's audio <-> video attention).
 enum class Keys { Self, Whole, OtherStream };
 
-// x [B, Nq_loc, q_in], kv [B, Nk_loc, kv_in] -> [B, Nq_loc, out]. `kv_full` = the key stream's global length
-// (Self, OtherStream); `key_mask` [B, Nk] bool hides keys (Whole only).
+// x [B, Nq_loc, q_in], kv [B, Nk_loc, kv_in] -> [B, Nq_loc, out] before the output projection's bias (the
+// caller adds it in its residual, nn::gated_residual, in the same pass). `kv_full` = the key stream's global
+// length (Self, OtherStream).
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
-                  const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask, bool split_rope,
-                  double eps, const parallel::Context& ctx);
+                  const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
+                  const parallel::Context& ctx);
+
+// A text context whole on every rank: `all` when every key is visible, else each item's visible rows (padded
+// text tokens dropped once per forward, so no layer copies a mask to the device or projects hidden keys).
+struct TextContext {
+  at::Tensor all;                 // [B, L, C]
+  std::vector<at::Tensor> items;  // [1, L_b, C] each
+};
+// key_mask [B, L] bool (undefined: all visible).
+TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask);
+// attend() with Keys::Whole over `text`; an item with no visible key gets 0 (before the bias).
+at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextContext& text, double eps,
+                       const parallel::Context& ctx);
 
 // x * rsqrt(mean(x^2) + eps), no weight, statistics in fp32, in x's dtype.
 at::Tensor rms(const at::Tensor& x, double eps);
@@ -75,6 +89,7 @@ struct FeedForward {
   }
 };
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8 = false);
+// Before the output bias, as attend().
 at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);
 
 }  // namespace ditgen::ltx2

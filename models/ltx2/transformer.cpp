@@ -127,8 +127,8 @@ at::Tensor audio_grid(const TransformerConfig& c, int64_t audio_frames, double m
 }
 
 at::Tensor Transformer::attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
-                               const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask) const {
-  return ltx2::attend(a, x, kv, q_rope, k_rope, keys, kv_full, key_mask, cfg_.rope_split, cfg_.norm_eps, *ctx_);
+                               const Rope* k_rope, Keys keys, int64_t kv_full) const {
+  return ltx2::attend(a, x, kv, q_rope, k_rope, keys, kv_full, cfg_.rope_split, cfg_.norm_eps, *ctx_);
 }
 
 Transformer::Ropes Transformer::ropes(int64_t frames, int64_t height, int64_t width, double fps,
@@ -280,13 +280,14 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   auto caption = [&](const at::Tensor& t, const Linear& l1, const Linear& l2) {
     return nn::linear(at::gelu(nn::linear(t.to(dev, dt), l1.w, l1.b), "tanh"), l2.w, l2.b);
   };
-  const at::Tensor ctx_v = caption(in.encoder_hidden_states, caption1_, caption2_);             // [B, Lt, D]
-  const at::Tensor ctx_a = caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_);  // [B, Lt, Da]
   at::Tensor key_mask;  // the additive -10000 bias of padded text keys is a hard mask in effect
   if (in.encoder_mask.defined()) {
     at::Tensor m = in.encoder_mask.to(at::kCPU).ne(0);
     if (!m.all().item<bool>()) key_mask = m;
   }
+  const TextContext ctx_v = text_context(caption(in.encoder_hidden_states, caption1_, caption2_), key_mask);
+  const TextContext ctx_a =
+      text_context(caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_), key_mask);
 
   // Video and audio tokens split over the CP group once; gathered once at the end.
   at::Tensor x = nn::linear(parallel::split_sequence(in.hidden_states, 1, *ctx_).to(dev, dt), proj_in_.w,
@@ -304,6 +305,10 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
 
   auto ff = [&](const FeedForward& f, const at::Tensor& t) { return feed_forward(f, t, *ctx_); };
   auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
+  // t + gate * (attention output + its bias) in one pass (gate undefined: 1).
+  auto residual = [](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& out, const Attention& a) {
+    return nn::gated_residual(t, out, gate, a.out.b);
+  };
   // modulate(rms(t), scale, shift) as one pass on the GPU.
   auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale, const at::Tensor& shift) {
     return nn::rms_modulate(t, cfg_.norm_eps, 1 + scale, shift);
@@ -314,11 +319,11 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
     const auto ma = modulation(b.audio_table, temb_a);
     const at::Tensor nx0 = rms_mod(x, mv[1], mv[0]);
-    x = at::addcmul(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv, at::Tensor()));
+    x = residual(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), b.attn1);
     const at::Tensor ny0 = rms_mod(y, ma[1], ma[0]);
-    y = at::addcmul(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na, at::Tensor()));
-    x = x + attend(b.attn2, rms(x), ctx_v, nullptr, nullptr, Keys::Whole, 0, key_mask);
-    y = y + attend(b.audio_attn2, rms(y), ctx_a, nullptr, nullptr, Keys::Whole, 0, key_mask);
+    y = residual(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na), b.audio_attn1);
+    x = residual(x, {}, attend_text(b.attn2, rms(x), ctx_v, cfg_.norm_eps, *ctx_), b.attn2);
+    y = residual(y, {}, attend_text(b.audio_attn2, rms(y), ctx_a, cfg_.norm_eps, *ctx_), b.audio_attn2);
 
     // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
     const at::Tensor x_in = x, y_in = y;
@@ -326,13 +331,13 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     const auto ca = modulation(b.audio_av_table.narrow(0, 0, 4), ca_a);
     const at::Tensor g_a2v = modulation(b.video_av_table.narrow(0, 4, 1), gate_v)[0];
     const at::Tensor g_v2a = modulation(b.audio_av_table.narrow(0, 4, 1), gate_a)[0];
-    x = at::addcmul(x, g_a2v, attend(b.a2v, rms_mod(x_in, cv[0], cv[1]), rms_mod(y_in, ca[0], ca[1]), &r.cross_video,
-                                     &r.cross_audio, Keys::OtherStream, Na, at::Tensor()));
-    y = at::addcmul(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
-                                     &r.cross_video, Keys::OtherStream, Nv, at::Tensor()));
+    x = residual(x, g_a2v, attend(b.a2v, rms_mod(x_in, cv[0], cv[1]), rms_mod(y_in, ca[0], ca[1]), &r.cross_video,
+                                  &r.cross_audio, Keys::OtherStream, Na), b.a2v);
+    y = residual(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
+                                  &r.cross_video, Keys::OtherStream, Nv), b.v2a);
 
-    x = at::addcmul(x, mv[5], ff(b.ff, rms_mod(x, mv[4], mv[3])));
-    y = at::addcmul(y, ma[5], ff(b.audio_ff, rms_mod(y, ma[4], ma[3])));
+    x = nn::gated_residual(x, ff(b.ff, rms_mod(x, mv[4], mv[3])), mv[5], b.ff.out.b);
+    y = nn::gated_residual(y, ff(b.audio_ff, rms_mod(y, ma[4], ma[3])), ma[5], b.audio_ff.out.b);
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }

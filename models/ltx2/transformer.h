@@ -119,7 +119,7 @@ class Transformer {
   // (modulation [B, T, n*W], embedded timestep [B, T, W]) for timestep t [B] (T = 1) or [B, T] per token.
   std::pair<at::Tensor, at::Tensor> embed(const AdaLN& a, const at::Tensor& t, at::ScalarType dt) const;
   at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
-                    const Rope* k_rope, Keys keys, int64_t kv_full, const at::Tensor& key_mask) const;
+                    const Rope* k_rope, Keys keys, int64_t kv_full) const;
 
   TransformerConfig cfg_;
   std::shared_ptr<parallel::Context> ctx_;

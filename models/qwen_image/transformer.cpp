@@ -145,7 +145,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
 at::Tensor Transformer::row_linear(const at::Tensor& x, const Linear& l) const {
   at::Tensor y = nn::linear(x, l.w);
   parallel::tp_all_reduce(y, *ctx_);
-  return y.add_(l.b);  // once, after the sum of the partial products
+  return y;  // the bias once, after the sum of the partial products: in the caller's residual
 }
 
 std::vector<at::Tensor> Transformer::modulation(const Linear& l, const at::Tensor& silu_temb) const {
@@ -227,24 +227,40 @@ void Transformer::block(const Block& b, State& s, bool last) const {
   auto proj = [&](const at::Tensor& x, const Linear& l, int64_t len) { return heads(nn::linear(x, l.w, l.b), len); };
   // QK norm then RoPE (text rows first in the table), V plain; joint attention over [text, image].
   const at::Tensor rope_txt = s.rope.narrow(0, 0, L), rope_img = s.rope.narrow(0, L, N);
-  at::Tensor q = nn::qk_norm_rope(proj(nx, b.to_q, N), b.norm_q, eps, rope_img);
-  at::Tensor k = nn::qk_norm_rope(proj(nx, b.to_k, N), b.norm_k, eps, rope_img);
-  at::Tensor qc = nn::qk_norm_rope(proj(nc, b.add_q, L), b.norm_added_q, eps, rope_txt);
-  at::Tensor kc = nn::qk_norm_rope(proj(nc, b.add_k, L), b.norm_added_k, eps, rope_txt);
+  // Each input's projections one after the other: under --fp8 each input is quantised once.
+  at::Tensor q, k, v, qc, kc, vc;
+  {
+    const nn::ReuseQuantisedInput once;
+    q = nn::qk_norm_rope(proj(nx, b.to_q, N), b.norm_q, eps, rope_img);
+    k = nn::qk_norm_rope(proj(nx, b.to_k, N), b.norm_k, eps, rope_img);
+    v = proj(nx, b.to_v, N);
+    qc = nn::qk_norm_rope(proj(nc, b.add_q, L), b.norm_added_q, eps, rope_txt);
+    kc = nn::qk_norm_rope(proj(nc, b.add_k, L), b.norm_added_k, eps, rope_txt);
+    vc = proj(nc, b.add_v, L);
+  }
   at::Tensor Q = at::cat({qc, q}, 1);  // [B, L+N, h, hd]
   at::Tensor K = at::cat({kc, k}, 1);
-  at::Tensor V = at::cat({proj(nc, b.add_v, L), proj(nx, b.to_v, N)}, 1);
+  at::Tensor V = at::cat({vc, v}, 1);
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_, s.key_masks).reshape({B, L + N, heads_local_ * hd});
 
+  // The GELU MLP before its out bias, summed over the TP group.
   auto mlp = [&](const at::Tensor& x, const Linear& in, const Linear& out) {
-    return row_linear(at::gelu(nn::linear(x, in.w, in.b), "tanh"), out);
+    at::Tensor y = nn::gelu_tanh_mlp(x, in.w, in.b, out.w);
+    parallel::tp_all_reduce(y, *ctx_);
+    return y;
   };
-  s.x = at::addcmul(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out));
-  s.x = at::addcmul(s.x, m[5], mlp(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out));
+  // t + gate * (y + the layer's bias) in one pass.
+  auto residual = [](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& y, const Linear& l) {
+    return nn::gated_residual(t, y, gate, l.b);
+  };
+  s.x = residual(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out), b.to_out);
+  s.x = residual(s.x, m[5], mlp(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out),
+                 b.img_mlp_out);
   // The last block's text output is discarded by the model (§1.4 step 9): skip its dead compute.
   if (!last) {
-    s.c = at::addcmul(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out));
-    s.c = at::addcmul(s.c, mc[5], mlp(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.txt_mlp_in, b.txt_mlp_out));
+    s.c = residual(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out), b.to_add_out);
+    s.c = residual(s.c, mc[5], mlp(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.txt_mlp_in, b.txt_mlp_out),
+                   b.txt_mlp_out);
   }
   if (s.x.scalar_type() == at::kHalf) {  // the reference clips fp16 activations (§1.5)
     s.x.clamp_(-65504, 65504);

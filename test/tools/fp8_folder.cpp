@@ -15,7 +15,7 @@
 #include <iostream>
 
 #include "lib/io/checkpoint.h"
-#include "test/unit/fp8_util.h"
+#include "test/unit/checkpoint_util.h"
 
 namespace fs = std::filesystem;
 using namespace ditgen;

@@ -10,22 +10,15 @@
 #include "lib/io/checkpoint.h"
 #include "lib/nn/fp8_source.h"
 #include "lib/runtime/error.h"
-#include "test/unit/fp8_util.h"
+#include "test/unit/checkpoint_util.h"
 
 using namespace ditgen;
 using Catch::Contains;
 
 namespace {
 
-std::string temp_dir(const std::string& name) {
-  const std::string dir = "/tmp/ditgen_test_fp8_" + name + "_" + std::to_string(::getpid());
-  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
-  return dir;
-}
-
-at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
-  return at::randn(shape, at::detail::createCPUGenerator(seed), at::kFloat);
-}
+std::string temp_dir(const std::string& name) { return test::temp_dir("fp8_" + name); }
+using test::randn;
 
 std::shared_ptr<nn::CheckpointSource> open(const std::string& file) {
   return std::make_shared<nn::CheckpointSource>(io::TensorStore::open_files({file}));

@@ -76,6 +76,35 @@ TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved a
   }
 }
 
+TEST_CASE("fused gated_residual equals the composition for per-item and per-token gates, with and without bias",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(4);
+  const int64_t B = 2, S = 33, D = 256;
+  at::Tensor x = (at::randn({B, S, D}) * 4).to(at::kBFloat16), y = at::randn({B, S, D}).to(at::kBFloat16);
+  at::Tensor bias = at::randn({D}).to(at::kBFloat16);
+  for (int64_t T : {int64_t{1}, S}) {
+    // Gates as the blocks take them: one row of a [B, T, 6, D] modulation (strided), and contiguous.
+    at::Tensor table = at::randn({B, T, 6, D}).to(at::kBFloat16);
+    for (const at::Tensor& gate : {table.select(2, 2), table.select(2, 5).contiguous(), at::Tensor()}) {
+      for (const at::Tensor& b : {bias, at::Tensor()}) {
+        at::Tensor fused = nn::gated_residual(cuda_bf16(x), cuda_bf16(y), gate.defined() ? cuda_bf16(gate) : gate,
+                                              b.defined() ? cuda_bf16(b) : b);
+        at::Tensor composed = nn::gated_residual(x, y, gate, b);  // the CPU composition
+        at::Tensor fp32 = nn::gated_residual(x.to(at::kFloat), y.to(at::kFloat),
+                                             gate.defined() ? gate.to(at::kFloat) : gate, b.defined() ? b.to(at::kFloat) : b);
+        CHECK(fused.scalar_type() == at::kBFloat16);
+        CHECK(fused.sizes() == x.sizes());
+        CHECK(rel_max(fused, composed) < 8e-3);
+        CHECK(rel_max(fused, fp32) < 1.6e-2);
+      }
+    }
+  }
+  // Shapes the kernel does not take (D not a multiple of 8) fall back to the composition.
+  at::Tensor xo = at::randn({1, 3, 12}).to(at::kBFloat16), yo = at::randn({1, 3, 12}).to(at::kBFloat16);
+  CHECK(rel_max(nn::gated_residual(cuda_bf16(xo), cuda_bf16(yo), {}, {}), xo.to(at::kFloat) + yo.to(at::kFloat)) < 8e-3);
+}
+
 TEST_CASE("fused layer_norm_modulate and qk_norm_rope equal their compositions", "[cuda]") {
   require_gpu();
   at::manual_seed(3);
@@ -101,5 +130,50 @@ TEST_CASE("linear_gelu_tanh in the GEMM epilogue equals the linear then GELU", "
   CHECK(fused.sizes() == composed.sizes());
   CHECK(rel_max(fused, composed) < 8e-3);
   CHECK(rel_max(fused, fp32) < 1.6e-2);
+}
+TEST_CASE("fused swiglu_concat equals silu, mul and cat, from strided halves of a wider projection", "[cuda]") {
+  require_gpu();
+  at::manual_seed(5);
+  const int64_t B = 2, S = 21, Da = 64, F = 96;
+  at::Tensor P = (at::randn({B, S, Da + 2 * F + 32}) * 2).to(at::kBFloat16);  // [a | gate | up | more]
+  const at::Tensor a = P.narrow(-1, 0, Da), gu = P.narrow(-1, Da, 2 * F);
+  for (const at::Tensor& first : {a, at::Tensor()}) {
+    const at::Tensor Pc = cuda_bf16(P);
+    const at::Tensor fused = nn::swiglu_concat(first.defined() ? Pc.narrow(-1, 0, Da) : at::Tensor(), Pc.narrow(-1, Da, 2 * F));
+    const at::Tensor composed = nn::swiglu_concat(first, gu);  // the CPU composition
+    CHECK(fused.sizes() == composed.sizes());
+    CHECK(fused.is_contiguous());
+    CHECK(rel_max(fused, composed) < 8e-3);
+  }
+}
+
+TEST_CASE("FP8: the GELU in the quantiser and one quantisation for q, k and v match the plain FP8 ops", "[cuda]") {
+  require_gpu();
+  if (!nn::fp8_unavailable_reason(at::Device(at::kCUDA)).empty()) {
+    WARN("no FP8 tensor cores on this GPU: not checked");
+    return;
+  }
+  at::manual_seed(6);
+  const nn::Linear in = nn::quantize_fp8(nn::Linear(cuda_bf16(at::randn({512, 256}) * 0.06)));
+  const nn::Linear out = nn::quantize_fp8(nn::Linear(cuda_bf16(at::randn({256, 512}) * 0.04)));
+  const at::Tensor x = cuda_bf16(at::randn({2, 40, 256})), b = cuda_bf16(at::randn({512}) * 0.1);
+  const at::Tensor fused = nn::gelu_tanh_mlp(x, in, b, out);
+  const at::Tensor plain = nn::linear(at::gelu(nn::linear(x, in, b), "tanh"), out);
+  CHECK(fused.sizes() == plain.sizes());
+  CHECK(rel_max(fused, plain) < 1e-2);
+
+  const at::Tensor alone_in = nn::linear(x, in);
+  at::Tensor y = x.clone();
+  at::Tensor first, second, changed;
+  {
+    const nn::ReuseQuantisedInput once;
+    first = nn::linear(y, in);
+    second = nn::linear(y, in, b);  // reuses y's quantised rows
+    y.mul_(2);                      // an in-place change: quantised again
+    changed = nn::linear(y, in);
+  }
+  CHECK(at::equal(first, alone_in));
+  CHECK(rel_max(second, nn::linear(x, in, b)) < 1e-6);
+  CHECK(rel_max(changed, nn::linear(x * 2, in)) < 1e-6);
 }
 #endif  // DITGEN_CUDA

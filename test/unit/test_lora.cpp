@@ -9,22 +9,15 @@
 #include "lib/io/checkpoint.h"
 #include "lib/nn/lora.h"
 #include "lib/runtime/error.h"
-#include "test/unit/fp8_util.h"
+#include "test/unit/checkpoint_util.h"
 
 using namespace ditgen;
 using Catch::Contains;
 
 namespace {
 
-std::string temp_dir(const std::string& name) {
-  const std::string dir = "/tmp/ditgen_test_lora_" + name + "_" + std::to_string(::getpid());
-  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
-  return dir;
-}
-
-at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
-  return at::randn(shape, at::detail::createCPUGenerator(seed), at::kFloat);
-}
+std::string temp_dir(const std::string& name) { return test::temp_dir("lora_" + name); }
+using test::randn;
 
 // One weight's LoRA: A [r, in], B [out, r].
 struct Pair {

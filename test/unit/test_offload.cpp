@@ -522,7 +522,7 @@ TEST_CASE("offload: the fit check counts the blocks in host memory and only the 
   ::setenv("DITGEN_TEST_AVAILABLE_BYTES", "1000", 1);
   std::string msg;
   try {
-    pipeline::check_weights_fit(off, at::kCPU, 2);
+    pipeline::check_weights_fit(off, pipeline::available_room(at::kCPU), 2);
   } catch (const Error& e) {
     msg = e.what();
   }

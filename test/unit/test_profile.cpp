@@ -9,6 +9,9 @@ TEST_CASE("profile: kernels are classed by their names", "[profile]") {
   CHECK(kernel_class("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "GEMM");
   CHECK(kernel_class("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNN") == "GEMM");
   CHECK(kernel_class("aten::addmm") == "GEMM");
+  CHECK(kernel_class("ditgen::nn::(anonymous namespace)::gated_residual_kernel(ditgen::nn::Bf16x8 const*)") == "elementwise");
+  CHECK(kernel_class("ditgen::nn::(anonymous namespace)::swiglu_concat_kernel(__nv_bfloat16 const*)") == "elementwise");
+  CHECK(kernel_class("ditgen::nn::(anonymous namespace)::quantize_rows_kernel<true>(__nv_bfloat16 const*)") == "copy / cast");
   CHECK(kernel_class("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3") == "attention");
   CHECK(kernel_class("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>") == "attention");
   CHECK(kernel_class("aten::_softmax") == "attention");

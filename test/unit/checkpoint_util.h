@@ -1,5 +1,5 @@
 #pragma once
-// Test helpers: e4m3fn encoding as torch's `x.to(torch.float8_e4m3fn)` does it (round to nearest, ties
+// Test helpers for checkpoints written by the tests: a fresh temporary folder, seeded random tensors, e4m3fn encoding as torch's `x.to(torch.float8_e4m3fn)` does it (round to nearest, ties
 // to even; the callers clamp to +-448 first, as torch's cast would give NaN beyond it), its decoding,
 // the torch-equivalent FP8 weight quantiser, and a safetensors writer for any dtype string and header
 // metadata (write_safetensors stores ATen dtypes only; LibTorch 1.13 has no float8).
@@ -8,15 +8,30 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
 namespace ditgen::test {
+
+// An empty folder /tmp/ditgen_test_<name>_<pid> (removed first if left by an earlier run).
+inline std::string temp_dir(const std::string& name) {
+  const std::string dir = "/tmp/ditgen_test_" + name + "_" + std::to_string(::getpid());
+  if (std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()) != 0)
+    throw std::runtime_error("cannot make the test folder " + dir);
+  return dir;
+}
+
+// Standard normal values from a generator of its own (the same tensor for the same seed, any test order).
+inline at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
+  return at::randn(shape, at::detail::createCPUGenerator(seed), at::kFloat);
+}
 
 // The e4m3fn value of bit pattern `v`: sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities,
 // S.1111.111 is NaN.
