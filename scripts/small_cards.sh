@@ -2,7 +2,8 @@
 # The small-card table (issue 19): each row runs end to end (text encoder, denoise, decode) at real size with
 # random weights, every rank capped with --gpu-memory-limit, ranks sharing the one GPU where a row has two.
 #   scripts/small_cards.sh CAP_GIB [ROW...]     (build-gpu/ditgen; logs and reports to $OUT/small_cards/)
-# Rows: flux2_tp2 flux2_u2_fp8 ltx2_tp2 flux2_fp8_1 ltx2_1 qwen_u2 flux2_u2 flux2_r2 (default: all, in that order).
+# Rows: flux2_tp2 flux2_u2_fp8 ltx2_tp2 flux2_fp8_1 ltx2_1 qwen_u2 flux2_u2 flux2_r2 (default: all, in that order);
+# also flux2_u2_offload flux2_r2_offload flux2_fp8_offload_1 (--offload: the blocks that do not fit stream from host memory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cap=${1:?usage: scripts/small_cards.sh CAP_GIB [ROW...]}; shift
@@ -34,6 +35,9 @@ for r in "${rows[@]}"; do
     qwen_u2) row $r 2 qwen-image --ulysses 2 ;;
     flux2_u2) row $r 2 flux2 --ulysses 2 ;;
     flux2_r2) row $r 2 flux2 --ring 2 ;;
+    flux2_u2_offload) row $r 2 flux2 --ulysses 2 --offload ;;
+    flux2_r2_offload) row $r 2 flux2 --ring 2 --offload ;;
+    flux2_fp8_offload_1) row $r 1 flux2 --fp8 --offload ;;
     *) echo "small_cards: unknown row '$r'" >&2; exit 2 ;;
   esac
 done

@@ -50,11 +50,11 @@ void mpi_wait(std::vector<MPI_Request>& reqs, double timeout_s, const std::strin
   const double deadline = start + timeout_s;
   // A large message moves only while this rank polls (MPI progresses its fragments inside MPI_Testall):
   // sleeping between polls made a 57 MB all-reduce through host memory take ~0.5 s. So poll without
-  // sleeping (yielding the core) for as long as the bytes could take at 1 GB/s, at most 2 s; then back off.
+  // sleeping (yielding the core) for as long as the bytes could take at 250 MB/s, at most 2 s; then back off.
   int64_t bytes = 0;
   for (const at::Tensor& t : in_flight)
     if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  const double spin_until = start + std::min(2.0, static_cast<double>(bytes) / 1e9);
+  const double spin_until = start + std::min(2.0, static_cast<double>(bytes) / 2.5e8);
   std::vector<MPI_Status> statuses(reqs.size());
   long sleep_ns = 4000;
   for (int polls = 0;; ++polls) {

@@ -55,7 +55,7 @@ std::shared_ptr<Communicator> make_mpi_world(double timeout_s);
 // (`what`); an MPI error in any request throws at once. Polls with exponential back-off (a few
 // immediate polls, then sleeps from 4 us doubling to 1 ms) so that waiting ranks leave the cores to
 // the ranks still computing: CPU runs oversubscribe the cores. Large exchanges (the bytes of
-// `in_flight`) first poll without sleeping, yielding the core, for as long as they could take at 1 GB/s
+// `in_flight`) first poll without sleeping, yielding the core, for as long as they could take at 250 MB/s
 // (at most 2 s): MPI moves their fragments only while the rank polls. When it throws, the tensors in
 // `in_flight` (the buffers MPI may still write into or read from) are deliberately leaked: freeing
 // them under a pending request would corrupt the heap while the job ends.

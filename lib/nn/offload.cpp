@@ -58,6 +58,8 @@ double OffloadStats::hidden_fraction() const {
 
 nlohmann::json OffloadStats::to_json() const {
   nlohmann::json j = {{"blocks", blocks},
+                      {"resident_blocks", resident},
+                      {"resident_bytes", resident_bytes},
                       {"depth", depth},
                       {"host_bytes", host_bytes},
                       {"largest_block_bytes", largest_block_bytes},
@@ -82,7 +84,9 @@ nlohmann::json OffloadStats::to_json() const {
 
 std::string OffloadStats::summary() const {
   const auto human = [](int64_t b) { return io::human_bytes(static_cast<double>(b)); };
-  std::string s = fmt::format("{} blocks ({} in host memory), {} ahead; ", blocks, human(host_bytes), depth);
+  std::string s = fmt::format("{} blocks ({} in host memory), ", blocks, human(host_bytes));
+  if (resident > 0) s += fmt::format("{} resident ({}), ", resident, human(resident_bytes));
+  s += fmt::format("{} ahead; ", depth);
   const double per = steps > 0 ? static_cast<double>(steps) : 1.0;
   s += fmt::format("{} copied{}", human(static_cast<int64_t>(static_cast<double>(bytes_copied) / per)),
                    steps > 0 ? " per step" : "");
@@ -252,6 +256,27 @@ BlockStreamer::~BlockStreamer() {
   }
 }
 
+void BlockStreamer::set_room(std::function<int64_t()> room, int64_t reserve) {
+  room_ = std::move(room);
+  reserve_ = reserve;
+}
+
+bool BlockStreamer::stays_resident(int64_t bytes, int64_t buffer_bytes) {
+  if (!room_) return false;
+  const int64_t room = room_();
+  if (room < 0) return false;
+  // What may stay: the room less the reserve and the copy buffers of the streamed blocks.
+  const int64_t buffers = device_buffers(depth_) * std::max(stats_->largest_block_bytes, buffer_bytes);
+  const double spare = static_cast<double>(room - reserve_ - buffers);
+  if (spare < static_cast<double>(bytes)) return false;
+  // This block's share: the spare room over the bytes of the blocks still to come (this one's size each).
+  const int64_t remaining = std::max<int64_t>(expected_ - size(), 1);
+  credit_ += std::min(1.0, spare / (static_cast<double>(remaining) * static_cast<double>(bytes))) * bytes;
+  if (credit_ < 0.999 * static_cast<double>(bytes)) return false;
+  credit_ -= static_cast<double>(bytes);
+  return true;
+}
+
 std::vector<at::Tensor> BlockStreamer::add(const std::vector<at::Tensor>& tensors) {
   Block b;
   int64_t cursor = 0, payload = 0;
@@ -269,6 +294,18 @@ std::vector<at::Tensor> BlockStreamer::add(const std::vector<at::Tensor>& tensor
     b.slots.push_back(std::move(s));
   }
   const int64_t total = std::max(aligned(cursor), kAlign);  // never empty
+  if (stays_resident(payload, total)) {
+    b.resident = true;
+    for (const auto& t : tensors) {
+      // A slice of a larger tensor (a TP shard of a whole load) would keep all of it: keep a compact copy.
+      const bool compact = !t.defined() || (t.is_contiguous() && t.storage().nbytes() == t.nbytes());
+      b.device.push_back(compact ? t : t.clone(at::MemoryFormat::Contiguous));
+    }
+    blocks_.push_back(std::move(b));
+    ++stats_->resident;
+    stats_->resident_bytes += payload;
+    return blocks_.back().device;
+  }
   b.host = engine_->host_buffer(total);
   std::vector<at::Tensor> views;
   for (size_t k = 0; k < tensors.size(); ++k) {
@@ -282,29 +319,23 @@ std::vector<at::Tensor> BlockStreamer::add(const std::vector<at::Tensor>& tensor
     views.push_back(dst.view(s.dtype).view(s.sizes));
   }
   blocks_.push_back(std::move(b));
-  stats_->blocks = size();
+  ++stats_->blocks;
   stats_->host_bytes += payload;
   stats_->largest_block_bytes = std::max(stats_->largest_block_bytes, total);
   return views;
 }
 
-namespace {
-
-// The `depth` blocks after i in the cyclic order of n, stopping before any of `holds` (null: none).
-std::vector<int64_t> blocks_after(int64_t i, int64_t n, int depth, const std::set<int64_t>* holds) {
+// The `depth` streamed blocks after i in the cyclic order (resident ones are passed over), stopping before
+// a hold when `stop_at_holds`.
+std::vector<int64_t> BlockStreamer::ahead_of(int64_t i, bool stop_at_holds) const {
   std::vector<int64_t> out;
-  int64_t k = i;
-  for (int d = 0; d < depth; ++d) {
-    k = (k + 1) % n;
-    if (k == i || (holds && holds->count(k))) break;
-    out.push_back(k);
+  const int64_t n = size();
+  for (int64_t k = (i + 1) % n; k != i && static_cast<int>(out.size()) < depth_; k = (k + 1) % n) {
+    if (stop_at_holds && holds_.count(k)) break;
+    if (!blocks_[static_cast<size_t>(k)].resident) out.push_back(k);
   }
   return out;
 }
-
-}  // namespace
-
-std::vector<int64_t> BlockStreamer::ahead_of(int64_t i) const { return blocks_after(i, size(), depth_, &holds_); }
 
 void BlockStreamer::start(int64_t i, bool late) {
   Block& b = blocks_[static_cast<size_t>(i)];
@@ -317,6 +348,7 @@ void BlockStreamer::start(int64_t i, bool late) {
 
 void BlockStreamer::drop(int64_t i) {
   Block& b = blocks_[static_cast<size_t>(i)];
+  if (b.resident) return;
   b.device.clear();
   if (b.copy) engine_->release(std::move(b.copy));
   b.copy.reset();
@@ -333,20 +365,22 @@ const std::vector<at::Tensor>& BlockStreamer::acquire(int64_t i) {
   current_ = -1;
   // Copies in flight that the new position makes useless (a jump in the order) go before any new one; one
   // that is merely past a hold (started before it was set) may still be used.
-  const std::vector<int64_t> ahead = ahead_of(i), next = blocks_after(i, size(), depth_, nullptr);
+  const std::vector<int64_t> ahead = ahead_of(i), next = ahead_of(i, /*stop_at_holds=*/false);
   for (const int64_t j : std::vector<int64_t>(in_flight_)) {
     if (j == i || std::count(next.begin(), next.end(), j)) continue;
     ++stats_->wasted;
     stats_->bytes_wasted += blocks_[static_cast<size_t>(j)].host.numel();
     drop(j);
   }
-  if (!b.copy) start(i, /*late=*/true);
-  in_flight_.erase(std::remove(in_flight_.begin(), in_flight_.end(), i), in_flight_.end());
-  engine_->wait(*b.copy);
-  b.device.clear();
-  for (const Slot& s : b.slots)
-    b.device.push_back(s.defined ? b.copy->buffer.narrow(0, s.offset, s.bytes).view(s.dtype).view(s.sizes)
-                                 : at::Tensor());
+  if (!b.resident) {
+    if (!b.copy) start(i, /*late=*/true);
+    in_flight_.erase(std::remove(in_flight_.begin(), in_flight_.end(), i), in_flight_.end());
+    engine_->wait(*b.copy);
+    b.device.clear();
+    for (const Slot& s : b.slots)
+      b.device.push_back(s.defined ? b.copy->buffer.narrow(0, s.offset, s.bytes).view(s.dtype).view(s.sizes)
+                                   : at::Tensor());
+  }
   current_ = i;
   for (const int64_t j : ahead)
     if (!blocks_[static_cast<size_t>(j)].copy) start(j, /*late=*/false);

@@ -116,15 +116,20 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
 void check_weights_fit(const WeightEstimate& w, const Room& room, int ranks_on_host) {
   const int ranks = std::max(ranks_on_host, 1);
   if (w.host_total > 0) {  // --offload: the streamed blocks of every rank on this host, in its memory
+    // Blocks the GPU has room for stay there (lib/nn/offload.h): only the rest needs host memory.
+    const int64_t stays = room.bound != Room::Bound::Host && room.bytes > 0
+                              ? std::max<int64_t>(room.bytes - w.total - nn::BlockStreamer::kDefaultReserve, 0)
+                              : 0;
+    const int64_t need = std::max<int64_t>(w.host_total - stays, 0);
     const int64_t host = available_room(at::kCPU).bytes;
     std::string parts;
     for (const auto& [name, b] : w.host_bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
-    DITGEN_CHECK(host < 0 || w.host_total * ranks <= host,
-                 "--offload keeps the streamed blocks in host memory: about {} at once on each rank ({}){} but the "
+    DITGEN_CHECK(host < 0 || need * ranks <= host,
+                 "--offload keeps the streamed blocks in host memory: about {} at once on each rank ({}{}){} but the "
                  "host has only {} available: spread the model over more ranks (--tp, --parallel-text) or hosts, or "
                  "use --fp8 (half the bytes)",
-                 gib(w.host_total), parts,
-                 ranks > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.host_total * ranks), ranks) : "",
+                 gib(need), parts, stays > 0 ? fmt::format("; {} of them stay on the GPU", gib(stays)) : "",
+                 ranks > 1 ? fmt::format(", {} for the {} ranks on this host", gib(need * ranks), ranks) : "",
                  gib(host));
   }
   if (room.bytes < 0 || w.total == 0) return;

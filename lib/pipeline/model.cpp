@@ -4,6 +4,8 @@
 
 #include "lib/io/json.h"
 #include "lib/nn/offload.h"
+#include "lib/pipeline/memory_limit.h"
+#include "lib/runtime/metrics.h"
 #include "lib/io/printable.h"
 #include "lib/pipeline/settings_check.h"
 #include "lib/runtime/error.h"
@@ -54,6 +56,12 @@ void ModelBase::on_step(int64_t step, int64_t steps) const {
 std::shared_ptr<nn::BlockStreamer> ModelBase::offload_streamer(const std::string& component, const at::Device& device) {
   if (!offload_) return nullptr;
   auto streamer = nn::make_streamer(true, device);
+  // On a GPU the blocks the room allows stay resident (the room measured with the freed cache returned).
+  if (device.is_cuda())
+    streamer->set_room([device] {
+      runtime::return_freed_memory(device);
+      return available_room(device).bytes;
+    }, offload_reserve_ >= 0 ? offload_reserve_ : nn::BlockStreamer::kDefaultReserve);
   streamed_.push_back({component, streamer, streamer->shared_stats()});
   return streamer;
 }

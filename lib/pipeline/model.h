@@ -140,6 +140,9 @@ class Model {
   // for rank 0 ("" when off).
   virtual nlohmann::json offload_report() const { return nullptr; }
   virtual std::string offload_summary() const { return ""; }
+  // --offload on a GPU: the device bytes that blocks loaded from now on leave free next to their copy
+  // buffers (the step's activations; the rest stays resident where it fits, lib/nn/offload.h).
+  virtual void set_offload_reserve(int64_t bytes) {}
 
   // The transformer work of one denoising step of the whole job (every CFG branch, the whole batch, not
   // per rank; lib/pipeline/step_work.h), for the report's "work_per_step" and the benchmark floor. Needs
@@ -161,6 +164,7 @@ class ModelBase : public Model {
   std::string cache_summary() const override { return cache_.summary(); }
   nlohmann::json offload_report() const override;
   std::string offload_summary() const override;
+  void set_offload_reserve(int64_t bytes) override { offload_reserve_ = bytes; }
 
  protected:
   // `separate_cfg_cache`: the CFG branches have block-cache state of their own (lib/cache/step_cache.h).
@@ -170,6 +174,8 @@ class ModelBase : public Model {
   // `device`, whose counts the report shows (the transformer's per step of the last run); else null.
   std::shared_ptr<nn::BlockStreamer> offload_streamer(const std::string& component, const at::Device& device);
   bool offload_ = false;
+  // Kept free on the device next to the resident blocks (set_offload_reserve; < 0: the streamer's default).
+  int64_t offload_reserve_ = -1;
 
   std::string name_;
   nlohmann::json defaults_;

@@ -398,15 +398,17 @@ void Launch::encode_prompts() {
 // The transformer, read once the text encoder is gone; then the largest item's step activations must fit
 // next to it.
 void Launch::load_transformer() {
+  int64_t need = 0;
+  for (const auto& s : settings_)
+    need = std::max(need, estimate_step_activations(model_->step_work(s), mesh_.shape(), dtype_));
+  // --offload: the blocks that stay on the GPU leave the step's activations free (with a margin).
+  if (req_.offload) model_->set_offload_reserve(std::max<int64_t>(need + need / 2, nn::BlockStreamer::kDefaultReserve));
   peaks_->begin();
   runtime::Stopwatch watch(device_);
   in_stage("loading the transformer", device_, [&] { model_->load_deferred(); });
   runtime::return_freed_memory(device_);
   load_s_ += watch.seconds();
   peaks_->end("load_transformer");
-  int64_t need = 0;
-  for (const auto& s : settings_)
-    need = std::max(need, estimate_step_activations(model_->step_work(s), mesh_.shape(), dtype_));
   check_activations_fit(need, available_room(device_), ranks_on_host(mesh_));
 }
 

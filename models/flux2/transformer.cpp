@@ -111,6 +111,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   // Column-parallel projections are split by output rows, row-parallel ones by input columns;
   // fused layouts are permuted so each rank holds its heads' q, k, v and its MLP slice.
   double_blocks_ = nn::BlockList<DoubleBlock>(offload);
+  double_blocks_.reserve(cfg_.num_layers);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     DoubleBlock d;
@@ -133,6 +134,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
     double_blocks_.push_back(std::move(d));
   }
   single_blocks_ = nn::BlockList<SingleBlock>(offload);  // streamed after the double blocks
+  single_blocks_.reserve(cfg_.num_single_layers);
   for (int64_t i = 0; i < cfg_.num_single_layers; ++i) {
     const nn::Weights b = wb.pp("single_transformer_blocks").pp(i);
     SingleBlock s;

@@ -495,6 +495,7 @@ DecoderLM::DecoderLM(DecoderConfig cfg, const nn::Weights& wb, int num_layers_ne
   const Init norm_init = c.offset_norms ? Init::Mean : Init::Norm;
 
   embed_ = wb.get("embed_tokens.weight", {c.vocab_size, hd}, piece(0, t.vocab0, t.vocab), Init::Embedding);
+  layers_.reserve(n);
   for (int i = 0; i < n; ++i) {
     const nn::Weights lw = wb.pp("layers").pp(i);
     const nn::Weights aw = lw.pp("self_attn"), mw = lw.pp("mlp");

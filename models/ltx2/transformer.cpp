@@ -194,6 +194,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   scale_shift_table_ = wb.get("scale_shift_table", {2, D}, Shard::replicated(), Init::Bias);
   audio_scale_shift_table_ = wb.get("audio_scale_shift_table", {2, Da}, Shard::replicated(), Init::Bias);
 
+  blocks_.reserve(cfg_.num_layers);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     Block k;

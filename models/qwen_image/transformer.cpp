@@ -115,6 +115,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   norm_out_ = replicated("norm_out.linear", 2 * D, D);
   proj_out_ = replicated("proj_out", cfg_.out_dim(), D);
 
+  blocks_.reserve(cfg_.num_layers);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     Block k;

@@ -176,6 +176,56 @@ TEST_CASE("offload: blocks are copied in order, depth ahead, cyclically, each re
   CHECK(s->stats().blocks == 5);  // what it holds stays
 }
 
+TEST_CASE("offload: blocks the room allows stay resident, spread through the order, and are never copied",
+          "[offload]") {
+  auto log = std::make_shared<EngineLog>();
+  const auto blocks = toy_blocks(6);
+  auto s = std::make_unique<nn::BlockStreamer>(std::make_unique<RecordingEngine>(log), 1);
+  // Room for three copy buffers (depth 1: the block in use, one ahead, the one before; 512 bytes each as
+  // aligned) and three of the six blocks' 88 bytes: every other block stays.
+  const int64_t payload = 12 * 4 + 5 * 8;
+  nn::BlockStreamer* raw = s.get();
+  s->set_room([raw, payload] { return 3 * 512 + 3 * payload - raw->shared_stats()->resident_bytes; }, 0);
+  s->expect(6);
+  for (const auto& b : blocks) s->add(b);
+  std::string pattern;
+  for (int64_t i = 0; i < 6; ++i) pattern += s->resident(i) ? 'R' : 'S';
+  CHECK(pattern == "SRSRSR");
+  const nn::OffloadStats& st = s->stats();
+  CHECK(st.blocks == 3);
+  CHECK(st.resident == 3);
+  CHECK(st.host_bytes == 3 * payload);
+  CHECK(st.resident_bytes == 3 * payload);
+  CHECK(log->hosts.size() == 3);  // host buffers only for the streamed blocks
+
+  // Resident blocks are handed out as they are; prefetching passes over them to the next streamed block.
+  size_t at = 0;
+  CHECK(at::equal(s->acquire(0)[0], blocks[0][0]));
+  CHECK(since(*log, at) == "start 0, wait 0, start 1");  // host buffer 1 is block 2's
+  const auto& b1 = s->acquire(1);
+  CHECK(b1[0].data_ptr() == blocks[1][0].data_ptr());
+  CHECK(!b1[1].defined());
+  CHECK(since(*log, at) == "release 0");
+  CHECK(at::equal(s->acquire(2)[2], blocks[2][2]));
+  CHECK(since(*log, at) == "wait 1, start 2");
+  s->acquire(3);
+  s->acquire(4);
+  s->acquire(5);
+  CHECK(at::equal(s->acquire(0)[0], blocks[0][0]));
+  CHECK(since(*log, at) == "release 1, wait 2, start 0, release 2, wait 0, start 1");
+  CHECK(s->stats().bytes_copied == 5 * 512);  // streamed blocks only
+  CHECK(s->stats().wasted == 0);
+  CHECK_THAT(s->stats().summary(), Catch::StartsWith("3 blocks (264.00 B in host memory), 3 resident (264.00 B), 1 ahead"));
+
+  // Without the room (unknown: < 0) every block streams.
+  auto none = std::make_unique<nn::BlockStreamer>(std::make_unique<RecordingEngine>(std::make_shared<EngineLog>()), 1);
+  none->set_room([] { return int64_t{-1}; }, 0);
+  none->expect(6);
+  for (const auto& b : blocks) none->add(b);
+  CHECK(none->stats().resident == 0);
+  CHECK(none->stats().blocks == 6);
+}
+
 TEST_CASE("offload: depth 1 keeps one block in flight", "[offload]") {
   auto log = std::make_shared<EngineLog>();
   auto s = toy_streamer(log, 1, toy_blocks(3));
