@@ -1,5 +1,6 @@
-// wav_diff A.wav B.wav [max]: exit 0 when both 16-bit PCM WAV files have the same format and length and
-// no sample differs by more than `max` (default 0) steps of 1/32767.
+// wav_diff A.wav B.wav [max [mean]]: exit 0 when both 16-bit PCM WAV files have the same format and length,
+// no sample differs by more than `max` (default 0) steps of 1/32767 and, given `mean`, the mean difference
+// is at most `mean` steps.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -29,10 +30,11 @@ bool read_wav(const char* path, std::string& fmt, std::string& data) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: wav_diff A.wav B.wav [max]\n");
+    std::fprintf(stderr, "usage: wav_diff A.wav B.wav [max [mean]]\n");
     return 2;
   }
   const int max_diff = argc > 3 ? std::atoi(argv[3]) : 0;
+  const double mean_bound = argc > 4 ? std::atof(argv[4]) : 65535.0;
   std::string fa, da, fb, db;
   if (!read_wav(argv[1], fa, da) || !read_wav(argv[2], fb, db)) {
     std::fprintf(stderr, "wav_diff: cannot read a WAV file from %s or %s\n", argv[1], argv[2]);
@@ -43,12 +45,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   int worst = 0;
+  double sum = 0;
   for (size_t i = 0; i + 1 < da.size(); i += 2) {
     int16_t a, b;
     std::memcpy(&a, da.data() + i, 2);
     std::memcpy(&b, db.data() + i, 2);
-    worst = std::max(worst, std::abs(static_cast<int>(a) - static_cast<int>(b)));
+    const int d = std::abs(static_cast<int>(a) - static_cast<int>(b));
+    worst = std::max(worst, d);
+    sum += d;
   }
-  std::printf("wav_diff: %zu samples, max difference %d\n", da.size() / 2, worst);
-  return worst <= max_diff ? 0 : 1;
+  const double mean = da.size() >= 2 ? sum / static_cast<double>(da.size() / 2) : 0.0;
+  std::printf("wav_diff: %zu samples, max difference %d, mean %.3f\n", da.size() / 2, worst, mean);
+  return worst <= max_diff && mean <= mean_bound ? 0 : 1;
 }
