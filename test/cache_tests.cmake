@@ -70,14 +70,14 @@ endforeach()
 set_tests_properties(cli.cache_flux2 cli.error.cache_flag_without_cache PROPERTIES LABELS "cli;cache" TIMEOUT 300)
 
 # Qwen-Image (separate CFG state: _CFG1 in the name) and LTX-2 (video and audio through one list): the
-# cached LTX-2 video under Ulysses-2 and under --cfg 2 equals the single-process cached video.
+# cached LTX-2 video (9 frames) under Ulysses-2 and under --cfg 2 equals the single-process cached video.
 set(CACHE_SMALL --cache --ws 2 --rdt 0.9)
 add_test(NAME cli.cache_qwen
          COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 8 ${CACHE_SMALL} -o ${CMAKE_CURRENT_BINARY_DIR}/cache_qwen/)
 set_tests_properties(cli.cache_qwen PROPERTIES LABELS "cli;cache" TIMEOUT 300
                      PASS_REGULAR_EXPRESSION "Image saved to .*qwen_image-tiny.128x128.C0_DBCache_F1B0_W2I1M0MC3_R0.9_CFG1_T0O0_S[0-9]+.png")
 add_test(NAME cli.cache_ltx2_reference
-         COMMAND $<TARGET_FILE:ditgen> ltx2 --warmup 0 --steps 8 ${CACHE_SMALL} --save-frames
+         COMMAND $<TARGET_FILE:ditgen> ltx2 --warmup 0 --steps 8 -F 9 ${CACHE_SMALL} --save-frames
                  -o ${CMAKE_CURRENT_BINARY_DIR}/cache_ltx2/single.mp4)
 set_tests_properties(cli.cache_ltx2_reference PROPERTIES FIXTURES_SETUP cache_ltx2 LABELS "cli;cache" TIMEOUT 300
                      PASS_REGULAR_EXPRESSION "cache DBCache_F1B0_W2I1M0MC3_R0.9_CFG0_T0O0: transformer_blocks cached [1-9]")
@@ -90,7 +90,7 @@ foreach(mesh "np2_ulysses|2|--parallel,ulysses" "np2_cfg2|2|--cfg,2")
   add_test(NAME mpi.cache_ltx2.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}" -DDITGEN=$<TARGET_FILE:ditgen>
                    -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff> -DTOLERANCE=1 -DWAV_TOLERANCE=2
-                   "-DARGS=--warmup;0;--steps;8;--cache;--ws;2;--rdt;0.9" -DWORK=${CMAKE_CURRENT_BINARY_DIR}/cache_ltx2/${name}
+                   "-DARGS=--warmup;0;--steps;8;-F;9;--cache;--ws;2;--rdt;0.9" -DWORK=${CMAKE_CURRENT_BINARY_DIR}/cache_ltx2/${name}
                    -DREFERENCE=${CMAKE_CURRENT_BINARY_DIR}/cache_ltx2/single -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
   set_tests_properties(mpi.cache_ltx2.${name} PROPERTIES FIXTURES_REQUIRED cache_ltx2 LABELS "mpi;cache" TIMEOUT 300
                        PROCESSORS ${np})

@@ -13,8 +13,10 @@ if(DITGEN_FFMPEG)
   add_test(NAME cli.ltx2_tiny_demo
            COMMAND ${CMAKE_COMMAND} -DDITGEN=${LTX2_EXE} -DWORK=${LTX2_WORK}/demo ${LTX2_VIDEO}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_demo.cmake)
+  # The files --save-frames adds (one step: the demo above covers the default run).
   add_test(NAME cli.ltx2_save_frames
-           COMMAND ${CMAKE_COMMAND} -DDITGEN=${LTX2_EXE} -DWORK=${LTX2_WORK}/frames -DSAVE_FRAMES=ON ${LTX2_VIDEO}
+           COMMAND ${CMAKE_COMMAND} -DDITGEN=${LTX2_EXE} -DWORK=${LTX2_WORK}/frames -DSAVE_FRAMES=ON "-DARGS=--steps;1"
+                   ${LTX2_VIDEO}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_demo.cmake)
   set_tests_properties(cli.ltx2_tiny_demo cli.ltx2_save_frames PROPERTIES LABELS "cli;ltx2" TIMEOUT 600)
 else()
@@ -26,14 +28,18 @@ endif()
 # model's frames and sound exactly.
 add_test(NAME cli.ltx2_export COMMAND ${LTX2_EXE} export-tiny ltx2 ${LTX2_WORK}/exported --shards 3 --replace)
 set_tests_properties(cli.ltx2_export PROPERTIES FIXTURES_SETUP ltx2_exported LABELS "cli;ltx2")
+# The built-in model's single-process run is also the reference of every LTX-2 mesh, TE-P and VAE-P pipeline
+# test: 2 steps of 9 frames (3 latent frames; the default 25 frames cost about 3x the CPU time).
+set(LTX2_MESH_ARGS --warmup 0 --steps 2 -F 9)
+set(LTX2_SINGLE ${LTX2_WORK}/builtin/run)
 add_test(NAME cli.ltx2_builtin_reference
-         COMMAND ${LTX2_EXE} ltx2 --warmup 0 --steps 2 --save-frames -o ${LTX2_WORK}/builtin/run.mp4)
+         COMMAND ${LTX2_EXE} ltx2 ${LTX2_MESH_ARGS} --save-frames -o ${LTX2_SINGLE}.mp4)
 set_tests_properties(cli.ltx2_builtin_reference PROPERTIES FIXTURES_SETUP ltx2_builtin LABELS "cli;ltx2")
 add_test(NAME cli.ltx2_load_exported_folder
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=1 -DDITGEN=${LTX2_EXE} -DPNG_DIFF=$<TARGET_FILE:png_diff>
                  -DWAV_DIFF=$<TARGET_FILE:wav_diff> -DTOLERANCE=0 -DWAV_TOLERANCE=0
-                 "-DARGS=--warmup;0;--steps;2;--model-path;${LTX2_WORK}/exported" -DWORK=${LTX2_WORK}/load
-                 -DREFERENCE=${LTX2_WORK}/builtin/run -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
+                 "-DARGS=${LTX2_MESH_ARGS};--model-path;${LTX2_WORK}/exported" -DWORK=${LTX2_WORK}/load
+                 -DREFERENCE=${LTX2_SINGLE} -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
 set_tests_properties(cli.ltx2_load_exported_folder PROPERTIES FIXTURES_REQUIRED "ltx2_exported;ltx2_builtin"
                      LABELS "cli;ltx2" TIMEOUT 600)
 
@@ -98,8 +104,8 @@ foreach(entry ${LTX2_MESHES} ${LTX2_CFG_MESHES})
   add_test(NAME mpi.ltx2_pipeline.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}" -DDITGEN=${LTX2_EXE}
                    -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff> -DTOLERANCE=${tol}
-                   -DWAV_TOLERANCE=${wav_tol} "-DARGS=--warmup;0;--steps;2" -DWORK=${LTX2_WORK}/mesh/${name}
-                   -DREFERENCE=${LTX2_WORK}/builtin/run -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
+                   -DWAV_TOLERANCE=${wav_tol} "-DARGS=${LTX2_MESH_ARGS}" -DWORK=${LTX2_WORK}/mesh/${name}
+                   -DREFERENCE=${LTX2_SINGLE} -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
   list(APPEND tests mpi.ltx2_pipeline.${name})
   set_tests_properties(${tests} PROPERTIES TIMEOUT 600 LABELS "mpi;ltx2" SKIP_RETURN_CODE 77 PROCESSORS ${np})
   set_tests_properties(mpi.ltx2_pipeline.${name} PROPERTIES FIXTURES_REQUIRED ltx2_builtin)

@@ -3,6 +3,11 @@
 # golden fixture), the whole tiny pipeline to 1/255 per pixel.
 set(MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none)
 set(FLUX2_FIXTURE ${DITGEN_FIXTURES}/models/flux2_transformer_b1_h6w8_t20)
+# FLUX.2's tiny pipeline under a mesh runs at 64x64 (256 image + 256 text tokens; the default 128x128 costs
+# about 3x the CPU time for no other code path). One single-process image, mpi.pipeline_single_reference,
+# is the reference of every FLUX.2 mesh, TE-P and VAE-P pipeline test.
+set(FLUX2_MESH_SIZE -H 64 -W 64)
+set(FLUX2_SINGLE ${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/single.png)
 
 # name  np  mesh flags...
 set(MESHES
@@ -43,9 +48,9 @@ foreach(entry ${MESHES})
            COMMAND ${MPIRUN} -np ${np} $<TARGET_FILE:ditgen> verify --skip-missing ${FLUX2_FIXTURE} ${flags})
   # The whole tiny pipeline: same PNG as the single-process run (at most 1/255 per channel).
   add_test(NAME mpi.pipeline.${name}
-           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}"
+           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags};${FLUX2_MESH_SIZE}"
                    -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWORK=${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/${name}
-                   -DREFERENCE=${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/single.png
+                   -DREFERENCE=${FLUX2_SINGLE}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/run_pipeline_mesh.cmake)
   set_tests_properties(mpi.transformer_odd.${name} mpi.transformer_fixture.${name} mpi.verify_fixture.${name}
                        mpi.pipeline.${name} PROPERTIES TIMEOUT 300 LABELS mpi SKIP_RETURN_CODE 77 PROCESSORS ${np})
@@ -54,7 +59,7 @@ endforeach()
 
 # The single-process tiny pipeline image every mesh is compared with.
 add_test(NAME mpi.pipeline_single_reference
-         COMMAND $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 4 -o ${CMAKE_CURRENT_BINARY_DIR}/mpi_pipeline/single.png)
+         COMMAND $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 4 ${FLUX2_MESH_SIZE} -o ${FLUX2_SINGLE})
 set_tests_properties(mpi.pipeline_single_reference PROPERTIES FIXTURES_SETUP single_pipeline LABELS mpi TIMEOUT 300)
 
 # Meshes that cannot work are refused at start-up on every rank, with a message, never a hang.
@@ -165,9 +170,10 @@ foreach(entry ${QWEN_MESHES} ${QWEN_CFG_MESHES})
   set_tests_properties(${tests} PROPERTIES TIMEOUT 300 LABELS "mpi;qwen_image" SKIP_RETURN_CODE 77 PROCESSORS ${np})
   set_tests_properties(mpi.qwen_pipeline.${name} PROPERTIES FIXTURES_REQUIRED qwen_single_pipeline)
 endforeach()
+# The reference of every Qwen-Image mesh, TE-P and VAE-P pipeline test.
+set(QWEN_SINGLE ${CMAKE_CURRENT_BINARY_DIR}/mpi_qwen_pipeline/single.png)
 add_test(NAME mpi.qwen_pipeline_single_reference
-         COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 4
-                 -o ${CMAKE_CURRENT_BINARY_DIR}/mpi_qwen_pipeline/single.png)
+         COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 4 -o ${QWEN_SINGLE})
 set_tests_properties(mpi.qwen_pipeline_single_reference PROPERTIES FIXTURES_SETUP qwen_single_pipeline
                      LABELS "mpi;qwen_image" TIMEOUT 300)
 

@@ -1,12 +1,13 @@
 # `ditgen flux2 --cache` as a user runs it: the output is named with the reference tool's cache tag and the
-# cached step count, the report has the per-step decisions, and rank 0 prints the one-line summary.
+# cached step count, the report has the per-step decisions, and rank 0 prints the one-line summary (at 64x64:
+# the name and the report do not depend on the size).
 file(REMOVE_RECURSE ${WORK})
-execute_process(COMMAND ${DITGEN} flux2 --warmup 0 --steps 28 --cache --scm fast --rdt 0.8 -o ${WORK}/
+execute_process(COMMAND ${DITGEN} flux2 --warmup 0 --steps 28 -H 64 -W 64 --cache --scm fast --rdt 0.8 -o ${WORK}/
                 OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "ditgen flux2 --cache failed (${rc}): ${err}")
 endif()
-file(GLOB pngs ${WORK}/flux2-tiny.128x128.C0_DBCache_F1B0_W8I1M0MC3_R0.8_SCM1111110100010000100000100001_dynamic_*_T0O0_S*.png)
+file(GLOB pngs ${WORK}/flux2-tiny.64x64.C0_DBCache_F1B0_W8I1M0MC3_R0.8_SCM1111110100010000100000100001_dynamic_*_T0O0_S*.png)
 list(LENGTH pngs n)
 if(NOT n EQUAL 1)
   file(GLOB all ${WORK}/*)

@@ -5,7 +5,7 @@
 file(REMOVE_RECURSE ${WORK})
 if(NOT CMD)
   set(CMD flux2)
-  set(EXTRA "-H,128,-W,128,--max-sequence-length,256,--text-encoder-out-layers,1,2,3")
+  set(EXTRA "-H,64,-W,64,--max-sequence-length,256,--text-encoder-out-layers,1,2,3")
 endif()
 string(REPLACE "," ";" EXTRA "${EXTRA}")
 set(ARGS ${CMD} --model-path ${MODEL} --warmup 0 --steps 1 ${EXTRA})

@@ -1,7 +1,8 @@
-# Traces the tiny pipeline in one process and under TP-2, then compares rank 1's intermediates.
+# Traces the tiny pipeline in one process and under TP-2, then compares rank 1's intermediates (a trace
+# holds the first step's).
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/one ${WORK}/tp2)
-set(ARGS flux2 --warmup 0 --steps 2)
+set(ARGS flux2 --warmup 0 --steps 1 -H 64 -W 64)
 execute_process(COMMAND ${DITGEN} ${ARGS} --trace ${WORK}/one -o ${WORK}/one/ RESULT_VARIABLE rc1)
 execute_process(COMMAND ${MPIRUN} --oversubscribe --allow-run-as-root --bind-to none -np 2 ${DITGEN} ${ARGS} --tp 2
                         --trace ${WORK}/tp2 -o ${WORK}/tp2/ RESULT_VARIABLE rc2)

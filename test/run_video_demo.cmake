@@ -1,12 +1,12 @@
 # The tiny LTX-2 as a user first runs it: an MP4 that ffprobe reads as H.264 yuv420p with FRAMES frames
 # at RATE and an AAC stereo track of the vocoder's rate and about the video's duration, plus the report.
-# With -DSAVE_FRAMES=ON the run adds --save-frames: FRAMES PNGs and a WAV next to the MP4.
+# With -DSAVE_FRAMES=ON the run adds --save-frames: FRAMES PNGs and a WAV next to the MP4. ARGS: more flags.
 file(REMOVE_RECURSE ${WORK})
 set(extra)
 if(SAVE_FRAMES)
   set(extra --save-frames)
 endif()
-execute_process(COMMAND ${DITGEN} ltx2 --warmup 0 ${extra} -o ${WORK}/ RESULT_VARIABLE rc)
+execute_process(COMMAND ${DITGEN} ltx2 --warmup 0 ${ARGS} ${extra} -o ${WORK}/ RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "ditgen ltx2 failed (${rc})")
 endif()

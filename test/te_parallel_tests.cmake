@@ -18,16 +18,7 @@ foreach(fixture text_encoder_mistral text_encoder_qwen25vl text_encoder_gemma3)
   endforeach()
 endforeach()
 
-# Single-process references (no TE-P, no warm-up).
-add_test(NAME tep.flux2_single_reference
-         COMMAND $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 4 -o ${TEP_WORK}/flux2_single.png)
-add_test(NAME tep.qwen_single_reference
-         COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 4 -o ${TEP_WORK}/qwen_single.png)
-add_test(NAME tep.ltx2_single_reference
-         COMMAND $<TARGET_FILE:ditgen> ltx2 --warmup 0 --steps 2 --save-frames -o ${TEP_WORK}/ltx2_single/run.mp4)
-set_tests_properties(tep.flux2_single_reference PROPERTIES FIXTURES_SETUP tep_flux2_single LABELS tep TIMEOUT 300)
-set_tests_properties(tep.qwen_single_reference PROPERTIES FIXTURES_SETUP tep_qwen_single LABELS tep TIMEOUT 300)
-set_tests_properties(tep.ltx2_single_reference PROPERTIES FIXTURES_SETUP tep_ltx2_single LABELS tep TIMEOUT 600)
+# The single-process references (no TE-P, no warm-up) are the mesh tests' (mpi_tests.cmake, ltx2_tests.cmake).
 
 # name | np | flags (the text encoders: FLUX.2 tiny 8 heads / 8 KV, Qwen-Image tiny 4 / 2, LTX-2 tiny 2 / 1)
 set(TEP_IMAGE_MESHES
@@ -48,14 +39,16 @@ foreach(entry ${TEP_IMAGE_MESHES} "qwen:np2_cfg2|2|--cfg,2" "qwen:np4_cfg2_ulyss
     set(models qwen-image)
   endif()
   foreach(model ${models})
-    set(ref ${TEP_WORK}/flux2_single.png)
-    set(fixture tep_flux2_single)
+    set(ref ${FLUX2_SINGLE})
+    set(fixture single_pipeline)
+    set(size ${FLUX2_MESH_SIZE})
     if(model STREQUAL "qwen-image")
-      set(ref ${TEP_WORK}/qwen_single.png)
-      set(fixture tep_qwen_single)
+      set(ref ${QWEN_SINGLE})
+      set(fixture qwen_single_pipeline)
+      set(size "")
     endif()
     add_test(NAME tep.pipeline.${model}.${name}
-             COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-text;${flags}"
+             COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-text;${flags};${size}"
                      -DMODEL=${model} -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff>
                      -DWORK=${TEP_WORK}/${model}/${name} -DREFERENCE=${ref}
                      -P ${CMAKE_CURRENT_SOURCE_DIR}/run_pipeline_mesh.cmake)
@@ -74,10 +67,10 @@ foreach(entry "np2_tp|2|--parallel,tp" "np3_ring|3|--ring,3" "np4_cfg2_ulysses|4
   add_test(NAME tep.pipeline.ltx2.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-text;${flags}"
                    -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff>
-                   -DTOLERANCE=1 -DWAV_TOLERANCE=2 "-DARGS=--warmup;0;--steps;2" -DWORK=${TEP_WORK}/ltx2/${name}
-                   -DREFERENCE=${TEP_WORK}/ltx2_single/run -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
+                   -DTOLERANCE=1 -DWAV_TOLERANCE=2 "-DARGS=${LTX2_MESH_ARGS}" -DWORK=${TEP_WORK}/ltx2/${name}
+                   -DREFERENCE=${LTX2_SINGLE} -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
   set_tests_properties(tep.pipeline.ltx2.${name} PROPERTIES TIMEOUT 900 LABELS "mpi;tep;ltx2" PROCESSORS ${np}
-                       FIXTURES_REQUIRED tep_ltx2_single)
+                       FIXTURES_REQUIRED ltx2_builtin)
 endforeach()
 
 # The memory plan: one warm-up run and two timed runs reuse the one encoding and give the single-process
@@ -85,17 +78,17 @@ endforeach()
 # _TEP and the report says so.
 add_test(NAME tep.memory_plan_warmup_repeat
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=1 -DDITGEN=$<TARGET_FILE:ditgen>
-                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=0 -DREFERENCE=${TEP_WORK}/flux2_single.png
-                 "-DARGS=flux2;--steps;4;--warmup;1;--warmup-steps;2;--repeat;2;--track-memory"
-                 -DNAME=flux2-tiny.128x128.C0.png
+                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=0 -DREFERENCE=${FLUX2_SINGLE}
+                 "-DARGS=flux2;--steps;4;${FLUX2_MESH_SIZE};--warmup;1;--warmup-steps;2;--repeat;2;--track-memory"
+                 -DNAME=flux2-tiny.64x64.C0.png
                  "-DEXPECT_JSON=memory_by_stage;stage.: .text_encode.;stage.: .load_transformer.;stage.: .denoise.;stage.: .vae_decode.;parallel_text.: false"
                  -DWORK=${TEP_WORK}/plan_single -P ${CMAKE_CURRENT_SOURCE_DIR}/run_memory_plan.cmake)
 add_test(NAME tep.memory_plan_tep_name
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=2 -DDITGEN=$<TARGET_FILE:ditgen>
-                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=1 -DREFERENCE=${TEP_WORK}/flux2_single.png
-                 "-DARGS=flux2;--steps;4;--warmup;0;--tp;2;--parallel-text;--track-memory"
-                 -DNAME=flux2-tiny.128x128.C0_TP2_TEP.png
+                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=1 -DREFERENCE=${FLUX2_SINGLE}
+                 "-DARGS=flux2;--steps;4;${FLUX2_MESH_SIZE};--warmup;0;--tp;2;--parallel-text;--track-memory"
+                 -DNAME=flux2-tiny.64x64.C0_TP2_TEP.png
                  "-DEXPECT_JSON=parallel_text.: true;memory_by_stage;.rank.: 1"
                  -DWORK=${TEP_WORK}/plan_tep -P ${CMAKE_CURRENT_SOURCE_DIR}/run_memory_plan.cmake)
 set_tests_properties(tep.memory_plan_warmup_repeat tep.memory_plan_tep_name PROPERTIES TIMEOUT 300 LABELS "mpi;tep"
-                     FIXTURES_REQUIRED tep_flux2_single)
+                     FIXTURES_REQUIRED single_pipeline)

@@ -65,16 +65,7 @@ foreach(entry ${VAEP_ODD})
   set_tests_properties(vaep.odd.${name}.np${np} PROPERTIES TIMEOUT 300 LABELS "mpi;vaep" PROCESSORS ${np})
 endforeach()
 
-# Single-process references.
-add_test(NAME vaep.flux2_single_reference
-         COMMAND $<TARGET_FILE:ditgen> flux2 --warmup 0 --steps 4 -o ${VAEP_WORK}/flux2_single.png)
-add_test(NAME vaep.qwen_single_reference
-         COMMAND $<TARGET_FILE:ditgen> qwen-image --warmup 0 --steps 4 -o ${VAEP_WORK}/qwen_single.png)
-add_test(NAME vaep.ltx2_single_reference
-         COMMAND $<TARGET_FILE:ditgen> ltx2 --warmup 0 --steps 2 --save-frames -o ${VAEP_WORK}/ltx2_single/run.mp4)
-set_tests_properties(vaep.flux2_single_reference PROPERTIES FIXTURES_SETUP vaep_flux2_single LABELS vaep TIMEOUT 300)
-set_tests_properties(vaep.qwen_single_reference PROPERTIES FIXTURES_SETUP vaep_qwen_single LABELS vaep TIMEOUT 300)
-set_tests_properties(vaep.ltx2_single_reference PROPERTIES FIXTURES_SETUP vaep_ltx2_single LABELS vaep TIMEOUT 600)
+# The single-process references are the mesh tests' (mpi_tests.cmake, ltx2_tests.cmake).
 
 # model | name | np | flags
 foreach(entry "flux2|np2_ulysses|2|--parallel,ulysses" "flux2|np4_ulysses_tp|4|--parallel,ulysses_tp"
@@ -85,14 +76,16 @@ foreach(entry "flux2|np2_ulysses|2|--parallel,ulysses" "flux2|np4_ulysses_tp|4|-
   list(GET parts 2 np)
   list(SUBLIST parts 3 -1 flags)
   string(REPLACE "," ";" flags "${flags}")
-  set(ref ${VAEP_WORK}/flux2_single.png)
-  set(fixture vaep_flux2_single)
+  set(ref ${FLUX2_SINGLE})
+  set(fixture single_pipeline)
+  set(size ${FLUX2_MESH_SIZE})
   if(model STREQUAL "qwen-image")
-    set(ref ${VAEP_WORK}/qwen_single.png)
-    set(fixture vaep_qwen_single)
+    set(ref ${QWEN_SINGLE})
+    set(fixture qwen_single_pipeline)
+    set(size "")
   endif()
   add_test(NAME vaep.pipeline.${model}.${name}
-           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-vae;${flags}"
+           COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-vae;${flags};${size}"
                    -DMODEL=${model} -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff>
                    -DWORK=${VAEP_WORK}/${model}/${name} -DREFERENCE=${ref}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/run_pipeline_mesh.cmake)
@@ -109,17 +102,17 @@ foreach(entry "np2_ulysses|2|--parallel,ulysses" "np4_ulysses_tp|4|--parallel,ul
   add_test(NAME vaep.pipeline.ltx2.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=--parallel-vae;${flags}"
                    -DDITGEN=$<TARGET_FILE:ditgen> -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff>
-                   -DTOLERANCE=1 -DWAV_TOLERANCE=2 "-DARGS=--warmup;0;--steps;2" -DWORK=${VAEP_WORK}/ltx2/${name}
-                   -DREFERENCE=${VAEP_WORK}/ltx2_single/run -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
+                   -DTOLERANCE=1 -DWAV_TOLERANCE=2 "-DARGS=${LTX2_MESH_ARGS}" -DWORK=${VAEP_WORK}/ltx2/${name}
+                   -DREFERENCE=${LTX2_SINGLE} -P ${CMAKE_CURRENT_SOURCE_DIR}/run_video_mesh.cmake)
   set_tests_properties(vaep.pipeline.ltx2.${name} PROPERTIES TIMEOUT 900 LABELS "mpi;vaep;ltx2" PROCESSORS ${np}
-                       FIXTURES_REQUIRED vaep_ltx2_single)
+                       FIXTURES_REQUIRED ltx2_builtin)
 endforeach()
 
 # The auto-named output carries _VAEP (cache-dit-semantics.md 6.3) and the report says VAE-P is on.
 add_test(NAME vaep.name_and_report
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=2 -DDITGEN=$<TARGET_FILE:ditgen>
-                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=1 -DREFERENCE=${VAEP_WORK}/flux2_single.png
-                 "-DARGS=flux2;--steps;4;--warmup;0;--tp;2;--parallel-vae"
-                 -DNAME=flux2-tiny.128x128.C0_TP2_VAEP.png "-DEXPECT_JSON=parallel_vae.: true"
+                 -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=1 -DREFERENCE=${FLUX2_SINGLE}
+                 "-DARGS=flux2;--steps;4;${FLUX2_MESH_SIZE};--warmup;0;--tp;2;--parallel-vae"
+                 -DNAME=flux2-tiny.64x64.C0_TP2_VAEP.png "-DEXPECT_JSON=parallel_vae.: true"
                  -DWORK=${VAEP_WORK}/name -P ${CMAKE_CURRENT_SOURCE_DIR}/run_memory_plan.cmake)
-set_tests_properties(vaep.name_and_report PROPERTIES TIMEOUT 300 LABELS "mpi;vaep" FIXTURES_REQUIRED vaep_flux2_single)
+set_tests_properties(vaep.name_and_report PROPERTIES TIMEOUT 300 LABELS "mpi;vaep" FIXTURES_REQUIRED single_pipeline)

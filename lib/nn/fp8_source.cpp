@@ -1,15 +1,12 @@
 #include "lib/nn/fp8_source.h"
 
 #include "lib/io/printable.h"
+#include "lib/nn/names.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::nn {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
 
 // `m.<suffix>` -> `m.weight`, or "" when `key` does not end with `.<suffix>`.
 std::string weight_of(const std::string& key, const std::string& suffix) {

@@ -8,16 +8,13 @@
 
 #include "lib/io/json.h"
 #include "lib/io/printable.h"
+#include "lib/nn/names.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::nn {
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
     s.replace(pos, from.size(), to);

@@ -8,19 +8,11 @@
 
 #include "lib/io/printable.h"
 #include "lib/nn/fp8_source.h"
+#include "lib/nn/names.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/metrics.h"
 
 namespace ditgen::nn {
-
-namespace {
-
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
-
-}  // namespace
 
 uint64_t stable_hash(const std::string& s, uint64_t basis) {
   uint64_t h = basis;

@@ -16,7 +16,7 @@ namespace ditgen::pipeline {
 
 namespace {
 
-std::string gib(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
+std::string bytes_text(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
 
 struct Applied {
   GpuMemoryLimit cap;
@@ -62,7 +62,7 @@ void check_gpu_memory_limit(const GpuMemoryLimit& cap, const c10::Device& device
                cap.source(), cap.from == GpuMemoryLimit::From::Flag ? "drop the flag" : "unset it");
   DITGEN_CHECK(total_bytes < 0 || cap.bytes() <= total_bytes,
                "{} {:g} (GiB) is more than the {} of {}: give at most {:.2f}", cap.source(), cap.gib,
-               gib(total_bytes), device.str(),
+               bytes_text(total_bytes), device.str(),
                std::floor(static_cast<double>(total_bytes) / 1073741824.0 * 100) / 100);
 }
 
@@ -74,7 +74,7 @@ void apply_gpu_memory_limit(const GpuMemoryLimit& cap, const c10::Device& device
     runtime::cap_device_memory(device, static_cast<double>(cap.bytes()) / static_cast<double>(card.total));
   applied() = {cap, device};
   spdlog::info("{}: each rank's allocator may reserve {:g} GiB of {}'s {}", cap.source(), cap.gib,
-               device.str(), gib(card.total));
+               device.str(), bytes_text(card.total));
 }
 
 const GpuMemoryLimit& applied_gpu_memory_limit() { return applied().cap; }
@@ -88,13 +88,13 @@ GpuMemoryLimit exhausted_gpu_memory_limit() {
 std::string Room::describe() const {
   switch (bound) {
     case Bound::Cap:
-      return fmt::format("{} leaves only {}", cap.describe(), gib(bytes));
+      return fmt::format("{} leaves only {}", cap.describe(), bytes_text(bytes));
     case Bound::Gpu:
-      return fmt::format("the GPU has only {} free", gib(bytes));
+      return fmt::format("the GPU has only {} free", bytes_text(bytes));
     case Bound::Host:
       break;
   }
-  return fmt::format("the host has only {} available", gib(bytes));
+  return fmt::format("the host has only {} available", bytes_text(bytes));
 }
 
 std::string Room::raise_cap() const {

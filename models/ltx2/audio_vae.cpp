@@ -147,14 +147,15 @@ at::Tensor pixel_norm_silu(const at::Tensor& x) {
   return t.to(x.scalar_type());  // [B, C, T, M]
 }
 
-// ResnetBlock(in, out) without time embedding: shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
-struct ResnetBlock {
+// ResnetBlock(in, out) without time embedding: shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))). Named
+// apart from vae.cpp's ResnetBlock: one unity batch may hold both files.
+struct AudioResnetBlock {
   CausalConv2d conv1, conv2;
   std::optional<CausalConv2d> nin_shortcut;  // 1x1, iff cin != cout
 
-  static ResnetBlock load(const nn::Weights& wb, int64_t cin, int64_t cout) {
-    ResnetBlock r{CausalConv2d::load(wb.pp("conv1"), cin, cout, 3),
-                  CausalConv2d::load(wb.pp("conv2"), cout, cout, 3), std::nullopt};
+  static AudioResnetBlock load(const nn::Weights& wb, int64_t cin, int64_t cout) {
+    AudioResnetBlock r{CausalConv2d::load(wb.pp("conv1"), cin, cout, 3),
+                       CausalConv2d::load(wb.pp("conv2"), cout, cout, 3), std::nullopt};
     if (cin != cout) r.nin_shortcut = CausalConv2d::load(wb.pp("nin_shortcut"), cin, cout, 1);
     return r;
   }
@@ -168,7 +169,7 @@ struct ResnetBlock {
 
 // One up level: num_res_blocks + 1 blocks, then (all levels but 0) an upsampler.
 struct UpLevel {
-  std::vector<ResnetBlock> blocks;
+  std::vector<AudioResnetBlock> blocks;
   std::optional<CausalConv2d> upsample;  // `upsample.conv`, C -> C
 };
 
@@ -176,7 +177,7 @@ struct UpLevel {
 
 struct AudioVae::Decoder {
   CausalConv2d conv_in;
-  ResnetBlock mid_block_1, mid_block_2;  // mid.attn_1 is the identity (no mid attention)
+  AudioResnetBlock mid_block_1, mid_block_2;  // mid.attn_1 is the identity (no mid attention)
   std::vector<UpLevel> up;               // index = level, as the checkpoint's `up.{level}`
   CausalConv2d conv_out;
 
@@ -187,8 +188,8 @@ struct AudioVae::Decoder {
     const int64_t top = config.base_channels * config.ch_mult.back();
     const nn::Weights d = wb.pp("decoder");
     Decoder dec{CausalConv2d::load(d.pp("conv_in"), config.latent_channels, top, 3),
-                ResnetBlock::load(d.pp("mid").pp("block_1"), top, top),
-                ResnetBlock::load(d.pp("mid").pp("block_2"), top, top),
+                AudioResnetBlock::load(d.pp("mid").pp("block_1"), top, top),
+                AudioResnetBlock::load(d.pp("mid").pp("block_2"), top, top),
                 std::vector<UpLevel>(n),
                 CausalConv2d::load(d.pp("conv_out"), config.base_channels * config.ch_mult[0],
                                    config.output_channels, 3)};
@@ -198,7 +199,7 @@ struct AudioVae::Decoder {
       const int64_t cout = config.base_channels * config.ch_mult[level];
       UpLevel& u = dec.up[level];
       for (int64_t j = 0; j <= config.num_res_blocks; ++j) {
-        u.blocks.push_back(ResnetBlock::load(lw.pp("block").pp(j), cin, cout));
+        u.blocks.push_back(AudioResnetBlock::load(lw.pp("block").pp(j), cin, cout));
         cin = cout;
       }
       if (level != 0) u.upsample = CausalConv2d::load(lw.pp("upsample").pp("conv"), cout, cout, 3);

@@ -128,12 +128,13 @@ struct Conv1d {
   }
 };
 
-// ConvTranspose1d(cin -> cin/2, kernel k, stride s, padding (k-s)/2): length T -> T*s exactly.
-struct Upsampler {
+// ConvTranspose1d(cin -> cin/2, kernel k, stride s, padding (k-s)/2): length T -> T*s exactly (named apart
+// from vae.cpp's Upsampler: one unity batch may hold both files).
+struct VocoderUpsampler {
   at::Tensor weight, bias;  // [cin, cout, k], [cout]
   int64_t stride = 1;
 
-  static Upsampler load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k, int64_t s) {
+  static VocoderUpsampler load(const nn::Weights& wb, int64_t cin, int64_t cout, int64_t k, int64_t s) {
     return {wb.get("weight", {cin, cout, k}, Shard::replicated(), Init::Linear),
             wb.get("bias", {cout}, Shard::replicated(), Init::Bias), s};
   }
@@ -177,7 +178,7 @@ struct ResBlock {
 
 struct Vocoder::Net {
   Conv1d conv_in;
-  std::vector<Upsampler> upsamplers;
+  std::vector<VocoderUpsampler> upsamplers;
   std::vector<ResBlock> resnets;  // stage i uses resnets[i * per_stage + j]
   Conv1d conv_out;
 
@@ -191,8 +192,9 @@ struct Vocoder::Net {
             Conv1d::load(wb.pp("conv_out"), last, config.out_channels, 7, 1, config.final_bias)};
     int64_t c = config.hidden_channels;
     for (int64_t i = 0; i < stages; ++i) {
-      net.upsamplers.push_back(Upsampler::load(wb.pp("upsamplers").pp(i), c, c / 2,
-                                               config.upsample_kernel_sizes[i], config.upsample_factors[i]));
+      net.upsamplers.push_back(VocoderUpsampler::load(wb.pp("upsamplers").pp(i), c, c / 2,
+                                                      config.upsample_kernel_sizes[i],
+                                                      config.upsample_factors[i]));
       c /= 2;
       for (size_t j = 0; j < config.resnet_kernel_sizes.size(); ++j) {
         const int64_t k = static_cast<int64_t>(net.resnets.size());
