@@ -1,6 +1,7 @@
 #pragma once
 // The run report: per-stage latency, per-step denoise times, per-rank load and memory numbers.
 // Printed as a table on rank 0 and written as JSON next to the output.
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -52,6 +53,7 @@ struct RunReport {
 std::vector<RankStats> gather_rank_stats(const RankStats& mine, comm::Communicator& world);
 
 std::string human_bytes(double bytes);
+inline std::string human_bytes(int64_t bytes) { return human_bytes(static_cast<double>(bytes)); }
 double median(std::vector<double> values);  // 0 for none
 
 }  // namespace ditgen::io

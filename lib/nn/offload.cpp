@@ -83,18 +83,17 @@ nlohmann::json OffloadStats::to_json() const {
 }
 
 std::string OffloadStats::summary() const {
-  const auto human = [](int64_t b) { return io::human_bytes(static_cast<double>(b)); };
-  std::string s = fmt::format("{} blocks ({} in host memory), ", blocks, human(host_bytes));
-  if (resident > 0) s += fmt::format("{} resident ({}), ", resident, human(resident_bytes));
+  std::string s = fmt::format("{} blocks ({} in host memory), ", blocks, io::human_bytes(host_bytes));
+  if (resident > 0) s += fmt::format("{} resident ({}), ", resident, io::human_bytes(resident_bytes));
   s += fmt::format("{} ahead; ", depth);
   const double per = steps > 0 ? static_cast<double>(steps) : 1.0;
-  s += fmt::format("{} copied{}", human(static_cast<int64_t>(static_cast<double>(bytes_copied) / per)),
+  s += fmt::format("{} copied{}", io::human_bytes(static_cast<int64_t>(static_cast<double>(bytes_copied) / per)),
                    steps > 0 ? " per step" : "");
   if (copy_seconds > 0)
     s += fmt::format(", {:.3f} s of copies{} of which {:.0f}% hidden behind compute (waited {:.3f} s)",
                      copy_seconds / per, steps > 0 ? " a step," : ",", 100 * hidden_fraction(), wait_seconds / per);
   if (late > 0) s += fmt::format(", {} copied on demand", late);
-  if (wasted > 0) s += fmt::format(", {} copies unused ({})", wasted, human(bytes_wasted));
+  if (wasted > 0) s += fmt::format(", {} copies unused ({})", wasted, io::human_bytes(bytes_wasted));
   return s;
 }
 

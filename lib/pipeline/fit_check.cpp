@@ -35,8 +35,6 @@ bool has_safetensors(const std::string& dir) {
   return found;
 }
 
-std::string gib(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
-
 }  // namespace
 
 std::string block_of_key(const std::string& key) {
@@ -123,25 +121,25 @@ void check_weights_fit(const WeightEstimate& w, const Room& room, int ranks_on_h
     const int64_t need = std::max<int64_t>(w.host_total - stays, 0);
     const int64_t host = available_room(at::kCPU).bytes;
     std::string parts;
-    for (const auto& [name, b] : w.host_bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
+    for (const auto& [name, b] : w.host_bytes) parts += (parts.empty() ? "" : ", ") + name + " " + io::human_bytes(b);
     DITGEN_CHECK(host < 0 || need * ranks <= host,
                  "--offload keeps the streamed blocks in host memory: about {} at once on each rank ({}{}){} but the "
                  "host has only {} available: spread the model over more ranks (--tp, --parallel-text) or hosts, or "
                  "use --fp8 (half the bytes)",
-                 gib(need), parts, stays > 0 ? fmt::format("; {} of them stay on the GPU", gib(stays)) : "",
-                 ranks > 1 ? fmt::format(", {} for the {} ranks on this host", gib(need * ranks), ranks) : "",
-                 gib(host));
+                 io::human_bytes(need), parts, stays > 0 ? fmt::format("; {} of them stay on the GPU", io::human_bytes(stays)) : "",
+                 ranks > 1 ? fmt::format(", {} for the {} ranks on this host", io::human_bytes(need * ranks), ranks) : "",
+                 io::human_bytes(host));
   }
   if (room.bytes < 0 || w.total == 0) return;
   const int sharing = room.bound == Room::Bound::Host ? ranks : 1;
   if (w.total * sharing <= room.bytes) return;
   std::string parts;
-  for (const auto& [name, b] : w.bytes) parts += (parts.empty() ? "" : ", ") + name + " " + gib(b);
+  for (const auto& [name, b] : w.bytes) parts += (parts.empty() ? "" : ", ") + name + " " + io::human_bytes(b);
   const bool offloaded = w.host_total > 0;
   fail("the weights need about {} at once on each rank ({}{}){} but {}: {}spread the transformer over more "
        "ranks (--tp), the text encoder over all ranks (--parallel-text), or run in a smaller --dtype{}",
-       gib(w.total), parts, offloaded ? "; --offload: the blocks not counted but the ones in flight" : "",
-       sharing > 1 ? fmt::format(", {} for the {} ranks on this host", gib(w.total * sharing), sharing) : "",
+       io::human_bytes(w.total), parts, offloaded ? "; --offload: the blocks not counted but the ones in flight" : "",
+       sharing > 1 ? fmt::format(", {} for the {} ranks on this host", io::human_bytes(w.total * sharing), sharing) : "",
        room.describe(), room.raise_cap(),
        room.bound != Room::Bound::Host && !offloaded ? ", or keep the blocks in host memory (--offload)" : "");
 }
@@ -161,8 +159,8 @@ void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host) {
   fail("a denoising step needs about {} of activations on each rank{} but {} once the weights are loaded: "
        "{}reduce --height/--width (or --num-frames) or --batch-count, or spread the tokens over more ranks "
        "(--ulysses, --ring) and the model over --tp",
-       gib(bytes),
-       sharing > 1 ? fmt::format(" ({} for the {} ranks on this host)", gib(bytes * sharing), sharing) : "",
+       io::human_bytes(bytes),
+       sharing > 1 ? fmt::format(" ({} for the {} ranks on this host)", io::human_bytes(bytes * sharing), sharing) : "",
        room.describe(), room.raise_cap());
 }
 

@@ -16,8 +16,6 @@ namespace ditgen::pipeline {
 
 namespace {
 
-std::string bytes_text(int64_t b) { return io::human_bytes(static_cast<double>(b)); }
-
 struct Applied {
   GpuMemoryLimit cap;
   c10::Device device = c10::kCPU;
@@ -62,7 +60,7 @@ void check_gpu_memory_limit(const GpuMemoryLimit& cap, const c10::Device& device
                cap.source(), cap.from == GpuMemoryLimit::From::Flag ? "drop the flag" : "unset it");
   DITGEN_CHECK(total_bytes < 0 || cap.bytes() <= total_bytes,
                "{} {:g} (GiB) is more than the {} of {}: give at most {:.2f}", cap.source(), cap.gib,
-               bytes_text(total_bytes), device.str(),
+               io::human_bytes(total_bytes), device.str(),
                std::floor(static_cast<double>(total_bytes) / 1073741824.0 * 100) / 100);
 }
 
@@ -74,7 +72,7 @@ void apply_gpu_memory_limit(const GpuMemoryLimit& cap, const c10::Device& device
     runtime::cap_device_memory(device, static_cast<double>(cap.bytes()) / static_cast<double>(card.total));
   applied() = {cap, device};
   spdlog::info("{}: each rank's allocator may reserve {:g} GiB of {}'s {}", cap.source(), cap.gib,
-               device.str(), bytes_text(card.total));
+               device.str(), io::human_bytes(card.total));
 }
 
 const GpuMemoryLimit& applied_gpu_memory_limit() { return applied().cap; }
@@ -88,13 +86,13 @@ GpuMemoryLimit exhausted_gpu_memory_limit() {
 std::string Room::describe() const {
   switch (bound) {
     case Bound::Cap:
-      return fmt::format("{} leaves only {}", cap.describe(), bytes_text(bytes));
+      return fmt::format("{} leaves only {}", cap.describe(), io::human_bytes(bytes));
     case Bound::Gpu:
-      return fmt::format("the GPU has only {} free", bytes_text(bytes));
+      return fmt::format("the GPU has only {} free", io::human_bytes(bytes));
     case Bound::Host:
       break;
   }
-  return fmt::format("the host has only {} available", bytes_text(bytes));
+  return fmt::format("the host has only {} available", io::human_bytes(bytes));
 }
 
 std::string Room::raise_cap() const {
