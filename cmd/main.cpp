@@ -10,6 +10,7 @@
 
 #include "lib/comm/agreement.h"
 #include "lib/comm/launch.h"
+#include "lib/nn/graphs.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/memory_limit.h"
@@ -72,6 +73,15 @@ void add_attention_flag(CLI::App* app, std::string& value) {
                   "choice)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "flash", "sdpa"}));
+}
+
+// --cuda-graphs: the transformer's blocks of a step replayed as one CUDA graph (see nn::BlockGraphs).
+void add_cuda_graphs_flag(CLI::App* app, std::string& value) {
+  app->add_option("--cuda-graphs", value,
+                  "GPU: replay the transformer's blocks as one CUDA graph from the second step on (one rank per "
+                  "replica, no --offload, no --cache): on or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
 }
 
 // Mesh flags shared by every command that runs a model.
@@ -139,7 +149,7 @@ int main(int argc, char** argv) {
     CLI::Option* gpu_memory_limit_opt = nullptr;  // given: it wins over DITGEN_GPU_MEMORY_LIMIT
   };
   std::vector<std::unique_ptr<ModelCommand>> model_commands;
-  std::string trace_dir, attention = "auto";
+  std::string trace_dir, attention = "auto", cuda_graphs = "on";
   for (const auto& entry : ditgen::registered_models()) {
     auto cmd = std::make_unique<ModelCommand>();
     cmd->entry = &entry;
@@ -328,6 +338,7 @@ int main(int argc, char** argv) {
     sub->add_option("--trace", trace_dir,
                     "folder for each rank's named intermediates (first step) as trace_rank{r}.safetensors");
     add_attention_flag(sub, attention);
+    add_cuda_graphs_flag(sub, cuda_graphs);
     sub->add_flag("--parallel-text,--parallel-text-encoder", req.parallel_text,
                   "text encoder tensor-parallel over all ranks (each loads its slice)");
     sub->add_flag("--parallel-vae", req.parallel_vae, "VAE decode split by image rows over all ranks");
@@ -401,6 +412,7 @@ int main(int argc, char** argv) {
     ditgen::nn::set_attention_backend(attention == "flash"  ? ditgen::nn::AttentionBackend::Flash
                                       : attention == "sdpa" ? ditgen::nn::AttentionBackend::Sdpa
                                                             : ditgen::nn::AttentionBackend::Auto);
+    ditgen::nn::set_cuda_graphs(cuda_graphs == "on");
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     const ModelCommand* generate = nullptr;

@@ -311,9 +311,16 @@ at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache,
   double_blocks_.may_skip_from(decided_from);
   single_blocks_.may_skip_from(decided_from);
   if (cache == nullptr || !cache->options().enabled) {
-    run_double_blocks(s, 0, cfg_.num_layers);
-    join_streams(s);
-    run_single_blocks(s, 0, cfg_.num_single_layers);
+    // One graph for both lists where no collective or copy runs inside (one rank per replica, resident blocks).
+    std::vector<at::Tensor*> state{&s.x, &s.c, &s.h, &s.rope};
+    for (auto* m : {&s.mod_img, &s.mod_txt, &s.mod_single})
+      for (at::Tensor& t : *m) state.push_back(&t);
+    const bool eligible = ctx_->mesh().model_size() == 1 && !double_blocks_.offloaded();
+    graphs_.run(eligible, state, {}, [&] {
+      run_double_blocks(s, 0, cfg_.num_layers);
+      join_streams(s);
+      run_single_blocks(s, 0, cfg_.num_single_layers);
+    });
     return finish(s);
   }
   // DBCache (cache-dit-semantics §5.1): transformer_blocks is Pattern_1 (the image stream x decides;

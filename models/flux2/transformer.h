@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lib/cache/dbcache.h"
+#include "lib/nn/graphs.h"
 #include "lib/nn/linear.h"
 #include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
@@ -123,6 +124,7 @@ class Transformer {
   at::Tensor mod_img_, mod_txt_, mod_single_, norm_out_, proj_out_;
   nn::BlockList<DoubleBlock> double_blocks_;  // resident, or streamed (--offload) with the single blocks
   nn::BlockList<SingleBlock> single_blocks_;
+  nn::BlockGraphs graphs_;  // the blocks of a step as one CUDA graph
 };
 
 // RoPE tables for 4-axis ids [S, 4]: cos, sin [S, sum(axes)] float32, pairs repeated (§2).

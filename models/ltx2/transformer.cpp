@@ -271,11 +271,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
                                                : in.timestep.to(dev, at::kFloat);
   const at::Tensor ta = in.audio_timestep.defined() ? in.audio_timestep.to(dev, at::kFloat) : tv;
   const double gate_scale = cfg_.cross_attn_timestep_scale_multiplier / cfg_.timestep_scale_multiplier;
-  const auto [temb_v, e_v] = embed(time_, tv, dt);
-  const auto [temb_a, e_a] = embed(audio_time_, ta, dt);
-  const at::Tensor ca_v = embed(av_video_ss_, tv, dt).first, ca_a = embed(av_audio_ss_, ta, dt).first;
-  const at::Tensor gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
-  const at::Tensor gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
+  // (Not const: the blocks' inputs, which a CUDA graph's replay swaps for its own copies.)
+  auto [temb_v, e_v] = embed(time_, tv, dt);
+  auto [temb_a, e_a] = embed(audio_time_, ta, dt);
+  at::Tensor ca_v = embed(av_video_ss_, tv, dt).first, ca_a = embed(av_audio_ss_, ta, dt).first;
+  at::Tensor gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
+  at::Tensor gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
 
   // Text contexts through the caption projections (GELU-tanh MLPs).
   auto caption = [&](const at::Tensor& t, const Linear& l1, const Linear& l2) {
@@ -286,8 +287,8 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     at::Tensor m = in.encoder_mask.to(at::kCPU).ne(0);
     if (!m.all().item<bool>()) key_mask = m;
   }
-  const TextContext ctx_v = text_context(caption(in.encoder_hidden_states, caption1_, caption2_), key_mask);
-  const TextContext ctx_a =
+  TextContext ctx_v = text_context(caption(in.encoder_hidden_states, caption1_, caption2_), key_mask);
+  TextContext ctx_a =
       text_context(caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_), key_mask);
 
   // Video and audio tokens split over the CP group once; gathered once at the end.
@@ -345,7 +346,17 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   };
   blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
-    run_blocks(0, cfg_.num_layers);
+    // As one CUDA graph where no collective or copy runs inside (one rank per replica, resident blocks).
+    std::vector<at::Tensor*> state{&x, &y, &temb_v, &temb_a, &ca_v, &ca_a, &gate_v, &gate_a, &ctx_v.all, &ctx_a.all};
+    for (auto* c : {&ctx_v, &ctx_a})
+      for (at::Tensor& t : c->items) state.push_back(&t);
+    std::vector<at::Tensor> tables;
+    for (const Rope* rope : {&r.video, &r.audio, &r.cross_video, &r.cross_audio}) {
+      tables.push_back(rope->cos);
+      tables.push_back(rope->sin);
+    }
+    const bool eligible = ctx_->mesh().model_size() == 1 && !blocks_.offloaded();
+    graphs_.run(eligible, state, tables, [&] { run_blocks(0, cfg_.num_layers); });
   } else {  // DBCache (cache-dit-semantics §5.1): one list; the video stream decides, the audio rides along
     cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, x, &y, run_blocks);
   }

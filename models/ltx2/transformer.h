@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lib/cache/dbcache.h"
+#include "lib/nn/graphs.h"
 #include "lib/nn/weights.h"
 #include "lib/parallel/context.h"
 #include "models/ltx2/layers.h"
@@ -128,6 +129,7 @@ class Transformer {
   AdaLN time_, audio_time_, av_video_ss_, av_audio_ss_, av_video_gate_, av_audio_gate_;
   at::Tensor scale_shift_table_, audio_scale_shift_table_;  // [2, D], [2, Da]
   nn::BlockList<Block> blocks_;  // resident, or streamed (--offload)
+  nn::BlockGraphs graphs_;       // the blocks of a step as one CUDA graph
 };
 
 // Physical RoPE coordinates (§1.8), normalised to [0, 1]-ish grids: video [F*H*W, 3] (time, y, x) and its

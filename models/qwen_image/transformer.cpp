@@ -290,7 +290,9 @@ at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache,
   State s = prepare(in);
   blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
-    run_blocks(s, 0, cfg_.num_layers);
+    // As one CUDA graph where no collective, copy or host mask runs inside (the padded-key masks are CPU tensors).
+    const bool eligible = ctx_->mesh().model_size() == 1 && !blocks_.offloaded() && s.key_masks.empty();
+    graphs_.run(eligible, {&s.x, &s.c, &s.temb, &s.rope}, {}, [&] { run_blocks(s, 0, cfg_.num_layers); });
   } else {  // DBCache (cache-dit-semantics §5.1): one dual-stream list, the image stream decides
     cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, s.x, &s.c,
                [&](int64_t b, int64_t e) { run_blocks(s, b, e); });

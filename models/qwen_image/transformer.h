@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lib/cache/dbcache.h"
+#include "lib/nn/graphs.h"
 #include "lib/nn/linear.h"
 #include "lib/nn/offload.h"
 #include "lib/nn/weights.h"
@@ -115,6 +116,7 @@ class Transformer {
   Linear img_in_, txt_in_, t_lin1_, t_lin2_, norm_out_, proj_out_;
   at::Tensor txt_norm_;
   nn::BlockList<Block> blocks_;  // resident, or streamed (--offload)
+  nn::BlockGraphs graphs_;       // the blocks of a step as one CUDA graph
 };
 
 // Positions of the scaled 3-axis RoPE (§2): [S, 3] (frame, row, col) for the f x h x w image grid,

@@ -1,0 +1,171 @@
+#include "lib/nn/graphs.h"
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "lib/runtime/logging.h"
+#include "lib/runtime/trace.h"
+
+#ifdef DITGEN_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace ditgen::nn {
+
+namespace {
+bool g_graphs_on = true;
+}  // namespace
+
+void set_cuda_graphs(bool on) { g_graphs_on = on; }
+bool cuda_graphs_on() { return g_graphs_on; }
+
+#ifdef DITGEN_CUDA
+
+namespace {
+
+// Graphs kept per model: a new shape beyond this many (prompts of other lengths, another resolution)
+// drops them all, so their memory pool is returned rather than growing with every shape seen.
+constexpr size_t kMaxGraphs = 4;
+
+// The shapes, strides and types of the state and the addresses of the fixed tensors.
+std::string key_of(const std::vector<at::Tensor*>& state, const std::vector<at::Tensor>& fixed) {
+  std::string k;
+  for (const at::Tensor* t : state) {
+    if (!t->defined()) {
+      k += "-;";
+      continue;
+    }
+    k += std::to_string(static_cast<int>(t->scalar_type())) + ":";
+    for (int64_t d = 0; d < t->dim(); ++d) k += std::to_string(t->size(d)) + "/" + std::to_string(t->stride(d)) + ",";
+    k += ";";
+  }
+  for (const at::Tensor& t : fixed)
+    k += std::to_string(reinterpret_cast<uintptr_t>(t.defined() ? t.data_ptr() : nullptr)) + ";";
+  return k;
+}
+
+// `to` waits for the work queued on `from` so far.
+void wait_for(const at::cuda::CUDAStream& from, const at::cuda::CUDAStream& to) {
+  at::cuda::CUDAEvent e;
+  e.record(from);
+  e.block(to);
+}
+
+}  // namespace
+
+struct BlockGraphs::Impl {
+  struct Captured {
+    at::cuda::CUDAGraph graph;
+    std::vector<at::Tensor> inputs;   // the copies the graph reads
+    std::vector<at::Tensor> outputs;  // what it leaves in each state slot
+  };
+  std::map<std::string, int> eager_runs;
+  std::map<std::string, std::unique_ptr<Captured>> graphs;
+  std::optional<at::cuda::CUDAStream> stream;  // capture needs a stream other than the default one
+  // One memory pool for every graph of the model: they replay one at a time on one stream and their outputs
+  // are copied out at once, so one graph's scratch memory may be another's output.
+  decltype(at::cuda::graph_pool_handle()) pool{0, 0};
+  bool failed = false;
+};
+
+BlockGraphs::BlockGraphs() : impl_(std::make_unique<Impl>()) {}
+
+void BlockGraphs::run(bool eligible, const std::vector<at::Tensor*>& state, const std::vector<at::Tensor>& fixed,
+                      const std::function<void()>& blocks) const {
+  Impl& I = *impl_;
+  if (!eligible || !g_graphs_on || I.failed || runtime::trace_enabled() || state.empty() || !state[0]->defined() ||
+      !state[0]->is_cuda()) {
+    blocks();
+    return;
+  }
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  const std::string key = key_of(state, fixed);
+  auto copy_out = [&](const std::vector<at::Tensor>& outputs) {
+    // Copies: the next replay overwrites the graph's own outputs while a caller may still hold them.
+    for (size_t j = 0; j < state.size(); ++j) *state[j] = outputs[j].defined() ? outputs[j].clone() : at::Tensor();
+  };
+
+  if (auto it = I.graphs.find(key); it != I.graphs.end()) {
+    Impl::Captured& g = *it->second;
+    for (size_t j = 0; j < state.size(); ++j)
+      if (state[j]->defined()) g.inputs[j].copy_(*state[j]);
+    g.graph.replay();
+    copy_out(g.outputs);
+    return;
+  }
+  if (!I.stream) I.stream = at::cuda::getStreamFromPool(false, main.device_index());
+  const at::cuda::CUDAStream side = *I.stream;
+
+  if (++I.eager_runs[key] == 1) {  // warm-up, on the stream that will capture (its cuBLAS workspace)
+    wait_for(main, side);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      blocks();
+    }
+    wait_for(side, main);
+    return;
+  }
+
+  if (I.graphs.size() >= kMaxGraphs) {
+    I.graphs.clear();
+    I.pool = {0, 0};
+  }
+  auto g = std::make_unique<Impl::Captured>();
+  for (at::Tensor* t : state) g->inputs.push_back(t->defined() ? t->clone() : at::Tensor());
+  for (size_t j = 0; j < state.size(); ++j) *state[j] = g->inputs[j];
+  wait_for(main, side);
+  // The eager runs' cached blocks go back to the device, so the graph's pool can take them.
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  try {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    if (I.pool.first == 0 && I.pool.second == 0) I.pool = at::cuda::graph_pool_handle();
+    g->graph.capture_begin(I.pool);
+    try {
+      blocks();
+    } catch (...) {
+      try {
+        g->graph.capture_end();
+      } catch (...) {
+      }
+      throw;
+    }
+    g->graph.capture_end();
+  } catch (const std::exception& e) {
+    // Something in the blocks cannot be captured: say so once and stay eager (the inputs are intact).
+    I.failed = true;
+    spdlog::warn("CUDA graphs are off for this model: capturing its blocks failed ({}); running them eagerly",
+                 e.what());
+    for (size_t j = 0; j < state.size(); ++j) *state[j] = g->inputs[j];
+    blocks();
+    return;
+  }
+  for (at::Tensor* t : state) g->outputs.push_back(*t);
+  g->graph.replay();
+  copy_out(g->outputs);
+  I.graphs[key] = std::move(g);
+}
+
+int64_t BlockGraphs::captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+
+#else  // CPU build: nothing to capture
+
+struct BlockGraphs::Impl {};
+BlockGraphs::BlockGraphs() : impl_(std::make_unique<Impl>()) {}
+void BlockGraphs::run(bool, const std::vector<at::Tensor*>&, const std::vector<at::Tensor>&,
+                      const std::function<void()>& blocks) const {
+  blocks();
+}
+int64_t BlockGraphs::captured() const { return 0; }
+
+#endif
+
+BlockGraphs::~BlockGraphs() = default;
+BlockGraphs::BlockGraphs(BlockGraphs&&) noexcept = default;
+BlockGraphs& BlockGraphs::operator=(BlockGraphs&&) noexcept = default;
+
+}  // namespace ditgen::nn
