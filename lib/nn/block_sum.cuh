@@ -1,10 +1,11 @@
 #pragma once
-// The sum of one float per thread over a block of kThreads threads (a multiple of 32), for the row
-// kernels that normalise one row per block. `shared` holds kThreads / 32 floats; safe to call repeatedly.
+// The sum of one float per thread over a block, for the row kernels that normalise one row per block.
+// `shared` holds one float per warp (32 covers any block); safe to call repeatedly.
 #include <cuda_runtime.h>
 
 namespace ditgen::nn {
 
+// Over a block of kThreads threads (a multiple of 32); `shared` holds kThreads / 32 floats.
 template <int kThreads>
 __device__ float block_sum(float v, float* shared) {
   for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -14,6 +15,18 @@ __device__ float block_sum(float v, float* shared) {
   __syncthreads();
   float total = 0.f;
   for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  return total;
+}
+
+// The same over blockDim.x threads (a multiple of 32, chosen at launch); `shared` holds blockDim.x / 32 floats.
+__device__ inline float block_sum(float v, float* shared) {
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += shared[w];
   return total;
 }
 

@@ -3,6 +3,12 @@
 // (split halves per head or interleaved pairs). Each reads its row once and writes it once, in place
 // of the five to ten fp32 passes of the ATen composition; the roundings to bf16 sit where the
 // composition has them, and the arithmetic is fp32 as there.
+//
+// Each kernel comes in two forms. The vector form (rows, weights and tables 16-byte aligned, D a
+// multiple of 8 or 16) keeps the row in registers as 16-byte vectors between the sum of squares and the
+// output, so it reads x once; its block size follows D (at most 256 threads, each holding 1 to 8
+// vectors). The general form (any even D, 4-byte aligned rows, bf16 pairs) reads the row twice. Both do
+// the same fp32 arithmetic per element; only the order of the sum of squares differs.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -13,9 +19,219 @@ namespace ditgen::nn {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // the general kernels' block, and the vector kernels' largest
+constexpr int kModRows = 4;    // rows per block in rms_modulate's vector kernel: they share a per-item modulation
 
 __device__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
+// Eight bf16 values of one 16-byte vector as floats, and back (round to nearest even).
+__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+  for (int k = 0; k < 4; ++k) {
+    const float2 t = __bfloat1622float2(p[k]);
+    f[2 * k] = t.x;
+    f[2 * k + 1] = t.y;
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+  uint4 u;
+  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&u);
+  for (int k = 0; k < 4; ++k) p[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+  return u;
+}
+__device__ __forceinline__ float sum_squares8(const uint4& u) {
+  float f[8];
+  unpack8(u, f);
+  float sum = 0.f;
+  for (int k = 0; k < 8; ++k) sum += f[k] * f[k];
+  return sum;
+}
+
+// ---- Vector kernels -------------------------------------------------------------------------------------
+
+// One row per block and step: thread t holds the row's 16-byte vectors t, t + blockDim.x, ... (kVecs of
+// them; those past D / 8 are zero and not stored). Several rows per block, so a per-item modulation row
+// is loaded once for them (from L2 otherwise at twice the row's own traffic).
+template <int kVecs>
+__global__ void rms_modulate_vec_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ scale1,
+                                        const __nv_bfloat16* __restrict__ shift, __nv_bfloat16* __restrict__ out,
+                                        int64_t rows, int D, int64_t tokens, int64_t mod_batch_stride,
+                                        int64_t mod_token_stride, float eps) {
+  __shared__ float shared[32];
+  const int vecs = D / 8;
+  uint4 sc[kVecs], sh[kVecs];
+  int64_t loaded = -1;  // the modulation row now in sc / sh
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kModRows;
+  const int64_t last = first + kModRows < rows ? first + kModRows : rows;
+  for (int64_t row = first; row < last; ++row) {
+    const uint4* src = reinterpret_cast<const uint4*>(x + row * D);
+    uint4 v[kVecs];
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      v[k] = i < vecs ? src[i] : make_uint4(0, 0, 0, 0);
+    }
+    const int64_t m = (row / tokens) * mod_batch_stride + (row % tokens) * mod_token_stride;
+    if (scale1 != nullptr && m != loaded) {  // the same for the whole block; loaded alongside x
+      loaded = m;
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < vecs) {
+          sc[k] = reinterpret_cast<const uint4*>(scale1 + m)[i];
+          sh[k] = reinterpret_cast<const uint4*>(shift + m)[i];
+        }
+      }
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) sum += sum_squares8(v[k]);
+    const float r = rsqrtf(block_sum(sum, shared) / static_cast<float>(D) + eps);
+    uint4* dst = reinterpret_cast<uint4*>(out + row * D);
+    if (scale1 == nullptr) {
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= vecs) continue;
+        float f[8];
+        unpack8(v[k], f);
+        for (int e = 0; e < 8; ++e) f[e] = f[e] * r;
+        dst[i] = pack8(f);
+      }
+      continue;
+    }
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i >= vecs) continue;
+      float f[8], kk[8], t[8];
+      unpack8(v[k], f);
+      unpack8(sc[k], kk);
+      unpack8(sh[k], t);
+      for (int e = 0; e < 8; ++e) f[e] = t[e] + round_bf16(f[e] * r) * kk[e];
+      dst[i] = pack8(f);
+    }
+  }
+}
+
+template <int kVecs>
+__global__ void sum_squares_vec_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ out, int D) {
+  __shared__ float shared[32];
+  const int64_t row = blockIdx.x;
+  const uint4* src = reinterpret_cast<const uint4*>(x + row * D);
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    if (i < D / 8) sum += sum_squares8(src[i]);
+  }
+  const float s = block_sum(sum, shared);
+  if (threadIdx.x == 0) out[row] = s;
+}
+
+// One block per token, for all `batch` rows of it: the token's weights and cos / sin entries are loaded
+// once into registers (the fp32 tables are as large as the bf16 rows). A thread's unit is 16 elements:
+// with split rotary (kRotary 1), elements i..i+7 of a head's first half and their partners i+h..i+h+7 in
+// its second half (h = half_head), which share the 8 table entries j..j+7 (j = head * h + i); otherwise
+// 16 consecutive elements, 8 interleaved pairs whose entries sit at the even places of the repeated
+// table. Thread t holds units t, t + blockDim.x, ... (kUnits of them; those past D / 16 do nothing).
+template <int kRotary, int kUnits>
+__global__ void rms_rope_vec_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ weight,
+                                    const float* __restrict__ sumsq, float width, const float* __restrict__ cos,
+                                    const float* __restrict__ sin, int64_t table_row, int half_head,
+                                    __nv_bfloat16* __restrict__ out, int D, int64_t tokens, int64_t batch, float eps) {
+  __shared__ float shared[32];
+  const int64_t s = blockIdx.x;
+  const int units = D / 16;
+  int lo[kUnits];  // element offsets of the unit's two 8-element halves; hi = lo + half_head or lo + 8
+  uint4 wlo[kUnits], whi[kUnits];
+  float c[kUnits][8], n[kUnits][8];  // one (cos, sin) per rotated pair
+#pragma unroll
+  for (int k = 0; k < kUnits; ++k) {
+    const int u = threadIdx.x + k * blockDim.x;
+    if (u >= units) continue;
+    const int hi_off = kRotary == 1 ? half_head : 8;
+    if (kRotary == 1) {
+      const int j = 8 * u, head = j / half_head;
+      lo[k] = head * 2 * half_head + (j - head * half_head);
+    } else {
+      lo[k] = 16 * u;
+    }
+    wlo[k] = *reinterpret_cast<const uint4*>(weight + lo[k]);
+    whi[k] = *reinterpret_cast<const uint4*>(weight + lo[k] + hi_off);
+    if (kRotary == 1) {
+      const float4* c4 = reinterpret_cast<const float4*>(cos + s * table_row + 8 * u);
+      const float4* n4 = reinterpret_cast<const float4*>(sin + s * table_row + 8 * u);
+      for (int q = 0; q < 2; ++q) {
+        const float4 cq = c4[q], nq = n4[q];
+        c[k][4 * q] = cq.x, c[k][4 * q + 1] = cq.y, c[k][4 * q + 2] = cq.z, c[k][4 * q + 3] = cq.w;
+        n[k][4 * q] = nq.x, n[k][4 * q + 1] = nq.y, n[k][4 * q + 2] = nq.z, n[k][4 * q + 3] = nq.w;
+      }
+    } else if (kRotary == 2) {
+      const float4* c4 = reinterpret_cast<const float4*>(cos + s * table_row + 16 * u);
+      const float4* n4 = reinterpret_cast<const float4*>(sin + s * table_row + 16 * u);
+      for (int q = 0; q < 4; ++q) {  // pairs 2q, 2q + 1 take entries 4q and 4q + 2
+        const float4 cq = c4[q], nq = n4[q];
+        c[k][2 * q] = cq.x, c[k][2 * q + 1] = cq.z;
+        n[k][2 * q] = nq.x, n[k][2 * q + 1] = nq.z;
+      }
+    }
+  }
+
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t row = b * tokens + s;
+    const __nv_bfloat16* src = x + row * D;
+    __nv_bfloat16* dst = out + row * D;
+    uint4 vlo[kUnits], vhi[kUnits];
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k) {
+      const int u = threadIdx.x + k * blockDim.x;
+      vlo[k] = vhi[k] = make_uint4(0, 0, 0, 0);
+      if (u >= units) continue;
+      vlo[k] = *reinterpret_cast<const uint4*>(src + lo[k]);
+      vhi[k] = *reinterpret_cast<const uint4*>(src + lo[k] + (kRotary == 1 ? half_head : 8));
+      sum += sum_squares8(vlo[k]) + sum_squares8(vhi[k]);
+    }
+    const float total = sumsq != nullptr ? sumsq[row] : block_sum(sum, shared);  // sumsq: the same for the block
+    const float r = rsqrtf(total / width + eps);
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k) {
+      const int u = threadIdx.x + k * blockDim.x;
+      if (u >= units) continue;
+      float a1[8], a2[8], w1[8], w2[8];
+      unpack8(vlo[k], a1);
+      unpack8(vhi[k], a2);
+      unpack8(wlo[k], w1);
+      unpack8(whi[k], w2);
+      for (int e = 0; e < 8; ++e) {
+        a1[e] = round_bf16(__fmul_rn(__fmul_rn(a1[e], r), w1[e]));
+        a2[e] = round_bf16(__fmul_rn(__fmul_rn(a2[e], r), w2[e]));
+      }
+      float o1[8], o2[8];
+      if (kRotary == 0) {
+        for (int e = 0; e < 8; ++e) o1[e] = a1[e], o2[e] = a2[e];
+      } else if (kRotary == 1) {  // element e of the first half pairs with element e of the second
+        for (int e = 0; e < 8; ++e) {
+          o1[e] = __fsub_rn(__fmul_rn(a1[e], c[k][e]), __fmul_rn(a2[e], n[k][e]));
+          o2[e] = __fadd_rn(__fmul_rn(a2[e], c[k][e]), __fmul_rn(a1[e], n[k][e]));
+        }
+      } else {  // pairs (2p, 2p + 1) within each half; pairs 0-3 in the first, 4-7 in the second
+        for (int p = 0; p < 4; ++p) {
+          const float c1 = c[k][p], n1 = n[k][p], c2 = c[k][4 + p], n2 = n[k][4 + p];
+          o1[2 * p] = __fsub_rn(__fmul_rn(a1[2 * p], c1), __fmul_rn(a1[2 * p + 1], n1));
+          o1[2 * p + 1] = __fadd_rn(__fmul_rn(a1[2 * p + 1], c1), __fmul_rn(a1[2 * p], n1));
+          o2[2 * p] = __fsub_rn(__fmul_rn(a2[2 * p], c2), __fmul_rn(a2[2 * p + 1], n2));
+          o2[2 * p + 1] = __fadd_rn(__fmul_rn(a2[2 * p + 1], c2), __fmul_rn(a2[2 * p], n2));
+        }
+      }
+      *reinterpret_cast<uint4*>(dst + lo[k]) = pack8(o1);
+      *reinterpret_cast<uint4*>(dst + lo[k] + (kRotary == 1 ? half_head : 8)) = pack8(o2);
+    }
+  }
+}
+
+// ---- General kernels (any even D, 4-byte aligned rows) ------------------------------------------------
 
 __device__ float row_sum_squares(const __nv_bfloat162* src, int64_t pairs, float* shared) {
   float sum = 0.f;
@@ -107,22 +323,95 @@ __global__ void rms_rope_kernel(const __nv_bfloat16* __restrict__ x, const __nv_
   }
 }
 
+// ---- Launch ---------------------------------------------------------------------------------------------
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// A vector kernel's block for a row of `vecs` vectors: the fewest vectors per thread (1, 2, 4, ... up to
+// max_per) that keep the block within kThreads, and the threads that takes, rounded up to whole warps.
+// False when the row is longer than that.
+bool row_shape(int64_t vecs, int max_per, int& threads, int& per) {
+  for (per = 1; per <= max_per; per *= 2) {
+    const int64_t t = (vecs + per - 1) / per;
+    if (t <= kThreads) {
+      threads = static_cast<int>((t + 31) / 32 * 32);
+      return true;
+    }
+  }
+  return false;
+}
+
+template <int kVecs>
+void launch_rms_modulate_vec(const void* x, const void* scale1, const void* shift, void* out, int64_t rows,
+                             int64_t tokens, int64_t D, int64_t mbs, int64_t mts, float eps, int threads,
+                             cudaStream_t stream) {
+  const int64_t blocks = (rows + kModRows - 1) / kModRows;
+  rms_modulate_vec_kernel<kVecs><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(scale1),
+      static_cast<const __nv_bfloat16*>(shift), static_cast<__nv_bfloat16*>(out), rows, static_cast<int>(D), tokens,
+      mbs, mts, eps);
+}
+
+template <int kRotary, int kUnits>
+void launch_rms_rope_vec(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
+                         const float* sin, int64_t table_row, int64_t half_head, void* out, int64_t batch,
+                         int64_t tokens, int64_t D, float eps, int threads, cudaStream_t stream) {
+  rms_rope_vec_kernel<kRotary, kUnits><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(weight), sumsq, width, cos, sin,
+      table_row, static_cast<int>(half_head), static_cast<__nv_bfloat16*>(out), static_cast<int>(D), tokens, batch,
+      eps);
+}
+
+template <int kUnits>
+void launch_rms_rope_vec(int rotary, const void* x, const void* weight, const float* sumsq, float width,
+                         const float* cos, const float* sin, int64_t table_row, int64_t half_head, void* out,
+                         int64_t batch, int64_t tokens, int64_t D, float eps, int threads, cudaStream_t stream) {
+  const auto launch = rotary == 1   ? launch_rms_rope_vec<1, kUnits>
+                      : rotary == 2 ? launch_rms_rope_vec<2, kUnits>
+                                    : launch_rms_rope_vec<0, kUnits>;
+  launch(x, weight, sumsq, width, cos, sin, table_row, half_head, out, batch, tokens, D, eps, threads, stream);
+}
+
 }  // namespace
 
 bool rms_modulate_bf16(const void* x, const void* scale1, const void* shift, void* out, int64_t rows, int64_t tokens,
                        int64_t D, int64_t mod_batch_stride, int64_t mod_token_stride, float eps, void* stream) {
   if (rows == 0) return true;
-  rms_modulate_kernel<<<static_cast<unsigned>(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(scale1),
-      static_cast<const __nv_bfloat16*>(shift), static_cast<__nv_bfloat16*>(out), D, tokens, mod_batch_stride,
-      mod_token_stride, eps);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int threads = 0, per = 0;
+  const bool vec = D % 8 == 0 && aligned16(x) && aligned16(out) &&
+                   (scale1 == nullptr || (aligned16(scale1) && aligned16(shift) && mod_batch_stride % 8 == 0 &&
+                                          mod_token_stride % 8 == 0)) &&
+                   row_shape(D / 8, 8, threads, per);
+  if (vec) {
+    const auto launch = per == 1   ? launch_rms_modulate_vec<1>
+                        : per == 2 ? launch_rms_modulate_vec<2>
+                        : per == 4 ? launch_rms_modulate_vec<4>
+                                   : launch_rms_modulate_vec<8>;
+    launch(x, scale1, shift, out, rows, tokens, D, mod_batch_stride, mod_token_stride, eps, threads, st);
+  } else {
+    rms_modulate_kernel<<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
+        static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(scale1),
+        static_cast<const __nv_bfloat16*>(shift), static_cast<__nv_bfloat16*>(out), D, tokens, mod_batch_stride,
+        mod_token_stride, eps);
+  }
   return cudaGetLastError() == cudaSuccess;
 }
 
 bool sum_squares_bf16(const void* x, float* out, int64_t rows, int64_t D, void* stream) {
   if (rows == 0) return true;
-  sum_squares_kernel<<<static_cast<unsigned>(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), out, D);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
+  int threads = 0, per = 0;
+  if (D % 8 == 0 && aligned16(x) && row_shape(D / 8, 8, threads, per)) {
+    const auto kernel = per == 1   ? sum_squares_vec_kernel<1>
+                        : per == 2 ? sum_squares_vec_kernel<2>
+                        : per == 4 ? sum_squares_vec_kernel<4>
+                                   : sum_squares_vec_kernel<8>;
+    kernel<<<static_cast<unsigned>(rows), threads, 0, st>>>(xb, out, static_cast<int>(D));
+  } else {
+    sum_squares_kernel<<<static_cast<unsigned>(rows), kThreads, 0, st>>>(xb, out, D);
+  }
   return cudaGetLastError() == cudaSuccess;
 }
 
@@ -130,9 +419,21 @@ bool rms_rope_bf16(const void* x, const void* weight, const float* sumsq, float 
                    const float* sin, int64_t table_row, int rotary, int64_t half_head, void* out, int64_t batch,
                    int64_t tokens, int64_t D, float eps, void* stream) {
   if (batch * tokens == 0) return true;
-  rms_rope_kernel<<<static_cast<unsigned>(batch * tokens), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(weight), sumsq, width, cos, sin,
-      table_row, rotary, half_head, static_cast<__nv_bfloat16*>(out), D, tokens, batch, eps);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int threads = 0, per = 0;
+  // 16-element units: split rotary needs them inside a head's half; tables are read as float4.
+  const bool vec = D % 16 == 0 && (rotary != 1 || half_head % 8 == 0) && aligned16(x) && aligned16(out) &&
+                   aligned16(weight) &&
+                   (rotary == 0 || (aligned16(cos) && aligned16(sin) && table_row % 4 == 0)) &&
+                   row_shape(D / 16, 2, threads, per);
+  if (vec) {
+    const auto launch = per == 1 ? launch_rms_rope_vec<1> : launch_rms_rope_vec<2>;
+    launch(rotary, x, weight, sumsq, width, cos, sin, table_row, half_head, out, batch, tokens, D, eps, threads, st);
+  } else {
+    rms_rope_kernel<<<static_cast<unsigned>(batch * tokens), kThreads, 0, st>>>(
+        static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(weight), sumsq, width, cos, sin,
+        table_row, rotary, half_head, static_cast<__nv_bfloat16*>(out), D, tokens, batch, eps);
+  }
   return cudaGetLastError() == cudaSuccess;
 }
 

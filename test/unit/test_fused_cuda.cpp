@@ -26,6 +26,16 @@ void require_gpu() {
   if (!at::hasCUDA()) FAIL("this CUDA build's fused-kernel tests need a GPU");
 }
 
+// A contiguous bf16 CUDA copy whose data starts 4 bytes past a 16-byte boundary: the fused ops still take
+// it (4-byte aligned), but the kernels' 16-byte vector paths must hand it to their general kernels.
+at::Tensor cuda_bf16_misaligned(const at::Tensor& t) {
+  at::Tensor flat = at::empty({t.numel() + 8}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+  at::Tensor v = flat.narrow(0, 2, t.numel()).view(t.sizes());
+  v.copy_(t);
+  REQUIRE(reinterpret_cast<uintptr_t>(v.data_ptr()) % 16 == 4);
+  return v;
+}
+
 }  // namespace
 
 TEST_CASE("fused rms_modulate equals the composition (bf16) and the fp32 maths", "[cuda]") {
@@ -46,10 +56,35 @@ TEST_CASE("fused rms_modulate equals the composition (bf16) and the fp32 maths",
   CHECK(rel_max(nn::rms_modulate(cuda_bf16(x), 1e-6), nn::rms_modulate(x, 1e-6)) < 8e-3);
 }
 
-TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved and no rotation", "[cuda]") {
+TEST_CASE("fused rms_modulate: vector widths, partial warps and the general kernel", "[cuda]") {
   require_gpu();
-  at::manual_seed(2);
-  const int64_t B = 2, S = 19, H = 4, hd = 64, D = H * hd;
+  at::manual_seed(7);
+  // D 4096: LTX-2's width, two vectors a thread; 2056: 257 vectors, a partial last warp; 100 (not a
+  // multiple of 8): the general kernel. Odd token counts put items' rows in one block of the vector kernel.
+  for (int64_t D : {4096, 2056, 100}) {
+    for (int64_t B : {1, 2}) {
+      const int64_t S = 7;
+      at::Tensor x = (at::randn({B, S, D}) * 3).to(at::kBFloat16);
+      CHECK(rel_max(nn::rms_modulate(cuda_bf16(x), 1e-6), nn::rms_modulate(x, 1e-6)) < 8e-3);
+      for (int64_t T : {int64_t{1}, S}) {
+        at::Tensor s1 = (1 + 0.5 * at::randn({B, T, D})).to(at::kBFloat16), sh = at::randn({B, T, D}).to(at::kBFloat16);
+        const at::Tensor composed = nn::rms_modulate(x, 1e-6, s1, sh);
+        CHECK(rel_max(nn::rms_modulate(cuda_bf16(x), 1e-6, cuda_bf16(s1), cuda_bf16(sh)), composed) < 8e-3);
+        // A row that is not 16-byte aligned: the general kernel.
+        CHECK(rel_max(nn::rms_modulate(cuda_bf16_misaligned(x), 1e-6, cuda_bf16(s1), cuda_bf16(sh)), composed) < 8e-3);
+      }
+    }
+  }
+}
+
+namespace {
+
+// rms_norm_rotary fused (bf16 on the GPU) against the CPU composition and the fp32 maths, for no, split
+// and interleaved rotation, with the row's own mean square and with one spanning a wider row (the TP
+// path: the sum-of-squares kernel, a reduce, then the norm).
+void check_rms_norm_rotary(int64_t B, int64_t S, int64_t H, int64_t hd, bool misaligned) {
+  INFO("B " << B << " S " << S << " heads " << H << " x " << hd << (misaligned ? " misaligned" : ""));
+  const int64_t D = H * hd;
   at::Tensor x = (at::randn({B, S, D}) * 2).to(at::kBFloat16), w = (1 + 0.2 * at::randn({D})).to(at::kBFloat16);
   at::Tensor ang = at::randn({S, D / 2});
   struct Case {
@@ -61,9 +96,11 @@ TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved a
       {nn::Rotary::SplitHalf, at::cos(ang).view({S, H, hd / 2}), at::sin(ang).view({S, H, hd / 2})},
       {nn::Rotary::Interleaved, at::cos(ang).repeat_interleave(2, 1), at::sin(ang).repeat_interleave(2, 1)}};
   for (const Case& c : cases) {
+    INFO("rotary " << static_cast<int>(c.kind));
     auto on = [&](const at::Device& d, at::ScalarType dt, const std::function<void(at::Tensor&)>& reduce, int64_t width) {
       const at::Tensor cs = c.cos.defined() ? c.cos.to(d) : at::Tensor(), sn = c.sin.defined() ? c.sin.to(d) : at::Tensor();
-      return nn::rms_norm_rotary(x.to(d, dt), w.to(d, dt), 1e-6, width, reduce, c.kind, cs, sn, hd);
+      const at::Tensor xd = d.is_cuda() && dt == at::kBFloat16 && misaligned ? cuda_bf16_misaligned(x) : x.to(d, dt);
+      return nn::rms_norm_rotary(xd, w.to(d, dt), 1e-6, width, reduce, c.kind, cs, sn, hd);
     };
     const at::Tensor fused = on(at::kCUDA, at::kBFloat16, nullptr, D);
     const at::Tensor composed = on(at::kCPU, at::kBFloat16, nullptr, D);
@@ -74,6 +111,28 @@ TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved a
     auto twice = [](at::Tensor& sums) { sums.mul_(2); };
     CHECK(rel_max(on(at::kCUDA, at::kBFloat16, twice, 2 * D), on(at::kCPU, at::kBFloat16, twice, 2 * D)) < 8e-3);
   }
+}
+
+}  // namespace
+
+TEST_CASE("fused rms_norm_rotary equals the composition for split, interleaved and no rotation", "[cuda]") {
+  require_gpu();
+  at::manual_seed(2);
+  check_rms_norm_rotary(2, 19, 4, 64, false);  // D 256: 16 units, half a warp idle
+  // LTX-2's audio (32 x 64) and video (32 x 128) rows, batch 1 and 2 (the rows of a token share a block).
+  check_rms_norm_rotary(1, 7, 32, 64, false);
+  check_rms_norm_rotary(2, 7, 32, 64, false);
+  check_rms_norm_rotary(2, 5, 32, 128, false);
+  check_rms_norm_rotary(3, 3, 64, 128, false);  // D 8192: two units a thread
+}
+
+TEST_CASE("fused rms_norm_rotary: shapes and alignments the vector kernel leaves to the general one", "[cuda]") {
+  require_gpu();
+  at::manual_seed(8);
+  check_rms_norm_rotary(2, 5, 4, 36, false);  // half head 18: split rotary general, the others vector (D 144)
+  check_rms_norm_rotary(2, 5, 4, 34, false);  // D 136, not a multiple of 16: all general
+  check_rms_norm_rotary(2, 5, 32, 128, true);  // a row 4 bytes past a 16-byte boundary
+  check_rms_norm_rotary(1, 3, 66, 128, false);  // D 8448: longer than the vector kernel's rows
 }
 
 TEST_CASE("fused gated_residual equals the composition for per-item and per-token gates, with and without bias",
@@ -118,6 +177,37 @@ TEST_CASE("fused layer_norm_modulate and qk_norm_rope equal their compositions",
   CHECK(rel_max(nn::qk_norm_rope(cuda_bf16(q), cuda_bf16(w), 1e-6, freqs.cuda()), nn::qk_norm_rope(q, w, 1e-6, freqs)) <
         8e-3);
 }
+TEST_CASE("fused qk_norm_rope: head sizes, strided views of a fused projection and the general kernel", "[cuda]") {
+  require_gpu();
+  at::manual_seed(9);
+  // D 64, 128, 256: the vector kernel with 4, 2 or 1 rows a warp; 96: the general kernel (a warp a row).
+  // 3 heads x 7 tokens: rows that leave the last warp part empty.
+  for (int64_t D : {64, 128, 256, 96}) {
+    for (int64_t B : {1, 2}) {
+      const int64_t S = 7, H = 3;
+      INFO("D " << D << " B " << B);
+      const at::Tensor w = (1 + 0.2 * at::randn({D})).to(at::kBFloat16), ang = at::randn({S, D / 2});
+      const at::Tensor freqs = at::complex(at::cos(ang), at::sin(ang)), wc = cuda_bf16(w), fc = freqs.cuda();
+      // q and k as strided views of a fused [q | k | v | pad] projection: a pad of 8 keeps every row
+      // 16-byte aligned, a pad of 2 does not (a token stride of 3 H D + 2 elements: the general kernel).
+      for (int64_t pad : {8, 2}) {
+        const at::Tensor P = (at::randn({B, S, 3 * H * D + pad}) * 2).to(at::kBFloat16), Pc = cuda_bf16(P);
+        for (int64_t part : {0, 1}) {
+          INFO("pad " << pad << " part " << part);
+          auto view = [&](const at::Tensor& t) { return t.narrow(-1, part * H * D, H * D).view({B, S, H, D}); };
+          const at::Tensor fused = nn::qk_norm_rope(view(Pc), wc, 1e-6, fc);
+          CHECK(fused.sizes() == view(P).sizes());
+          CHECK(rel_max(fused, nn::qk_norm_rope(view(P), w, 1e-6, freqs)) < 8e-3);
+        }
+      }
+      // A contiguous x 4 bytes past a 16-byte boundary: the general kernel.
+      const at::Tensor q = at::randn({B, S, H, D}).to(at::kBFloat16);
+      CHECK(rel_max(nn::qk_norm_rope(cuda_bf16_misaligned(q), wc, 1e-6, fc), nn::qk_norm_rope(q, w, 1e-6, freqs)) <
+            8e-3);
+    }
+  }
+}
+
 TEST_CASE("linear_gelu_tanh in the GEMM epilogue equals the linear then GELU", "[cuda]") {
   require_gpu();
   at::manual_seed(4);
