@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lib/nn/bf16_rows.cuh"
 #include "lib/nn/elementwise_cuda.h"
 
 namespace ditgen::nn {
@@ -19,8 +20,6 @@ constexpr int kVec = 8;  // bf16 per 16-byte load
 struct alignas(16) Bf16x8 {
   __nv_bfloat162 v[kVec / 2];
 };
-
-__device__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
 // One thread per 8 consecutive elements of a row; the gate row of (b, s) at b * gate_batch + s * gate_token.
 __global__ void gated_residual_kernel(const Bf16x8* __restrict__ x, const Bf16x8* __restrict__ y,
@@ -54,28 +53,40 @@ __global__ void gated_residual_kernel(const Bf16x8* __restrict__ x, const Bf16x8
   }
 }
 
-// Row r of out: [a[r, :Da] | silu(gate[r, :F]) * up[r, :F]], 8 values a thread and step; silu rounded to
-// bf16 before the product, as at::silu then the mul round.
-__global__ void swiglu_concat_kernel(const __nv_bfloat16* __restrict__ a, int64_t a_stride, int64_t Da,
-                                     const __nv_bfloat16* __restrict__ gate_up, int64_t gu_stride, int64_t F,
-                                     Bf16x8* __restrict__ out, int64_t vectors) {
-  const int64_t row_vectors = (Da + F) / kVec;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < vectors;
-       i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const int64_t row = i / row_vectors, col = (i % row_vectors) * kVec;
-    if (col < Da) {
-      out[i] = *reinterpret_cast<const Bf16x8*>(a + row * a_stride + col);
-      continue;
-    }
-    const __nv_bfloat16* g = gate_up + row * gu_stride + (col - Da);
-    const Bf16x8 gv = *reinterpret_cast<const Bf16x8*>(g), uv = *reinterpret_cast<const Bf16x8*>(g + F);
-    Bf16x8 o;
+// Row r of out: [a[r, :Da] | silu(gate[r, :F]) * up[r, :F]] in 16-byte vectors (strides too). Block
+// (r, c) writes vectors c * kSwigluVecs + j * kThreads + t (j < kSwigluUnroll) of row r: no per-element
+// index division, and each thread issues all its loads (one from `a`, or a gate and an up vector) before
+// the SwiGLU uses them.
+constexpr int kSwigluUnroll = 2;  // 34 registers: seven blocks to an SM, 64 bytes in flight a thread
+constexpr int kSwigluVecs = kSwigluUnroll * kThreads;
+
+__global__ void swiglu_concat_kernel(const uint4* __restrict__ a, int64_t a_stride, int a_vecs,
+                                     const uint4* __restrict__ gate_up, int64_t gu_stride, int f_vecs,
+                                     uint4* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const int vecs = a_vecs + f_vecs;
+  const uint4* ar = a + row * a_stride;
+  const uint4* g = gate_up + row * gu_stride;
+  uint4* dst = out + row * vecs;
+  const int first = blockIdx.y * kSwigluVecs + threadIdx.x;
+  uint4 v[kSwigluUnroll], u[kSwigluUnroll];
 #pragma unroll
-    for (int p = 0; p < kVec / 2; ++p) {
-      const float2 x = __bfloat1622float2(gv.v[p]), u = __bfloat1622float2(uv.v[p]);
-      o.v[p] = __floats2bfloat162_rn(round_bf16(x.x / (1.f + expf(-x.x))) * u.x, round_bf16(x.y / (1.f + expf(-x.y))) * u.y);
+  for (int j = 0; j < kSwigluUnroll; ++j) {
+    const int i = first + j * kThreads;
+    if (i < a_vecs) {
+      v[j] = ar[i];
+    } else if (i < vecs) {
+      v[j] = g[i - a_vecs];
+      u[j] = g[i - a_vecs + f_vecs];
     }
-    out[i] = o;
+  }
+#pragma unroll
+  for (int j = 0; j < kSwigluUnroll; ++j) {
+    const int i = first + j * kThreads;
+    if (i < a_vecs)
+      dst[i] = v[j];
+    else if (i < vecs)
+      dst[i] = swiglu8(v[j], u[j]);
   }
 }
 
@@ -93,11 +104,15 @@ unsigned grid_for(int64_t vectors) {
 
 bool swiglu_concat_bf16(const void* a, int64_t a_stride, int64_t Da, const void* gate_up, int64_t gu_stride,
                         int64_t F, void* out, int64_t rows, void* stream) {
-  const int64_t vectors = rows * (Da + F) / kVec;
-  if (vectors == 0) return true;
-  swiglu_concat_kernel<<<grid_for(vectors), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(a), a_stride, Da, static_cast<const __nv_bfloat16*>(gate_up), gu_stride, F,
-      static_cast<Bf16x8*>(out), vectors);
+  const int64_t vecs = (Da + F) / kVec;
+  if (rows * vecs == 0) return true;
+  if (Da % kVec != 0 || F % kVec != 0 || gu_stride % kVec != 0 || !aligned16(gate_up) || !aligned16(out) ||
+      (Da > 0 && (a_stride % kVec != 0 || !aligned16(a))) || rows > 0x7fffffff)
+    return false;  // the caller's contract
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((vecs + kSwigluVecs - 1) / kSwigluVecs));
+  swiglu_concat_kernel<<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const uint4*>(a), a_stride / kVec, static_cast<int>(Da / kVec), static_cast<const uint4*>(gate_up),
+      gu_stride / kVec, static_cast<int>(F / kVec), static_cast<uint4*>(out));
   return cudaGetLastError() == cudaSuccess;
 }
 

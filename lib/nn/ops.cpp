@@ -199,10 +199,12 @@ at::Tensor rope_interleaved(const at::Tensor& x, const at::Tensor& freqs) {
 
 at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, const at::Tensor& shift, double eps) {
 #ifdef DITGEN_CUDA
+  // The kernel reads bf16 pairs (16-byte vectors where the launcher finds them aligned).
+  auto aligned4 = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 4 == 0; };
   const bool fused = x.is_cuda() && x.dim() == 3 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() &&
                      x.size(2) % 2 == 0 && scale1.scalar_type() == at::kBFloat16 && shift.scalar_type() == at::kBFloat16 &&
                      scale1.is_contiguous() && shift.is_contiguous() && scale1.numel() == x.size(0) * x.size(2) &&
-                     shift.numel() == x.size(0) * x.size(2);
+                     shift.numel() == x.size(0) * x.size(2) && aligned4(x) && aligned4(scale1) && aligned4(shift);
   if (fused) {
     at::Tensor out = at::empty(x.sizes(), x.options());
     const bool ok = layer_norm_modulate_bf16(x.data_ptr(), scale1.data_ptr(), shift.data_ptr(), out.data_ptr(),

@@ -266,4 +266,146 @@ TEST_CASE("FP8: the GELU in the quantiser and one quantisation for q, k and v ma
   CHECK(rel_max(second, nn::linear(x, in, b)) < 1e-6);
   CHECK(rel_max(changed, nn::linear(x * 2, in)) < 1e-6);
 }
+// The row kernels' register / shared-memory paths against their fallbacks and the ATen maths. The
+// quantisers are called directly: their e4m3 rows are compared bit for bit.
+#include <c10/cuda/CUDAStream.h>
+
+#include "lib/nn/fp8_quant_cuda.h"
+
+namespace {
+
+void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// (q as float [rows, K], scale [rows]) of quantize_rows_fp8_bf16 on contiguous bf16 [rows, K].
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x, bool gelu) {
+  const int64_t rows = x.size(0), K = x.size(1);
+  at::Tensor q = at::empty({rows, K}, x.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor scale = at::empty({rows}, x.options().dtype(at::kFloat));
+  REQUIRE(nn::quantize_rows_fp8_bf16(x.data_ptr(), q.data_ptr(), scale.data_ptr<float>(), rows, K, current_stream(),
+                                     gelu));
+  return {q.to(at::kFloat), scale};
+}
+
+// q, scale of a row-wise quantiser against the fp32 rows xf they quantise: the scale is amax / 448 (to
+// `scale_tol`), and q * scale is xf to within half an e4m3 step (2^-4 of the value, or of a subnormal step).
+void check_quantised(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& xf, double scale_tol,
+                     double value_tol) {
+  const at::Tensor amax = xf.abs().amax(1);
+  const at::Tensor want = at::where(amax > 0, amax / 448.0, at::ones_like(amax));
+  CHECK(((scale - want).abs() <= want * scale_tol).all().item<bool>());
+  const at::Tensor s = scale.unsqueeze(1);
+  CHECK(((q * s - xf).abs() <= xf.abs() * value_tol + s * std::ldexp(1.0, -9)).all().item<bool>());
+}
+
+}  // namespace
+
+TEST_CASE("FP8 row quantiser: rows held in registers equal the two-pass kernel bit for bit, and the maths",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(7);
+  // K: one vector (a single warp), LTX-2 audio's 2048, a width with a partly filled warp, LTX-2 video's
+  // 16384 (1024 threads), 24576 (four vectors a thread); 40960 and up take the two-pass kernel.
+  const int64_t K_long = 40960;
+  for (int64_t K : {8, 2048, 4120, 16384, 24576}) {
+    for (int64_t rows : {3, 260}) {
+      at::Tensor x = cuda_bf16(at::randn({rows, K}) * 3);
+      x.select(0, 1).zero_();  // a zero row: scale 1
+      // The same rows padded with zeros past the register path's reach: same maximum (GELU(0) = 0), so the
+      // two-pass kernel must give the same scale and, on the first K columns, the same e4m3 values.
+      const at::Tensor x_long = at::cat({x, at::zeros({rows, K_long - K}, x.options())}, 1);
+      for (bool gelu : {false, true}) {
+        INFO("K " << K << ", rows " << rows << (gelu ? ", GELU" : ""));
+        const auto [q, scale] = quantize_rows(x, gelu);
+        const auto [q_long, scale_long] = quantize_rows(x_long, gelu);
+        CHECK(at::equal(scale, scale_long));
+        CHECK(at::equal(q, q_long.narrow(1, 0, K)));
+        CHECK(at::equal(scale[1], at::ones({}, scale.options())));
+        const at::Tensor xf = (gelu ? at::gelu(x, "tanh") : x).to(at::kFloat);
+        // at::gelu may round a value one bf16 step from the kernel's GELU.
+        check_quantised(q, scale, xf, gelu ? 8e-3 : 1e-6, gelu ? 0.0625 + 8e-3 : 0.0625 + 1e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("FP8 SwiGLU quantiser: the shared-memory row equals the two-pass kernel bit for bit, and the maths",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(8);
+  // FLUX.2's single block (6144 + 18432, one in ten of its rows) and a small row, from strided halves of
+  // a wider projection; with `a` and without. F_long puts a row past the shared-memory path (96 KB).
+  const int64_t F_long = 50176;
+  struct Shape {
+    int64_t rows, Da, F;
+  };
+  for (const Shape& sh : {Shape{3, 64, 96}, Shape{200, 64, 96}, Shape{461, 6144, 18432}, Shape{5, 0, 1000}}) {
+    const int64_t rows = sh.rows, Da = sh.Da, F = sh.F;
+    INFO("rows " << rows << ", Da " << Da << ", F " << F);
+    const at::Tensor P = cuda_bf16(at::randn({rows, Da + 2 * F + 16}) * 2);  // [a | gate | up | more]
+    const at::Tensor a = P.narrow(1, 0, Da), gate = P.narrow(1, Da, F), up = P.narrow(1, Da + F, F);
+    // The same rows with gate and up padded by zeros (silu(0) * 0 = 0), as one contiguous projection.
+    const at::Tensor zeros = at::zeros({rows, F_long - F}, P.options());
+    const at::Tensor P_long = at::cat({a, gate, zeros, up, zeros}, 1);
+    auto run = [&](const at::Tensor& proj, int64_t f) {
+      at::Tensor q = at::empty({rows, Da + f}, proj.options().dtype(at::kFloat8_e4m3fn));
+      at::Tensor scale = at::empty({rows}, proj.options().dtype(at::kFloat));
+      REQUIRE(nn::swiglu_concat_quantize_fp8_bf16(Da > 0 ? proj.data_ptr() : nullptr, proj.stride(0), Da,
+                                                  static_cast<at::BFloat16*>(proj.data_ptr()) + Da, proj.stride(0), f,
+                                                  q.data_ptr(), scale.data_ptr<float>(), rows, current_stream()));
+      return std::make_pair(q.to(at::kFloat), scale);
+    };
+    const auto [q, scale] = run(P, F);
+    const auto [q_long, scale_long] = run(P_long, F_long);
+    CHECK(at::equal(scale, scale_long));
+    CHECK(at::equal(q, q_long.narrow(1, 0, Da + F)));
+    const at::Tensor h = at::silu(gate) * up;  // bf16, as the unfused ops round it
+    check_quantised(q, scale, (Da > 0 ? at::cat({a, h}, 1) : h).to(at::kFloat), 8e-3, 0.0625 + 8e-3);
+  }
+}
+
+TEST_CASE("fused swiglu_concat: vectorised rows of one or several blocks, and unaligned strides", "[cuda]") {
+  require_gpu();
+  at::manual_seed(9);
+  struct Shape {
+    int64_t rows, Da, F, extra;
+  };
+  // extra = 16 keeps every row 16-byte aligned; extra = 3 does not (the ATen composition then).
+  for (const Shape& sh : {Shape{3, 1536, 4608, 16}, Shape{300, 64, 96, 16}, Shape{2, 0, 2056, 16},
+                          Shape{7, 64, 96, 3}}) {
+    INFO("rows " << sh.rows << ", Da " << sh.Da << ", F " << sh.F << ", extra " << sh.extra);
+    const at::Tensor P = (at::randn({1, sh.rows, sh.Da + 2 * sh.F + sh.extra}) * 2).to(at::kBFloat16);
+    const at::Tensor Pc = cuda_bf16(P);
+    const at::Tensor a = sh.Da > 0 ? P.narrow(-1, 0, sh.Da) : at::Tensor();
+    const at::Tensor fused =
+        nn::swiglu_concat(sh.Da > 0 ? Pc.narrow(-1, 0, sh.Da) : at::Tensor(), Pc.narrow(-1, sh.Da, 2 * sh.F));
+    const at::Tensor composed = nn::swiglu_concat(a, P.narrow(-1, sh.Da, 2 * sh.F));
+    CHECK(fused.sizes() == composed.sizes());
+    CHECK(rel_max(fused, composed) < 8e-3);
+  }
+}
+
+TEST_CASE("fused layer_norm_modulate: register rows of several widths, and the pair kernel for the others",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(10);
+  // 3072 (Qwen), 6144 (FLUX.2), 12288 (four vectors a thread), 16392 (too long), 390 (not a multiple of 8).
+  for (int64_t D : {384, 3072, 6144, 12288, 16392, 390}) {
+    for (int64_t S : {5, 300}) {
+      INFO("D " << D << ", S " << S);
+      const at::Tensor x = (at::randn({2, S, D}) * 3 + 1).to(at::kBFloat16);
+      const at::Tensor s1 = (1 + 0.3 * at::randn({2, 1, D})).to(at::kBFloat16);
+      const at::Tensor sh = at::randn({2, 1, D}).to(at::kBFloat16);
+      const at::Tensor composed = nn::layer_norm_modulate(x, s1, sh, 1e-6);
+      const at::Tensor fused = nn::layer_norm_modulate(cuda_bf16(x), cuda_bf16(s1), cuda_bf16(sh), 1e-6);
+      CHECK(rel_max(fused, composed) < 8e-3);
+      // scale and shift 4- but not 16-byte aligned: the pair kernel, the same up to the sums' order.
+      const at::Tensor buf = cuda_bf16(at::cat({at::zeros({2}, s1.options()), s1.flatten(), sh.flatten()}));
+      const at::Tensor s1u = buf.narrow(0, 2, 2 * D).view({2, 1, D});
+      const at::Tensor shu = buf.narrow(0, 2 + 2 * D, 2 * D).view({2, 1, D});
+      const at::Tensor pairs = nn::layer_norm_modulate(cuda_bf16(x), s1u, shu, 1e-6);
+      CHECK(rel_max(pairs, fused) < 8e-3);
+      CHECK(rel_max(pairs, composed) < 8e-3);
+    }
+  }
+}
 #endif  // DITGEN_CUDA
