@@ -45,7 +45,7 @@ if [[ $what == build || $what == all || $what == profile || $what == shared || $
     -DOPENSSL_INCLUDE_DIR=$G/include -DOPENSSL_CRYPTO_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libcrypto.so.3) \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures -DCMAKE_CATCH_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   targets="ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor"
-  [[ $what == profile ]] && targets="ditgen ditgen_tests"
+  [[ $what == profile ]] && targets="ditgen ditgen_tests png_diff"
   [[ $what == shared ]] && targets="ditgen"
   [[ $what == offload ]] && targets="ditgen ditgen_tests"
   targets=${TARGETS:-$targets}
@@ -203,37 +203,46 @@ fi
 
 if [[ $what == profile ]]; then
   # --profile on each model's real-size default step (random weights): the kernel-class tables and traces.
-  D=$B/ditgen; mkdir -p "$OUT/profile"
-  # The fused kernels against their ATen compositions first (bf16 and fp32).
-  $B/test/ditgen_tests "[cuda]" 2>&1 | tail -15 | tee -a "$summary"
-  # Ranks sharing the one GPU (--comm auto picks MPI through host buffers): the transformer fixture.
-  for mesh in "--tp 2" "--ulysses 2" "--ring 2"; do
-    timeout 60 $MPI -np 2 $D verify .gpu/fixtures/models/flux2_transformer_b1_h6w8_t20 --device cuda --dtype fp32 $mesh 2>&1 \
-      | grep -E "PASS|FAIL|error|GPU tensors" | sed "s/^/[np2 one GPU $mesh] /" | tee -a "$summary"
-  done
-  # Then each model's step with the kernel profile, the LTX-2 peer in the same job (bench/peers; needs
-  # the .peers bundle from scripts/peers_bundle.sh).
+  D=$B/ditgen; F=$G/fixtures; mkdir -p "$OUT/profile"
+  if [[ ${CHECKS:-1} == 1 ]]; then
+    # The fused kernels and the block graphs against their ATen compositions / eager runs (bf16 and fp32).
+    $B/test/ditgen_tests "[cuda]" 2>&1 | tail -15 | tee -a "$summary"
+    # The golden pipelines (4 steps: CUDA graphs from the second) and the tiny models with graphs on and off.
+    for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
+      $D verify $F/$c --device cuda --dtype fp32 2>&1 | grep -E "PASS|FAIL|error" | head -3 | sed "s|^|[graphs fp32 $c] |" | tee -a "$summary"
+    done
+    for m in flux2 qwen-image; do
+      for g in on off; do $D $m --device cuda --steps 4 --cuda-graphs $g -o /tmp/tiny/$m.$g.png > /tmp/tiny/$m.$g.log 2>&1; done
+      note "[tiny $m graphs on vs off] $($B/test/png_diff /tmp/tiny/$m.on.png /tmp/tiny/$m.off.png 0 0 2>&1 | tail -1)"
+    done
+  fi
+  # Then each model's step with the kernel profile, each model's compiled peer right after it in the same job
+  # (bench/peers; needs the .peers bundle from scripts/peers_bundle.sh). Two warm-up steps: the CUDA graphs
+  # are captured there, so the timed steps replay them.
   peers() { [[ -d .peers/diffusers ]] && PEER_REPS=${PEER_REPS:-3} OUT=$OUT bash bench/peers/run_peers.sh "$@" 2>&1 | tail -3 | tee -a "$summary"; }
   prof() {  # tag flags...
     local tag=$1; shift
-    timeout 400 $D "$@" --random-weights --warmup 1 --warmup-steps 1 --track-memory --profile "$OUT/profile/$tag" \
+    timeout 400 $D "$@" --random-weights --warmup 1 --warmup-steps 2 --track-memory --profile "$OUT/profile/$tag" \
       -o /tmp/bench/$tag.${EXT:-png} > /tmp/$tag.log 2>&1
     note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; tail -40 /tmp/$tag.log > "$OUT/profile/$tag.log"
     cp /tmp/bench/$tag.json "$OUT/profile/" 2>/dev/null; gzip -f "$OUT"/profile/$tag/trace_rank*.json 2>/dev/null
   }
-  # LITE=1: ditgen's LTX-2 and FLUX.2 steps only (when little device time is left). Each model's compiled
-  # peer runs right after it, in the same job on the same card.
-  EXT=mp4 prof ltx2_default ltx2 --steps ${STEPS:-4} --save-frames
-  [[ ${LITE:-0} == 1 ]] || PEER_MODES=compile peers ltx2
-  prof flux2_1024 flux2 --steps ${STEPS:-4}
-  if [[ ${LITE:-0} != 1 ]]; then
-    PEER_MODES=compile peers flux2
-    prof qwen_t128 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128
-    PEER_MODES=compile peers qwen
-    EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8 --save-frames
-    prof flux2_1024_fp8 flux2 --steps 4 --fp8
-    prof qwen_t128_fp8 qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128 --fp8
-  fi
+  qwen=(qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128)
+  # ROWS: which rows (default all); *_nograph rows are the same step with --cuda-graphs off.
+  for row in ${ROWS:-ltx2 ltx2_peer ltx2_nograph flux2 flux2_peer flux2_nograph qwen qwen_peer ltx2_fp8 flux2_fp8 qwen_fp8}; do
+    case $row in
+      ltx2) EXT=mp4 prof ltx2_default ltx2 --steps 4 --save-frames ;;
+      ltx2_nograph) EXT=mp4 prof ltx2_default_nograph ltx2 --steps 4 --save-frames --cuda-graphs off ;;
+      ltx2_fp8) EXT=mp4 prof ltx2_default_fp8 ltx2 --steps 4 --fp8 --save-frames ;;
+      flux2) prof flux2_1024 flux2 --steps 4 ;;
+      flux2_nograph) prof flux2_1024_nograph flux2 --steps 4 --cuda-graphs off ;;
+      flux2_fp8) prof flux2_1024_fp8 flux2 --steps 4 --fp8 ;;
+      qwen) prof qwen_t128 "${qwen[@]}" ;;
+      qwen_nograph) prof qwen_t128_nograph "${qwen[@]}" --cuda-graphs off ;;
+      qwen_fp8) prof qwen_t128_fp8 "${qwen[@]}" --fp8 ;;
+      *_peer) PEER_MODES=compile peers ${row%_peer} ;;
+    esac
+  done
   # One file back: the device tool returns a limited number of files.
   tar -czf "$OUT/profile.tgz" -C "$OUT" profile peers 2>/dev/null && rm -rf "$OUT/profile" "$OUT/peers"
 fi

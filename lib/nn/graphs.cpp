@@ -4,7 +4,8 @@
 #include <optional>
 #include <string>
 
-#include "lib/runtime/logging.h"
+#include <spdlog/spdlog.h>
+
 #include "lib/runtime/trace.h"
 
 #ifdef DITGEN_CUDA

@@ -1,0 +1,106 @@
+// nn::BlockGraphs on the GPU (CUDA builds; `ditgen_tests "[cuda]"`): a replayed graph computes what the
+// eager blocks compute from each call's own inputs, shapes get graphs of their own, and blocks that cannot
+// be captured stay eager.
+#ifdef DITGEN_CUDA
+#include <catch2/catch.hpp>
+
+#include <ATen/ATen.h>
+
+#include "lib/nn/graphs.h"
+
+using namespace ditgen;
+
+namespace {
+
+void require_gpu() {
+  if (!at::hasCUDA()) FAIL("this CUDA build's graph tests need a GPU");
+}
+
+// A stand-in for a list of blocks: x is replaced, y (undefined on entry) is an output only, t a table read.
+struct Blocks {
+  at::Tensor w, table;
+  void operator()(at::Tensor& x, at::Tensor& y) const {
+    for (int i = 0; i < 3; ++i) x = at::gelu(at::matmul(x, w)) + table;
+    y = x.sum(1);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a replayed block graph computes what the eager blocks compute, from each call's inputs", "[cuda]") {
+  require_gpu();
+  const auto f = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  Blocks b{at::randn({64, 64}, f) / 8, at::randn({64}, f)};
+  nn::BlockGraphs graphs;
+  for (int call = 0; call < 5; ++call) {
+    const at::Tensor input = at::randn({16, 64}, f);
+    at::Tensor ex = input.clone(), ey;
+    b(ex, ey);  // eager reference
+    at::Tensor x = input.clone(), y;
+    graphs.run(true, {&x, &y}, {b.table}, [&] { b(x, y); });
+    CHECK(graphs.captured() == (call == 0 ? 0 : 1));  // eager first, captured on the second call
+    REQUIRE(y.defined());
+    CHECK(at::equal(x, ex));
+    CHECK(at::equal(y, ey));
+  }
+  // The table is read where it lies: changed in place, the replay sees the new values.
+  b.table.add_(1);
+  const at::Tensor input = at::randn({16, 64}, f);
+  at::Tensor ex = input.clone(), ey, x = input.clone(), y;
+  b(ex, ey);
+  graphs.run(true, {&x, &y}, {b.table}, [&] { b(x, y); });
+  CHECK(graphs.captured() == 1);
+  CHECK(at::equal(x, ex));
+  // The returned tensors are the caller's: the next replay does not overwrite them.
+  const at::Tensor kept = x.clone();
+  at::Tensor x2 = at::randn({16, 64}, f), y2;
+  graphs.run(true, {&x2, &y2}, {b.table}, [&] { b(x2, y2); });
+  CHECK(at::equal(x, kept));
+}
+
+TEST_CASE("block graphs: a shape of its own gets its own graph; ineligible or switched-off runs stay eager",
+          "[cuda]") {
+  require_gpu();
+  const auto f = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  const Blocks b{at::randn({64, 64}, f) / 8, at::randn({64}, f)};
+  nn::BlockGraphs graphs;
+  auto once = [&](int64_t rows, bool eligible) {
+    const at::Tensor input = at::randn({rows, 64}, f);
+    at::Tensor ex = input.clone(), ey, x = input.clone(), y;
+    b(ex, ey);
+    graphs.run(eligible, {&x, &y}, {b.table}, [&] { b(x, y); });
+    CHECK(at::equal(x, ex));
+  };
+  for (int64_t rows : {8, 8, 24, 24, 8}) once(rows, true);
+  CHECK(graphs.captured() == 2);
+  for (int64_t rows : {40, 40, 40}) once(rows, false);
+  CHECK(graphs.captured() == 2);
+  nn::set_cuda_graphs(false);
+  for (int64_t rows : {56, 56, 56}) once(rows, true);
+  nn::set_cuda_graphs(true);
+  CHECK(graphs.captured() == 2);
+  // More shapes than it keeps: the older graphs go (their memory pool with them), results stay right.
+  for (int64_t rows : {72, 72, 88, 88, 104, 104, 120, 120}) once(rows, true);
+  CHECK(graphs.captured() <= 4);
+}
+
+TEST_CASE("blocks that cannot be captured (a host read inside) run eagerly, with the same results", "[cuda]") {
+  require_gpu();
+  const auto f = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  const at::Tensor w = at::randn({32, 32}, f) / 6;
+  auto blocks = [&](at::Tensor& x) {
+    x = at::matmul(x, w);
+    if (x.abs().max().item<float>() > 1e6f) x = x / 2;  // a host decision: a synchronisation
+  };
+  nn::BlockGraphs graphs;
+  for (int call = 0; call < 4; ++call) {
+    const at::Tensor input = at::randn({4, 32}, f);
+    at::Tensor ex = input.clone(), x = input.clone();
+    blocks(ex);
+    graphs.run(true, {&x}, {}, [&] { blocks(x); });
+    CHECK(at::equal(x, ex));
+  }
+  CHECK(graphs.captured() == 0);
+}
+
+#endif
