@@ -206,7 +206,9 @@ if [[ $what == profile ]]; then
   D=$B/ditgen; F=$G/fixtures; mkdir -p "$OUT/profile"
   if [[ ${CHECKS:-1} == 1 ]]; then
     # The fused kernels and the block graphs against their ATen compositions / eager runs (bf16 and fp32).
-    $B/test/ditgen_tests "[cuda]" 2>&1 | tail -15 | tee -a "$summary"
+    $B/test/ditgen_tests "[cuda]" > "$OUT/cuda_tests.log" 2>&1
+    note "[cuda] tests: rc=$? $(grep -E '^(test cases|All tests)' "$OUT/cuda_tests.log")"
+    grep -B3 -A12 "FAILED" "$OUT/cuda_tests.log" | grep -v "^  frame #" | head -80 | tee -a "$summary"
     # The golden pipelines (4 steps: CUDA graphs from the second) and the tiny models with graphs on and off.
     for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
       $D verify $F/$c --device cuda --dtype fp32 2>&1 | grep -E "PASS|FAIL|error" | head -3 | sed "s|^|[graphs fp32 $c] |" | tee -a "$summary"
