@@ -4,8 +4,7 @@
 #include <optional>
 #include <string>
 
-#include <spdlog/spdlog.h>
-
+#include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
 #ifdef DITGEN_CUDA
@@ -137,13 +136,12 @@ void BlockGraphs::run(bool eligible, const std::vector<at::Tensor*>& state, cons
     }
     g->graph.capture_end();
   } catch (const std::exception& e) {
-    // Something in the blocks cannot be captured: say so once and stay eager (the inputs are intact).
+    // Something in the blocks cannot be captured (a host read, a synchronisation). A failed capture leaves
+    // LibTorch's CUDA generator and allocator in their capture state, so the process cannot go on safely.
     I.failed = true;
-    spdlog::warn("CUDA graphs are off for this model: capturing its blocks failed ({}); running them eagerly",
-                 e.what());
-    for (size_t j = 0; j < state.size(); ++j) *state[j] = g->inputs[j];
-    blocks();
-    return;
+    throw Error(fmt::format("capturing the transformer's blocks as a CUDA graph failed ({}); rerun with "
+                            "--cuda-graphs off",
+                            e.what()));
   }
   for (at::Tensor* t : state) g->outputs.push_back(*t);
   g->graph.replay();

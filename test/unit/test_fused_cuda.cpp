@@ -197,7 +197,9 @@ TEST_CASE("fused qk_norm_rope: head sizes, strided views of a fused projection a
           auto view = [&](const at::Tensor& t) { return t.narrow(-1, part * H * D, H * D).view({B, S, H, D}); };
           const at::Tensor fused = nn::qk_norm_rope(view(Pc), wc, 1e-6, fc);
           CHECK(fused.sizes() == view(P).sizes());
-          CHECK(rel_max(fused, nn::qk_norm_rope(view(P), w, 1e-6, freqs)) < 8e-3);
+          // Two bf16 roundings (the normalised value, then times the weight) may each land a step apart when
+          // the sum of squares adds in another order; the rotation then mixes two such values.
+          CHECK(rel_max(fused, nn::qk_norm_rope(view(P), w, 1e-6, freqs)) < 1.6e-2);
         }
       }
       // A contiguous x 4 bytes past a 16-byte boundary: the general kernel.
