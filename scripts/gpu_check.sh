@@ -209,6 +209,8 @@ if [[ $what == profile ]]; then
     $B/test/ditgen_tests "[cuda]" > "$OUT/cuda_tests.log" 2>&1
     note "[cuda] tests: rc=$? $(grep -E '^(test cases|All tests)' "$OUT/cuda_tests.log")"
     grep -B3 -A12 "FAILED" "$OUT/cuda_tests.log" | grep -v "^  frame #" | head -80 | tee -a "$summary"
+    # A failed graph capture (its test) leaves the process's CUDA generator unusable: a process of its own.
+    note "[cuda_alone] tests: $($B/test/ditgen_tests "[cuda_alone]" 2>&1 | grep -E '^(test cases|All tests)')"
     # The golden pipelines (4 steps: CUDA graphs from the second) and the tiny models with graphs on and off.
     for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
       $D verify $F/$c --device cuda --dtype fp32 2>&1 | grep -E "PASS|FAIL|error" | head -3 | sed "s|^|[graphs fp32 $c] |" | tee -a "$summary"
