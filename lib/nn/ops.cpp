@@ -6,6 +6,9 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <list>
+#include <mutex>
+#include <string>
 
 #include "lib/runtime/error.h"
 
@@ -157,6 +160,30 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
   return math_attention(q, k, v, std::nullopt, /*want_lse=*/true);
 }
 
+const std::vector<at::Tensor>& visible_key_positions(const at::Tensor& key_mask, const at::Device& device) {
+  struct Entry {
+    std::string key;  // the device, the shape and the mask's bytes
+    std::vector<at::Tensor> positions;
+  };
+  constexpr size_t kEntries = 8;
+  static std::mutex mutex;
+  static std::list<Entry> cache;  // most recent first
+  const at::Tensor m = key_mask.to(at::kCPU, at::kBool).contiguous();
+  std::string key = device.str() + ":" + std::to_string(m.size(0)) + "x" + std::to_string(m.size(1)) + ":";
+  key.append(static_cast<const char*>(m.data_ptr()), static_cast<size_t>(m.numel()));
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = cache.begin(); it != cache.end(); ++it)
+    if (it->key == key) {
+      cache.splice(cache.begin(), cache, it);
+      return cache.front().positions;
+    }
+  Entry e{std::move(key), {}};
+  for (int64_t b = 0; b < m.size(0); ++b) e.positions.push_back(m[b].nonzero().squeeze(1).to(device));
+  cache.push_front(std::move(e));
+  if (cache.size() > kEntries) cache.pop_back();
+  return cache.front().positions;
+}
+
 AttentionLse attention_visible_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& key_mask, bool want_lse) {
   const at::Tensor m = key_mask.to(at::kCPU, at::kBool);
@@ -168,10 +195,12 @@ AttentionLse attention_visible_keys(const at::Tensor& q, const at::Tensor& k, co
     return {attention(qb, kb, vb), at::Tensor()};
   };
   if (m.all().item<bool>()) return run(q, k, v);
+  // A copy: a later mask may push this one's entry out of the cache while its tensors are in use.
+  const std::vector<at::Tensor> positions = visible_key_positions(m, k.device());
   std::vector<at::Tensor> outs, lses;
   for (int64_t b = 0; b < q.size(0); ++b) {
     const at::Tensor qb = q.narrow(0, b, 1);
-    const at::Tensor idx = m[b].nonzero().squeeze(1).to(k.device());
+    const at::Tensor& idx = positions[static_cast<size_t>(b)];
     AttentionLse r;
     if (idx.numel() == 0) {
       r.out = at::zeros_like(qb);

@@ -52,6 +52,12 @@ AttentionLse attention_with_lse(const at::Tensor& q, const at::Tensor& k, const 
 AttentionLse attention_visible_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& key_mask, bool want_lse);
 
+// The positions of the keys each batch item sees (long, on `device`; empty where it sees none) for a
+// [B, Sk] bool mask on the CPU. Cached by the mask's contents (the last few masks): every block of a
+// forward, and every step, passes the same mask, so the upload (a host-to-device copy, which waits for
+// the stream) happens once rather than in every block.
+const std::vector<at::Tensor>& visible_key_positions(const at::Tensor& key_mask, const at::Device& device);
+
 // Interleaved-pair rotary embedding (FLUX.2 DiT): pair p of x [B, S, H, D] is rotated by the
 // complex64 factor freqs[s, p] = cos + i sin ([S, D/2]); computed in fp32 as one complex product,
 // returned in x's dtype.
