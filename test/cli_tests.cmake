@@ -28,6 +28,7 @@ add_test(NAME cli.error.unknown_flag COMMAND ${FAIL} "--bogus" ${DITGEN_EXE} flu
 add_test(NAME cli.error.bad_height COMMAND ${FAIL} "--height 130 is not a multiple of 4" ${RUN_TINY} -H 130)
 add_test(NAME cli.error.bad_width COMMAND ${FAIL} "--width 2 is too small" ${RUN_TINY} -W 2)
 add_test(NAME cli.error.zero_steps COMMAND ${FAIL} "steps" ${RUN} --steps 0)
+add_test(NAME cli.error.cuda_graphs_value COMMAND ${FAIL} "--cuda-graphs: maybe not in" ${RUN_TINY} --cuda-graphs maybe)
 add_test(NAME cli.error.bad_dtype COMMAND ${FAIL} "--dtype must be" ${RUN} --dtype int8)
 add_test(NAME cli.error.bad_parallel COMMAND ${FAIL} "unknown --parallel 'foo'" ${RUN} --parallel foo)
 add_test(NAME cli.error.mesh_size COMMAND ${FAIL} "does not match the 1 launched ranks" ${RUN} --tp 2)
