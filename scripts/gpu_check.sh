@@ -244,6 +244,7 @@ if [[ $what == profile ]]; then
       qwen) prof qwen_t128 "${qwen[@]}" ;;
       qwen_nograph) prof qwen_t128_nograph "${qwen[@]}" --cuda-graphs off ;;
       qwen_fp8) prof qwen_t128_fp8 "${qwen[@]}" --fp8 ;;
+      qwen_cfg) prof qwen_cfg_1024 qwen-image -H 1024 -W 1024 --steps 4 ;;  # true CFG, a padded negative prompt
       *_peer) PEER_MODES=compile peers ${row%_peer} ;;
     esac
   done
