@@ -1,10 +1,13 @@
 #pragma once
 // Device helpers of the row kernels that move bf16 rows as 16-byte vectors (8 values) and keep a whole row
-// in registers: block reductions for any block size, and the SwiGLU of eight values.
+// in registers: alignment, bf16 rounding, the largest magnitude and the SwiGLU of eight values (the block
+// reductions are in block_sum.cuh).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "lib/nn/block_sum.cuh"
 
 namespace ditgen::nn {
 
@@ -40,24 +43,17 @@ __device__ inline uint4 swiglu8(const uint4& g, const uint4& u) {
   return out;
 }
 
-// Sum / max of one float per thread over the block (blockDim.x a multiple of 32, at most 1024). `shared`
-// holds 32 floats; safe to call repeatedly.
-template <bool Max>
-__device__ inline float block_reduce(float v, float* shared) {
-  for (int off = 16; off > 0; off /= 2) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, off);
-    v = Max ? fmaxf(v, o) : v + o;
+// Vector i of a row of [a | silu(gate) * up] as loaded: from `a` (i < a_vecs), else gate's into g and up's
+// into u (the caller applies swiglu8; loads first, so a thread's loads are all in flight together).
+__device__ inline void load_concat_input(const uint4* a, const uint4* gate_up, int i, int a_vecs, int f_vecs,
+                                         uint4& g, uint4& u) {
+  if (i < a_vecs) {
+    g = a[i];
+  } else if (i < a_vecs + f_vecs) {
+    g = gate_up[i - a_vecs];
+    u = gate_up[i - a_vecs + f_vecs];
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  __syncthreads();  // `shared` may still be read from the previous reduction
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float r = shared[0];
-  for (int w = 1; w < warps; ++w) r = Max ? fmaxf(r, shared[w]) : r + shared[w];
-  return r;
 }
-__device__ inline float block_sum_any(float v, float* shared) { return block_reduce<false>(v, shared); }
-__device__ inline float block_max_any(float v, float* shared) { return block_reduce<true>(v, shared); }
 
 // Threads of a block that keeps `vecs` 16-byte vectors of a row, V a thread: a whole number of warps.
 inline int resident_threads(int64_t vecs, int V) { return static_cast<int>((vecs + 32 * V - 1) / (32 * V)) * 32; }

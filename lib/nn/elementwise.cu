@@ -71,15 +71,7 @@ __global__ void swiglu_concat_kernel(const uint4* __restrict__ a, int64_t a_stri
   const int first = blockIdx.y * kSwigluVecs + threadIdx.x;
   uint4 v[kSwigluUnroll], u[kSwigluUnroll];
 #pragma unroll
-  for (int j = 0; j < kSwigluUnroll; ++j) {
-    const int i = first + j * kThreads;
-    if (i < a_vecs) {
-      v[j] = ar[i];
-    } else if (i < vecs) {
-      v[j] = g[i - a_vecs];
-      u[j] = g[i - a_vecs + f_vecs];
-    }
-  }
+  for (int j = 0; j < kSwigluUnroll; ++j) load_concat_input(ar, g, first + j * kThreads, a_vecs, f_vecs, v[j], u[j]);
 #pragma unroll
   for (int j = 0; j < kSwigluUnroll; ++j) {
     const int i = first + j * kThreads;

@@ -65,7 +65,7 @@ __global__ void quantize_rows_kernel(const __nv_bfloat16* __restrict__ x, __nv_f
 
   float amax = 0.f;
   for (int64_t i = threadIdx.x; i < vecs; i += kThreads) amax = abs_max8(prologue<Gelu>(src[i]), amax);
-  amax = block_max_any(amax, shared);
+  amax = block_max(amax, shared);
   const float s = amax > 0.f ? amax / kE4m3Max : 1.f;
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
@@ -99,7 +99,7 @@ __global__ void swiglu_concat_quantize_kernel(const __nv_bfloat16* __restrict__ 
       hv[i] = out;
     }
   }
-  amax = block_max_any(amax, shared);
+  amax = block_max(amax, shared);
   const float s = amax > 0.f ? amax / kE4m3Max : 1.f;
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(1024, V == 2 ? 2 : 1)
     v[j] = prologue<Gelu>(v[j]);  // GELU(0) = 0: the padding adds nothing to the maximum
     amax = abs_max8(v[j], amax);
   }
-  amax = block_max_any(amax, shared);
+  amax = block_max(amax, shared);
   const float s = amax > 0.f ? amax / kE4m3Max : 1.f;
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;
@@ -175,15 +175,7 @@ __global__ void __launch_bounds__(kSwigluThreads, 4) swiglu_concat_quantize_resi
   for (int base = threadIdx.x; base < vecs; base += 2 * kSwigluThreads) {
     uint4 v[2], u[2];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int i = base + j * kSwigluThreads;
-      if (i < a_vecs) {
-        v[j] = ar[i];
-      } else if (i < vecs) {
-        v[j] = g[i - a_vecs];
-        u[j] = g[i - a_vecs + f_vecs];
-      }
-    }
+    for (int j = 0; j < 2; ++j) load_concat_input(ar, g, base + j * kSwigluThreads, a_vecs, f_vecs, v[j], u[j]);
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int i = base + j * kSwigluThreads;
@@ -193,7 +185,7 @@ __global__ void __launch_bounds__(kSwigluThreads, 4) swiglu_concat_quantize_resi
       h[i] = v[j];
     }
   }
-  amax = block_max_any(amax, shared);  // its barrier also publishes h
+  amax = block_max(amax, shared);  // its barrier also publishes h
   const float s = amax > 0.f ? amax / kE4m3Max : 1.f;
   const float inv = 1.f / s;
   if (threadIdx.x == 0) scale[row] = s;

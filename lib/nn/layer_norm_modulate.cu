@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 
 #include "lib/nn/bf16_rows.cuh"
-#include "lib/nn/block_sum.cuh"
 #include "lib/nn/layer_norm_modulate_cuda.h"
 
 namespace ditgen::nn {
@@ -89,7 +88,7 @@ __global__ void __launch_bounds__(512) layer_norm_modulate_resident_kernel(
       sum += f.x + f.y;
     }
   }
-  const float mean = block_sum_any(sum, shared) / D;
+  const float mean = block_sum(sum, shared) / D;
   float sq = 0.f;
 #pragma unroll
   for (int j = 0; j < V; ++j) {
@@ -101,7 +100,7 @@ __global__ void __launch_bounds__(512) layer_norm_modulate_resident_kernel(
       sq += (f.x - mean) * (f.x - mean) + (f.y - mean) * (f.y - mean);
     }
   }
-  const float rstd = rsqrtf(block_sum_any(sq, shared) / D + eps);
+  const float rstd = rsqrtf(block_sum(sq, shared) / D + eps);
   uint4* dst = out + row * vecs;
 #pragma unroll
   for (int j = 0; j < V; ++j) {

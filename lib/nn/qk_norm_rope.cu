@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lib/nn/bf16_rows.cuh"
 #include "lib/nn/qk_norm_rope_cuda.h"
 
 namespace ditgen::nn {
@@ -101,8 +102,6 @@ __global__ void qk_norm_rope_kernel(const __nv_bfloat16* __restrict__ x, int64_t
     dst[p] = __floats2bfloat162_rn(a * f.x - c * f.y, c * f.x + a * f.y);
   }
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int kD>
 void launch_vec(const void* x, int64_t S, int64_t H, int64_t sb, int64_t ss, int64_t sh, const void* weight,

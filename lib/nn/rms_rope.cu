@@ -12,7 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "lib/nn/block_sum.cuh"
+#include "lib/nn/bf16_rows.cuh"
 #include "lib/nn/rms_rope_cuda.h"
 
 namespace ditgen::nn {
@@ -21,8 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;  // the general kernels' block, and the vector kernels' largest
 constexpr int kModRows = 4;    // rows per block in rms_modulate's vector kernel: they share a per-item modulation
-
-__device__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
 // Eight bf16 values of one 16-byte vector as floats, and back (round to nearest even).
 __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
@@ -324,8 +322,6 @@ __global__ void rms_rope_kernel(const __nv_bfloat16* __restrict__ x, const __nv_
 }
 
 // ---- Launch ---------------------------------------------------------------------------------------------
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // A vector kernel's block for a row of `vecs` vectors: the fewest vectors per thread (1, 2, 4, ... up to
 // max_per) that keep the block within kThreads, and the threads that takes, rounded up to whole warps.
