@@ -167,7 +167,8 @@ const std::vector<at::Tensor>& visible_key_positions(const at::Tensor& key_mask,
   };
   constexpr size_t kEntries = 8;
   static std::mutex mutex;
-  static std::list<Entry> cache;  // most recent first
+  // Most recent first. Never destroyed: its device tensors must not be freed after CUDA shuts down at exit.
+  static auto& cache = *new std::list<Entry>();
   const at::Tensor m = key_mask.to(at::kCPU, at::kBool).contiguous();
   std::string key = device.str() + ":" + std::to_string(m.size(0)) + "x" + std::to_string(m.size(1)) + ":";
   key.append(static_cast<const char*>(m.data_ptr()), static_cast<size_t>(m.numel()));
