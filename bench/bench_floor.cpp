@@ -76,8 +76,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}));
   app.add_option("--reps", reps, "timed runs per shape (the median counts)")->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  app.add_option("--attention-backend", backend, "GPU attention kernel: auto, flash or sdpa (as ditgen --attention)")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "flash", "sdpa"}));
+  app.add_option("--attention-backend", backend,
+                 "GPU attention kernel: auto, flash, sdpa or fp8 (as ditgen --attention; fp8 also reports its relative "
+                 "RMS error against auto)")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "flash", "sdpa", "fp8"}));
   app.add_option("--json", json_path, "also write the results here");
   CLI11_PARSE(app, argc, argv);
 
@@ -97,9 +99,11 @@ int main(int argc, char** argv) {
     }
     const at::ScalarType dt = fp8 || dtype_arg == "auto" ? (dev.is_cuda() ? at::kBFloat16 : at::kFloat)
                                                           : parse_dtype(dtype_arg);
-    nn::set_attention_backend(backend == "flash"  ? nn::AttentionBackend::Flash
-                              : backend == "sdpa" ? nn::AttentionBackend::Sdpa
-                                                  : nn::AttentionBackend::Auto);
+    const nn::AttentionBackend attention_backend = backend == "flash"  ? nn::AttentionBackend::Flash
+                                                   : backend == "sdpa" ? nn::AttentionBackend::Sdpa
+                                                   : backend == "fp8"  ? nn::AttentionBackend::Fp8
+                                                                       : nn::AttentionBackend::Auto;
+    nn::set_attention_backend(attention_backend);
     const auto opt = at::TensorOptions().dtype(dt).device(dev);
     const std::string device_name = pipeline::device_description(dev, 1);
     nlohmann::json out = {{"device", device_name},
@@ -144,8 +148,19 @@ int main(int argc, char** argv) {
                        v = at::randn({B, SK, H, D}, opt);
       const double sec = bench::time_it(dev, reps, [&] { nn::attention(q, k, v); });
       const double tflops = flop / sec / 1e12;
-      std::printf("| attention | %s | %.4f | %.2f |\n", spec.c_str(), sec * 1e3, tflops);
       nlohmann::json row = {{"shape", {B, H, S, D}}, {"flop", flop}, {"seconds", sec}, {"tflops", tflops}};
+      std::string error_note;
+      if (attention_backend == nn::AttentionBackend::Fp8) {
+        // Against the default kernel on the same inputs: what FP8's rounding costs at this shape.
+        const at::Tensor fast = nn::attention(q, k, v).to(at::kFloat);
+        nn::set_attention_backend(nn::AttentionBackend::Auto);
+        const at::Tensor ref = nn::attention(q, k, v).to(at::kFloat);
+        nn::set_attention_backend(attention_backend);
+        const double err = (fast - ref).pow(2).mean().sqrt().item<double>() / ref.pow(2).mean().sqrt().item<double>();
+        row["relative_rms_error_vs_auto"] = err;
+        error_note = fmt::format(" (relative RMS error vs auto {:.4f})", err);
+      }
+      std::printf("| attention | %s | %.4f | %.2f |%s\n", spec.c_str(), sec * 1e3, tflops, error_note.c_str());
       if (SK != S) row["keys"] = SK;
       out["attention"].push_back(row);
     }

@@ -69,10 +69,11 @@ CLI::Validator non_empty() {
 // --attention: the fused attention kernel on GPUs (see nn::AttentionBackend).
 void add_attention_flag(CLI::App* app, std::string& value) {
   app->add_option("--attention", value,
-                  "GPU attention kernel: auto (cuDNN where it applies, else flash), flash, or sdpa (the dispatcher's "
-                  "choice)")
+                  "GPU attention kernel: auto (cuDNN where it applies, else flash), flash, sdpa (the dispatcher's "
+                  "choice), or fp8 (cuDNN's FP8 attention on Hopper: q, k, v and softmax in e4m3 with per-tensor "
+                  "scales, where it applies; else auto)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "flash", "sdpa"}));
+      ->check(CLI::IsMember({"auto", "flash", "sdpa", "fp8"}));
 }
 
 // --cuda-graphs: the transformer's blocks of a step replayed as one CUDA graph (see nn::BlockGraphs).
@@ -411,6 +412,7 @@ int main(int argc, char** argv) {
     ditgen::runtime::configure_logging(launch.rank, launch.world, spdlog::level::from_str(level));
     ditgen::nn::set_attention_backend(attention == "flash"  ? ditgen::nn::AttentionBackend::Flash
                                       : attention == "sdpa" ? ditgen::nn::AttentionBackend::Sdpa
+                                      : attention == "fp8"  ? ditgen::nn::AttentionBackend::Fp8
                                                             : ditgen::nn::AttentionBackend::Auto);
     ditgen::nn::set_cuda_graphs(cuda_graphs == "on");
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);

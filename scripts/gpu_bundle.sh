@@ -29,4 +29,17 @@ for c in models/flux2_transformer_b1_h6w8_t20 models/flux2_vae_b1_6x8 models/tex
          cache/model cache/F2B1_W4_MCinf_rdt0.75; do
   cp -r "$fixtures/$c" ".gpu/fixtures/$c"
 done
+# The cuDNN frontend's headers (header-only, MIT; FP8 attention, --attention fp8) at a recorded tag, from a
+# clone of github.com/NVIDIA/cudnn-frontend (CUDNN_FRONTEND_GIT, default: this workplace's mirror). Without
+# them the CUDA build has no FP8 attention.
+fe_git=${CUDNN_FRONTEND_GIT:-/work/.mirror/NVIDIA+cudnn-frontend/repo}
+fe_tag=v1.18.0
+if git --git-dir="$fe_git" rev-parse -q --verify "$fe_tag^{commit}" > /dev/null 2>&1; then
+  mkdir -p .gpu/cudnn_frontend
+  git --git-dir="$fe_git" archive "$fe_tag" include LICENSE.txt | tar -x -C .gpu/cudnn_frontend
+  rm -rf .gpu/cudnn_frontend/include/cudnn_frontend/thirdparty  # nlohmann-json: CUDNN_FRONTEND_SKIP_JSON_LIB
+  echo "$fe_tag" > .gpu/cudnn_frontend/VERSION
+else
+  echo "gpu_bundle: no cudnn-frontend clone at $fe_git (CUDNN_FRONTEND_GIT): the GPU build gets no FP8 attention"
+fi
 du -sh .gpu

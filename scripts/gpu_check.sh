@@ -36,6 +36,22 @@ run_ltx2() {  # tag flags...
 if [[ $what == build || $what == all || $what == profile || $what == shared || $what == offload || $what == quick || $what == final || $what == qwen || $what == ltx2 || $what == cache || $what == attention || $what == kernels || $what == fp8 || $what == fp8models ]]; then
   nvidia-smi -L | tee -a "$summary"
   TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+  # cuDNN's headers and library (FP8 attention): PyTorch's nvidia-cudnn package, else the CUDA toolkit's.
+  CUDNN_ROOT=$(python3 - <<'PY'
+import glob, os
+roots = []
+try:
+    import nvidia.cudnn as m
+    roots += list(m.__path__)
+except Exception:
+    pass
+roots += ["/usr/local/cuda", "/usr"]
+for r in roots:
+    if glob.glob(r + "/include/cudnn.h") and (glob.glob(r + "/lib*/libcudnn.so*") or glob.glob(r + "/lib/x86_64-linux-gnu/libcudnn.so*")):
+        print(r)
+        break
+PY
+)
   t0=$(date +%s)
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
     -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DSPDLOG_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
@@ -43,6 +59,7 @@ if [[ $what == build || $what == all || $what == profile || $what == shared || $
     -DONIGURUMA_ROOT=$G -DONIGURUMA_INCLUDE_DIR=$G/include -DONIGURUMA_LIBRARY=$G/lib/libonig.so.5 \
     -DCATCH2_ROOT=$G/include -DZLIB_INCLUDE_DIR=$G/include -DZLIB_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libz.so.1) \
     -DOPENSSL_INCLUDE_DIR=$G/include -DOPENSSL_CRYPTO_LIBRARY=$(ls /usr/lib/x86_64-linux-gnu/libcrypto.so.3) \
+    -DCUDNN_FRONTEND_ROOT=$G/cudnn_frontend/include -DCUDNN_ROOT="$CUDNN_ROOT" \
     -DDITGEN_FFMPEG=OFF -DDITGEN_FIXTURES=$G/fixtures -DCMAKE_CATCH_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST > /tmp/cmake.log 2>&1 || { cp /tmp/cmake.log "$OUT/"; tail -30 /tmp/cmake.log; exit 1; }
   targets="ditgen ditgen_parallel_check ditgen_bench_blocks ditgen_bench_fp8 ditgen_bench_floor"
   [[ $what == profile ]] && targets="ditgen ditgen_tests png_diff"
@@ -52,7 +69,7 @@ if [[ $what == build || $what == all || $what == profile || $what == shared || $
   # PRE_TEST above: the machine's Catch2 scripts (v3) read the carried v2 header's --list-tests exit code (the
   # test count) as a failure when run after the link.
   ninja -C $B $targets > /tmp/build.log 2>&1 || { cp /tmp/build.log "$OUT/"; grep -E "error|Error" -A5 /tmp/build.log | head -60; exit 1; }
-  note "build: $(( $(date +%s) - t0 )) s"
+  note "build: $(( $(date +%s) - t0 )) s; $(grep -m1 'FP8 attention' /tmp/cmake.log)"
 fi
 
 if [[ $what == checks || $what == all ]]; then
@@ -245,6 +262,24 @@ if [[ $what == profile ]]; then
       qwen_nograph) prof qwen_t128_nograph "${qwen[@]}" --cuda-graphs off ;;
       qwen_fp8) prof qwen_t128_fp8 "${qwen[@]}" --fp8 ;;
       qwen_cfg) prof qwen_cfg_1024 qwen-image -H 1024 -W 1024 --steps 4 ;;  # true CFG, a padded negative prompt
+      # FP8 attention (--attention fp8) with bf16 GEMMs (*_attn8) and with FP8 GEMMs (*_fp8attn).
+      ltx2_attn8) EXT=mp4 prof ltx2_default_attn8 ltx2 --steps 4 --save-frames --attention fp8 ;;
+      ltx2_fp8attn) EXT=mp4 prof ltx2_default_fp8attn ltx2 --steps 4 --fp8 --save-frames --attention fp8 ;;
+      flux2_attn8) prof flux2_1024_attn8 flux2 --steps 4 --attention fp8 ;;
+      flux2_fp8attn) prof flux2_1024_fp8attn flux2 --steps 4 --fp8 --attention fp8 ;;
+      qwen_fp8attn) prof qwen_t128_fp8attn "${qwen[@]}" --fp8 --attention fp8 ;;
+      floor_attn)  # the attention kernels alone at the models' shapes: cuDNN bf16 against FP8 (its error too)
+        shapes="--attention 2,32,6144,128 --attention 2,32,6144,128,1024 --attention 2,32,126,64 --attention 2,32,126,64,1024
+                --attention 2,32,6144,64,126 --attention 2,32,126,64,6144 --attention 1,48,4608,128 --attention 1,24,4224,128"
+        for be in auto fp8; do
+          $B/ditgen_bench_floor $shapes --attention-backend $be --reps 20 --json "$OUT/floor_attn_$be.json" 2>&1 | tee -a "$summary"
+        done ;;
+      verify_attn8)  # the golden pipelines in bf16: FP8 attention's error beside bf16 attention's
+        for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
+          for be in auto fp8; do
+            $D verify $F/$c --device cuda --dtype bf16 --attention $be --tolerance 1 2>&1 | grep -vE "^\s*$" | tail -6 | sed "s|^|[bf16 attention $be $c] |" | tee -a "$summary"
+          done
+        done ;;
       *_peer) PEER_MODES=compile peers ${row%_peer} ;;
     esac
   done

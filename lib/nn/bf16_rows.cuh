@@ -3,6 +3,7 @@
 // in registers: alignment, bf16 rounding, the largest magnitude and the SwiGLU of eight values (the block
 // reductions are in block_sum.cuh).
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -26,6 +27,20 @@ __device__ inline float abs_max8(const uint4& v, float m) {
     m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
   }
   return m;
+}
+
+// Eight bf16 values (one 16-byte load) scaled by `inv` and converted to eight saturated e4m3 values.
+__device__ inline uint2 scale_to_e4m3(const uint4& v, float inv) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+  uint2 out;
+  __nv_fp8x2_storage_t* o = reinterpret_cast<__nv_fp8x2_storage_t*>(&out);
+  for (int j = 0; j < 4; ++j) {
+    float2 f = __bfloat1622float2(p[j]);
+    f.x *= inv;
+    f.y *= inv;
+    o[j] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+  }
+  return out;
 }
 
 // silu(g) * u of eight values: silu rounded to bf16 before the product, as at::silu then the mul round.

@@ -17,20 +17,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr float kE4m3Max = 448.f;
 
-// Eight bf16 values (one 16-byte load) scaled by `inv` and converted to eight saturated e4m3 values.
-__device__ uint2 scale_to_e4m3(const uint4& v, float inv) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
-  uint2 out;
-  __nv_fp8x2_storage_t* o = reinterpret_cast<__nv_fp8x2_storage_t*>(&out);
-  for (int j = 0; j < 4; ++j) {
-    float2 f = __bfloat1622float2(p[j]);
-    f.x *= inv;
-    f.y *= inv;
-    o[j] = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-  }
-  return out;
-}
-
 // GELU (tanh form) in fp32, rounded to bf16 as at::gelu(x, "tanh") rounds it.
 __device__ float gelu_tanh_bf16(float x) {
   constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)

@@ -8,6 +8,7 @@
 #include <limits>
 #include <list>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "lib/runtime/error.h"
@@ -19,6 +20,9 @@
 #include "lib/nn/qk_norm_rope_cuda.h"
 #include "lib/nn/rms_rope_cuda.h"
 #include "lib/nn/elementwise_cuda.h"
+#endif
+#ifdef DITGEN_FP8_ATTENTION
+#include "lib/nn/attention_fp8_cuda.h"
 #endif
 
 namespace ditgen::nn {
@@ -87,6 +91,16 @@ AttentionLse math_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 AttentionBackend g_backend = AttentionBackend::Auto;
 
+// --attention fp8 where FP8 attention does not apply: bf16 attention, said once per reason.
+void warn_fp8_declined(const std::string& why, const at::Tensor& q, const at::Tensor& k) {
+  static std::mutex mutex;
+  static std::set<std::string> said;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (!said.insert(why).second) return;
+  spdlog::warn("--attention fp8: not for attention [B {}, S {}/{}, H {}, D {}, {}] ({}): bf16 attention there",
+               q.size(0), q.size(1), k.size(1), q.size(2), q.size(-1), c10::toString(q.scalar_type()), why);
+}
+
 // The fused kernel for [B, S, H, D] inputs (passed as [B, H, S, D] views of the same memory), with the
 // fp32 log-sum-exp [B, Sq, H] that Ring attention merges with. Nothing when none applies (the callers
 // then use SDPA's dispatcher or the math path).
@@ -95,6 +109,13 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
   static std::atomic<bool> cudnn_usable{true};
   const int64_t d = q.size(-1);
+#ifdef DITGEN_FP8_ATTENTION
+  if (g_backend == AttentionBackend::Fp8 && q.is_cuda()) {
+    std::string why;
+    if (auto r = fp8_attention_cuda(q, k, v, want_lse, &why)) return r;
+    warn_fp8_declined(why, q, k);
+  }
+#endif
   if (!q.is_cuda() || (q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf) || k.size(2) != q.size(2) ||
       d % 8 != 0 || q.size(1) == 0 || k.size(1) == 0)
     return std::nullopt;
@@ -105,7 +126,8 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
     if (want_lse) r.lse = lse.reshape({B, H, S}).transpose(1, 2).contiguous();
     return r;
   };
-  if (g_backend == AttentionBackend::Auto && d <= 128 && cudnn_usable) {
+  const bool auto_kernel = g_backend == AttentionBackend::Auto || g_backend == AttentionBackend::Fp8;
+  if (auto_kernel && d <= 128 && cudnn_usable) {
     try {
       auto r = at::_scaled_dot_product_cudnn_attention(qt, kt, vt, std::nullopt, /*compute_log_sumexp=*/want_lse);
       return finish(std::get<0>(r), std::get<1>(r));
@@ -128,7 +150,19 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
 
 }  // namespace
 
-void set_attention_backend(AttentionBackend backend) { g_backend = backend; }
+void set_attention_backend(AttentionBackend backend) {
+#ifndef DITGEN_FP8_ATTENTION
+#ifdef DITGEN_CUDA
+  DITGEN_CHECK(backend != AttentionBackend::Fp8,
+               "--attention fp8: this build has no FP8 attention: configure it with the cuDNN frontend's headers "
+               "(-DCUDNN_FRONTEND_ROOT=<cudnn-frontend>/include) and cuDNN (-DCUDNN_ROOT), or use --attention auto");
+#else
+  DITGEN_CHECK(backend != AttentionBackend::Fp8,
+               "--attention fp8 runs cuDNN's FP8 attention on Hopper GPUs: this is a CPU build (use --attention auto)");
+#endif
+#endif
+  g_backend = backend;
+}
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& mask) {
@@ -136,6 +170,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (!mask)
     if (auto r = fused_attention(q, k, v, /*want_lse=*/false)) return r->out;
   if (q.is_cuda()) {
+    if (mask && g_backend == AttentionBackend::Fp8) warn_fp8_declined("a mask", q, k);
     // Fused kernels (flash / memory-efficient / cuDNN) in [B, H, S, D].
     at::Tensor kh = expand_kv(k, q.size(2)), vh = expand_kv(v, q.size(2));
     std::optional<at::Tensor> m;
