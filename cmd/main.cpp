@@ -70,8 +70,8 @@ CLI::Validator non_empty() {
 void add_attention_flag(CLI::App* app, std::string& value) {
   app->add_option("--attention", value,
                   "GPU attention kernel: auto (cuDNN where it applies, else flash), flash, sdpa (the dispatcher's "
-                  "choice), or fp8 (cuDNN's FP8 attention on Hopper: q, k, v and softmax in e4m3 with per-tensor "
-                  "scales, where it applies; else auto)")
+                  "choice), or fp8 (cuDNN's FP8 attention on Hopper for attention of at least 2048 queries and keys: "
+                  "q, k, v and softmax in e4m3 with per-tensor scales; else auto)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "flash", "sdpa", "fp8"}));
 }

@@ -221,13 +221,16 @@ fi
 if [[ $what == profile ]]; then
   # --profile on each model's real-size default step (random weights): the kernel-class tables and traces.
   D=$B/ditgen; F=$G/fixtures; mkdir -p "$OUT/profile"
-  if [[ ${CHECKS:-1} == 1 ]]; then
+  if [[ ${CHECKS:-1} == 1 || ${CHECKS:-1} == tests ]]; then
     # The fused kernels and the block graphs against their ATen compositions / eager runs (bf16 and fp32).
     $B/test/ditgen_tests "[cuda]" > "$OUT/cuda_tests.log" 2>&1
     note "[cuda] tests: rc=$? $(grep -E '^(test cases|All tests)' "$OUT/cuda_tests.log")"
     grep -B3 -A12 "FAILED" "$OUT/cuda_tests.log" | grep -v "^  frame #" | head -80 | tee -a "$summary"
     # A failed graph capture (its test) leaves the process's CUDA generator unusable: a process of its own.
     note "[cuda_alone] tests: $($B/test/ditgen_tests "[cuda_alone]" 2>&1 | grep -E '^(test cases|All tests)')"
+    grep -A2 "FP8 attention \[" "$OUT/cuda_tests.log" | tee -a "$summary"
+  fi
+  if [[ ${CHECKS:-1} == 1 ]]; then
     # The golden pipelines (4 steps: CUDA graphs from the second) and the tiny models with graphs on and off.
     for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
       $D verify $F/$c --device cuda --dtype fp32 2>&1 | grep -E "PASS|FAIL|error" | head -3 | sed "s|^|[graphs fp32 $c] |" | tee -a "$summary"
@@ -270,10 +273,14 @@ if [[ $what == profile ]]; then
       qwen_fp8attn) prof qwen_t128_fp8attn "${qwen[@]}" --fp8 --attention fp8 ;;
       floor_attn)  # the attention kernels alone at the models' shapes: cuDNN bf16 against FP8 (its error too)
         shapes="--attention 2,32,6144,128 --attention 2,32,6144,128,1024 --attention 2,32,126,64 --attention 2,32,126,64,1024
-                --attention 2,32,6144,64,126 --attention 2,32,126,64,6144 --attention 1,48,4608,128 --attention 1,24,4224,128"
+                --attention 2,32,6144,64,126 --attention 2,32,126,64,6144 --attention 1,48,4608,128 --attention 1,24,4224,128
+                --attention 1,32,6144,128 --attention 1,32,6144,64,126"
         for be in auto fp8; do
           $B/ditgen_bench_floor $shapes --attention-backend $be --reps 20 --json "$OUT/floor_attn_$be.json" 2>&1 | tee -a "$summary"
-        done ;;
+        done
+        # FP8 at every shape, the short ones too (what the 2048-token threshold avoids).
+        DITGEN_FP8_ATTENTION_MIN_TOKENS=1 $B/ditgen_bench_floor $shapes --attention-backend fp8 --reps 20 \
+          --json "$OUT/floor_attn_fp8_all.json" 2>&1 | tee -a "$summary" ;;
       verify_attn8)  # the golden pipelines in bf16: FP8 attention's error beside bf16 attention's
         for c in pipelines/flux2_pipeline_64x96_s4 pipelines/qwenimage_pipeline_64x96_s4_cfg4.0 pipelines/ltx2_pipeline_64x96x9_s3_cfg4.0; do
           for be in auto fp8; do

@@ -19,12 +19,10 @@ constexpr float kOutputRange = 224.f;
 // One bf16 input in 16-byte vectors.
 struct Rows {
   const uint4* data;
-  int64_t seq, vecs, batch_stride, row_stride;  // vecs: eight-value vectors per row; strides in vectors
-  int64_t total;                                 // batch * seq * vecs
-  __device__ const uint4& at(int64_t i) const {
-    const int64_t row = i / vecs, v = i - row * vecs;
-    const int64_t b = row / seq, s = row - b * seq;
-    return data[b * batch_stride + s * row_stride + v];
+  int64_t seq, rows, vecs, batch_stride, row_stride;  // rows = batch * seq; vecs per row; strides in vectors
+  __device__ const uint4* row(int64_t r) const {
+    const int64_t b = r / seq;
+    return data + b * batch_stride + (r - b * seq) * row_stride;
   }
 };
 struct Rows3 {
@@ -32,26 +30,32 @@ struct Rows3 {
   uint2* out[3];  // contiguous e4m3, eight values per uint2
 };
 
-// blockIdx.y picks the tensor; a grid-stride loop over its vectors; one atomic per block. Non-negative
-// floats order as their bit patterns, so an integer atomicMax is a float max.
+// blockIdx.y picks the tensor; blocks take whole rows (a grid-stride loop over rows, the threads across a
+// row: no division per vector); one atomic per block. Non-negative floats order as their bit patterns, so
+// an integer atomicMax is a float max.
 __global__ void amax3_kernel(Rows3 r, float* __restrict__ scalars) {
   __shared__ float shared[32];
   const Rows& x = r.in[blockIdx.y];
   float m = 0.f;
-  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < x.total; i += int64_t{gridDim.x} * kThreads)
-    m = abs_max8(x.at(i), m);
+  for (int64_t row = blockIdx.x; row < x.rows; row += gridDim.x) {
+    const uint4* src = x.row(row);
+    for (int64_t i = threadIdx.x; i < x.vecs; i += kThreads) m = abs_max8(src[i], m);
+  }
   m = block_max(m, shared);
-  if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(scalars + 4 * (kAmaxQ + blockIdx.y)), __float_as_int(m));
+  if (threadIdx.x == 0 && m > 0.f)
+    atomicMax(reinterpret_cast<int*>(scalars + 4 * (kAmaxQ + blockIdx.y)), __float_as_int(m));
 }
 
 __global__ void quantize3_kernel(Rows3 r, float* __restrict__ scalars) {
   const int t = blockIdx.y;
   const Rows& x = r.in[t];
-  uint2* out = r.out[t];
   const float amax = scalars[4 * (kAmaxQ + t)];
   const float inv = amax > 0.f ? kE4m3Max / amax : 1.f;
-  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < x.total; i += int64_t{gridDim.x} * kThreads)
-    out[i] = scale_to_e4m3(x.at(i), inv);
+  for (int64_t row = blockIdx.x; row < x.rows; row += gridDim.x) {
+    const uint4* src = x.row(row);
+    uint2* dst = r.out[t] + row * x.vecs;
+    for (int64_t i = threadIdx.x; i < x.vecs; i += kThreads) dst[i] = scale_to_e4m3(src[i], inv);
+  }
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     scalars[4 * (kDescaleQ + t)] = 1.f / inv;
     if (t == 2) {
@@ -95,16 +99,16 @@ bool quantize_attention_fp8(const Bf16Rows in[3], void* const out[3], float* sca
   for (int t = 0; t < 3; ++t) {
     const Bf16Rows& x = in[t];
     if (x.width % 8 != 0 || x.row_stride % 8 != 0 || x.batch_stride % 8 != 0 || !aligned16(x.data) ||
-        !aligned16(out[t]))
+        !aligned16(out[t]) || x.seq <= 0)
       return false;
-    r.in[t] = Rows{static_cast<const uint4*>(x.data), x.seq, x.width / 8, x.batch_stride / 8, x.row_stride / 8,
-                   x.batch * x.seq * (x.width / 8)};
+    r.in[t] = Rows{static_cast<const uint4*>(x.data), x.seq, x.batch * x.seq, x.width / 8, x.batch_stride / 8,
+                   x.row_stride / 8};
     r.out[t] = static_cast<uint2*>(out[t]);
-    most = r.in[t].total > most ? r.in[t].total : most;
+    most = r.in[t].rows > most ? r.in[t].rows : most;
   }
   auto s = static_cast<cudaStream_t>(stream);
   if (cudaMemsetAsync(scalars + 4 * kAmaxQ, 0, 3 * 4 * sizeof(float), s) != cudaSuccess) return false;
-  const dim3 grid(grid_for(most), 3);
+  const dim3 grid(static_cast<unsigned>(most < 2048 ? most : 2048), 3);
   amax3_kernel<<<grid, kThreads, 0, s>>>(r, scalars);
   quantize3_kernel<<<grid, kThreads, 0, s>>>(r, scalars);
   return cudaGetLastError() == cudaSuccess;

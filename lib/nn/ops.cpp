@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <list>
 #include <mutex>
@@ -91,6 +92,16 @@ AttentionLse math_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 AttentionBackend g_backend = AttentionBackend::Auto;
 
+// --attention fp8 takes attention of at least this many queries and keys (DITGEN_FP8_ATTENTION_MIN_TOKENS, for
+// A/B measurements): below, the quantisers' passes cost more than FP8 saves (bench/results/*fp8_attention*).
+int64_t fp8_attention_min_tokens() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("DITGEN_FP8_ATTENTION_MIN_TOKENS");
+    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t{2048};
+  }();
+  return n;
+}
+
 // --attention fp8 where FP8 attention does not apply: bf16 attention, said once per reason.
 void warn_fp8_declined(const std::string& why, const at::Tensor& q, const at::Tensor& k) {
   static std::mutex mutex;
@@ -110,7 +121,7 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
   static std::atomic<bool> cudnn_usable{true};
   const int64_t d = q.size(-1);
 #ifdef DITGEN_FP8_ATTENTION
-  if (g_backend == AttentionBackend::Fp8 && q.is_cuda()) {
+  if (g_backend == AttentionBackend::Fp8 && q.is_cuda() && std::min(q.size(1), k.size(1)) >= fp8_attention_min_tokens()) {
     std::string why;
     if (auto r = fp8_attention_cuda(q, k, v, want_lse, &why)) return r;
     warn_fp8_declined(why, q, k);
