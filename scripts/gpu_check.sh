@@ -271,6 +271,16 @@ if [[ $what == profile ]]; then
       flux2_attn8) prof flux2_1024_attn8 flux2 --steps 4 --attention fp8 ;;
       flux2_fp8attn) prof flux2_1024_fp8attn flux2 --steps 4 --fp8 --attention fp8 ;;
       qwen_fp8attn) prof qwen_t128_fp8attn "${qwen[@]}" --fp8 --attention fp8 ;;
+      diff_attn8)  # FP8 attention's and FP8 GEMMs' effect on the real-size outputs (random weights), against bf16
+        for t in ltx2_default_fp8 ltx2_default_fp8attn ltx2_default_attn8; do
+          [[ -d /tmp/bench/$t.frames ]] || continue
+          r=$(for f in /tmp/bench/ltx2_default.frames/*.png; do $B/test/png_diff $f /tmp/bench/$t.frames/$(basename $f) 255 255; done 2>&1 |
+              awk '{split($6, a, "/"); split($8, b, "/"); if (a[1] > x) x = a[1]; u += b[1]; k++} END {printf "frames max %d/255 mean %.2f/255", x, u / k}')
+          note "[output vs bf16] $t: $r"
+        done
+        for t in flux2_1024_fp8 flux2_1024_fp8attn flux2_1024_attn8; do
+          [[ -e /tmp/bench/$t.png ]] && note "[output vs bf16] $t: $($B/test/png_diff /tmp/bench/flux2_1024.png /tmp/bench/$t.png 255 255 2>&1 | tail -1)"
+        done ;;
       floor_attn)  # the attention kernels alone at the models' shapes: cuDNN bf16 against FP8 (its error too)
         shapes="--attention 2,32,6144,128 --attention 2,32,6144,128,1024 --attention 2,32,126,64 --attention 2,32,126,64,1024
                 --attention 2,32,6144,64,126 --attention 2,32,126,64,6144 --attention 1,48,4608,128 --attention 1,24,4224,128

@@ -124,6 +124,9 @@ std::optional<AttentionLse> fp8_attention_cuda(const at::Tensor& q, const at::Te
   if (v.size(3) != D || k.size(3) != D) return decline("q, k and v differ in head size");
   if (D % 16 != 0 || D > 128) return decline(fmt::format("head size {} (it needs a multiple of 16 up to 128)", D));
   if (Sq == 0 || Sk == 0) return decline("an empty sequence");
+  // Measured on an H100 (cuDNN 9, bench/results/2026-12-06e_h100_fp8_attention): with fewer than 128 keys and
+  // thousands of queries the FP8 kernel's output is wrong.
+  if (Sk < 128) return decline(fmt::format("{} keys (cuDNN's FP8 kernel needs at least 128)", Sk));
   const int device = q.get_device();
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(device);
   if (prop->major != 9)
@@ -135,8 +138,10 @@ std::optional<AttentionLse> fp8_attention_cuda(const at::Tensor& q, const at::Te
   static std::map<Key, Plan>& plans = *new std::map<Key, Plan>();  // never destroyed: used until exit
   const std::lock_guard<std::mutex> lock(mutex);
   cudnnHandle_t handle = handle_for(device);
-  Plan& plan = plans[Key{device, B, H, Sq, Sk, D, want_lse}];
-  if (!plan.graph) build(plan, handle, B, H, Sq, Sk, D, want_lse);
+  // One batch item per call: with two or more in one call, the H100's FP8 kernel returned wrong outputs from
+  // some runs (right log-sum-exp, wrong products with v; bench/results/2026-12-06e_h100_fp8_attention).
+  Plan& plan = plans[Key{device, 1, H, Sq, Sk, D, want_lse}];
+  if (!plan.graph) build(plan, handle, 1, H, Sq, Sk, D, want_lse);
   if (!plan.error.empty()) return decline(plan.error);
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(device).stream();
@@ -146,7 +151,7 @@ std::optional<AttentionLse> fp8_attention_cuda(const at::Tensor& q, const at::Te
   const at::TensorOptions fp8 = q.options().dtype(at::kFloat8_e4m3fn);
   at::Tensor q8 = at::empty({B, Sq, H, D}, fp8), k8 = at::empty({B, Sk, H, D}, fp8), v8 = at::empty({B, Sk, H, D}, fp8);
   at::Tensor o8 = at::empty({B, Sq, H, D}, fp8);
-  at::Tensor scalars = at::empty({4 * kFp8AttentionScalars}, q.options().dtype(at::kFloat));
+  at::Tensor scalars = at::zeros({4 * kFp8AttentionScalars}, q.options().dtype(at::kFloat));
   at::Tensor lse = want_lse ? at::empty({B, H, Sq}, q.options().dtype(at::kFloat)) : at::Tensor();
   at::Tensor workspace = at::empty({std::max<int64_t>(plan.workspace, 1)}, q.options().dtype(at::kByte));
   float* s = scalars.data_ptr<float>();
@@ -155,16 +160,22 @@ std::optional<AttentionLse> fp8_attention_cuda(const at::Tensor& q, const at::Te
   void* const out8[3] = {q8.data_ptr(), k8.data_ptr(), v8.data_ptr()};
   DITGEN_CHECK(quantize_attention_fp8(in, out8, s, stream), "FP8 attention: the quantiser's launch failed: {}",
                cudaGetErrorString(cudaGetLastError()));
-  std::unordered_map<TensorPtr, void*> pack = {{plan.q, q8.data_ptr()},     {plan.k, k8.data_ptr()},
-                                               {plan.v, v8.data_ptr()},     {plan.o, o8.data_ptr()},
-                                               {plan.amax_s, s + 4 * kAmaxS}, {plan.amax_o, s + 4 * kAmaxO}};
-  for (int i = 0; i < 6; ++i) pack.emplace(plan.scalars[i], s + 4 * kScalarInputs[i]);
-  if (want_lse) pack.emplace(plan.stats, lse.data_ptr());
   const cudnnStatus_t st = cudnnSetStream(handle, stream);
   DITGEN_CHECK(st == CUDNN_STATUS_SUCCESS, "FP8 attention: cudnnSetStream: {}", cudnnGetErrorString(st));
-  fe::error_t e = plan.graph->execute(handle, pack, workspace.data_ptr());
-  DITGEN_CHECK(e.is_good(), "FP8 attention [B {}, S {}/{}, H {}, D {}]: cuDNN execute failed: {} (--attention auto "
-               "runs bf16 attention)", B, Sq, Sk, H, D, e.get_message());
+  auto* q8p = static_cast<uint8_t*>(q8.data_ptr());
+  auto* k8p = static_cast<uint8_t*>(k8.data_ptr());
+  auto* v8p = static_cast<uint8_t*>(v8.data_ptr());
+  auto* o8p = static_cast<uint8_t*>(o8.data_ptr());
+  for (int64_t b = 0; b < B; ++b) {  // the scales span the whole batch
+    std::unordered_map<TensorPtr, void*> pack = {
+        {plan.q, q8p + b * Sq * H * D}, {plan.k, k8p + b * Sk * H * D},   {plan.v, v8p + b * Sk * H * D},
+        {plan.o, o8p + b * Sq * H * D}, {plan.amax_s, s + 4 * kAmaxS}, {plan.amax_o, s + 4 * kAmaxO}};
+    for (int i = 0; i < 6; ++i) pack.emplace(plan.scalars[i], s + 4 * kScalarInputs[i]);
+    if (want_lse) pack.emplace(plan.stats, lse.data_ptr<float>() + b * H * Sq);
+    fe::error_t e = plan.graph->execute(handle, pack, workspace.data_ptr());
+    DITGEN_CHECK(e.is_good(), "FP8 attention [B {}, S {}/{}, H {}, D {}]: cuDNN execute failed: {} (--attention auto "
+                 "runs bf16 attention)", B, Sq, Sk, H, D, e.get_message());
+  }
   at::Tensor out = at::empty({B, Sq, H, D}, q.options());
   DITGEN_CHECK(dequantize_attention_output_fp8(o8.data_ptr(), out.data_ptr(), out.numel(), s, stream),
                "FP8 attention: the output's launch failed: {}", cudaGetErrorString(cudaGetLastError()));
