@@ -127,6 +127,9 @@ std::optional<AttentionLse> fp8_attention_cuda(const at::Tensor& q, const at::Te
   // Measured on an H100 (cuDNN 9, bench/results/2026-12-06e_h100_fp8_attention): with fewer than 128 keys and
   // thousands of queries the FP8 kernel's output is wrong.
   if (Sk < 128) return decline(fmt::format("{} keys (cuDNN's FP8 kernel needs at least 128)", Sk));
+  // Each batch item is a call of its own (below), its log-sum-exp rows at b * H * Sq floats: 16-byte aligned.
+  if (want_lse && B > 1 && (H * Sq) % 4 != 0)
+    return decline(fmt::format("a log-sum-exp of {} heads x {} queries per batch item (a multiple of 4 needed)", H, Sq));
   const int device = q.get_device();
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(device);
   if (prop->major != 9)
