@@ -81,7 +81,7 @@ add_test(NAME tep.memory_plan_warmup_repeat
                  -DPNG_DIFF=$<TARGET_FILE:png_diff> -DTOLERANCE=0 -DREFERENCE=${FLUX2_SINGLE}
                  "-DARGS=flux2;--steps;4;${FLUX2_MESH_SIZE};--warmup;1;--warmup-steps;2;--repeat;2;--track-memory"
                  -DNAME=flux2-tiny.64x64.C0.png
-                 "-DEXPECT_JSON=memory_by_stage;stage.: .text_encode.;stage.: .load_transformer.;stage.: .denoise.;stage.: .vae_decode.;parallel_text.: false"
+                 "-DEXPECT_JSON=memory_by_stage;stage.: .text_encode.;stage.: .load_transformer.;stage.: .denoise.;stage.: .vae_decode.;parallel_text.: false;attention.: .auto.;cuda_graphs.: .on."
                  -DWORK=${TEP_WORK}/plan_single -P ${CMAKE_CURRENT_SOURCE_DIR}/run_memory_plan.cmake)
 add_test(NAME tep.memory_plan_tep_name
          COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=2 -DDITGEN=$<TARGET_FILE:ditgen>

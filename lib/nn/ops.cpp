@@ -161,6 +161,16 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
 
 }  // namespace
 
+const char* attention_backend_name() {
+  switch (g_backend) {
+    case AttentionBackend::Flash: return "flash";
+    case AttentionBackend::Sdpa: return "sdpa";
+    case AttentionBackend::Fp8: return "fp8";
+    case AttentionBackend::Auto: break;
+  }
+  return "auto";
+}
+
 void set_attention_backend(AttentionBackend backend) {
 #ifndef DITGEN_FP8_ATTENTION
 #ifdef DITGEN_CUDA

@@ -33,6 +33,8 @@ at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, do
 enum class AttentionBackend { Auto, Flash, Sdpa, Fp8 };
 // Fails (Error) for `fp8` in a build without FP8 attention, naming what the build needs.
 void set_attention_backend(AttentionBackend backend);
+// The --attention value in force ("auto", "flash", "sdpa", "fp8"), for the reports.
+const char* attention_backend_name();
 
 // Scaled dot-product attention. q [B, Sq, H, D], k/v [B, Sk, Hk, D] with H % Hk == 0 (grouped
 // query heads: query head h uses key head h / (H/Hk)). `mask` (optional) is boolean, broadcastable

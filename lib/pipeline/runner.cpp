@@ -11,8 +11,10 @@
 #include "lib/io/json.h"
 #include "lib/io/output_files.h"
 #include "lib/io/video.h"
+#include "lib/nn/graphs.h"
 #include "lib/nn/linear.h"
 #include "lib/nn/offload.h"
+#include "lib/nn/ops.h"
 #include "lib/pipeline/fit_check.h"
 #include "lib/pipeline/load_options.h"
 #include "lib/pipeline/output.h"
@@ -537,6 +539,9 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
   report.settings["parallel_text"] = tep_;
   report.settings["parallel_vae"] = vaep_;
   if (req_.fp8) report.settings["fp8"] = true;
+  // What the GPU kernels were asked for (--attention, --cuda-graphs): sweeps tell their rows apart by them.
+  report.settings["attention"] = nn::attention_backend_name();
+  report.settings["cuda_graphs"] = nn::cuda_graphs_on() ? "on" : "off";
   if (req_.offload) report.settings["offload"] = true;
   if (req_.gpu_memory_limit.set())
     report.settings["gpu_memory_limit"] = {{"gib", req_.gpu_memory_limit.gib},
