@@ -43,6 +43,12 @@ Qkv make_qkv(int64_t B, int64_t Sq, int64_t Sk, int64_t H, int64_t D, uint64_t s
           on_gpu(at::randn({B, Sk, H, D}, f) * 2)};
 }
 
+// --attention for one scope: the process-wide choice returns to auto even when a REQUIRE ends the test early.
+struct BackendScope {
+  explicit BackendScope(nn::AttentionBackend b) { nn::set_attention_backend(b); }
+  ~BackendScope() { nn::set_attention_backend(nn::AttentionBackend::Auto); }
+};
+
 nn::AttentionLse reference(const Qkv& x) {  // fp32 on the CPU, from the same bf16 values
   return nn::attention_with_lse(x.q.to(at::kCPU, at::kFloat), x.k.to(at::kCPU, at::kFloat),
                                 x.v.to(at::kCPU, at::kFloat));
@@ -70,7 +76,6 @@ TEST_CASE("FP8 attention is within FP8's rounding of fp32 attention, with its lo
     const auto plain = nn::fp8_attention_cuda(x.q, x.k, x.v, /*want_lse=*/false, &why);
     REQUIRE(plain.has_value());
     CHECK(at::equal(plain->out, r->out));  // the log-sum-exp changes nothing else
-    nn::set_attention_backend(nn::AttentionBackend::Auto);
     const double bf16_err = rel_rms(nn::attention(x.q, x.k, x.v), ref.out);
     const double fp8_err = rel_rms(r->out, ref.out);
     const double lse_err = (r->lse.to(at::kCPU) - ref.lse).abs().max().item<double>();
@@ -105,26 +110,30 @@ TEST_CASE("--attention fp8 runs bf16 attention where FP8 does not apply, and say
   std::string why;
   CHECK_FALSE(nn::fp8_attention_cuda(x.q, x.k, x.v, false, &why).has_value());
   CHECK(why.find("head size 72") != std::string::npos);
-  nn::set_attention_backend(nn::AttentionBackend::Auto);
   const at::Tensor bf16 = nn::attention(x.q, x.k, x.v);
-  nn::set_attention_backend(nn::AttentionBackend::Fp8);
-  const at::Tensor fallback = nn::attention(x.q, x.k, x.v);
-  nn::set_attention_backend(nn::AttentionBackend::Auto);
+  at::Tensor fallback;
+  {
+    const BackendScope fp8(nn::AttentionBackend::Fp8);
+    fallback = nn::attention(x.q, x.k, x.v);
+  }
   CHECK(at::equal(bf16, fallback));
   CHECK_FALSE(nn::fp8_attention_cuda(x.q.to(at::kFloat), x.k.to(at::kFloat), x.v.to(at::kFloat), false, &why));
   CHECK(why.find("bf16") != std::string::npos);
   // Attention of 2048 queries and keys or more runs FP8; shorter ones run bf16 (faster there).
   const Qkv big = make_qkv(1, 2048, 2048, 2, 64, 4), small = make_qkv(1, 2047, 2047, 2, 64, 5);
-  nn::set_attention_backend(nn::AttentionBackend::Fp8);
-  const at::Tensor big8 = nn::attention(big.q, big.k, big.v), small8 = nn::attention(small.q, small.k, small.v);
-  nn::set_attention_backend(nn::AttentionBackend::Auto);
+  at::Tensor big8, small8;
+  {
+    const BackendScope fp8(nn::AttentionBackend::Fp8);
+    big8 = nn::attention(big.q, big.k, big.v);
+    small8 = nn::attention(small.q, small.k, small.v);
+  }
   CHECK(at::equal(big8, nn::fp8_attention_cuda(big.q, big.k, big.v, false, nullptr)->out));
   CHECK(at::equal(small8, nn::attention(small.q, small.k, small.v)));
 }
 
 TEST_CASE("FP8 attention replays in a CUDA graph what it computes eagerly", "[cuda]") {
   require_gpu();
-  nn::set_attention_backend(nn::AttentionBackend::Fp8);
+  const BackendScope fp8(nn::AttentionBackend::Fp8);
   nn::BlockGraphs graphs;
   for (int call = 0; call < 3; ++call) {
     const Qkv x = make_qkv(2, 2048, 2048, 4, 128, 20 + call);
@@ -135,7 +144,6 @@ TEST_CASE("FP8 attention replays in a CUDA graph what it computes eagerly", "[cu
     REQUIRE(out.defined());
     CHECK(at::equal(out, eager));
   }
-  nn::set_attention_backend(nn::AttentionBackend::Auto);
 }
 
 #else
