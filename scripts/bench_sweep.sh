@@ -29,7 +29,8 @@
 #
 # The floor of a row: work_per_step from its report (matmul and attention FLOPs of one step of the whole
 # job) at the probe's rates for the dominant GEMM and attention shapes (ditgen_bench_floor, once per
-# distinct shape set, after the runs, in the run's dtype; --fp8 rows: FP8 matmuls), divided over the np
+# distinct shape set, after the runs, in the run's dtype and attention kernel; --fp8 rows: FP8 matmuls,
+# --attention fp8 rows: FP8 attention), divided over the np
 # GPUs: floor = matmul_flop / (matmul rate x np) + attention_flop / (attention rate x np). x floor = the
 # median step / floor. Rows with --cache: the median step may be a cached one (fewer FLOPs than counted).
 #
@@ -317,7 +318,8 @@ def main(argv):
             print(" ".join(shlex.quote(a) for a in rs[0]["command"]))
         print("# then the floor probe, once per distinct shape set of the reports' work_per_step, e.g.")
         print(" ".join(shlex.quote(a) for a in [floor_bin, "--matmul", "M,K,N", "--attention", "B,H,S,D", "--dtype",
-                                                 "bf16|fp16|fp32|fp8", "--device", "cuda|cpu", "--reps", str(reps),
+                                                 "bf16|fp16|fp32|fp8", "--device", "cuda|cpu", "--attention-backend",
+                                                 "auto|flash|sdpa|fp8", "--reps", str(reps),
                                                  "--json", os.path.join(out, f"{tag}_floor1.json")]))
         return 0
 
@@ -338,7 +340,8 @@ def main(argv):
         s = rep.get("settings", {})
         dtype = "fp8" if s.get("fp8") else {"BFloat16": "bf16", "Half": "fp16", "Float": "fp32"}.get(s.get("dtype"), "auto")
         att = list(work["attention_shape"]) + ([work["attention_keys"]] if work.get("attention_keys") else [])
-        r["probe_key"] = ("cpu" if cpu else "cuda", dtype, tuple(work["gemm_shape"]), tuple(att))
+        r["probe_key"] = ("cpu" if cpu else "cuda", dtype, s.get("attention", "auto"), tuple(work["gemm_shape"]),
+                          tuple(att))
 
     # The runs: one launch per row, or per group of rows.
     for rs in launches:
@@ -386,15 +389,16 @@ def main(argv):
         key = r.get("probe_key")
         if key is None or key in probes: continue
         j = len(probes) + 1
-        dev, dtype, gemm, att = key
+        dev, dtype, backend, gemm, att = key
         pjson = os.path.join(out, f"{tag}_floor{j}.json")
         cmd = [floor_bin, "--matmul", ",".join(map(str, gemm)), "--attention", ",".join(map(str, att)),
-               "--dtype", dtype, "--device", dev, "--reps", str(reps), "--json", pjson]
+               "--dtype", dtype, "--device", dev, "--attention-backend", backend, "--reps", str(reps), "--json", pjson]
         print(f"bench_sweep: floor probe {j}: {' '.join(cmd[1:-2])}", file=sys.stderr, flush=True)
         plog = os.path.join(out, f"{tag}_floor{j}.log")
         with open(plog, "w") as f:
             rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        p = {"index": j, "command": cmd, "json": pjson, "log": plog, "device": dev, "dtype": dtype}
+        p = {"index": j, "command": cmd, "json": pjson, "log": plog, "device": dev, "dtype": dtype,
+             "attention_backend": backend}
         if rc == 0 and os.path.isfile(pjson):
             with open(pjson) as f:
                 pj = json.load(f)
@@ -451,8 +455,9 @@ def main(argv):
             floor = w["matmul_flop"] / (mm * r["np"]) + w["attention_flop"] / (at * r["np"])
             step = row["step_s_median"]
             ratio = step / floor if floor > 0 and step is not None else float("nan")
-            row.update({"status": "ok", "probe": {k2: probe[k2] for k2 in ("json", "device", "dtype", "matmul_tflops",
-                                                                             "attention_tflops") if k2 in probe},
+            row.update({"status": "ok", "probe": {k2: probe[k2] for k2 in ("json", "device", "dtype", "attention_backend",
+                                                                             "matmul_tflops", "attention_tflops")
+                                                         if k2 in probe},
                         "floor_step_s": floor, "x_floor": ratio})
             if not math.isfinite(ratio): failed += 1
             lines.append(f"| {cfg_cell} | {r['np']} | {gib(row['peak_memory_bytes'])} | {secs(row['inference_s'])} | "

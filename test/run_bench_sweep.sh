@@ -43,6 +43,8 @@ for k, line in enumerate(table, 1):
     if row["report"] != os.path.join(out, f"ci_row{k:02d}_run.json") or not os.path.isfile(row["report"]):
         fail(f"row {k}: report {row['report']}")
     settings = json.load(open(row["report"]))["settings"]
+    if row["probe"].get("attention_backend") != settings.get("attention"):  # the probe ran the row's kernel
+        fail(f"row {k}: probe attention {row['probe'].get('attention_backend')} vs the run's {settings.get('attention')}")
     for key, val in wanted(configs[k - 1]).items():
         if settings.get(key) != val: fail(f"row {k}: the report's {key} is {settings.get(key)!r}, the row's {val!r}")
     if len(row["denoise_steps_s"]) != settings["steps"]: fail(f"row {k}: {len(row['denoise_steps_s'])} steps timed")
