@@ -26,10 +26,10 @@ at::Tensor rms_norm_cast_first(const at::Tensor& x, const at::Tensor& weight, do
 // memory-efficient 3.1 ms. `auto` = cuDNN where it applies (head dim <= 128, multiple of 8) for both the
 // plain and the Ring (log-sum-exp) path, else flash / SDPA's choice; a cuDNN refusal turns it off for
 // the process with a warning. `flash` and `sdpa` are for A/B measurements (--attention). `fp8`: cuDNN's
-// FP8 flash attention (lib/nn/attention_fp8_cuda.h) for attention of at least 2048 queries and keys (shorter
-// ones are faster in bf16: the quantisers' passes cost more than FP8 saves) where it applies (bf16, Hopper,
-// unmasked, head size a multiple of 16 up to 128), else as `auto`, with a warning naming what it declined. CPU runs use the fp32
-// math path.
+// FP8 flash attention (lib/nn/attention_fp8_cuda.h) for attention of at least 2048 queries and keys
+// (shorter ones are faster in bf16: the quantisers' passes cost more than FP8 saves) where it applies
+// (bf16, Hopper, unmasked, head size a multiple of 16 up to 128), else as `auto`, with a warning naming
+// what it declined. CPU runs use the fp32 math path.
 enum class AttentionBackend { Auto, Flash, Sdpa, Fp8 };
 // Fails (Error) for `fp8` in a build without FP8 attention, naming what the build needs.
 void set_attention_backend(AttentionBackend backend);

@@ -2,9 +2,9 @@
 // the same bf16 inputs (CUDA builds with the cuDNN frontend; `ditgen_tests "[cuda]"`). FP8 keeps 3 mantissa
 // bits, so the bound is on the relative RMS error, reported beside bf16 attention's own.
 #ifdef DITGEN_CUDA
-#include <catch2/catch.hpp>
-
 #include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
 
 #include "lib/nn/graphs.h"
 #include "lib/nn/ops.h"
@@ -94,7 +94,8 @@ TEST_CASE("FP8 attention reads strided q, k, v as their contiguous copies; a zer
   const Qkv x = make_qkv(2, 256, 256, 4, 64, 11);
   // q, k, v as views into one [B, S, 3, H, D] projection, as the models' fused QKV GEMMs give them.
   const at::Tensor fused = at::stack({x.q, x.k, x.v}, 2);
-  const auto a = nn::fp8_attention_cuda(fused.select(2, 0), fused.select(2, 1), fused.select(2, 2), false, nullptr);
+  const auto a =
+      nn::fp8_attention_cuda(fused.select(2, 0), fused.select(2, 1), fused.select(2, 2), false, nullptr);
   const auto b = nn::fp8_attention_cuda(x.q, x.k, x.v, false, nullptr);
   REQUIRE(a.has_value());
   REQUIRE(b.has_value());
@@ -117,7 +118,8 @@ TEST_CASE("--attention fp8 runs bf16 attention where FP8 does not apply, and say
     fallback = nn::attention(x.q, x.k, x.v);
   }
   CHECK(at::equal(bf16, fallback));
-  CHECK_FALSE(nn::fp8_attention_cuda(x.q.to(at::kFloat), x.k.to(at::kFloat), x.v.to(at::kFloat), false, &why));
+  CHECK_FALSE(
+      nn::fp8_attention_cuda(x.q.to(at::kFloat), x.k.to(at::kFloat), x.v.to(at::kFloat), false, &why));
   CHECK(why.find("bf16") != std::string::npos);
   // Attention of 2048 queries and keys or more runs FP8; shorter ones run bf16 (faster there).
   const Qkv big = make_qkv(1, 2048, 2048, 2, 64, 4), small = make_qkv(1, 2047, 2047, 2, 64, 5);
