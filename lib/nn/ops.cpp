@@ -92,15 +92,22 @@ AttentionLse math_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 AttentionBackend g_backend = AttentionBackend::Auto;
 
+#ifdef DITGEN_FP8_ATTENTION
 // --attention fp8 takes attention of at least this many queries and keys (DITGEN_FP8_ATTENTION_MIN_TOKENS, for
 // A/B measurements): below, the quantisers' passes cost more than FP8 saves (bench/results/*fp8_attention*).
 int64_t fp8_attention_min_tokens() {
   static const int64_t n = [] {
     const char* v = std::getenv("DITGEN_FP8_ATTENTION_MIN_TOKENS");
-    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t{2048};
+    if (v == nullptr) return int64_t{2048};
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);
+    DITGEN_CHECK(*v != '\0' && *end == '\0' && x > 0,
+                 "DITGEN_FP8_ATTENTION_MIN_TOKENS='{}': expected a positive whole number of tokens", v);
+    return static_cast<int64_t>(x);
   }();
   return n;
 }
+#endif
 
 // --attention fp8 where FP8 attention does not apply: bf16 attention, said once per reason.
 void warn_fp8_declined(const std::string& why, const at::Tensor& q, const at::Tensor& k) {
@@ -121,7 +128,8 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
   static std::atomic<bool> cudnn_usable{true};
   const int64_t d = q.size(-1);
 #ifdef DITGEN_FP8_ATTENTION
-  if (g_backend == AttentionBackend::Fp8 && q.is_cuda() && std::min(q.size(1), k.size(1)) >= fp8_attention_min_tokens()) {
+  if (g_backend == AttentionBackend::Fp8 && q.is_cuda() &&
+      std::min(q.size(1), k.size(1)) >= fp8_attention_min_tokens()) {
     std::string why;
     if (auto r = fp8_attention_cuda(q, k, v, want_lse, &why)) return r;
     warn_fp8_declined(why, q, k);
@@ -181,6 +189,8 @@ void set_attention_backend(AttentionBackend backend) {
   DITGEN_CHECK(backend != AttentionBackend::Fp8,
                "--attention fp8 runs cuDNN's FP8 attention on Hopper GPUs: this is a CPU build (use --attention auto)");
 #endif
+#else
+  if (backend == AttentionBackend::Fp8) fp8_attention_min_tokens();  // a bad override fails at start-up
 #endif
   g_backend = backend;
 }
