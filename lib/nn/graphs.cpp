@@ -44,8 +44,11 @@ std::string key_of(const std::vector<at::Tensor*>& state, const std::vector<at::
     for (int64_t d = 0; d < t->dim(); ++d) k += std::to_string(t->size(d)) + "/" + std::to_string(t->stride(d)) + ",";
     k += ";";
   }
-  for (const at::Tensor& t : fixed)
-    k += std::to_string(reinterpret_cast<uintptr_t>(t.defined() ? t.data_ptr() : nullptr)) + ";";
+  for (const at::Tensor& t : fixed) {  // the address and the shape: another tensor may come at that address
+    k += std::to_string(reinterpret_cast<uintptr_t>(t.defined() ? t.data_ptr() : nullptr)) + "@";
+    for (int64_t d = 0; d < (t.defined() ? t.dim() : 0); ++d) k += std::to_string(t.size(d)) + ",";
+    k += ";";
+  }
   return k;
 }
 

@@ -25,7 +25,7 @@ class BlockGraphs {
 
   // Runs `blocks`, which reads the tensors `state` points to and replaces them with its results (an
   // undefined one is an output only), and reads the device tensors `fixed` (tables the model keeps between
-  // calls: part of the graph's key, never copied). Eager when `eligible` is false (collectives in the
+  // calls: their addresses and shapes are part of the graph's key, never copied). Eager when `eligible` is false (collectives in the
   // blocks, --offload, DBCache's decisions), off the GPU, under --trace, or with --cuda-graphs off.
   // Blocks that cannot be captured (a host read inside) end the job with an error naming --cuda-graphs off.
   void run(bool eligible, const std::vector<at::Tensor*>& state, const std::vector<at::Tensor>& fixed,

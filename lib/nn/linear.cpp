@@ -2,11 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "lib/io/safetensors.h"
 #include "lib/nn/ops.h"
 #include "lib/runtime/error.h"
 #ifdef DITGEN_CUDA
 #include "lib/nn/fp8_cuda.h"
+#include "lib/nn/residual_gemm_cuda.h"
 #endif
 
 namespace ditgen::nn {
@@ -67,6 +71,39 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
   }
 #endif
   return linear(swiglu_concat(a, gate_up), l);
+}
+
+namespace {
+bool fused_residual_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("DITGEN_FUSED_RESIDUAL");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
+}
+}  // namespace
+
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
+#ifdef DITGEN_CUDA
+  // Below about a million elements the separate pass costs a few microseconds: not worth another GEMM plan.
+  constexpr int64_t kMinElements = 1 << 20;
+  const at::ScalarType dt = x.scalar_type();
+  const bool fits = !reduce && !gate.defined() && fused_residual_on() && !l.is_fp8() && x.is_cuda() &&
+                    x.numel() >= kMinElements && (dt == at::kBFloat16 || dt == at::kFloat) &&
+                    l.weight.scalar_type() == dt && a.scalar_type() == dt && x.dim() == 3 && a.dim() == 3 &&
+                    a.size(0) == x.size(0) && a.size(1) == x.size(1) && x.is_contiguous() && a.is_contiguous() &&
+                    l.weight.is_contiguous() && (!bias.defined() || (bias.scalar_type() == dt && bias.numel() == x.size(2)));
+  if (fits) {
+    at::Tensor out = at::empty_like(x);
+    auto rows = [](const at::Tensor& t) { return t.view({-1, t.size(2)}); };
+    if (residual_gemm_cuda(rows(out), rows(x), rows(a), l.weight, bias)) return out;
+    // else cuBLASLt had no algorithm for the shape: the plain ops
+  }
+#endif
+  at::Tensor y = linear(a, l);
+  if (reduce) reduce(y);
+  return gated_residual(x, y, gate, bias);
 }
 
 std::string fp8_unavailable_reason(const at::Device& device) {

@@ -5,6 +5,8 @@
 //   y[m, n] = sum_k x8[m, k] * w8[n, k] * scale_x[m] * scale_w[n].
 #include <ATen/ATen.h>
 
+#include <functional>
+
 #include "lib/nn/weights.h"
 
 namespace ditgen::nn {
@@ -48,6 +50,14 @@ at::Tensor gelu_tanh_mlp(const at::Tensor& x, const Linear& in, const at::Tensor
 // FP8 `l` the SwiGLU, the concatenation and the activation quantisation are one pass (CUDA, bf16); else
 // the ATen ops.
 at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, const Linear& l);
+
+// x + gate * (a @ l^T + bias): the residual stream after an attention's or an MLP's output projection. x [B, S, N],
+// a [B, S, K]; gate [B, 1, N] (one per item) or undefined (1); bias [N] or undefined. `reduce` (the TP sum of a
+// row-parallel projection) runs on the product before the residual. On the GPU, bf16 or fp32 weights, no gate,
+// no reduce and a large enough x: one cuBLASLt GEMM that adds x in its epilogue (lib/nn/residual_gemm_cuda.h);
+// else the linear, `reduce`, then gated_residual (DITGEN_FUSED_RESIDUAL=0 forces this, for measurements).
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce = {});
 
 // Whether this build runs FP8 linears on `device` ("" if it can, else why not, naming what to change).
 std::string fp8_unavailable_reason(const at::Device& device);

@@ -63,6 +63,11 @@ void tp_all_reduce(at::Tensor& partial, const Context& ctx) {
   if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, comm::ReduceOp::Sum);
 }
 
+std::function<void(at::Tensor&)> tp_sum_of(const Context& ctx) {
+  if (ctx.mesh().shape().tp == 1) return {};
+  return [&ctx](at::Tensor& partial) { tp_all_reduce(partial, ctx); };
+}
+
 namespace {
 
 // Merges a new partial attention result into the running one, in fp32:

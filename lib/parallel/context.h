@@ -4,6 +4,8 @@
 // attention, tensor-parallel reduction), which are the identity on one process.
 #include <ATen/ATen.h>
 
+#include <functional>
+
 #include <memory>
 #include <vector>
 
@@ -71,5 +73,8 @@ at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const
 
 // Sums a row-parallel layer's partial outputs over the TP group (in place).
 void tp_all_reduce(at::Tensor& partial, const Context& ctx);
+// tp_all_reduce as a function for nn::linear_residual; empty without TP (nothing to sum: the residual may
+// then join the GEMM).
+std::function<void(at::Tensor&)> tp_sum_of(const Context& ctx);
 
 }  // namespace ditgen::parallel

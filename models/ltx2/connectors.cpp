@@ -88,9 +88,11 @@ at::Tensor Connectors::run(const Branch& b, const at::Tensor& p, const at::Tenso
   const auto single = parallel::Context::single();
   const Rope rope = rope_table(grid, cfg_.caption_channels, b.heads, cfg_.rope, *single, p.device());
   for (const auto& blk : b.blocks) {
-    z = nn::gated_residual(z, attend(blk.attn, rms(z, kEps), rms(z, kEps), &rope, &rope, Keys::Whole, L,
-                                     cfg_.rope.split, kEps, *single), {}, blk.attn.out.b);
-    z = nn::gated_residual(z, feed_forward(blk.ff, rms(z, kEps), *single), {}, blk.ff.out.b);
+    z = out_residual(blk.attn, z,
+                     attend(blk.attn, rms(z, kEps), rms(z, kEps), &rope, &rope, Keys::Whole, L, cfg_.rope.split, kEps,
+                            *single),
+                     {}, *single);
+    z = ff_residual(blk.ff, z, rms(z, kEps), {}, *single);
   }
   return rms(z, kEps);
 }

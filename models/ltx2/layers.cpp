@@ -95,14 +95,17 @@ at::Tensor norm_rope(const at::Tensor& t, const at::Tensor& weight, const Rope* 
                              r ? r->sin : at::Tensor(), head_dim);
 }
 
-// The row-parallel output projection of o [B, N, heads, head_dim], summed over the TP group, before its bias.
-at::Tensor project_out(const Attention& a, const at::Tensor& o, const parallel::Context& ctx) {
-  at::Tensor y = nn::linear(o.reshape({o.size(0), o.size(1), a.heads * a.head_dim}), a.out.w);
-  parallel::tp_all_reduce(y, ctx);
-  return y;
+// o [B, N, heads, head_dim] -> [B, N, heads * head_dim], the output projection's input.
+at::Tensor merge_heads(const Attention& a, const at::Tensor& o) {
+  return o.reshape({o.size(0), o.size(1), a.heads * a.head_dim});
 }
 
 }  // namespace
+
+at::Tensor out_residual(const Attention& a, const at::Tensor& x, const at::Tensor& o, const at::Tensor& gate,
+                        const parallel::Context& ctx) {
+  return nn::linear_residual(x, o, a.out.w, a.out.b, gate, parallel::tp_sum_of(ctx));
+}
 
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
@@ -121,7 +124,7 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
   } else {
     o = nn::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk));
   }
-  return project_out(a, o, ctx);
+  return merge_heads(a, o);
 }
 
 TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask) {
@@ -139,25 +142,45 @@ TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask) 
   return t;
 }
 
-at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextContext& text, double eps,
-                       const parallel::Context& ctx) {
-  if (text.items.empty()) return attend(a, x, text.all, nullptr, nullptr, Keys::Whole, 0, false, eps, ctx);
-  const int64_t Nq = x.size(1), h = a.heads, hd = a.head_dim;
-  const at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, nullptr, false, eps, hd, ctx);
-  std::vector<at::Tensor> outs;
-  for (size_t b = 0; b < text.items.size(); ++b) {
-    const at::Tensor& c = text.items[b];
-    const at::Tensor qb = q.narrow(0, static_cast<int64_t>(b), 1).view({1, Nq, h, hd});
-    if (c.size(1) == 0) {  // no visible key: the item's attention is 0
-      outs.push_back(at::zeros_like(qb));
-      continue;
-    }
+TextKeys text_keys(const Attention& a, const TextContext& text, double eps, const parallel::Context& ctx) {
+  const int64_t h = a.heads, hd = a.head_dim;
+  auto project = [&](const at::Tensor& c, TextKeys& out) {
     const nn::ReuseQuantisedInput once;  // --fp8: c quantised once for k and v
     const at::Tensor k = norm_rope(nn::linear(c, a.k.w, a.k.b), a.norm_k, nullptr, false, eps, hd, ctx);
-    const at::Tensor v = nn::linear(c, a.v.w, a.v.b);
-    outs.push_back(nn::attention(qb, k.view({1, c.size(1), h, hd}), v.view({1, c.size(1), h, hd})));
+    out.k.push_back(k.view({c.size(0), c.size(1), h, hd}));
+    out.v.push_back(nn::linear(c, a.v.w, a.v.b).view({c.size(0), c.size(1), h, hd}));
+  };
+  TextKeys t;
+  if (text.items.empty()) {
+    t.whole = true;
+    project(text.all, t);
+    return t;
   }
-  return project_out(a, at::cat(outs, 0), ctx);
+  for (const at::Tensor& c : text.items) {
+    if (c.size(1) == 0) {  // no visible key
+      t.k.emplace_back();
+      t.v.emplace_back();
+      continue;
+    }
+    project(c, t);
+  }
+  return t;
+}
+
+at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextKeys& keys, double eps,
+                       const parallel::Context& ctx) {
+  const int64_t B = x.size(0), Nq = x.size(1), h = a.heads, hd = a.head_dim;
+  const at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, nullptr, false, eps, hd, ctx).view({B, Nq, h, hd});
+  if (keys.whole) return merge_heads(a, nn::attention(q, keys.k[0], keys.v[0]));
+  DITGEN_CHECK(static_cast<int64_t>(keys.k.size()) == B, "internal: text keys for {} items, queries for {}",
+               keys.k.size(), B);
+  std::vector<at::Tensor> outs;
+  for (int64_t b = 0; b < B; ++b) {
+    const at::Tensor qb = q.narrow(0, b, 1);
+    const at::Tensor& k = keys.k[static_cast<size_t>(b)];
+    outs.push_back(k.defined() ? nn::attention(qb, k, keys.v[static_cast<size_t>(b)]) : at::zeros_like(qb));
+  }
+  return merge_heads(a, B == 1 ? outs[0] : at::cat(outs, 0));
 }
 
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8) {
@@ -167,10 +190,14 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
            wb.get("net.2.bias", {width}, Shard::replicated(), Init::Bias)}};
 }
 
-at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx) {
-  at::Tensor o = nn::gelu_tanh_mlp(x, f.in.w, f.in.b, f.out.w);
-  parallel::tp_all_reduce(o, ctx);
-  return o;
+at::Tensor ff_residual(const FeedForward& f, const at::Tensor& x, const at::Tensor& in, const at::Tensor& gate,
+                       const parallel::Context& ctx) {
+  if (f.out.w.is_fp8()) {  // the GELU in the second GEMM's activation quantiser (nn::gelu_tanh_mlp)
+    at::Tensor o = nn::gelu_tanh_mlp(in, f.in.w, f.in.b, f.out.w);
+    parallel::tp_all_reduce(o, ctx);
+    return nn::gated_residual(x, o, gate, f.out.b);
+  }
+  return nn::linear_residual(x, nn::linear_gelu_tanh(in, f.in.w, f.in.b), f.out.w, f.out.b, gate, parallel::tp_sum_of(ctx));
 }
 
 }  // namespace ditgen::ltx2

@@ -59,12 +59,16 @@ Attention load_attention(const nn::Weights& wb, int64_t q_in, int64_t kv_in, int
 // rank (text), or the other split stream (LTX-2's audio <-> video attention).
 enum class Keys { Self, Whole, OtherStream };
 
-// x [B, Nq_loc, q_in], kv [B, Nk_loc, kv_in] -> [B, Nq_loc, out] before the output projection's bias (the
-// caller adds it in its residual, nn::gated_residual, in the same pass). `kv_full` = the key stream's global
-// length (Self, OtherStream).
+// x [B, Nq_loc, q_in], kv [B, Nk_loc, kv_in] -> the attention's output [B, Nq_loc, heads * head_dim] before the
+// output projection (out_residual). `kv_full` = the key stream's global length (Self, OtherStream).
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
                   const parallel::Context& ctx);
+
+// x + gate * (o @ out^T + out bias): the output projection (summed over the TP group) into the residual stream,
+// in the GEMM's epilogue where it can (nn::linear_residual). gate [B, 1, out] or undefined (1).
+at::Tensor out_residual(const Attention& a, const at::Tensor& x, const at::Tensor& o, const at::Tensor& gate,
+                        const parallel::Context& ctx);
 
 // A text context whole on every rank: `all` when every key is visible, else each item's visible rows (padded
 // text tokens dropped once per forward, so no layer copies a mask to the device or projects hidden keys).
@@ -74,8 +78,16 @@ struct TextContext {
 };
 // key_mask [B, L] bool (undefined: all visible).
 TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask);
-// attend() with Keys::Whole over `text`; an item with no visible key gets 0 (before the bias).
-at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextContext& text, double eps,
+// A text context's keys (normalised) and values for one attention, [B, L, heads, head_dim] each when every key is
+// visible, else one pair [1, L_b, heads, head_dim] per item (undefined for an item with no visible key). The
+// text does not change over the denoising steps: the transformer computes them once per prompt.
+struct TextKeys {
+  std::vector<at::Tensor> k, v;
+  bool whole = false;  // one pair for the whole batch
+};
+TextKeys text_keys(const Attention& a, const TextContext& text, double eps, const parallel::Context& ctx);
+// attend() with Keys::Whole over a text context's keys; an item with no visible key gets 0.
+at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextKeys& keys, double eps,
                        const parallel::Context& ctx);
 
 // x * rsqrt(mean(x^2) + eps), no weight, statistics in fp32, in x's dtype.
@@ -89,7 +101,8 @@ struct FeedForward {
   }
 };
 FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidden, bool fp8 = false);
-// Before the output bias, as attend().
-at::Tensor feed_forward(const FeedForward& f, const at::Tensor& x, const parallel::Context& ctx);
+// x + gate * ff(in): the GELU MLP of `in` into the residual stream, as out_residual.
+at::Tensor ff_residual(const FeedForward& f, const at::Tensor& x, const at::Tensor& in, const at::Tensor& gate,
+                       const parallel::Context& ctx);
 
 }  // namespace ditgen::ltx2

@@ -339,7 +339,7 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   const Grid g = grid(s);
   return ltx2::step_work(tcfg_, g.frames * g.height * g.width, g.audio, s.max_sequence_length, s.batch,
-                         cfg_off_reason(s).empty() ? 2 : 1);
+                         cfg_off_reason(s).empty() ? 2 : 1, /*text_keys_per_step=*/offload_);
 }
 
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,

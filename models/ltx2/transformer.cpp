@@ -2,9 +2,12 @@
 
 #include <cmath>
 
+#include <spdlog/spdlog.h>
+
 #include "lib/io/json.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
+#include "lib/pipeline/memory_limit.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -241,6 +244,88 @@ at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale, const at::Tens
 
 }  // namespace
 
+std::pair<TextContext, TextContext> Transformer::text_contexts(const TransformerInput& in, at::ScalarType dt,
+                                                                const at::Device& dev) const {
+  // Through the caption projections (GELU-tanh MLPs).
+  auto caption = [&](const at::Tensor& t, const Linear& l1, const Linear& l2) {
+    return nn::linear(at::gelu(nn::linear(t.to(dev, dt), l1.w, l1.b), "tanh"), l2.w, l2.b);
+  };
+  at::Tensor key_mask;  // the additive -10000 bias of padded text keys is a hard mask in effect
+  if (in.encoder_mask.defined()) {
+    at::Tensor m = in.encoder_mask.to(at::kCPU).ne(0);
+    if (!m.all().item<bool>()) key_mask = m;
+  }
+  return {text_context(caption(in.encoder_hidden_states, caption1_, caption2_), key_mask),
+          text_context(caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_), key_mask)};
+}
+
+bool Transformer::TextCache::holds(const TransformerInput& in) const {
+  auto same = [](const at::Tensor& a, const at::Tensor& b) { return a.defined() ? a.is_same(b) : !b.defined(); };
+  return same(video_source, in.encoder_hidden_states) && same(audio_source, in.audio_encoder_hidden_states) &&
+         same(mask, in.encoder_mask) && video_version == in.encoder_hidden_states._version() &&
+         audio_version == in.audio_encoder_hidden_states._version();
+}
+
+std::vector<at::Tensor> Transformer::TextCache::tensors() const {
+  std::vector<at::Tensor> all;
+  for (const auto* stream : {&video, &audio})
+    for (const TextKeys& t : *stream)
+      for (const auto* kv : {&t.k, &t.v}) all.insert(all.end(), kv->begin(), kv->end());
+  return all;
+}
+
+const Transformer::TextCache* Transformer::text_cache(const TransformerInput& in, int branch, at::ScalarType dt,
+                                                      const at::Device& dev,
+                                                      std::pair<TextContext, TextContext>& contexts) const {
+  DITGEN_CHECK(branch == 0 || branch == 1, "internal: CFG branch {}", branch);
+  TextCache& c = text_caches_[static_cast<size_t>(branch)];
+  if (c.holds(in)) return &c;
+  contexts = text_contexts(in, dt, dev);
+  const TextContext &ctx_v = contexts.first, &ctx_a = contexts.second;
+  // Its size: every block's keys and values of both streams for the visible text rows.
+  auto rows = [](const TextContext& t) {
+    int64_t n = t.all.defined() ? t.all.size(0) * t.all.size(1) : 0;
+    for (const at::Tensor& item : t.items) n += item.size(1);
+    return n;
+  };
+  const int64_t tp = ctx_->mesh().shape().tp, elem = static_cast<int64_t>(c10::elementSize(dt));
+  const int64_t bytes = 2 * elem * cfg_.num_layers *
+                        (rows(ctx_v) * cfg_.inner_dim() / tp + rows(ctx_a) * cfg_.audio_inner_dim() / tp);
+  const std::vector<at::Tensor> old = c.tensors();
+  int64_t held = 0;
+  for (const at::Tensor& t : old) held += t.defined() ? t.numel() * elem : 0;
+  const pipeline::Room room = pipeline::available_room(dev);
+  if (bytes > held && room.bytes >= 0 && bytes - held > room.bytes / 4) {
+    spdlog::debug("LTX-2: the text keys ({:.2f} GiB) are projected in every step: {}", bytes / 1073741824.0,
+                  room.describe());
+    c = TextCache();
+    return nullptr;
+  }
+  TextCache fresh;
+  fresh.video_source = in.encoder_hidden_states;
+  fresh.audio_source = in.audio_encoder_hidden_states;
+  fresh.mask = in.encoder_mask;
+  fresh.video_version = in.encoder_hidden_states._version();
+  fresh.audio_version = in.audio_encoder_hidden_states._version();
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    const Block& b = blocks_[i];
+    fresh.video.push_back(text_keys(b.attn2, ctx_v, cfg_.norm_eps, *ctx_));
+    fresh.audio.push_back(text_keys(b.audio_attn2, ctx_a, cfg_.norm_eps, *ctx_));
+  }
+  const std::vector<at::Tensor> now = fresh.tensors();
+  bool same_shapes = old.size() == now.size();
+  for (size_t k = 0; k < old.size() && same_shapes; ++k)
+    same_shapes = old[k].defined() == now[k].defined() && (!old[k].defined() || old[k].sizes() == now[k].sizes());
+  if (same_shapes) {  // into the slot's tensors (their addresses stay)
+    for (size_t k = 0; k < old.size(); ++k)
+      if (old[k].defined()) old[k].copy_(now[k]);
+    fresh.video = std::move(c.video);
+    fresh.audio = std::move(c.audio);
+  }
+  c = std::move(fresh);
+  return &c;
+}
+
 Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cache* cache, int branch) const {
   const at::ScalarType dt = proj_in_.w.weight.scalar_type();
   const at::Device dev = proj_in_.w.weight.device();
@@ -278,18 +363,15 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   at::Tensor gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
   at::Tensor gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
 
-  // Text contexts through the caption projections (GELU-tanh MLPs).
-  auto caption = [&](const at::Tensor& t, const Linear& l1, const Linear& l2) {
-    return nn::linear(at::gelu(nn::linear(t.to(dev, dt), l1.w, l1.b), "tanh"), l2.w, l2.b);
-  };
-  at::Tensor key_mask;  // the additive -10000 bias of padded text keys is a hard mask in effect
-  if (in.encoder_mask.defined()) {
-    at::Tensor m = in.encoder_mask.to(at::kCPU).ne(0);
-    if (!m.all().item<bool>()) key_mask = m;
-  }
-  TextContext ctx_v = text_context(caption(in.encoder_hidden_states, caption1_, caption2_), key_mask);
-  TextContext ctx_a =
-      text_context(caption(in.audio_encoder_hidden_states, audio_caption1_, audio_caption2_), key_mask);
+  // The text's keys and values of every block, once per prompt; with --offload (the blocks streamed) each
+  // block projects them as it runs.
+  std::pair<TextContext, TextContext> contexts;
+  const TextCache* text = nullptr;
+  if (blocks_.offloaded())
+    contexts = text_contexts(in, dt, dev);
+  else
+    text = text_cache(in, branch, dt, dev, contexts);
+  const TextContext &ctx_v = contexts.first, &ctx_a = contexts.second;
 
   // Video and audio tokens split over the CP group once; gathered once at the end.
   at::Tensor x = nn::linear(parallel::split_sequence(in.hidden_states, 1, *ctx_).to(dev, dt), proj_in_.w,
@@ -305,11 +387,10 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   runtime::trace("transformer.x_embedded", x);
   runtime::trace("transformer.audio_embedded", y);
 
-  auto ff = [&](const FeedForward& f, const at::Tensor& t) { return feed_forward(f, t, *ctx_); };
   auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
-  // t + gate * (attention output + its bias) in one pass (gate undefined: 1).
-  auto residual = [](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& out, const Attention& a) {
-    return nn::gated_residual(t, out, gate, a.out.b);
+  // t + gate * (the attention's output projection + its bias) (gate undefined: 1).
+  auto residual = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& o, const Attention& a) {
+    return out_residual(a, t, o, gate, *ctx_);
   };
   // modulate(rms(t), scale, shift) as one pass on the GPU.
   auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale, const at::Tensor& shift) {
@@ -324,8 +405,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     x = residual(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), b.attn1);
     const at::Tensor ny0 = rms_mod(y, ma[1], ma[0]);
     y = residual(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na), b.audio_attn1);
-    x = residual(x, {}, attend_text(b.attn2, rms(x), ctx_v, cfg_.norm_eps, *ctx_), b.attn2);
-    y = residual(y, {}, attend_text(b.audio_attn2, rms(y), ctx_a, cfg_.norm_eps, *ctx_), b.audio_attn2);
+    const TextKeys tv = text ? TextKeys() : text_keys(b.attn2, ctx_v, cfg_.norm_eps, *ctx_);
+    const TextKeys ta = text ? TextKeys() : text_keys(b.audio_attn2, ctx_a, cfg_.norm_eps, *ctx_);
+    const auto bi = static_cast<size_t>(i);
+    x = residual(x, {}, attend_text(b.attn2, rms(x), text ? text->video[bi] : tv, cfg_.norm_eps, *ctx_), b.attn2);
+    y = residual(y, {}, attend_text(b.audio_attn2, rms(y), text ? text->audio[bi] : ta, cfg_.norm_eps, *ctx_),
+                 b.audio_attn2);
 
     // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
     const at::Tensor x_in = x, y_in = y;
@@ -338,8 +423,8 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
     y = residual(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
                                   &r.cross_video, Keys::OtherStream, Nv), b.v2a);
 
-    x = nn::gated_residual(x, ff(b.ff, rms_mod(x, mv[4], mv[3])), mv[5], b.ff.out.b);
-    y = nn::gated_residual(y, ff(b.audio_ff, rms_mod(y, ma[4], ma[3])), ma[5], b.audio_ff.out.b);
+    x = ff_residual(b.ff, x, rms_mod(x, mv[4], mv[3]), mv[5], *ctx_);
+    y = ff_residual(b.audio_ff, y, rms_mod(y, ma[4], ma[3]), ma[5], *ctx_);
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }
@@ -347,10 +432,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
     // As one CUDA graph where no collective or copy runs inside (one rank per replica, resident blocks).
-    std::vector<at::Tensor*> state{&x, &y, &temb_v, &temb_a, &ca_v, &ca_a, &gate_v, &gate_a, &ctx_v.all, &ctx_a.all};
-    for (auto* c : {&ctx_v, &ctx_a})
+    std::vector<at::Tensor*> state{&x, &y, &temb_v, &temb_a, &ca_v, &ca_a, &gate_v, &gate_a};
+    for (TextContext* c : {&contexts.first, &contexts.second}) {  // text keys not kept: the contexts are inputs
+      if (c->all.defined()) state.push_back(&c->all);
       for (at::Tensor& t : c->items) state.push_back(&t);
-    std::vector<at::Tensor> tables;
+    }
+    std::vector<at::Tensor> tables = text ? text->tensors() : std::vector<at::Tensor>();
     for (const Rope* rope : {&r.video, &r.audio, &r.cross_video, &r.cross_audio}) {
       tables.push_back(rope->cos);
       tables.push_back(rope->sin);

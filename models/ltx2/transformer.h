@@ -8,6 +8,7 @@
 // attention holds heads / tp and every MLP its slice (cache-dit-semantics.md §2.4).
 #include <ATen/ATen.h>
 
+#include <array>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -115,6 +116,27 @@ class Transformer {
                       video_av_table, audio_av_table);
     }
   };
+
+  // Every block's text keys and values (video and audio cross-attention) for one pair of text contexts: the
+  // text does not change over the denoising steps, so they are projected once per prompt instead of once per
+  // step. One slot per CFG branch; the inputs are held, so a slot matches only the very same tensors,
+  // unchanged since (their version). A new prompt's keys of the same shapes are copied into the slot's
+  // tensors: the CUDA graphs, which read them at their addresses, then serve every prompt of that length.
+  struct TextCache {
+    at::Tensor video_source, audio_source, mask;
+    int64_t video_version = -1, audio_version = -1;
+    std::vector<TextKeys> video, audio;  // per block
+    bool holds(const TransformerInput& in) const;
+    std::vector<at::Tensor> tensors() const;
+  };
+  std::pair<TextContext, TextContext> text_contexts(const TransformerInput& in, at::ScalarType dt,
+                                                    const at::Device& dev) const;
+  // The slot of `branch` for `in`, built when it does not hold it; nullptr when the keys are not kept (they
+  // would take more than a quarter of what this rank may still allocate: a tight card or --gpu-memory-limit),
+  // and then `contexts` holds the text contexts for the blocks to project in every step.
+  const TextCache* text_cache(const TransformerInput& in, int branch, at::ScalarType dt, const at::Device& dev,
+                              std::pair<TextContext, TextContext>& contexts) const;
+  mutable std::array<TextCache, 2> text_caches_;  // per CFG branch (conditional, unconditional)
 
   AdaLN adaln(const nn::Weights& wb, const std::string& name, int64_t width, int64_t n) const;
   // (modulation [B, T, n*W], embedded timestep [B, T, W]) for timestep t [B] (T = 1) or [B, T] per token.

@@ -3,7 +3,7 @@
 namespace ditgen::ltx2 {
 
 pipeline::StepWork step_work(const TransformerConfig& c, int64_t video_tokens, int64_t audio_tokens,
-                             int64_t text_tokens, int64_t batch, int branches) {
+                             int64_t text_tokens, int64_t batch, int branches, bool text_keys_per_step) {
   const int64_t D = c.inner_dim(), Da = c.audio_inner_dim(), C = c.caption_channels;
   const int64_t H = c.num_attention_heads, hd = c.attention_head_dim;
   const int64_t Ha = c.audio_num_attention_heads, hda = c.audio_attention_head_dim, Dx = Ha * hda;  // a2v / v2a width
@@ -26,12 +26,12 @@ pipeline::StepWork step_work(const TransformerConfig& c, int64_t video_tokens, i
     w.linear(batch, width, mods * width, n);
   }
   // Every block. Video: self-attention (q, k, v, out), text cross-attention (q, out on the video; k, v on
-  // the text), audio-to-video (q, out on the video; k, v on the audio), the 4x GELU MLP.
+  // the text, once per prompt), audio-to-video (q, out on the video; k, v on the audio), the 4x GELU MLP.
   // Audio: the same with video-to-audio (q, out on the audio; k, v on the video).
   auto stream = [&](int64_t n, int64_t width, int64_t other_n, int64_t other_width) {
     w.linear(n, width, width, 4 * nl);
     w.linear(n, width, width, 2 * nl);
-    w.linear(Lt, width, width, 2 * nl);
+    if (text_keys_per_step) w.linear(Lt, width, width, 2 * nl);
     w.linear(n, width, Dx, nl);
     w.linear(other_n, other_width, Dx, 2 * nl);
     w.linear(n, Dx, width, nl);

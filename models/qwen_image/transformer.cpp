@@ -143,12 +143,6 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
 
 // ---- forward ------------------------------------------------------------------------------------
 
-at::Tensor Transformer::row_linear(const at::Tensor& x, const Linear& l) const {
-  at::Tensor y = nn::linear(x, l.w);
-  parallel::tp_all_reduce(y, *ctx_);
-  return y;  // the bias once, after the sum of the partial products: in the caller's residual
-}
-
 std::vector<at::Tensor> Transformer::modulation(const Linear& l, const at::Tensor& silu_temb) const {
   // Column-parallel with a gathered output: every rank needs all six vectors (§2.3 of the cache-dit notes).
   at::Tensor m = nn::linear(silu_temb, l.w, l.b);  // [B, 6D/tp]
@@ -244,24 +238,24 @@ void Transformer::block(const Block& b, State& s, bool last) const {
   at::Tensor V = at::cat({vc, v}, 1);
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_, s.key_masks).reshape({B, L + N, heads_local_ * hd});
 
-  // The GELU MLP before its out bias, summed over the TP group.
-  auto mlp = [&](const at::Tensor& x, const Linear& in, const Linear& out) {
+  // t + gate * (a @ l^T + the layer's bias), summed over the TP group first (nn::linear_residual).
+  const auto tp = parallel::tp_sum_of(*ctx_);
+  auto residual = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& a, const Linear& l) {
+    return nn::linear_residual(t, a, l.w, l.b, gate, tp);
+  };
+  // t + gate * GELU MLP(x); under --fp8 the GELU in the second GEMM's quantiser (nn::gelu_tanh_mlp).
+  auto mlp = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& x, const Linear& in, const Linear& out) {
+    if (!out.w.is_fp8()) return residual(t, gate, nn::linear_gelu_tanh(x, in.w, in.b), out);
     at::Tensor y = nn::gelu_tanh_mlp(x, in.w, in.b, out.w);
     parallel::tp_all_reduce(y, *ctx_);
-    return y;
+    return nn::gated_residual(t, y, gate, out.b);
   };
-  // t + gate * (y + the layer's bias) in one pass.
-  auto residual = [](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& y, const Linear& l) {
-    return nn::gated_residual(t, y, gate, l.b);
-  };
-  s.x = residual(s.x, m[2], row_linear(O.narrow(1, L, N), b.to_out), b.to_out);
-  s.x = residual(s.x, m[5], mlp(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out),
-                 b.img_mlp_out);
+  s.x = residual(s.x, m[2], O.narrow(1, L, N), b.to_out);
+  s.x = mlp(s.x, m[5], nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out);
   // The last block's text output is discarded by the model (§1.4 step 9): skip its dead compute.
   if (!last) {
-    s.c = residual(s.c, mc[2], row_linear(O.narrow(1, 0, L), b.to_add_out), b.to_add_out);
-    s.c = residual(s.c, mc[5], mlp(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.txt_mlp_in, b.txt_mlp_out),
-                   b.txt_mlp_out);
+    s.c = residual(s.c, mc[2], O.narrow(1, 0, L), b.to_add_out);
+    s.c = mlp(s.c, mc[5], nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.txt_mlp_in, b.txt_mlp_out);
   }
   if (s.x.scalar_type() == at::kHalf) {  // the reference clips fp16 activations (§1.5)
     s.x.clamp_(-65504, 65504);

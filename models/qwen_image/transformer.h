@@ -106,7 +106,6 @@ class Transformer {
   // `fp8`: the weight as an FP8 linear (nn::load_linear: an FP8 checkpoint's e4m3 as stored, else quantised).
   Linear column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
   Linear row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
-  at::Tensor row_linear(const at::Tensor& x, const Linear& l) const;  // all-reduced, before the bias
   std::vector<at::Tensor> modulation(const Linear& l, const at::Tensor& silu_temb) const;
   void block(const Block& b, State& s, bool last) const;
 

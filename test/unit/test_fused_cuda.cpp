@@ -270,6 +270,8 @@ TEST_CASE("FP8: the GELU in the quantiser and one quantisation for q, k and v ma
 }
 // The row kernels' register / shared-memory paths against their fallbacks and the ATen maths. The
 // quantisers are called directly: their e4m3 rows are compared bit for bit.
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "lib/nn/fp8_quant_cuda.h"
@@ -409,5 +411,60 @@ TEST_CASE("fused layer_norm_modulate: register rows of several widths, and the p
       CHECK(rel_max(pairs, composed) < 8e-3);
     }
   }
+}
+TEST_CASE("linear_residual: the cuBLASLt GEMM with the residual in its epilogue equals the linear and the residual "
+          "apart (bf16, fp32, with and without bias or a gate, inside a CUDA graph)",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(12);
+  // x large enough for the fused GEMM (>= 2^20 elements), as the models' residual streams are.
+  const int64_t B = 2, S = 1024, N = 768, K = 320;
+  const at::Tensor x = at::randn({B, S, N}) * 2, a = at::randn({B, S, K}), w = at::randn({N, K}) * 0.05;
+  const at::Tensor bias = at::randn({N}) * 0.1, table = at::randn({B, 1, 6, N});
+  for (const at::ScalarType dt : {at::kBFloat16, at::kFloat}) {
+    auto dev = [&](const at::Tensor& t) { return t.defined() ? t.to(at::kCUDA, dt) : t; };
+    const nn::Linear l(dev(w));
+    for (const at::Tensor& gate : {table.select(2, 2), at::Tensor()}) {  // a strided modulation row, and none
+      for (const at::Tensor& b : {bias, at::Tensor()}) {
+        // The reference in fp32 from the same (rounded) inputs.
+        auto f32 = [&](const at::Tensor& t) { return t.defined() ? dev(t).to(at::kFloat) : t; };
+        at::Tensor y = at::linear(f32(a), f32(w));
+        if (b.defined()) y = y + f32(b);
+        const at::Tensor expect = gate.defined() ? f32(x) + f32(gate) * y : f32(x) + y;
+        const at::Tensor fused = nn::linear_residual(dev(x), dev(a), l, dev(b), dev(gate));
+        const at::Tensor apart = nn::gated_residual(dev(x), nn::linear(dev(a), l), dev(gate), dev(b));
+        CHECK(fused.scalar_type() == dt);
+        CHECK(fused.sizes() == x.sizes());
+        CHECK(rel_max(fused, expect) < (dt == at::kFloat ? 1e-5 : 8e-3));
+        CHECK(rel_max(apart, expect) < (dt == at::kFloat ? 1e-5 : 1.6e-2));
+      }
+    }
+  }
+  // A reduce (TP) or a per-token gate: the linear, the reduce, then the residual.
+  const at::Tensor xb = x.to(at::kCUDA, at::kBFloat16), ab = a.to(at::kCUDA, at::kBFloat16);
+  const nn::Linear lb(w.to(at::kCUDA, at::kBFloat16));
+  const at::Tensor y = at::linear(ab.to(at::kFloat), lb.weight.to(at::kFloat));
+  const at::Tensor doubled = nn::linear_residual(xb, ab, lb, {}, {}, [](at::Tensor& t) { t.mul_(2); });
+  CHECK(rel_max(doubled, xb.to(at::kFloat) + 2 * y) < 1.6e-2);
+  const at::Tensor per_token = at::randn({B, S, N}).to(at::kCUDA, at::kBFloat16);
+  CHECK(rel_max(nn::linear_residual(xb, ab, lb, {}, per_token), xb.to(at::kFloat) + per_token.to(at::kFloat) * y) <
+        1.6e-2);
+  // Captured in a CUDA graph (as the models' blocks are) and replayed on new inputs.
+  const at::Tensor bb = bias.to(at::kCUDA, at::kBFloat16);
+  at::Tensor xs = xb.clone(), out;
+  const at::cuda::CUDAStream side = at::cuda::getStreamFromPool();
+  at::cuda::CUDAGraph graph;
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    out = nn::linear_residual(xs, ab, lb, bb, {});  // warm-up: the plan
+    graph.capture_begin();
+    out = nn::linear_residual(xs, ab, lb, bb, {});
+    graph.capture_end();
+  }
+  xs.copy_(xb * 3);
+  graph.replay();
+  at::cuda::getCurrentCUDAStream().synchronize();
+  side.synchronize();
+  CHECK(rel_max(out, 3 * xb.to(at::kFloat) + y + bb.to(at::kFloat)) < 1.6e-2);
 }
 #endif  // DITGEN_CUDA
