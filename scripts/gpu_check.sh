@@ -298,6 +298,8 @@ if [[ $what == profile ]]; then
           done
         done ;;
       # The same steps with the residual's GEMM epilogue off (nn::linear_residual), for its A/B.
+      ltx2_verbose) EXT=mp4 prof ltx2_default_verbose -v ltx2 --steps 4 --save-frames
+        grep -E "text keys|CUDA graphs" /tmp/ltx2_default_verbose.log | head -24 | tee -a "$summary" ;;
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
       flux2_unfused) DITGEN_FUSED_RESIDUAL=0 prof flux2_1024_unfused flux2 --steps 4 ;;
       qwen_unfused) DITGEN_FUSED_RESIDUAL=0 prof qwen_t128_unfused "${qwen[@]}" ;;

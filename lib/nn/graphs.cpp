@@ -1,8 +1,11 @@
 #include "lib/nn/graphs.h"
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+
+#include <spdlog/spdlog.h>
 
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
@@ -93,6 +96,8 @@ void BlockGraphs::run(bool eligible, const std::vector<at::Tensor*>& state, cons
     for (size_t j = 0; j < state.size(); ++j) *state[j] = outputs[j].defined() ? outputs[j].clone() : at::Tensor();
   };
 
+  spdlog::debug("CUDA graphs: key {:016x} ({} of {} bytes), {} run(s) before, {} graph(s)", std::hash<std::string>{}(key),
+                fixed.size(), key.size(), I.eager_runs.count(key) ? I.eager_runs.at(key) : 0, I.graphs.size());
   if (auto it = I.graphs.find(key); it != I.graphs.end()) {
     Impl::Captured& g = *it->second;
     for (size_t j = 0; j < state.size(); ++j)
