@@ -11,6 +11,7 @@
 #include "lib/comm/agreement.h"
 #include "lib/comm/launch.h"
 #include "lib/nn/graphs.h"
+#include "lib/nn/linear.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/pipeline/memory_limit.h"
@@ -415,6 +416,7 @@ int main(int argc, char** argv) {
                                       : attention == "fp8"  ? ditgen::nn::AttentionBackend::Fp8
                                                             : ditgen::nn::AttentionBackend::Auto);
     ditgen::nn::set_cuda_graphs(cuda_graphs == "on");
+    ditgen::nn::fused_residual_on();  // a malformed DITGEN_FUSED_RESIDUAL ends the run now
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     const ModelCommand* generate = nullptr;

@@ -297,12 +297,11 @@ if [[ $what == profile ]]; then
             $D verify $F/$c --device cuda --dtype bf16 --attention $be --tolerance 1 2>&1 | grep -vE "^\s*$" | tail -6 | sed "s|^|[bf16 attention $be $c] |" | tee -a "$summary"
           done
         done ;;
-      # The same steps with the residual's GEMM epilogue off (nn::linear_residual), for its A/B.
+      # -v: LTX-2's text-key decisions and the CUDA graph keys of each forward.
       ltx2_verbose) EXT=mp4 prof ltx2_default_verbose -v ltx2 --steps 4 --save-frames
         grep -E "text keys|CUDA graphs" /tmp/ltx2_default_verbose.log | head -24 | tee -a "$summary" ;;
+      # The same step with the residual's GEMM epilogue off (nn::linear_residual: LTX-2's ungated residuals).
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
-      flux2_unfused) DITGEN_FUSED_RESIDUAL=0 prof flux2_1024_unfused flux2 --steps 4 ;;
-      qwen_unfused) DITGEN_FUSED_RESIDUAL=0 prof qwen_t128_unfused "${qwen[@]}" ;;
       *_peer) PEER_MODES=compile peers ${row%_peer} ;;
     esac
   done

@@ -96,8 +96,10 @@ void BlockGraphs::run(bool eligible, const std::vector<at::Tensor*>& state, cons
     for (size_t j = 0; j < state.size(); ++j) *state[j] = outputs[j].defined() ? outputs[j].clone() : at::Tensor();
   };
 
-  spdlog::debug("CUDA graphs: key {:016x} ({} of {} bytes), {} run(s) before, {} graph(s)", std::hash<std::string>{}(key),
-                fixed.size(), key.size(), I.eager_runs.count(key) ? I.eager_runs.at(key) : 0, I.graphs.size());
+  if (spdlog::should_log(spdlog::level::debug))  // which forwards share a graph (-v)
+    spdlog::debug("CUDA graphs: key {:016x} ({} fixed tensors), {} run(s) before, {} graph(s)",
+                  std::hash<std::string>{}(key), fixed.size(), I.eager_runs.count(key) ? I.eager_runs.at(key) : 0,
+                  I.graphs.size());
   if (auto it = I.graphs.find(key); it != I.graphs.end()) {
     Impl::Captured& g = *it->second;
     for (size_t j = 0; j < state.size(); ++j)

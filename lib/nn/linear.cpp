@@ -73,15 +73,16 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
   return linear(swiglu_concat(a, gate_up), l);
 }
 
-namespace {
 bool fused_residual_on() {
   static const bool on = [] {
     const char* v = std::getenv("DITGEN_FUSED_RESIDUAL");
-    return v == nullptr || std::string(v) != "0";
+    DITGEN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1",
+                 "DITGEN_FUSED_RESIDUAL='{}': expected 1 (the residual in the GEMM's epilogue) or 0 (apart)",
+                 v ? v : "");
+    return v == nullptr || std::string(v) == "1";
   }();
   return on;
 }
-}  // namespace
 
 at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
                            const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
@@ -93,7 +94,8 @@ at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linea
                     x.numel() >= kMinElements && (dt == at::kBFloat16 || dt == at::kFloat) &&
                     l.weight.scalar_type() == dt && a.scalar_type() == dt && x.dim() == 3 && a.dim() == 3 &&
                     a.size(0) == x.size(0) && a.size(1) == x.size(1) && x.is_contiguous() && a.is_contiguous() &&
-                    l.weight.is_contiguous() && (!bias.defined() || (bias.scalar_type() == dt && bias.numel() == x.size(2)));
+                    l.weight.is_contiguous() &&
+                    (!bias.defined() || (bias.scalar_type() == dt && bias.numel() == x.size(2)));
   if (fits) {
     at::Tensor out = at::empty_like(x);
     auto rows = [](const at::Tensor& t) { return t.view({-1, t.size(2)}); };
@@ -104,6 +106,26 @@ at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linea
   at::Tensor y = linear(a, l);
   if (reduce) reduce(y);
   return gated_residual(x, y, gate, bias);
+}
+
+at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
+                                  const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
+                                  const at::Tensor& gate,
+                                  const std::function<void(at::Tensor&)>& reduce) {
+  if (!out.is_fp8())
+    return linear_residual(x, linear_gelu_tanh(in_x, in, in_bias), out, out_bias, gate, reduce);
+  at::Tensor y = gelu_tanh_mlp(in_x, in, in_bias, out);
+  if (reduce) reduce(y);
+  return gated_residual(x, y, gate, out_bias);
+}
+
+at::Tensor swiglu_concat_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,
+                                  const Linear& l, const at::Tensor& gate,
+                                  const std::function<void(at::Tensor&)>& reduce) {
+  if (!l.is_fp8()) return linear_residual(x, swiglu_concat(a, gate_up), l, {}, gate, reduce);
+  at::Tensor y = swiglu_concat_linear(a, gate_up, l);
+  if (reduce) reduce(y);
+  return gated_residual(x, y, gate, {});
 }
 
 std::string fp8_unavailable_reason(const at::Device& device) {

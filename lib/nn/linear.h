@@ -58,6 +58,22 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
 // else the linear, `reduce`, then gated_residual (DITGEN_FUSED_RESIDUAL=0 forces this, for measurements).
 at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
                            const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce = {});
+// The DITGEN_FUSED_RESIDUAL switch: unset or 1 on, 0 off; any other value ends the run naming it (read once;
+// call it at start-up).
+bool fused_residual_on();
+
+// x + gate * (gelu_tanh_mlp(in_x, in, in_bias, out) + out_bias), `reduce` on the MLP's output first: a GELU
+// MLP into the residual stream. FP8: the GELU in the second GEMM's quantiser (gelu_tanh_mlp); else the GELU
+// in the first GEMM's epilogue and linear_residual.
+at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
+                                  const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
+                                  const at::Tensor& gate,
+                                  const std::function<void(at::Tensor&)>& reduce = {});
+// x + gate * swiglu_concat_linear(a, gate_up, l), `reduce` on the product first: FP8 with the fused quantiser
+// pass, else swiglu_concat and linear_residual.
+at::Tensor swiglu_concat_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,
+                                  const Linear& l, const at::Tensor& gate,
+                                  const std::function<void(at::Tensor&)>& reduce = {});
 
 // Whether this build runs FP8 linears on `device` ("" if it can, else why not, naming what to change).
 std::string fp8_unavailable_reason(const at::Device& device);

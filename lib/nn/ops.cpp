@@ -109,6 +109,7 @@ int64_t fp8_attention_min_tokens() {
 }
 #endif
 
+#if TORCH_VERSION_MAJOR >= 2  // the fused kernels' entry (LibTorch 1.13, the CPU build's, has none)
 // --attention fp8 where FP8 attention does not apply: bf16 attention, said once per reason.
 void warn_fp8_declined(const std::string& why, const at::Tensor& q, const at::Tensor& k) {
   static std::mutex mutex;
@@ -166,6 +167,7 @@ std::optional<AttentionLse> fused_attention(const at::Tensor& q, const at::Tenso
   return std::nullopt;
 #endif
 }
+#endif
 
 }  // namespace
 

@@ -154,18 +154,6 @@ at::Tensor Transformer::embed_time(const at::Tensor& v, const at::Tensor& w1, co
   return nn::linear(at::silu(nn::linear(f, w1)), w2);                           // [B, D]
 }
 
-at::Tensor Transformer::swiglu_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,
-                                        const nn::Linear& w, const at::Tensor& gate) const {
-  if (w.is_fp8())  // the SwiGLU, concatenation and quantisation in one pass (nn::swiglu_concat_linear)
-    return nn::gated_residual(x, tp_sum(nn::swiglu_concat_linear(a, gate_up, w)), gate, {});
-  return nn::linear_residual(x, nn::swiglu_concat(a, gate_up), w, {}, gate, parallel::tp_sum_of(*ctx_));
-}
-
-at::Tensor Transformer::tp_sum(at::Tensor y) const {
-  parallel::tp_all_reduce(y, *ctx_);
-  return y;
-}
-
 at::Tensor Transformer::rope(const at::Tensor& img_ids, const at::Tensor& txt_ids) const {
   // Each rank's chunks keep their global positions through the ids (split before the tables).
   const at::Device dev = x_embedder_.device();
@@ -258,11 +246,11 @@ void Transformer::double_block(const DoubleBlock& b, State& s) const {
   const auto tp = parallel::tp_sum_of(*ctx_);
   s.x = nn::linear_residual(s.x, O.narrow(1, L, N), b.to_out, {}, m[2], tp);
   at::Tensor ff = nn::linear(nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.ff_in);  // [B, N, 2F/tp]
-  s.x = swiglu_residual(s.x, at::Tensor(), ff, b.ff_out, m[5]);
+  s.x = nn::swiglu_concat_residual(s.x, at::Tensor(), ff, b.ff_out, m[5], tp);
 
   s.c = nn::linear_residual(s.c, O.narrow(1, 0, L), b.to_add_out, {}, mc[2], tp);
   at::Tensor fc = nn::linear(nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.ff_ctx_in);
-  s.c = swiglu_residual(s.c, at::Tensor(), fc, b.ff_ctx_out, mc[5]);
+  s.c = nn::swiglu_concat_residual(s.c, at::Tensor(), fc, b.ff_ctx_out, mc[5], tp);
 }
 
 void Transformer::single_block(const SingleBlock& b, State& s) const {
@@ -277,7 +265,8 @@ void Transformer::single_block(const SingleBlock& b, State& s) const {
   at::Tensor v = heads(2 * dl);
   at::Tensor a = parallel::attention(q, k, v, s.local_lens, *ctx_).reshape({B, S, dl});
   // [attention | SwiGLU(gate, up)] through the output projection (one fused pass under --fp8).
-  s.h = swiglu_residual(s.h, a, P.narrow(-1, 3 * dl, 2 * mlp_local_), b.to_out, m[2]);
+  s.h = nn::swiglu_concat_residual(s.h, a, P.narrow(-1, 3 * dl, 2 * mlp_local_), b.to_out, m[2],
+                                   parallel::tp_sum_of(*ctx_));
 }
 
 void Transformer::run_double_blocks(State& s, int64_t begin, int64_t end) const {

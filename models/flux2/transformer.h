@@ -113,10 +113,6 @@ class Transformer {
   at::Tensor embed_time(const at::Tensor& v, const at::Tensor& w1, const at::Tensor& w2, at::ScalarType dt) const;
   void double_block(const DoubleBlock& b, State& s) const;
   void single_block(const SingleBlock& b, State& s) const;
-  at::Tensor tp_sum(at::Tensor partial) const;  // a row-parallel product's partial sums, all-reduced
-  // x + gate * ([a | SwiGLU(gate_up)] @ w^T): an MLP's (or the single block's) output into the residual stream.
-  at::Tensor swiglu_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up, const nn::Linear& w,
-                             const at::Tensor& gate) const;
 
   TransformerConfig cfg_;
   std::shared_ptr<parallel::Context> ctx_;

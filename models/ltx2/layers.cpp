@@ -192,12 +192,7 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 
 at::Tensor ff_residual(const FeedForward& f, const at::Tensor& x, const at::Tensor& in, const at::Tensor& gate,
                        const parallel::Context& ctx) {
-  if (f.out.w.is_fp8()) {  // the GELU in the second GEMM's activation quantiser (nn::gelu_tanh_mlp)
-    at::Tensor o = nn::gelu_tanh_mlp(in, f.in.w, f.in.b, f.out.w);
-    parallel::tp_all_reduce(o, ctx);
-    return nn::gated_residual(x, o, gate, f.out.b);
-  }
-  return nn::linear_residual(x, nn::linear_gelu_tanh(in, f.in.w, f.in.b), f.out.w, f.out.b, gate, parallel::tp_sum_of(ctx));
+  return nn::gelu_tanh_mlp_residual(x, in, f.in.w, f.in.b, f.out.w, f.out.b, gate, parallel::tp_sum_of(ctx));
 }
 
 }  // namespace ditgen::ltx2

@@ -243,12 +243,9 @@ void Transformer::block(const Block& b, State& s, bool last) const {
   auto residual = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& a, const Linear& l) {
     return nn::linear_residual(t, a, l.w, l.b, gate, tp);
   };
-  // t + gate * GELU MLP(x); under --fp8 the GELU in the second GEMM's quantiser (nn::gelu_tanh_mlp).
+  // t + gate * GELU MLP(x).
   auto mlp = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& x, const Linear& in, const Linear& out) {
-    if (!out.w.is_fp8()) return residual(t, gate, nn::linear_gelu_tanh(x, in.w, in.b), out);
-    at::Tensor y = nn::gelu_tanh_mlp(x, in.w, in.b, out.w);
-    parallel::tp_all_reduce(y, *ctx_);
-    return nn::gated_residual(t, y, gate, out.b);
+    return nn::gelu_tanh_mlp_residual(t, x, in.w, in.b, out.w, out.b, gate, tp);
   };
   s.x = residual(s.x, m[2], O.narrow(1, L, N), b.to_out);
   s.x = mlp(s.x, m[5], nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out);
