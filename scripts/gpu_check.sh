@@ -249,6 +249,9 @@ if [[ $what == profile ]]; then
     timeout 400 $D "$@" --random-weights --warmup 1 --warmup-steps 2 --track-memory --profile "$OUT/profile/$tag" \
       -o /tmp/bench/$tag.${EXT:-png} > /tmp/$tag.log 2>&1
     note "$tag ($*): rc=$? $(grep -E 'per step' /tmp/$tag.log)"; tail -40 /tmp/$tag.log > "$OUT/profile/$tag.log"
+    # Where the GPU idles in the profiled step (host syncs, launch gaps): the first line into the summary.
+    [[ -e $OUT/profile/$tag/trace_rank0.json ]] && python3 scripts/trace_gaps.py "$OUT/profile/$tag/trace_rank0.json" \
+      > "$OUT/profile/$tag.gaps.md" 2>&1 && note "  gaps: $(head -1 "$OUT/profile/$tag.gaps.md")"
     cp /tmp/bench/$tag.json "$OUT/profile/" 2>/dev/null; gzip -f "$OUT"/profile/$tag/trace_rank*.json 2>/dev/null
   }
   qwen=(qwen-image -H 1024 -W 1024 --steps 4 --true-cfg-scale 1 --max-sequence-length 128)
@@ -302,7 +305,7 @@ if [[ $what == profile ]]; then
         grep -E "text keys|CUDA graphs" /tmp/ltx2_default_verbose.log | head -24 | tee -a "$summary" ;;
       # The same step with the residual's GEMM epilogue off (nn::linear_residual: LTX-2's ungated residuals).
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
-      *_peer) PEER_MODES=compile peers ${row%_peer} ;;
+      *_peer) PEER_MODES=${PEER_MODES:-compile} peers ${row%_peer} ;;  # PEER_MODES="eager compile": both
     esac
   done
   # One file back: the device tool returns a limited number of files.

@@ -54,6 +54,11 @@ std::string block_of_key(const std::string& key) {
   }
 }
 
+bool stays_on_device(const std::string& key) {
+  const std::string t = "scale_shift_table";
+  return key.size() >= t.size() && key.compare(key.size() - t.size(), t.size(), t) == 0;
+}
+
 WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_ranks, at::ScalarType dtype,
                                 bool fp8_transformer, int offload_depth) {
   WeightEstimate w;
@@ -81,7 +86,7 @@ WeightEstimate estimate_weights(const std::string& model_path, int tp, int text_
       // --fp8: the transformer's 2-D weights (its linears) at one byte each (their scales are negligible).
       const bool fp8 = fp8_transformer && c == "transformer" && fp && info.shape.size() == 2;
       const int64_t b = n * (fp8 ? 1 : fp ? std::max<int64_t>(run_size, 1) : element_size(info.dtype));
-      const std::string block = streamed ? block_of_key(key) : "";
+      const std::string block = streamed && !stays_on_device(key) ? block_of_key(key) : "";
       (block.empty() ? bytes : blocks[block]) += b;
     }
     const int ranks = c == "transformer" ? std::max(tp, 1) : c == "text_encoder" ? std::max(text_ranks, 1) : 1;

@@ -27,6 +27,9 @@ struct WeightEstimate {
 // The block a checkpoint key belongs to ("transformer_blocks.3.", "single_transformer_blocks.0.",
 // "language_model.model.layers.12."), or "" for a key outside the repeated blocks.
 std::string block_of_key(const std::string& key);
+// Whether --offload keeps this block key on the device: LTX-2's per-block modulation tables (a few KB each),
+// which it stacks for all blocks so that a forward modulates every block at once.
+bool stays_on_device(const std::string& key);
 
 // The tensors of each component folder of a diffusers `model_path` (from the safetensors headers only),
 // converted to `dtype`; the transformer divided over `tp` ranks and the text encoder over `text_ranks`;

@@ -200,6 +200,7 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
   audio_scale_shift_table_ = wb.get("audio_scale_shift_table", {2, Da}, Shard::replicated(), Init::Bias);
 
   blocks_.reserve(cfg_.num_layers);
+  std::array<std::vector<at::Tensor>, 4> tables;  // stacked into tables_ after the loop
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
     const nn::Weights b = wb.pp("transformer_blocks").pp(i);
     Block k;
@@ -211,12 +212,13 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
     k.v2a = load_attention(b.pp("video_to_audio_attn"), Da, D, Ha, hda, Da, tp, fp8);  // Q audio, K/V video
     k.ff = load_feed_forward(b.pp("ff"), D, 4 * D, fp8);
     k.audio_ff = load_feed_forward(b.pp("audio_ff"), Da, 4 * Da, fp8);
-    k.table = b.get("scale_shift_table", {6, D}, Shard::replicated(), Init::Bias);
-    k.audio_table = b.get("audio_scale_shift_table", {6, Da}, Shard::replicated(), Init::Bias);
-    k.video_av_table = b.get("video_a2v_cross_attn_scale_shift_table", {5, D}, Shard::replicated(), Init::Bias);
-    k.audio_av_table = b.get("audio_a2v_cross_attn_scale_shift_table", {5, Da}, Shard::replicated(), Init::Bias);
+    tables[0].push_back(b.get("scale_shift_table", {6, D}, Shard::replicated(), Init::Bias));
+    tables[1].push_back(b.get("audio_scale_shift_table", {6, Da}, Shard::replicated(), Init::Bias));
+    tables[2].push_back(b.get("video_a2v_cross_attn_scale_shift_table", {5, D}, Shard::replicated(), Init::Bias));
+    tables[3].push_back(b.get("audio_a2v_cross_attn_scale_shift_table", {5, Da}, Shard::replicated(), Init::Bias));
     blocks_.push_back(std::move(k));
   }
+  tables_ = {at::stack(tables[0]), at::stack(tables[1]), at::stack(tables[2]), at::stack(tables[3])};
 }
 
 // ---- forward ------------------------------------------------------------------------------------
@@ -230,15 +232,37 @@ std::pair<at::Tensor, at::Tensor> Transformer::embed(const AdaLN& a, const at::T
 
 namespace {
 
-// get_mod: rows of `table` [k, W] plus the modulation [B, T, k*W] viewed [B, T, k, W] -> k tensors [B, T, W]
-// (T = 1: one timestep per sample; T = this rank's tokens: per-token timesteps).
-std::vector<at::Tensor> modulation(const at::Tensor& table, const at::Tensor& mod) {
-  const int64_t k = table.size(0), W = table.size(1);
-  at::Tensor m = table.view({1, 1, k, W}) + mod.view({mod.size(0), mod.size(1), k, W});
-  std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < k; ++i) out.push_back(m.select(2, i));
-  return out;
-}
+// get_mod for the blocks [begin, end): block i's rows of `tables` [L, k, W] plus the modulation [B, T, k*W]
+// viewed [B, T, k, W], as k contiguous tensors [B, T, W] (T = 1: one timestep per sample; T = this rank's
+// tokens: per-token timesteps). The rows in `scale_rows` come as 1 + scale, the multiplier the modulation
+// uses, rounded as (table + mod) + 1 like the reference. With one timestep per sample every block's rows are
+// made at once, a few kernels a forward instead of a dozen a block; per-token rows (the size of the
+// activations, times the blocks) are made block by block.
+class Modulation {
+ public:
+  Modulation(const at::Tensor& tables, const at::Tensor& mod, std::vector<int64_t> scale_rows, int64_t begin,
+             int64_t end)
+      : tables_(tables), mod_(mod), scale_rows_(std::move(scale_rows)), begin_(begin) {
+    if (mod.size(1) == 1) all_ = rows(tables.narrow(0, begin, end - begin));
+  }
+  std::vector<at::Tensor> block(int64_t i) const {
+    const at::Tensor m = all_.defined() ? all_[i - begin_] : rows(tables_.narrow(0, i, 1))[0];  // [k, B, T, W]
+    std::vector<at::Tensor> out;
+    for (int64_t r = 0; r < m.size(0); ++r) out.push_back(m[r]);
+    return out;
+  }
+
+ private:
+  at::Tensor rows(const at::Tensor& t) const {  // [n, k, W] -> [n, k, B, T, W]
+    const int64_t n = t.size(0), k = t.size(1), W = t.size(2), B = mod_.size(0), T = mod_.size(1);
+    at::Tensor m = t.view({n, k, 1, 1, W}) + mod_.view({B, T, k, W}).permute({2, 0, 1, 3}).unsqueeze(0);
+    for (int64_t r : scale_rows_) m.select(1, r).add_(1);
+    return m;
+  }
+  at::Tensor tables_, mod_, all_;
+  std::vector<int64_t> scale_rows_;
+  int64_t begin_;
+};
 
 at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
   return at::addcmul(shift, x, 1 + scale);
@@ -400,15 +424,22 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   auto residual = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& o, const Attention& a) {
     return out_residual(a, t, o, gate, *ctx_);
   };
-  // modulate(rms(t), scale, shift) as one pass on the GPU.
-  auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale, const at::Tensor& shift) {
-    return nn::rms_modulate(t, cfg_.norm_eps, 1 + scale, shift);
+  // modulate(rms(t), 1 + scale, shift) as one pass on the GPU.
+  auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale1, const at::Tensor& shift) {
+    return nn::rms_modulate(t, cfg_.norm_eps, scale1, shift);
   };
   auto run_blocks = [&](int64_t begin, int64_t end) {
+  // shift, 1 + scale, gate (MSA), shift, 1 + scale, gate (MLP); the A/V tables' first four rows are
+  // (1 + scale, shift) of a2v then of v2a, their fifth the gate.
+  const Modulation mod_v(tables_.video, temb_v, {1, 4}, begin, end), mod_a(tables_.audio, temb_a, {1, 4}, begin, end);
+  const Modulation av_v(tables_.video_av.narrow(1, 0, 4), ca_v, {0, 2}, begin, end);
+  const Modulation av_a(tables_.audio_av.narrow(1, 0, 4), ca_a, {0, 2}, begin, end);
+  const Modulation gate_av_v(tables_.video_av.narrow(1, 4, 1), gate_v, {}, begin, end);
+  const Modulation gate_av_a(tables_.audio_av.narrow(1, 4, 1), gate_a, {}, begin, end);
   for (int64_t i = begin; i < end; ++i) {
     const Block& b = blocks_[i];
-    const auto mv = modulation(b.table, temb_v);        // shift, scale, gate (MSA), shift, scale, gate (MLP)
-    const auto ma = modulation(b.audio_table, temb_a);
+    const auto mv = mod_v.block(i);
+    const auto ma = mod_a.block(i);
     const at::Tensor nx0 = rms_mod(x, mv[1], mv[0]);
     x = residual(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), b.attn1);
     const at::Tensor ny0 = rms_mod(y, ma[1], ma[0]);
@@ -422,10 +453,8 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
 
     // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
     const at::Tensor x_in = x, y_in = y;
-    const auto cv = modulation(b.video_av_table.narrow(0, 0, 4), ca_v);  // a2v scale, shift, v2a scale, shift
-    const auto ca = modulation(b.audio_av_table.narrow(0, 0, 4), ca_a);
-    const at::Tensor g_a2v = modulation(b.video_av_table.narrow(0, 4, 1), gate_v)[0];
-    const at::Tensor g_v2a = modulation(b.audio_av_table.narrow(0, 4, 1), gate_a)[0];
+    const auto cv = av_v.block(i), ca = av_a.block(i);
+    const at::Tensor g_a2v = gate_av_v.block(i)[0], g_v2a = gate_av_a.block(i)[0];
     x = residual(x, g_a2v, attend(b.a2v, rms_mod(x_in, cv[0], cv[1]), rms_mod(y_in, ca[0], ca[1]), &r.cross_video,
                                   &r.cross_audio, Keys::OtherStream, Na), b.a2v);
     y = residual(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
@@ -441,7 +470,10 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   if (cache == nullptr) {
     // As one CUDA graph where no collective or copy runs inside (one rank per replica, resident blocks).
     std::vector<at::Tensor*> state{&x, &y, &temb_v, &temb_a, &ca_v, &ca_a, &gate_v, &gate_a};
-    for (TextContext* c : {&contexts.first, &contexts.second}) {  // text keys not kept: the contexts are inputs
+    // Text keys not kept: the contexts are inputs. Kept: the blocks do not read the contexts (set only when the
+    // slot was just filled), and leaving them out keeps that forward's graph the one of the later forwards.
+    for (TextContext* c : {&contexts.first, &contexts.second}) {
+      if (text) break;
       if (c->all.defined()) state.push_back(&c->all);
       for (at::Tensor& t : c->items) state.push_back(&t);
     }

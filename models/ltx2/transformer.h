@@ -82,6 +82,7 @@ class Transformer {
   Output forward(const TransformerInput& in, cache::Cache* cache = nullptr, int branch = 0) const;
 
   const TransformerConfig& config() const { return cfg_; }
+  int64_t graphs_captured() const { return graphs_.captured(); }  // CUDA graphs of the blocks (for the tests)
 
   // The rotary tables of a generation (positions fixed, so computed once): this rank's tokens.
   struct Ropes {
@@ -109,13 +110,17 @@ class Transformer {
   struct Block {
     Attention attn1, audio_attn1, attn2, audio_attn2, a2v, v2a;
     FeedForward ff, audio_ff;
-    at::Tensor table, audio_table, video_av_table, audio_av_table;  // [6, D], [6, Da], [5, D], [5, Da]
     template <class F>
     void tensors(F&& f) {
-      nn::each_tensor(f, attn1, audio_attn1, attn2, audio_attn2, a2v, v2a, ff, audio_ff, table, audio_table,
-                      video_av_table, audio_av_table);
+      nn::each_tensor(f, attn1, audio_attn1, attn2, audio_attn2, a2v, v2a, ff, audio_ff);
     }
   };
+  // Every block's modulation tables stacked (on the device, also with --offload: 6.5 MB at real size), so
+  // that a forward adds the embedded timestep to all of them at once.
+  struct Tables {
+    at::Tensor video, audio, video_av, audio_av;  // [L, 6, D], [L, 6, Da], [L, 5, D], [L, 5, Da]
+  };
+  Tables tables_;
 
   // Every block's text keys and values (video and audio cross-attention) for one pair of text contexts: the
   // text does not change over the denoising steps, so they are projected once per prompt instead of once per

@@ -7,8 +7,14 @@
 
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
+
 #include "lib/nn/graphs.h"
+#include "lib/nn/weights.h"
+#include "lib/parallel/context.h"
+#include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
+#include "models/ltx2/transformer.h"
 
 using namespace ditgen;
 
@@ -84,6 +90,41 @@ TEST_CASE("block graphs: a shape of its own gets its own graph; ineligible or sw
   // More shapes than it keeps: the older graphs go (their memory pool with them), results stay right.
   for (int64_t rows : {72, 72, 88, 88, 104, 104, 120, 120}) once(rows, true);
   CHECK(graphs.captured() <= 4);
+}
+
+TEST_CASE("LTX-2 with kept text keys: a new prompt of the same length replays the step's graph", "[cuda]") {
+  require_gpu();
+  const auto cfg = ltx2::TransformerConfig::from_json(
+      nlohmann::json::parse(embedded_configs().at("ltx2"))["tiny"]["transformer"], "tiny");
+  const auto weights = std::make_shared<nn::RandomSource>(23);
+  const auto make = [&] {
+    return ltx2::Transformer(cfg, nn::Weights(weights, at::kFloat, at::kCUDA), parallel::Context::single());
+  };
+  const ltx2::Transformer kept = make();
+  at::manual_seed(8);
+  const auto f = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  auto prompt = [&] {
+    ltx2::TransformerInput in;
+    in.frames = 2;
+    in.height = 2;
+    in.width = 3;
+    in.hidden_states = at::randn({1, 12, cfg.in_channels}, f);
+    in.audio_hidden_states = at::randn({1, 5, cfg.audio_in_channels}, f);
+    in.encoder_hidden_states = at::randn({1, 4, cfg.caption_channels}, f);
+    in.audio_encoder_hidden_states = at::randn({1, 4, cfg.caption_channels}, f);
+    in.timestep = at::full({1}, 600.0f, f);
+    return in;
+  };
+  const auto one = prompt(), other = prompt();
+  for (int i = 0; i < 3; ++i) kept.forward(one);  // eager, captured, replayed
+  CHECK(kept.graphs_captured() == 1);
+  // The prompt's first forward projects its keys into the slot: the same graph, which reads them there.
+  for (const auto* in : {&other, &other, &one}) {
+    const auto a = kept.forward(*in), b = make().forward(*in);
+    CHECK(at::allclose(a.video, b.video, 1e-5, 1e-5));
+    CHECK(at::allclose(a.audio, b.audio, 1e-5, 1e-5));
+  }
+  CHECK(kept.graphs_captured() == 1);
 }
 
 TEST_CASE("blocks that cannot be captured (a host read inside) end with an error naming --cuda-graphs off",

@@ -104,7 +104,7 @@ class BlockBytes : public nn::WrappedSource {
   at::Tensor load(const std::string& key, const std::vector<int64_t>& full_shape, const io::Slice& slice,
                   at::ScalarType dtype, const at::Device& device, nn::Init init) override {
     at::Tensor t = WrappedSource::load(key, full_shape, slice, dtype, device, init);
-    if (!pipeline::block_of_key(key).empty()) bytes += static_cast<int64_t>(t.nbytes());
+    if (!pipeline::block_of_key(key).empty() && !pipeline::stays_on_device(key)) bytes += static_cast<int64_t>(t.nbytes());
     return t;
   }
   int64_t bytes = 0;
