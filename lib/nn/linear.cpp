@@ -84,8 +84,11 @@ bool fused_residual_on() {
   return on;
 }
 
-at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
-                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
+namespace {
+
+// x + a @ l^T + bias as one cuBLASLt GEMM with x in its epilogue, where that applies (linear_residual).
+at::Tensor epilogue_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                             const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
 #ifdef DITGEN_CUDA
   // Below about a million elements the separate pass costs a few microseconds: not worth another GEMM plan.
   constexpr int64_t kMinElements = 1 << 20;
@@ -102,10 +105,45 @@ at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linea
     if (residual_gemm_cuda(rows(out), rows(x), rows(a), l.weight, bias)) return out;
     // else cuBLASLt had no algorithm for the shape: the plain ops
   }
+#else
+  (void)x, (void)a, (void)l, (void)bias, (void)gate, (void)reduce;
 #endif
+  return {};
+}
+
+}  // namespace
+
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
+  if (at::Tensor out = epilogue_residual(x, a, l, bias, gate, reduce); out.defined()) return out;
   at::Tensor y = linear(a, l);
   if (reduce) reduce(y);
   return gated_residual(x, y, gate, bias);
+}
+
+namespace {
+
+// The norms of a residual's result as passes of their own (DITGEN_FUSED_RESIDUAL=0, for measurements).
+ResidualNorms norms_apart(const at::Tensor& x, double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  ResidualNorms r{x, {}};
+  for (const auto& [scale1, shift] : mods) r.norms.push_back(rms_modulate(x, eps, scale1, shift));
+  return r;
+}
+
+}  // namespace
+
+ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                                    const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
+                                    double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  if (!fused_residual_on()) return norms_apart(linear_residual(x, a, l, bias, gate, reduce), eps, mods);
+  if (at::Tensor out = epilogue_residual(x, a, l, bias, gate, reduce); out.defined()) {
+    ResidualNorms r = gated_residual_rms(out, {}, {}, {}, eps, mods);  // the norms in one read of the result
+    r.x = out;
+    return r;
+  }
+  at::Tensor y = linear(a, l);
+  if (reduce) reduce(y);
+  return gated_residual_rms(x, y, gate, bias, eps, mods);
 }
 
 at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
@@ -117,6 +155,19 @@ at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, c
   at::Tensor y = gelu_tanh_mlp(in_x, in, in_bias, out);
   if (reduce) reduce(y);
   return gated_residual(x, y, gate, out_bias);
+}
+
+ResidualNorms gelu_tanh_mlp_residual_norms(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
+                                           const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
+                                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
+                                           double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  if (!fused_residual_on())
+    return norms_apart(gelu_tanh_mlp_residual(x, in_x, in, in_bias, out, out_bias, gate, reduce), eps, mods);
+  if (!out.is_fp8())
+    return linear_residual_norms(x, linear_gelu_tanh(in_x, in, in_bias), out, out_bias, gate, reduce, eps, mods);
+  at::Tensor y = gelu_tanh_mlp(in_x, in, in_bias, out);
+  if (reduce) reduce(y);
+  return gated_residual_rms(x, y, gate, out_bias, eps, mods);
 }
 
 at::Tensor swiglu_concat_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,

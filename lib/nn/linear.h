@@ -6,7 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <utility>
+#include <vector>
 
+#include "lib/nn/ops.h"
 #include "lib/nn/weights.h"
 
 namespace ditgen::nn {
@@ -58,6 +61,12 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
 // else the linear, `reduce`, then gated_residual (DITGEN_FUSED_RESIDUAL=0 forces this, for measurements).
 at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
                            const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce = {});
+// linear_residual, and the RMS norms of its result that the next layers take, each modulated by its
+// (1 + scale, shift) pair in `mods` (nn::gated_residual_rms): in the residual's own pass where it has one (a gate,
+// `reduce`, FP8), else in one read of the GEMM's result. DITGEN_FUSED_RESIDUAL=0: every norm a pass of its own.
+ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                                    const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
+                                    double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods);
 // The DITGEN_FUSED_RESIDUAL switch: unset or 1 on, 0 off; any other value ends the run naming it (read once;
 // call it at start-up).
 bool fused_residual_on();
@@ -69,6 +78,11 @@ at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, c
                                   const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
                                   const at::Tensor& gate,
                                   const std::function<void(at::Tensor&)>& reduce = {});
+// gelu_tanh_mlp_residual and the RMS norms of its result, as linear_residual_norms.
+ResidualNorms gelu_tanh_mlp_residual_norms(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
+                                           const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
+                                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
+                                           double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods);
 // x + gate * swiglu_concat_linear(a, gate_up, l), `reduce` on the product first: FP8 with the fused quantiser
 // pass, else swiglu_concat and linear_residual.
 at::Tensor swiglu_concat_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,

@@ -434,6 +434,81 @@ at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Te
   return gate.defined() ? at::addcmul(x, gate, t) : x + t;
 }
 
+namespace {
+
+#ifdef DITGEN_CUDA
+// gated_residual_rms as one kernel, or nothing where the rows, the gate, the bias or a modulation do not fit
+// its vector form (gated_residual_rms_bf16).
+std::optional<ResidualNorms> fused_gated_residual_rms(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias, double eps,
+    const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  auto bf16 = [](const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 && t.is_cuda(); };
+  if (!fusable_bf16_rows(x) || !aligned(x) || x.size(2) % 8 != 0 || x.size(2) > kGatedResidualRmsMaxD)
+    return std::nullopt;
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+  const bool y_fits = !y.defined() || (bf16(y) && y.sizes() == x.sizes() && y.is_contiguous() && aligned(y));
+  const bool gate_fits = !gate.defined() || (bf16(gate) && gate.dim() == 3 && gate.size(0) == B &&
+                                             (gate.size(1) == 1 || gate.size(1) == S) && gate.size(2) == D &&
+                                             gate.stride(2) == 1 && gate.stride(0) % 8 == 0 &&
+                                             (gate.size(1) == 1 || gate.stride(1) % 8 == 0) && aligned(gate));
+  const bool bias_fits =
+      !bias.defined() || (bf16(bias) && bias.numel() == D && bias.is_contiguous() && aligned(bias));
+  if (!y_fits || !gate_fits || !bias_fits) return std::nullopt;
+  auto modulation_fits = [&](const at::Tensor& t) {
+    return bf16(t) && t.dim() == 3 && t.size(0) == B && (t.size(1) == 1 || t.size(1) == S) && t.size(2) == D;
+  };
+  std::vector<at::Tensor> modulations;  // contiguous (scale1, shift) of each pair, alive until the launch
+  std::vector<RmsModulation> outputs(mods.size());
+  for (size_t j = 0; j < mods.size(); ++j) {
+    const auto& [scale1, shift] = mods[j];
+    if (!scale1.defined()) continue;
+    if (!modulation_fits(scale1) || !modulation_fits(shift) || scale1.size(1) != shift.size(1))
+      return std::nullopt;
+    const at::Tensor sc = scale1.contiguous(), sh = shift.contiguous();
+    if (!aligned(sc) || !aligned(sh)) return std::nullopt;
+    outputs[j].scale1 = sc.data_ptr();
+    outputs[j].shift = sh.data_ptr();
+    outputs[j].batch_stride = sc.size(1) * D;
+    outputs[j].token_stride = sc.size(1) == 1 ? 0 : D;
+    modulations.push_back(sc);
+    modulations.push_back(sh);
+  }
+  ResidualNorms r{y.defined() ? at::empty(x.sizes(), x.options()) : x, {}};
+  for (RmsModulation& o : outputs) {
+    r.norms.push_back(at::empty(x.sizes(), x.options()));
+    o.out = r.norms.back().data_ptr();
+  }
+  const int64_t gate_token = gate.defined() && gate.size(1) > 1 ? gate.stride(1) : 0;
+  const bool ok = gated_residual_rms_bf16(
+      x.data_ptr(), y.defined() ? y.data_ptr() : nullptr, gate.defined() ? gate.data_ptr() : nullptr,
+      bias.defined() ? bias.data_ptr() : nullptr, y.defined() ? r.x.data_ptr() : nullptr, B * S, S, D,
+      gate.defined() ? gate.stride(0) : 0, gate_token, outputs.data(), static_cast<int>(outputs.size()),
+      static_cast<float>(eps), stream_of(x));
+  DITGEN_CHECK(ok, "the fused gated residual + RMS norm kernel failed to launch");
+  return r;
+}
+#endif
+
+}  // namespace
+
+ResidualNorms gated_residual_rms(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate,
+                                 const at::Tensor& bias, double eps,
+                                 const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  DITGEN_CHECK(mods.size() == 1 || mods.size() == 2, "gated_residual_rms: 1 or 2 modulations, got {}",
+               mods.size());
+  DITGEN_CHECK(y.defined() || (!gate.defined() && !bias.defined()),
+               "gated_residual_rms: a gate or bias without y");
+  for (const auto& [scale1, shift] : mods)
+    DITGEN_CHECK(scale1.defined() == shift.defined(), "gated_residual_rms: scale1 and shift come together");
+#ifdef DITGEN_CUDA
+  if (auto r = fused_gated_residual_rms(x, y, gate, bias, eps, mods)) return std::move(*r);
+#endif
+  ResidualNorms r{y.defined() ? gated_residual(x, y, gate, bias) : x, {}};
+  for (const auto& [scale1, shift] : mods) r.norms.push_back(rms_modulate(r.x, eps, scale1, shift));
+  return r;
+}
+
 at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
                            const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
                            const at::Tensor& sin, int64_t head_dim) {

@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <optional>
+#include <utility>
+#include <vector>
 
 namespace ditgen::nn {
 
@@ -91,6 +93,20 @@ at::Tensor swiglu_concat(const at::Tensor& a, const at::Tensor& gate_up);
 // undefined: 1), bias [D] (undefined: none; rounded into y first, as a separate add would). One vectorised
 // pass for contiguous bf16 [B, S, D] on CUDA, the ATen composition (add, addcmul) elsewhere.
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias);
+
+// x + gate * (y + bias) as gated_residual computes it (y undefined: x itself; gate and bias then too), and
+// the weightless RMS norm of that modulated by each (1 + scale, shift) pair in `mods` as rms_modulate does it
+// (a pair of undefined tensors: the plain norm; 1 or 2 pairs, each [B, 1 or S, D]). One pass over the rows
+// for contiguous bf16 [B, S, D] on CUDA with D a multiple of 8 up to 8192 and 16-byte aligned rows: x and y
+// read once (LTX-2's blocks norm every updated x); those two ops one after the other elsewhere, the same
+// values.
+struct ResidualNorms {
+  at::Tensor x;                   // [B, S, D]: the updated x (x itself when y is undefined)
+  std::vector<at::Tensor> norms;  // [B, S, D] each, in the order of `mods`
+};
+ResidualNorms gated_residual_rms(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate,
+                                 const at::Tensor& bias, double eps,
+                                 const std::vector<std::pair<at::Tensor, at::Tensor>>& mods);
 
 // RMSNorm with `weight` [D] over x [B, S, D] whose rows may be slices of wider rows held by other ranks
 // (LTX-2's QK norm across all heads under TP): `reduce`, when set, sums the per-row sums of squares

@@ -1,8 +1,9 @@
 // Fused RMS-norm passes for bf16 rows (LTX-2's blocks): the weightless RMS norm with or without the adaLN
-// modulation that follows it, and the QK RMS norm across all heads followed by the rotary embedding
-// (split halves per head or interleaved pairs). Each reads its row once and writes it once, in place
-// of the five to ten fp32 passes of the ATen composition; the roundings to bf16 sit where the
-// composition has them, and the arithmetic is fp32 as there.
+// modulation that follows it (also right after the gated residual that updates the row, or twice with two
+// modulations), and the QK RMS norm across all heads followed by the rotary embedding (split halves per head
+// or interleaved pairs). Each reads its row once and writes it once, in place of the five to ten fp32 passes
+// of the ATen composition; the roundings to bf16 sit where the composition has them, and the arithmetic is
+// fp32 as there.
 //
 // Each kernel comes in two forms. The vector form (rows, weights and tables 16-byte aligned, D a
 // multiple of 8 or 16) keeps the row in registers as 16-byte vectors between the sum of squares and the
@@ -43,6 +44,29 @@ __device__ __forceinline__ float sum_squares8(const uint4& u) {
   float sum = 0.f;
   for (int k = 0; k < 8; ++k) sum += f[k] * f[k];
   return sum;
+}
+
+// x + gate * (y + bias) of eight values, rounded as gated_residual_kernel (lib/nn/elementwise.cu) rounds
+// them: y + bias to bf16 first; the gate's product and the add then as nvcc compiles that kernel, apart (two
+// fp32 roundings) after a bias, one fma without. Written out here so that the result does not hang on this
+// kernel's own contraction.
+__device__ __forceinline__ uint4 gated_residual8(const uint4& x, const uint4& y, const uint4& gate,
+                                                 bool gated, const uint4& bias, bool biased) {
+  float a[8], t[8], k[8], c[8];
+  unpack8(x, a);
+  unpack8(y, t);
+  if (biased) {
+    unpack8(bias, c);
+    for (int e = 0; e < 8; ++e) t[e] = round_bf16(t[e] + c[e]);
+  }
+  if (gated) {
+    unpack8(gate, k);
+    for (int e = 0; e < 8; ++e)
+      a[e] = biased ? __fadd_rn(a[e], __fmul_rn(k[e], t[e])) : __fmaf_rn(k[e], t[e], a[e]);
+  } else {
+    for (int e = 0; e < 8; ++e) a[e] = a[e] + t[e];
+  }
+  return pack8(a);
 }
 
 // ---- Vector kernels -------------------------------------------------------------------------------------
@@ -108,6 +132,113 @@ __global__ void rms_modulate_vec_kernel(const __nv_bfloat16* __restrict__ x, con
       unpack8(sh[k], t);
       for (int e = 0; e < 8; ++e) f[e] = t[e] + round_bf16(f[e] * r) * kk[e];
       dst[i] = pack8(f);
+    }
+  }
+}
+
+// The norms that gated_residual_rms_vec_kernel writes, as in RmsModulation.
+struct NormOutputs {
+  const __nv_bfloat16* scale1[kGatedResidualRmsOutputs];
+  const __nv_bfloat16* shift[kGatedResidualRmsOutputs];
+  __nv_bfloat16* out[kGatedResidualRmsOutputs];
+  int64_t batch_stride[kGatedResidualRmsOutputs], token_stride[kGatedResidualRmsOutputs];
+};
+
+// gated_residual_kernel then rms_modulate_vec_kernel's row arithmetic into kOuts outputs, with the row of
+// x_out kept in registers in between: rows, vectors per thread and the order of the sum of squares as
+// rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit. The
+// bias, and a per-item gate or modulation row, are loaded once for the block's rows (as the modulation
+// there).
+template <int kVecs, int kOuts>
+__global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x,
+                                              const __nv_bfloat16* __restrict__ y,
+                                              const __nv_bfloat16* __restrict__ gate,
+                                              const __nv_bfloat16* __restrict__ bias,
+                                              __nv_bfloat16* __restrict__ x_out, NormOutputs outs,
+                                              int64_t rows, int D, int64_t tokens, int64_t gate_batch_stride,
+                                              int64_t gate_token_stride, float eps) {
+  __shared__ float shared[32];
+  const int vecs = D / 8;
+  const bool residual = y != nullptr, gated = residual && gate != nullptr,
+             biased = residual && bias != nullptr;
+  uint4 g[kVecs], c[kVecs], sc[kOuts][kVecs], sh[kOuts][kVecs];
+  int64_t gate_loaded = -1, mod_loaded[kOuts];  // the gate and modulation rows now in g, sc / sh
+#pragma unroll
+  for (int j = 0; j < kOuts; ++j) mod_loaded[j] = -1;
+  if (biased) {
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < vecs) c[k] = reinterpret_cast<const uint4*>(bias)[i];
+    }
+  }
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kModRows;
+  const int64_t last = first + kModRows < rows ? first + kModRows : rows;
+  for (int64_t row = first; row < last; ++row) {
+    uint4 v[kVecs], w[kVecs];
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      v[k] = i < vecs ? reinterpret_cast<const uint4*>(x + row * D)[i] : make_uint4(0, 0, 0, 0);
+      if (residual && i < vecs) w[k] = reinterpret_cast<const uint4*>(y + row * D)[i];
+    }
+    const int64_t b = row / tokens, s = row % tokens;
+    const int64_t gm = b * gate_batch_stride + s * gate_token_stride;
+    if (gated && gm != gate_loaded) {  // the same for the whole block; loaded alongside x
+      gate_loaded = gm;
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < vecs) g[k] = reinterpret_cast<const uint4*>(gate + gm)[i];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kOuts; ++j) {
+      const int64_t m = b * outs.batch_stride[j] + s * outs.token_stride[j];
+      if (outs.scale1[j] == nullptr || m == mod_loaded[j]) continue;
+      mod_loaded[j] = m;
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < vecs) {
+          sc[j][k] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
+          sh[j][k] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
+        }
+      }
+    }
+    if (residual) {
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= vecs) continue;  // stays zero for the sum of squares
+        v[k] = gated_residual8(v[k], w[k], g[k], gated, c[k], biased);
+        reinterpret_cast<uint4*>(x_out + row * D)[i] = v[k];
+      }
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) sum += sum_squares8(v[k]);
+    const float r = rsqrtf(block_sum(sum, shared) / static_cast<float>(D) + eps);
+#pragma unroll
+    for (int j = 0; j < kOuts; ++j) {
+      uint4* dst = reinterpret_cast<uint4*>(outs.out[j] + row * D);
+      const bool modulated = outs.scale1[j] != nullptr;
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= vecs) continue;
+        float f[8], kk[8], t[8];
+        unpack8(v[k], f);
+        if (modulated) {
+          unpack8(sc[j][k], kk);
+          unpack8(sh[j][k], t);
+          // rms_modulate_vec_kernel's t + bf16(f * r) * kk, which nvcc contracts to one fma.
+          for (int e = 0; e < 8; ++e) f[e] = __fmaf_rn(round_bf16(__fmul_rn(f[e], r)), kk[e], t[e]);
+        } else {
+          for (int e = 0; e < 8; ++e) f[e] = __fmul_rn(f[e], r);
+        }
+        dst[i] = pack8(f);
+      }
     }
   }
 }
@@ -348,6 +479,29 @@ void launch_rms_modulate_vec(const void* x, const void* scale1, const void* shif
       mbs, mts, eps);
 }
 
+template <int kVecs, int kOuts>
+void launch_gated_residual_rms_vec(const void* x, const void* y, const void* gate, const void* bias,
+                                   void* x_out, const NormOutputs& outs, int64_t rows, int64_t tokens,
+                                   int64_t D, int64_t gbs, int64_t gts, float eps, int threads,
+                                   cudaStream_t stream) {
+  const int64_t blocks = (rows + kModRows - 1) / kModRows;
+  gated_residual_rms_vec_kernel<kVecs, kOuts><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(y),
+      static_cast<const __nv_bfloat16*>(gate), static_cast<const __nv_bfloat16*>(bias),
+      static_cast<__nv_bfloat16*>(x_out), outs, rows, static_cast<int>(D), tokens, gbs, gts, eps);
+}
+
+template <int kOuts>
+void launch_gated_residual_rms_vec(int per, const void* x, const void* y, const void* gate, const void* bias,
+                                   void* x_out, const NormOutputs& outs, int64_t rows, int64_t tokens,
+                                   int64_t D, int64_t gbs, int64_t gts, float eps, int threads,
+                                   cudaStream_t stream) {
+  const auto launch = per == 1   ? launch_gated_residual_rms_vec<1, kOuts>
+                      : per == 2 ? launch_gated_residual_rms_vec<2, kOuts>
+                                 : launch_gated_residual_rms_vec<4, kOuts>;
+  launch(x, y, gate, bias, x_out, outs, rows, tokens, D, gbs, gts, eps, threads, stream);
+}
+
 template <int kRotary, int kUnits>
 void launch_rms_rope_vec(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
                          const float* sin, int64_t table_row, int64_t half_head, void* out, int64_t batch,
@@ -391,6 +545,39 @@ bool rms_modulate_bf16(const void* x, const void* scale1, const void* shift, voi
         static_cast<const __nv_bfloat16*>(shift), static_cast<__nv_bfloat16*>(out), D, tokens, mod_batch_stride,
         mod_token_stride, eps);
   }
+  return cudaGetLastError() == cudaSuccess;
+}
+
+bool gated_residual_rms_bf16(const void* x, const void* y, const void* gate, const void* bias, void* x_out,
+                             int64_t rows, int64_t tokens, int64_t D, int64_t gate_batch_stride,
+                             int64_t gate_token_stride, const RmsModulation* outputs, int count, float eps,
+                             void* stream) {
+  static_assert(kGatedResidualRmsMaxD == 8 * 4 * kThreads, "rows of at most 4 vectors a thread");
+  if (count < 1 || count > kGatedResidualRmsOutputs) return false;
+  bool fits =
+      D % 8 == 0 && D <= kGatedResidualRmsMaxD && aligned16(x) &&
+      (y == nullptr ||
+       (aligned16(y) && aligned16(x_out) &&
+        (gate == nullptr || (aligned16(gate) && gate_batch_stride % 8 == 0 && gate_token_stride % 8 == 0)) &&
+        (bias == nullptr || aligned16(bias))));
+  NormOutputs outs{};
+  for (int j = 0; j < count; ++j) {
+    const RmsModulation& o = outputs[j];
+    fits = fits && aligned16(o.out) && (o.scale1 == nullptr) == (o.shift == nullptr) &&
+           (o.scale1 == nullptr || (aligned16(o.scale1) && aligned16(o.shift) && o.batch_stride % 8 == 0 &&
+                                    o.token_stride % 8 == 0));
+    outs.scale1[j] = static_cast<const __nv_bfloat16*>(o.scale1);
+    outs.shift[j] = static_cast<const __nv_bfloat16*>(o.shift);
+    outs.out[j] = static_cast<__nv_bfloat16*>(o.out);
+    outs.batch_stride[j] = o.batch_stride;
+    outs.token_stride[j] = o.token_stride;
+  }
+  int threads = 0, per = 0;
+  if (!fits || !row_shape(D / 8, 4, threads, per)) return false;
+  if (rows == 0) return true;
+  const auto launch = count == 1 ? launch_gated_residual_rms_vec<1> : launch_gated_residual_rms_vec<2>;
+  launch(per, x, y, gate, bias, x_out, outs, rows, tokens, D, gate_batch_stride, gate_token_stride, eps,
+         threads, static_cast<cudaStream_t>(stream));
   return cudaGetLastError() == cudaSuccess;
 }
 

@@ -10,6 +10,28 @@ namespace ditgen::nn {
 bool rms_modulate_bf16(const void* x, const void* scale1, const void* shift, void* out, int64_t rows, int64_t tokens,
                        int64_t D, int64_t mod_batch_stride, int64_t mod_token_stride, float eps, void* stream);
 
+// One output of gated_residual_rms_bf16: out = shift + norm * scale1 (scale1 and shift null: the norm alone),
+// the modulation row of (b, s) at b * batch_stride + s * token_stride.
+struct RmsModulation {
+  const void* scale1 = nullptr;
+  const void* shift = nullptr;
+  void* out = nullptr;
+  int64_t batch_stride = 0, token_stride = 0;
+};
+constexpr int kGatedResidualRmsOutputs = 2;      // the most outputs of one pass
+constexpr int64_t kGatedResidualRmsMaxD = 8192;  // the longest row it keeps in registers (4 vectors a thread)
+
+// x_out = x + gate * (y + bias) as gated_residual_bf16 rounds it (y null: x itself, gate and bias unused,
+// x_out not written), then rms_modulate_bf16 of that row into each of `count` outputs (1 to
+// kGatedResidualRmsOutputs): the same values as those two launchers, reading x and y once. Vector form only:
+// D a multiple of 8 up to kGatedResidualRmsMaxD, every pointer 16-byte aligned, gate (null: 1; rows as in
+// gated_residual_bf16) and modulation strides multiples of 8, bias (null: 0) [D]. False when the rows do not
+// fit that (nothing launched: the caller composes the two) or the launch failed.
+bool gated_residual_rms_bf16(const void* x, const void* y, const void* gate, const void* bias, void* x_out,
+                             int64_t rows, int64_t tokens, int64_t D, int64_t gate_batch_stride,
+                             int64_t gate_token_stride, const RmsModulation* outputs, int count, float eps,
+                             void* stream);
+
 // out[row] = sum of the row's squares, in fp32.
 bool sum_squares_bf16(const void* x, float* out, int64_t rows, int64_t D, void* stream);
 

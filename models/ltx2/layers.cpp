@@ -107,6 +107,12 @@ at::Tensor out_residual(const Attention& a, const at::Tensor& x, const at::Tenso
   return nn::linear_residual(x, o, a.out.w, a.out.b, gate, parallel::tp_sum_of(ctx));
 }
 
+nn::ResidualNorms out_residual_norms(const Attention& a, const at::Tensor& x, const at::Tensor& o,
+                                     const at::Tensor& gate, double eps, const NormMods& mods,
+                                     const parallel::Context& ctx) {
+  return nn::linear_residual_norms(x, o, a.out.w, a.out.b, gate, parallel::tp_sum_of(ctx), eps, mods);
+}
+
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
                   const parallel::Context& ctx) {
@@ -193,6 +199,13 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 at::Tensor ff_residual(const FeedForward& f, const at::Tensor& x, const at::Tensor& in, const at::Tensor& gate,
                        const parallel::Context& ctx) {
   return nn::gelu_tanh_mlp_residual(x, in, f.in.w, f.in.b, f.out.w, f.out.b, gate, parallel::tp_sum_of(ctx));
+}
+
+nn::ResidualNorms ff_residual_norms(const FeedForward& f, const at::Tensor& x, const at::Tensor& in,
+                                    const at::Tensor& gate, double eps, const NormMods& mods,
+                                    const parallel::Context& ctx) {
+  return nn::gelu_tanh_mlp_residual_norms(x, in, f.in.w, f.in.b, f.out.w, f.out.b, gate, parallel::tp_sum_of(ctx),
+                                          eps, mods);
 }
 
 }  // namespace ditgen::ltx2

@@ -90,6 +90,14 @@ TextKeys text_keys(const Attention& a, const TextContext& text, double eps, cons
 at::Tensor attend_text(const Attention& a, const at::Tensor& x, const TextKeys& keys, double eps,
                        const parallel::Context& ctx);
 
+// (1 + scale, shift) pairs of the modulated RMS norms the next layers take of a residual's result (an undefined
+// pair: the plain norm).
+using NormMods = std::vector<std::pair<at::Tensor, at::Tensor>>;
+// out_residual, and the RMS norms of its result by `mods`, made in the residual's pass (nn::linear_residual_norms).
+nn::ResidualNorms out_residual_norms(const Attention& a, const at::Tensor& x, const at::Tensor& o,
+                                     const at::Tensor& gate, double eps, const NormMods& mods,
+                                     const parallel::Context& ctx);
+
 // x * rsqrt(mean(x^2) + eps), no weight, statistics in fp32, in x's dtype.
 at::Tensor rms(const at::Tensor& x, double eps);
 
@@ -104,5 +112,9 @@ FeedForward load_feed_forward(const nn::Weights& wb, int64_t width, int64_t hidd
 // x + gate * ff(in): the GELU MLP of `in` into the residual stream, as out_residual.
 at::Tensor ff_residual(const FeedForward& f, const at::Tensor& x, const at::Tensor& in, const at::Tensor& gate,
                        const parallel::Context& ctx);
+// ff_residual and the RMS norms of its result, as out_residual_norms.
+nn::ResidualNorms ff_residual_norms(const FeedForward& f, const at::Tensor& x, const at::Tensor& in,
+                                    const at::Tensor& gate, double eps, const NormMods& mods,
+                                    const parallel::Context& ctx);
 
 }  // namespace ditgen::ltx2

@@ -419,16 +419,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   runtime::trace("transformer.x_embedded", x);
   runtime::trace("transformer.audio_embedded", y);
 
-  auto rms = [&](const at::Tensor& t) { return ltx2::rms(t, cfg_.norm_eps); };
-  // t + gate * (the attention's output projection + its bias) (gate undefined: 1).
-  auto residual = [&](const at::Tensor& t, const at::Tensor& gate, const at::Tensor& o, const Attention& a) {
-    return out_residual(a, t, o, gate, *ctx_);
-  };
   // modulate(rms(t), 1 + scale, shift) as one pass on the GPU.
   auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale1, const at::Tensor& shift) {
     return nn::rms_modulate(t, cfg_.norm_eps, scale1, shift);
   };
   auto run_blocks = [&](int64_t begin, int64_t end) {
+  if (begin >= end) return;  // (DBCache: an empty range)
   // shift, 1 + scale, gate (MSA), shift, 1 + scale, gate (MLP); the A/V tables' first four rows are
   // (1 + scale, shift) of a2v then of v2a, their fifth the gate.
   const Modulation mod_v(tables_.video, temb_v, {1, 4}, begin, end), mod_a(tables_.audio, temb_a, {1, 4}, begin, end);
@@ -436,32 +432,48 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   const Modulation av_a(tables_.audio_av.narrow(1, 0, 4), ca_a, {0, 2}, begin, end);
   const Modulation gate_av_v(tables_.video_av.narrow(1, 4, 1), gate_v, {}, begin, end);
   const Modulation gate_av_a(tables_.audio_av.narrow(1, 4, 1), gate_a, {}, begin, end);
+  // Each residual's pass also makes the norms the next layers take of its result (nn::linear_residual_norms);
+  // the feed-forward's, the next block's first ones.
+  const double eps = cfg_.norm_eps;
+  const auto plain = NormMods{{at::Tensor(), at::Tensor()}};
+  std::vector<at::Tensor> mv = mod_v.block(begin), ma = mod_a.block(begin);
+  at::Tensor nx0 = rms_mod(x, mv[1], mv[0]), ny0 = rms_mod(y, ma[1], ma[0]);
   for (int64_t i = begin; i < end; ++i) {
     const Block& b = blocks_[i];
-    const auto mv = mod_v.block(i);
-    const auto ma = mod_a.block(i);
-    const at::Tensor nx0 = rms_mod(x, mv[1], mv[0]);
-    x = residual(x, mv[2], attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), b.attn1);
-    const at::Tensor ny0 = rms_mod(y, ma[1], ma[0]);
-    y = residual(y, ma[2], attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na), b.audio_attn1);
-    const TextKeys tv = text ? TextKeys() : text_keys(b.attn2, ctx_v, cfg_.norm_eps, *ctx_);
-    const TextKeys ta = text ? TextKeys() : text_keys(b.audio_attn2, ctx_a, cfg_.norm_eps, *ctx_);
+    auto xr = out_residual_norms(b.attn1, x, attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), mv[2],
+                                 eps, plain, *ctx_);
+    auto yr = out_residual_norms(b.audio_attn1, y, attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na),
+                                 ma[2], eps, plain, *ctx_);
+    const TextKeys tv = text ? TextKeys() : text_keys(b.attn2, ctx_v, eps, *ctx_);
+    const TextKeys ta = text ? TextKeys() : text_keys(b.audio_attn2, ctx_a, eps, *ctx_);
     const auto bi = static_cast<size_t>(i);
-    x = residual(x, {}, attend_text(b.attn2, rms(x), text ? text->video[bi] : tv, cfg_.norm_eps, *ctx_), b.attn2);
-    y = residual(y, {}, attend_text(b.audio_attn2, rms(y), text ? text->audio[bi] : ta, cfg_.norm_eps, *ctx_),
-                 b.audio_attn2);
 
-    // Audio <-> video: both normalised states taken before either update; tables are (scale, shift) pairs.
-    const at::Tensor x_in = x, y_in = y;
+    // Audio <-> video: both streams' norms taken before either update (the text residuals' passes make them);
+    // tables are (1 + scale, shift) pairs.
     const auto cv = av_v.block(i), ca = av_a.block(i);
     const at::Tensor g_a2v = gate_av_v.block(i)[0], g_v2a = gate_av_a.block(i)[0];
-    x = residual(x, g_a2v, attend(b.a2v, rms_mod(x_in, cv[0], cv[1]), rms_mod(y_in, ca[0], ca[1]), &r.cross_video,
-                                  &r.cross_audio, Keys::OtherStream, Na), b.a2v);
-    y = residual(y, g_v2a, attend(b.v2a, rms_mod(y_in, ca[2], ca[3]), rms_mod(x_in, cv[2], cv[3]), &r.cross_audio,
-                                  &r.cross_video, Keys::OtherStream, Nv), b.v2a);
+    xr = out_residual_norms(b.attn2, xr.x, attend_text(b.attn2, xr.norms[0], text ? text->video[bi] : tv, eps, *ctx_),
+                            {}, eps, {{cv[0], cv[1]}, {cv[2], cv[3]}}, *ctx_);
+    yr = out_residual_norms(b.audio_attn2, yr.x,
+                            attend_text(b.audio_attn2, yr.norms[0], text ? text->audio[bi] : ta, eps, *ctx_), {}, eps,
+                            {{ca[0], ca[1]}, {ca[2], ca[3]}}, *ctx_);
+    const auto xa = std::move(xr.norms), ya = std::move(yr.norms);  // (a2v, v2a) inputs of each stream
+    xr = out_residual_norms(b.a2v, xr.x, attend(b.a2v, xa[0], ya[0], &r.cross_video, &r.cross_audio, Keys::OtherStream, Na),
+                            g_a2v, eps, {{mv[4], mv[3]}}, *ctx_);
+    yr = out_residual_norms(b.v2a, yr.x, attend(b.v2a, ya[1], xa[1], &r.cross_audio, &r.cross_video, Keys::OtherStream, Nv),
+                            g_v2a, eps, {{ma[4], ma[3]}}, *ctx_);
 
-    x = ff_residual(b.ff, x, rms_mod(x, mv[4], mv[3]), mv[5], *ctx_);
-    y = ff_residual(b.audio_ff, y, rms_mod(y, ma[4], ma[3]), ma[5], *ctx_);
+    const at::Tensor gv = mv[5], ga = ma[5];
+    if (i + 1 < end) {  // the next block's modulated norms in the feed-forward's residual pass
+      mv = mod_v.block(i + 1);
+      ma = mod_a.block(i + 1);
+      auto xf = ff_residual_norms(b.ff, xr.x, xr.norms[0], gv, eps, {{mv[1], mv[0]}}, *ctx_);
+      auto yf = ff_residual_norms(b.audio_ff, yr.x, yr.norms[0], ga, eps, {{ma[1], ma[0]}}, *ctx_);
+      x = xf.x, nx0 = xf.norms[0], y = yf.x, ny0 = yf.norms[0];
+    } else {
+      x = ff_residual(b.ff, xr.x, xr.norms[0], gv, *ctx_);
+      y = ff_residual(b.audio_ff, yr.x, yr.norms[0], ga, *ctx_);
+    }
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }

@@ -164,6 +164,112 @@ TEST_CASE("fused gated_residual equals the composition for per-item and per-toke
   CHECK(rel_max(nn::gated_residual(cuda_bf16(xo), cuda_bf16(yo), {}, {}), xo.to(at::kFloat) + yo.to(at::kFloat)) < 8e-3);
 }
 
+namespace {
+
+// The largest distance between two bf16 tensors in units in the last place (0: the same bits).
+int64_t max_ulps(const at::Tensor& a, const at::Tensor& b) {
+  auto ordered = [](const at::Tensor& t) {  // bf16 bits as integers in the order of the values
+    const at::Tensor bits = t.to(at::kCPU).contiguous().view(at::kShort).to(at::kInt);
+    return at::where(bits < 0, -(bits + 32768), bits);
+  };
+  return (ordered(a) - ordered(b)).abs().max().item<int64_t>();
+}
+
+using Modulations = std::vector<std::pair<at::Tensor, at::Tensor>>;
+
+at::Tensor on_cuda(const at::Tensor& t, at::ScalarType dt) { return t.defined() ? t.to(at::kCUDA, dt) : t; }
+
+Modulations on_cuda(const Modulations& mods, at::ScalarType dt) {
+  Modulations out;
+  for (const auto& [scale1, shift] : mods) out.emplace_back(on_cuda(scale1, dt), on_cuda(shift, dt));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fused gated_residual_rms equals gated_residual then rms_modulate, for one or two modulations",
+          "[cuda]") {
+  require_gpu();
+  at::manual_seed(13);
+  const int64_t B = 2, S = 37;  // 74 rows, 4 to a block: a block holds rows of both items
+  for (int64_t D : {2048, 4096, 64}) {
+    const at::Tensor x = (at::randn({B, S, D}) * 3).to(at::kBFloat16),
+                     y = at::randn({B, S, D}).to(at::kBFloat16);
+    const at::Tensor bias = at::randn({D}).to(at::kBFloat16);
+    // Gates and (1 + scale, shift) as the blocks take them: rows of [B, 1 or S, 6, D] tables (strided views),
+    // per item or per token.
+    const at::Tensor item = at::randn({B, 1, 6, D}).to(at::kBFloat16);
+    const at::Tensor token = at::randn({B, S, 6, D}).to(at::kBFloat16);
+    auto mod = [](const at::Tensor& table, int64_t row) {
+      return std::make_pair(1 + 0.5 * table.select(2, row), table.select(2, row + 1));
+    };
+    const std::pair<at::Tensor, at::Tensor> plain;  // the norm alone
+    const std::vector<Modulations> sets = {
+        {plain}, {mod(item, 0)}, {mod(token, 0), plain}, {mod(item, 3), mod(token, 3)}};
+    for (const at::Tensor& gate : {item.select(2, 2), token.select(2, 5).contiguous(), at::Tensor()}) {
+      for (const at::Tensor& b : {bias, at::Tensor()}) {
+        for (const bool residual : {true, false}) {
+          if (!residual && (gate.defined() || b.defined())) continue;
+          for (size_t m = 0; m < sets.size(); ++m) {
+            INFO("D " << D
+                      << (gate.defined() ? gate.size(1) == 1 ? ", gate per item" : ", gate per token" : "")
+                      << (b.defined() ? ", bias" : "") << (residual ? "" : ", no residual")
+                      << ", modulations " << m);
+            const at::Tensor xc = on_cuda(x, at::kBFloat16),
+                             yc = residual ? on_cuda(y, at::kBFloat16) : at::Tensor();
+            const at::Tensor gc = on_cuda(gate, at::kBFloat16), bc = on_cuda(b, at::kBFloat16);
+            const Modulations mods = on_cuda(sets[m], at::kBFloat16);
+            const nn::ResidualNorms fused = nn::gated_residual_rms(xc, yc, gc, bc, 1e-6, mods);
+            // The composition on the GPU (its own fused kernels), and the same maths in fp32.
+            const at::Tensor xn = residual ? nn::gated_residual(xc, yc, gc, bc) : xc;
+            const nn::ResidualNorms fp32 = nn::gated_residual_rms(
+                on_cuda(x, at::kFloat), residual ? on_cuda(y, at::kFloat) : at::Tensor(),
+                on_cuda(gate, at::kFloat), on_cuda(b, at::kFloat), 1e-6, on_cuda(sets[m], at::kFloat));
+            REQUIRE(fused.norms.size() == mods.size());
+            CHECK(fused.x.scalar_type() == at::kBFloat16);
+            CHECK(fused.x.sizes() == x.sizes());
+            if (!residual) CHECK(fused.x.is_same(xc));
+            CHECK(max_ulps(fused.x, xn) <= 1);
+            CHECK(rel_max(fused.x, fp32.x) < 1.6e-2);
+            for (size_t j = 0; j < mods.size(); ++j) {
+              INFO("output " << j);
+              const at::Tensor composed = nn::rms_modulate(xn, 1e-6, mods[j].first, mods[j].second);
+              CHECK(fused.norms[j].sizes() == x.sizes());
+              CHECK(max_ulps(fused.norms[j], composed) <= 1);
+              CHECK(rel_max(fused.norms[j], fp32.norms[j]) < 1.6e-2);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("fused gated_residual_rms: rows the kernel does not take fall back to the composition", "[cuda]") {
+  require_gpu();
+  at::manual_seed(14);
+  // D 100 (not a multiple of 8), D 8200 (longer than the kernel's rows), and a row 4 bytes past a 16-byte
+  // boundary; per-token gate and modulation, bias, two outputs.
+  for (const int64_t D : {100, 8200, 256}) {
+    const bool misaligned = D == 256;
+    INFO("D " << D << (misaligned ? " misaligned" : ""));
+    const int64_t B = 2, S = 7;
+    const at::Tensor x = (at::randn({B, S, D}) * 3).to(at::kBFloat16),
+                     y = at::randn({B, S, D}).to(at::kBFloat16);
+    const at::Tensor gate = at::randn({B, S, D}).to(at::kBFloat16), bias = at::randn({D}).to(at::kBFloat16);
+    const Modulations mods = {
+        {(1 + 0.5 * at::randn({B, S, D})).to(at::kBFloat16), at::randn({B, S, D}).to(at::kBFloat16)}, {}};
+    const at::Tensor xc = misaligned ? cuda_bf16_misaligned(x) : cuda_bf16(x);
+    const nn::ResidualNorms fused = nn::gated_residual_rms(xc, cuda_bf16(y), cuda_bf16(gate), cuda_bf16(bias),
+                                                           1e-6, on_cuda(mods, at::kBFloat16));
+    const nn::ResidualNorms composed = nn::gated_residual_rms(x, y, gate, bias, 1e-6, mods);  // on the CPU
+    REQUIRE(fused.norms.size() == 2);
+    CHECK(rel_max(fused.x, composed.x) < 8e-3);
+    CHECK(rel_max(fused.norms[0], composed.norms[0]) < 8e-3);
+    CHECK(rel_max(fused.norms[1], composed.norms[1]) < 8e-3);
+  }
+}
+
 TEST_CASE("fused layer_norm_modulate and qk_norm_rope equal their compositions", "[cuda]") {
   require_gpu();
   at::manual_seed(3);
