@@ -34,7 +34,7 @@ def main():
     for e in gpu:
         if e["ts"] > busy_until:
             gaps.append((e["ts"] - busy_until, busy_until, e))
-        busy += max(0.0, e["ts"] + e["dur"] - max(e["ts"], busy_until)) if e["ts"] + e["dur"] > busy_until else 0.0
+        busy += max(0.0, e["ts"] + e["dur"] - max(e["ts"], busy_until))  # the part not already covered
         busy_until = max(busy_until, e["ts"] + e["dur"])
     span = end - start
     idle = sum(g[0] for g in gaps)
@@ -48,6 +48,7 @@ def main():
         during = sorted((o for o in host if o["ts"] < t1 and o["ts"] + o["dur"] > t0), key=lambda o: -o["dur"])
         ops = ", ".join(f"{o['name'][:40]} {o['dur']:.0f}us" for o in during[:4])
         print(f"| {dur:.0f} | {(t0 - start) / 1e3:.2f} | {nxt['name'][:50]} | {ops} |")
+
 
 if __name__ == "__main__":
     main()

@@ -113,61 +113,52 @@ at::Tensor epilogue_residual(const at::Tensor& x, const at::Tensor& a, const Lin
 
 }  // namespace
 
-at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
-                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
-  if (at::Tensor out = epilogue_residual(x, a, l, bias, gate, reduce); out.defined()) return out;
-  at::Tensor y = linear(a, l);
-  if (reduce) reduce(y);
-  return gated_residual(x, y, gate, bias);
-}
-
 namespace {
 
-// The norms of a residual's result as passes of their own (DITGEN_FUSED_RESIDUAL=0, for measurements).
-ResidualNorms norms_apart(const at::Tensor& x, double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
-  ResidualNorms r{x, {}};
-  for (const auto& [scale1, shift] : mods) r.norms.push_back(rms_modulate(x, eps, scale1, shift));
+// x + gate * (y + bias) (y undefined: x as it is) and the norms of it by `mods` (none: the residual alone):
+// in one pass (gated_residual_rms), or apart with DITGEN_FUSED_RESIDUAL=0, for measurements.
+ResidualNorms residual_norms(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias,
+                             double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
+  if (!mods.empty() && fused_residual_on()) return gated_residual_rms(x, y, gate, bias, eps, mods);
+  ResidualNorms r{y.defined() ? gated_residual(x, y, gate, bias) : x, {}};
+  for (const auto& [scale1, shift] : mods) r.norms.push_back(rms_modulate(r.x, eps, scale1, shift));
   return r;
 }
 
 }  // namespace
 
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
+                           const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce) {
+  return linear_residual_norms(x, a, l, bias, gate, reduce, 0, {}).x;
+}
+
 ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, const Linear& l, const at::Tensor& bias,
                                     const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
                                     double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
-  if (!fused_residual_on()) return norms_apart(linear_residual(x, a, l, bias, gate, reduce), eps, mods);
-  if (at::Tensor out = epilogue_residual(x, a, l, bias, gate, reduce); out.defined()) {
-    ResidualNorms r = gated_residual_rms(out, {}, {}, {}, eps, mods);  // the norms in one read of the result
-    r.x = out;
-    return r;
-  }
+  // In the epilogue: the norms in one read of the result.
+  if (at::Tensor out = epilogue_residual(x, a, l, bias, gate, reduce); out.defined())
+    return residual_norms(out, {}, {}, {}, eps, mods);
   at::Tensor y = linear(a, l);
   if (reduce) reduce(y);
-  return gated_residual_rms(x, y, gate, bias, eps, mods);
+  return residual_norms(x, y, gate, bias, eps, mods);
 }
 
 at::Tensor gelu_tanh_mlp_residual(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
                                   const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
                                   const at::Tensor& gate,
                                   const std::function<void(at::Tensor&)>& reduce) {
-  if (!out.is_fp8())
-    return linear_residual(x, linear_gelu_tanh(in_x, in, in_bias), out, out_bias, gate, reduce);
-  at::Tensor y = gelu_tanh_mlp(in_x, in, in_bias, out);
-  if (reduce) reduce(y);
-  return gated_residual(x, y, gate, out_bias);
+  return gelu_tanh_mlp_residual_norms(x, in_x, in, in_bias, out, out_bias, gate, reduce, 0, {}).x;
 }
 
 ResidualNorms gelu_tanh_mlp_residual_norms(const at::Tensor& x, const at::Tensor& in_x, const Linear& in,
                                            const at::Tensor& in_bias, const Linear& out, const at::Tensor& out_bias,
                                            const at::Tensor& gate, const std::function<void(at::Tensor&)>& reduce,
                                            double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
-  if (!fused_residual_on())
-    return norms_apart(gelu_tanh_mlp_residual(x, in_x, in, in_bias, out, out_bias, gate, reduce), eps, mods);
   if (!out.is_fp8())
     return linear_residual_norms(x, linear_gelu_tanh(in_x, in, in_bias), out, out_bias, gate, reduce, eps, mods);
   at::Tensor y = gelu_tanh_mlp(in_x, in, in_bias, out);
   if (reduce) reduce(y);
-  return gated_residual_rms(x, y, gate, out_bias, eps, mods);
+  return residual_norms(x, y, gate, out_bias, eps, mods);
 }
 
 at::Tensor swiglu_concat_residual(const at::Tensor& x, const at::Tensor& a, const at::Tensor& gate_up,

@@ -343,6 +343,37 @@ bool fusable_bf16_rows(const at::Tensor& x) {
          reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0;
 }
 void* stream_of(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+bool bf16_cuda(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 && t.is_cuda(); }
+
+// What the row kernels take as a gate of rows [B, S, D] (undefined: none): one [D] row per item or per token,
+// last dim contiguous, rows 16-byte aligned.
+bool gate_fits(const at::Tensor& gate, int64_t B, int64_t S, int64_t D) {
+  return !gate.defined() ||
+         (bf16_cuda(gate) && gate.dim() == 3 && gate.size(0) == B && (gate.size(1) == 1 || gate.size(1) == S) &&
+          gate.size(2) == D && gate.stride(2) == 1 && gate.stride(0) % 8 == 0 &&
+          (gate.size(1) == 1 || gate.stride(1) % 8 == 0) && aligned16(gate));
+}
+bool bias_fits(const at::Tensor& bias, int64_t D) {
+  return !bias.defined() || (bf16_cuda(bias) && bias.numel() == D && bias.is_contiguous() && aligned16(bias));
+}
+
+// A (1 + scale, shift) pair [B, 1 or S, D] as the row kernels read it: contiguous, with the offsets of an
+// item's and a token's row; nothing where it does not fit rows [B, S, D].
+struct ModulationRows {
+  at::Tensor scale1, shift;
+  int64_t batch_stride = 0, token_stride = 0;
+};
+std::optional<ModulationRows> modulation_rows(const at::Tensor& scale1, const at::Tensor& shift, int64_t B,
+                                              int64_t S, int64_t D) {
+  const auto full = [&](const at::Tensor& t) {
+    return t.dim() == 3 && t.size(0) == B && (t.size(1) == 1 || t.size(1) == S) && t.size(2) == D &&
+           t.scalar_type() == at::kBFloat16;
+  };
+  if (!full(scale1) || !full(shift) || scale1.size(1) != shift.size(1)) return std::nullopt;
+  const int64_t T = scale1.size(1);
+  return ModulationRows{scale1.contiguous(), shift.contiguous(), T * D, T == 1 ? 0 : D};
+}
 #endif
 
 }  // namespace
@@ -352,27 +383,13 @@ at::Tensor rms_modulate(const at::Tensor& x, double eps, const at::Tensor& scale
 #ifdef DITGEN_CUDA
   if (fusable_bf16_rows(x)) {
     const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
-    at::Tensor sc, sh;
-    int64_t batch_stride = 0, token_stride = 0;
-    bool fits = true;
-    if (scale1.defined()) {
-      const auto full = [&](const at::Tensor& t) {
-        return t.dim() == 3 && t.size(0) == B && (t.size(1) == 1 || t.size(1) == S) && t.size(2) == D;
-      };
-      fits = full(scale1) && full(shift) && scale1.size(1) == shift.size(1) &&
-             scale1.scalar_type() == at::kBFloat16 && shift.scalar_type() == at::kBFloat16;
-      if (fits) {
-        sc = scale1.contiguous();
-        sh = shift.contiguous();
-        batch_stride = sc.size(1) * D;
-        token_stride = sc.size(1) == 1 ? 0 : D;
-      }
-    }
-    if (fits) {
+    const std::optional<ModulationRows> m =
+        scale1.defined() ? modulation_rows(scale1, shift, B, S, D) : std::make_optional(ModulationRows{});
+    if (m) {
       at::Tensor out = at::empty(x.sizes(), x.options());
-      const bool ok = rms_modulate_bf16(x.data_ptr(), sc.defined() ? sc.data_ptr() : nullptr,
-                                        sh.defined() ? sh.data_ptr() : nullptr, out.data_ptr(), B * S, S, D,
-                                        batch_stride, token_stride, static_cast<float>(eps), stream_of(x));
+      const bool ok = rms_modulate_bf16(x.data_ptr(), m->scale1.defined() ? m->scale1.data_ptr() : nullptr,
+                                        m->shift.defined() ? m->shift.data_ptr() : nullptr, out.data_ptr(), B * S, S,
+                                        D, m->batch_stride, m->token_stride, static_cast<float>(eps), stream_of(x));
       DITGEN_CHECK(ok, "the fused RMS norm + modulation kernel failed to launch");
       return out;
     }
@@ -411,16 +428,9 @@ at::Tensor swiglu_concat(const at::Tensor& a, const at::Tensor& gate_up) {
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias) {
 #ifdef DITGEN_CUDA
   const int64_t B = x.dim() == 3 ? x.size(0) : 0, S = x.dim() == 3 ? x.size(1) : 0, D = x.dim() == 3 ? x.size(2) : 0;
-  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
-  auto bf16 = [](const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 && t.is_cuda(); };
-  const bool rows = bf16(x) && x.dim() == 3 && D % 8 == 0 && x.is_contiguous() && aligned(x) && bf16(y) &&
-                    y.sizes() == x.sizes() && y.is_contiguous() && aligned(y);
-  const bool gate_fits = !gate.defined() ||
-                         (bf16(gate) && gate.dim() == 3 && gate.size(0) == B && (gate.size(1) == 1 || gate.size(1) == S) &&
-                          gate.size(2) == D && gate.stride(2) == 1 && gate.stride(0) % 8 == 0 &&
-                          (gate.size(1) == 1 || gate.stride(1) % 8 == 0) && aligned(gate));
-  const bool bias_fits = !bias.defined() || (bf16(bias) && bias.numel() == D && bias.is_contiguous() && aligned(bias));
-  if (rows && gate_fits && bias_fits) {
+  const bool rows = bf16_cuda(x) && x.dim() == 3 && D % 8 == 0 && x.is_contiguous() && aligned16(x) && bf16_cuda(y) &&
+                    y.sizes() == x.sizes() && y.is_contiguous() && aligned16(y);
+  if (rows && gate_fits(gate, B, S, D) && bias_fits(bias, D)) {
     at::Tensor out = at::empty(x.sizes(), x.options());
     const int64_t gate_token = gate.defined() && gate.size(1) > 1 ? gate.stride(1) : 0;
     const bool ok = gated_residual_bf16(x.data_ptr(), y.data_ptr(), gate.defined() ? gate.data_ptr() : nullptr,
@@ -442,37 +452,24 @@ namespace {
 std::optional<ResidualNorms> fused_gated_residual_rms(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& bias, double eps,
     const std::vector<std::pair<at::Tensor, at::Tensor>>& mods) {
-  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
-  auto bf16 = [](const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 && t.is_cuda(); };
-  if (!fusable_bf16_rows(x) || !aligned(x) || x.size(2) % 8 != 0 || x.size(2) > kGatedResidualRmsMaxD)
+  if (!fusable_bf16_rows(x) || !aligned16(x) || x.size(2) % 8 != 0 || x.size(2) > kGatedResidualRmsMaxD)
     return std::nullopt;
   const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
-  const bool y_fits = !y.defined() || (bf16(y) && y.sizes() == x.sizes() && y.is_contiguous() && aligned(y));
-  const bool gate_fits = !gate.defined() || (bf16(gate) && gate.dim() == 3 && gate.size(0) == B &&
-                                             (gate.size(1) == 1 || gate.size(1) == S) && gate.size(2) == D &&
-                                             gate.stride(2) == 1 && gate.stride(0) % 8 == 0 &&
-                                             (gate.size(1) == 1 || gate.stride(1) % 8 == 0) && aligned(gate));
-  const bool bias_fits =
-      !bias.defined() || (bf16(bias) && bias.numel() == D && bias.is_contiguous() && aligned(bias));
-  if (!y_fits || !gate_fits || !bias_fits) return std::nullopt;
-  auto modulation_fits = [&](const at::Tensor& t) {
-    return bf16(t) && t.dim() == 3 && t.size(0) == B && (t.size(1) == 1 || t.size(1) == S) && t.size(2) == D;
-  };
-  std::vector<at::Tensor> modulations;  // contiguous (scale1, shift) of each pair, alive until the launch
+  const bool y_fits = !y.defined() || (bf16_cuda(y) && y.sizes() == x.sizes() && y.is_contiguous() && aligned16(y));
+  if (!y_fits || !gate_fits(gate, B, S, D) || !bias_fits(bias, D)) return std::nullopt;
+  std::vector<ModulationRows> modulations;  // alive until the launch
   std::vector<RmsModulation> outputs(mods.size());
   for (size_t j = 0; j < mods.size(); ++j) {
     const auto& [scale1, shift] = mods[j];
     if (!scale1.defined()) continue;
-    if (!modulation_fits(scale1) || !modulation_fits(shift) || scale1.size(1) != shift.size(1))
+    std::optional<ModulationRows> m = modulation_rows(scale1, shift, B, S, D);
+    if (!m || !bf16_cuda(m->scale1) || !bf16_cuda(m->shift) || !aligned16(m->scale1) || !aligned16(m->shift))
       return std::nullopt;
-    const at::Tensor sc = scale1.contiguous(), sh = shift.contiguous();
-    if (!aligned(sc) || !aligned(sh)) return std::nullopt;
-    outputs[j].scale1 = sc.data_ptr();
-    outputs[j].shift = sh.data_ptr();
-    outputs[j].batch_stride = sc.size(1) * D;
-    outputs[j].token_stride = sc.size(1) == 1 ? 0 : D;
-    modulations.push_back(sc);
-    modulations.push_back(sh);
+    outputs[j].scale1 = m->scale1.data_ptr();
+    outputs[j].shift = m->shift.data_ptr();
+    outputs[j].batch_stride = m->batch_stride;
+    outputs[j].token_stride = m->token_stride;
+    modulations.push_back(std::move(*m));
   }
   ResidualNorms r{y.defined() ? at::empty(x.sizes(), x.options()) : x, {}};
   for (RmsModulation& o : outputs) {

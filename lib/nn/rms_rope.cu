@@ -69,6 +69,22 @@ __device__ __forceinline__ uint4 gated_residual8(const uint4& x, const uint4& y,
   return pack8(a);
 }
 
+// Eight values of a row times its RMS factor r, rounded to bf16: the plain norm; `modulated`: shift +
+// bf16(x * r) * scale1 in fp32, one fma as nvcc contracts the ATen-order expression.
+__device__ __forceinline__ uint4 norm8(const uint4& v, float r, bool modulated, const uint4& scale1,
+                                       const uint4& shift) {
+  float f[8], k[8], t[8];
+  unpack8(v, f);
+  if (!modulated) {
+    for (int e = 0; e < 8; ++e) f[e] = __fmul_rn(f[e], r);
+    return pack8(f);
+  }
+  unpack8(scale1, k);
+  unpack8(shift, t);
+  for (int e = 0; e < 8; ++e) f[e] = __fmaf_rn(round_bf16(__fmul_rn(f[e], r)), k[e], t[e]);
+  return pack8(f);
+}
+
 // ---- Vector kernels -------------------------------------------------------------------------------------
 
 // One row per block and step: thread t holds the row's 16-byte vectors t, t + blockDim.x, ... (kVecs of
@@ -110,28 +126,10 @@ __global__ void rms_modulate_vec_kernel(const __nv_bfloat16* __restrict__ x, con
     for (int k = 0; k < kVecs; ++k) sum += sum_squares8(v[k]);
     const float r = rsqrtf(block_sum(sum, shared) / static_cast<float>(D) + eps);
     uint4* dst = reinterpret_cast<uint4*>(out + row * D);
-    if (scale1 == nullptr) {
-#pragma unroll
-      for (int k = 0; k < kVecs; ++k) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= vecs) continue;
-        float f[8];
-        unpack8(v[k], f);
-        for (int e = 0; e < 8; ++e) f[e] = f[e] * r;
-        dst[i] = pack8(f);
-      }
-      continue;
-    }
 #pragma unroll
     for (int k = 0; k < kVecs; ++k) {
       const int i = threadIdx.x + k * blockDim.x;
-      if (i >= vecs) continue;
-      float f[8], kk[8], t[8];
-      unpack8(v[k], f);
-      unpack8(sc[k], kk);
-      unpack8(sh[k], t);
-      for (int e = 0; e < 8; ++e) f[e] = t[e] + round_bf16(f[e] * r) * kk[e];
-      dst[i] = pack8(f);
+      if (i < vecs) dst[i] = norm8(v[k], r, scale1 != nullptr, sc[k], sh[k]);
     }
   }
 }
@@ -222,22 +220,10 @@ __global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ 
 #pragma unroll
     for (int j = 0; j < kOuts; ++j) {
       uint4* dst = reinterpret_cast<uint4*>(outs.out[j] + row * D);
-      const bool modulated = outs.scale1[j] != nullptr;
 #pragma unroll
       for (int k = 0; k < kVecs; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
-        if (i >= vecs) continue;
-        float f[8], kk[8], t[8];
-        unpack8(v[k], f);
-        if (modulated) {
-          unpack8(sc[j][k], kk);
-          unpack8(sh[j][k], t);
-          // rms_modulate_vec_kernel's t + bf16(f * r) * kk, which nvcc contracts to one fma.
-          for (int e = 0; e < 8; ++e) f[e] = __fmaf_rn(round_bf16(__fmul_rn(f[e], r)), kk[e], t[e]);
-        } else {
-          for (int e = 0; e < 8; ++e) f[e] = __fmul_rn(f[e], r);
-        }
-        dst[i] = pack8(f);
+        if (i < vecs) dst[i] = norm8(v[k], r, outs.scale1[j] != nullptr, sc[j][k], sh[j][k]);
       }
     }
   }
