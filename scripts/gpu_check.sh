@@ -305,6 +305,13 @@ if [[ $what == profile ]]; then
         grep -E "text keys|CUDA graphs" /tmp/ltx2_default_verbose.log | head -24 | tee -a "$summary" ;;
       # The same step with the residual's GEMM epilogue off (nn::linear_residual: LTX-2's ungated residuals).
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
+      # Guidance off: one forward a step, of one item (*_nocfg) or of two (*_nocfg_b2): what batching costs.
+      ltx2_nocfg) EXT=mp4 prof ltx2_nocfg ltx2 --steps 4 --guidance 1 --audio-guidance 1 --save-frames ;;
+      ltx2_nocfg_b2) EXT=mp4 prof ltx2_nocfg_b2 ltx2 --steps 4 --guidance 1 --audio-guidance 1 --batch-count 2 --save-frames ;;
+      gemm_algos)  # cuBLASLt's first heuristic choice against its fastest candidate at the models' shapes
+        nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_algos.cu -lcublasLt -o /tmp/probe_algos &&
+          /tmp/probe_algos 20 > "$OUT/gemm_algos.txt" 2>&1; note "gemm_algos: rc=$? $(tail -1 "$OUT/gemm_algos.txt")"
+        grep -E "faster|^\S" "$OUT/gemm_algos.txt" | tee -a "$summary" ;;
       *_peer) PEER_MODES=${PEER_MODES:-compile} peers ${row%_peer} ;;  # PEER_MODES="eager compile": both
     esac
   done

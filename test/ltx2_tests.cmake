@@ -94,13 +94,10 @@ foreach(entry ${LTX2_MESHES} ${LTX2_CFG_MESHES})
              COMMAND ${LTX2_MPIRUN} -np ${np} ${LTX2_EXE} verify --skip-missing ${LTX2_TRANSFORMER_FIXTURE} ${flags})
     list(APPEND tests mpi.ltx2_verify_transformer.${name})
   endif()
-  # --cfg 2 alone only moves the unconditional pass to another rank: bit-identical output.
+  # One process runs both CFG branches as one call of batch 2, --cfg 2 each at batch 1: the same arithmetic
+  # up to the CPU GEMMs' blocking (within 1/255).
   set(tol 1)
   set(wav_tol 2)
-  if(name STREQUAL "np2_cfg2")
-    set(tol 0)
-    set(wav_tol 0)
-  endif()
   add_test(NAME mpi.ltx2_pipeline.${name}
            COMMAND ${CMAKE_COMMAND} -DMPIRUN=${MPIEXEC_EXECUTABLE} -DNP=${np} "-DFLAGS=${flags}" -DDITGEN=${LTX2_EXE}
                    -DPNG_DIFF=$<TARGET_FILE:png_diff> -DWAV_DIFF=$<TARGET_FILE:wav_diff> -DTOLERANCE=${tol}

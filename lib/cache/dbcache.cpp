@@ -10,10 +10,11 @@ Reducer local_reducer() {
   return [](at::Tensor&) {};
 }
 
-Reducer replica_reducer(std::shared_ptr<parallel::Context> ctx) {
-  return [ctx](at::Tensor& t) {
+Reducer replica_reducer(std::shared_ptr<parallel::Context> ctx, bool across_cfg) {
+  return [ctx, across_cfg](at::Tensor& t) {
     const auto& mesh = ctx->mesh();
     if (mesh.cp_size() > 1) ctx->cp().all_reduce(t, comm::ReduceOp::Sum);
+    if (across_cfg && mesh.shape().cfg > 1) ctx->cfg().all_reduce(t, comm::ReduceOp::Sum);
     if (mesh.shape().tp > 1) ctx->tp().broadcast(t, 0);
   };
 }

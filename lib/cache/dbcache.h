@@ -37,8 +37,10 @@ using Reducer = std::function<void(at::Tensor&)>;
 Reducer local_reducer();
 // A model replica of `ctx`'s mesh: all-reduce (sum) over the CP group (each rank holds a sequence
 // slice), then broadcast from TP rank 0 (TP peers hold the same full activations after their
-// all-reduces; the broadcast makes the numbers bit-identical). CFG halves keep their own groups.
-Reducer replica_reducer(std::shared_ptr<parallel::Context> ctx);
+// all-reduces; the broadcast makes the numbers bit-identical). `across_cfg` (a model whose reference runs
+// both CFG branches as one batch, with one decision for the two: LTX-2): the sums also add up over the cfg
+// axis, so --cfg 2 decides as the one call of both branches does; otherwise CFG halves keep their own.
+Reducer replica_reducer(std::shared_ptr<parallel::Context> ctx, bool across_cfg = false);
 
 // Why a step was computed or cached (§5.4, in the order the rules are checked).
 enum class Reason {

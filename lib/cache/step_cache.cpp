@@ -17,7 +17,7 @@ Cache* StepCache::get(const Options& options, const std::shared_ptr<parallel::Co
   }
   DITGEN_CHECK(step_ >= 0, "{} with --cache: the denoising loop did not announce its step", model);
   if (!cache_ || cache_->options() != options) {
-    cache_ = std::make_unique<Cache>(options, replica_reducer(ctx));
+    cache_ = std::make_unique<Cache>(options, replica_reducer(ctx, /*across_cfg=*/!separate_cfg_));
     cache_->begin_step(step_, steps_);
   }
   return cache_.get();

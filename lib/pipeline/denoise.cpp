@@ -23,6 +23,14 @@ Branches encode_branches(const Model& model, const Settings& s, const parallel::
   return b;
 }
 
+void join_branches(const Model& model, Branches& b, Settings& s, const parallel::Context& ctx) {
+  b.both.reset();
+  s.joint_cfg = false;
+  if (!b.cond || !b.uncond || ctx.mesh().shape().cfg != 1) return;
+  b.both = model.join_branches(*b.cond, *b.uncond, s);
+  s.joint_cfg = b.both != nullptr;
+}
+
 namespace {
 
 // Under --cfg 2: this half's velocities in, (conditional, unconditional) out, with one all-gather of
@@ -67,6 +75,17 @@ DenoiseResult denoise(const Model& model, const Settings& s, const Branches& b, 
       const auto both =
           exchange_branches(model.predict(latents, t, me == 0 ? *b.cond : *b.uncond, me, s), ctx);
       v = model.guide(both.first, both.second, s);
+    } else if (b.both) {  // one call on [latents | latents]: the first half conditional
+      Latents twice;
+      for (const at::Tensor& x : latents) twice.push_back(at::cat({x, x}, 0));
+      const Latents both = model.predict(twice, t, *b.both, 0, s);
+      Latents vc, vu;
+      for (size_t k = 0; k < both.size(); ++k) {
+        const int64_t n = latents[k].size(0);
+        vc.push_back(both[k].narrow(0, 0, n));
+        vu.push_back(both[k].narrow(0, n, n));
+      }
+      v = model.guide(vc, vu, s);
     } else {
       const Latents vc = model.predict(latents, t, *b.cond, 0, s);
       v = model.guide(vc, model.predict(latents, t, *b.uncond, 1, s), s);

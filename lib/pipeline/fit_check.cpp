@@ -157,10 +157,14 @@ int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& m
   return 3 * rows * (K + cols) * static_cast<int64_t>(c10::elementSize(dtype));
 }
 
-void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host) {
-  if (room.bytes < 0 || bytes == 0) return;
+bool activations_fit(int64_t bytes, const Room& room, int ranks_on_host) {
   const int sharing = room.bound == Room::Bound::Host ? std::max(ranks_on_host, 1) : 1;
-  if (bytes * sharing <= room.bytes) return;
+  return room.bytes < 0 || bytes == 0 || bytes * sharing <= room.bytes;
+}
+
+void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host) {
+  if (activations_fit(bytes, room, ranks_on_host)) return;
+  const int sharing = room.bound == Room::Bound::Host ? std::max(ranks_on_host, 1) : 1;
   fail("a denoising step needs about {} of activations on each rank{} but {} once the weights are loaded: "
        "{}reduce --height/--width (or --num-frames) or --batch-count, or spread the tokens over more ranks "
        "(--ulysses, --ring) and the model over --tp",

@@ -55,5 +55,7 @@ int64_t estimate_step_activations(const StepWork& work, const comm::MeshShape& m
 // exceed the rank's `room` (the host's shared by `ranks_on_host` ranks on the CPU), naming the numbers and
 // the flags that shrink it.
 void check_activations_fit(int64_t bytes, const Room& room, int ranks_on_host);
+// Whether they fit (what check_activations_fit refuses otherwise).
+bool activations_fit(int64_t bytes, const Room& room, int ranks_on_host);
 
 }  // namespace ditgen::pipeline

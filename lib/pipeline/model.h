@@ -52,6 +52,8 @@ struct Settings {
   int64_t image_crf = 0;  // image-to-video: CRF of the image's H.264 re-encoding first (0: none)
   // The model's encoding of `images` for this generation (Model::encode_images), opaque to the runner.
   std::shared_ptr<const Conditioning> image_conditioning;
+  // Both CFG branches run as one transformer call of twice the batch (Model::join_branches, Branches::both).
+  bool joint_cfg = false;
 };
 
 // A model's encoding of the prompts of one CFG branch (opaque to the runner).
@@ -115,6 +117,14 @@ class Model {
                           const Settings& s) const = 0;
   // Combines the conditional and unconditional velocities (only called when cfg_off_reason is "").
   virtual Latents guide(const Latents& cond, const Latents& uncond, const Settings& s) const;
+  // Both branches' conditioning as one of twice the batch, [cond items | uncond items], for a model whose
+  // transformer then runs the two branches in one call (predict with branch 0 on latents repeated twice
+  // along the batch), or null: the branches run one after the other (the default; and where the two
+  // encodings cannot be stacked).
+  virtual std::shared_ptr<Conditioning> join_branches(const Conditioning& cond, const Conditioning& uncond,
+                                                      const Settings& s) const {
+    return nullptr;
+  }
   virtual Media decode(const Latents& latents, const Settings& s) const = 0;
 
   // Checkpoint bytes this rank read, per component ("transformer", "text_encoder", "vae").

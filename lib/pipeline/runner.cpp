@@ -384,6 +384,7 @@ void Launch::encode_prompts() {
     runtime::Stopwatch watch(device_);
     branches_.push_back(
         in_stage("encoding the prompt", device_, [&] { return encode_branches(*model_, s, *ctx_, tep_); }));
+    join_branches(*model_, branches_.back(), s, *ctx_);
     te_seconds_.push_back(watch.seconds());
     watch.restart();
     if (!s.images.empty())
@@ -400,9 +401,13 @@ void Launch::encode_prompts() {
 // The transformer, read once the text encoder is gone; then the largest item's step activations must fit
 // next to it.
 void Launch::load_transformer() {
-  int64_t need = 0;
-  for (const auto& s : settings_)
-    need = std::max(need, estimate_step_activations(model_->step_work(s), mesh_.shape(), dtype_));
+  auto step_activations = [&] {
+    int64_t need = 0;
+    for (const auto& s : settings_)
+      need = std::max(need, estimate_step_activations(model_->step_work(s), mesh_.shape(), dtype_));
+    return need;
+  };
+  int64_t need = step_activations();
   // --offload: the blocks that stay on the GPU leave the step's activations free (with a margin).
   if (req_.offload) model_->set_offload_reserve(std::max<int64_t>(need + need / 2, nn::BlockStreamer::kDefaultReserve));
   peaks_->begin();
@@ -411,7 +416,25 @@ void Launch::load_transformer() {
   runtime::return_freed_memory(device_);
   load_s_ += watch.seconds();
   peaks_->end("load_transformer");
-  check_activations_fit(need, available_room(device_), ranks_on_host(mesh_));
+  const Room room = available_room(device_);
+  if (!activations_fit(need, room, ranks_on_host(mesh_))) {
+    // The CFG branches one after the other (half the activations) where together they do not fit.
+    bool joint = false;
+    for (size_t k = 0; k < settings_.size(); ++k) {
+      joint = joint || settings_[k].joint_cfg;
+      branches_[k].both.reset();
+      settings_[k].joint_cfg = false;
+    }
+    if (joint) {
+      const int64_t alone = step_activations();
+      if (mesh_.rank() == 0)
+        spdlog::info("the two CFG branches run one after the other: as one call they would need about {} of "
+                     "activations but {} once the weights are loaded",
+                     io::human_bytes(need), room.describe());
+      need = alone;
+    }
+  }
+  check_activations_fit(need, room, ranks_on_host(mesh_));
 }
 
 // Denoise and decode once. `last`: nothing needs the transformer after this run's denoising.
@@ -575,6 +598,7 @@ io::RunReport Launch::item_report(size_t k, const ItemTimes& t) const {
     offload["rank"] = mesh_.rank();
     report.extra["offload"] = offload;
   }
+  if (s.joint_cfg) report.extra["cfg_branches"] = "one transformer call of twice the batch";
   // The transformer work of one step (all CFG branches, the whole batch): what benchmark floors divide.
   if (const StepWork work = model_->step_work(s); !work.empty())
     report.extra["work_per_step"] = work.to_json();

@@ -72,9 +72,13 @@ Settings resolve_settings(const GenerateRequest& request, const Model& model, co
 // rank then encodes both branches, in the same order, and keeps its own.
 struct Branches {
   std::shared_ptr<Conditioning> cond, uncond;
+  std::shared_ptr<Conditioning> both;  // set by join_branches: one transformer call for the two
 };
 Branches encode_branches(const Model& model, const Settings& s, const parallel::Context& ctx,
                          bool text_on_all_ranks = false);
+// Where this rank runs both branches (CFG on, no cfg axis) and the model stacks them (Model::join_branches):
+// sets b.both and s.joint_cfg, so that `denoise` makes one transformer call a step.
+void join_branches(const Model& model, Branches& b, Settings& s, const parallel::Context& ctx);
 
 struct DenoiseResult {
   Latents latents;

@@ -338,8 +338,10 @@ sched::Schedule Pipeline::schedule(const pipeline::Settings& s) const {
 
 pipeline::StepWork Pipeline::step_work(const pipeline::Settings& s) const {
   const Grid g = grid(s);
-  return ltx2::step_work(tcfg_, g.frames * g.height * g.width, g.audio, s.max_sequence_length, s.batch,
-                         cfg_off_reason(s).empty() ? 2 : 1, /*text_keys_per_step=*/offload_);
+  const int branches = cfg_off_reason(s).empty() ? 2 : 1;
+  return ltx2::step_work(tcfg_, g.frames * g.height * g.width, g.audio, s.max_sequence_length,
+                         s.joint_cfg ? 2 * s.batch : s.batch, s.joint_cfg ? 1 : branches,
+                         /*text_keys_per_step=*/offload_);
 }
 
 pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
@@ -378,6 +380,24 @@ pipeline::Latents Pipeline::guide(const pipeline::Latents& cond, const pipeline:
                                   const pipeline::Settings& s) const {
   return {uncond[0] + (cond[0] - uncond[0]) * s.guidance,
           uncond[1] + (cond[1] - uncond[1]) * s.audio_guidance};
+}
+
+std::shared_ptr<pipeline::Conditioning> Pipeline::join_branches(const pipeline::Conditioning& cond,
+                                                                const pipeline::Conditioning& uncond,
+                                                                const pipeline::Settings&) const {
+  const auto& c = static_cast<const Conditioning&>(cond);
+  const auto& u = static_cast<const Conditioning&>(uncond);
+  if (offload_ || c.video.sizes() != u.video.sizes() || c.audio.sizes() != u.audio.sizes()) return nullptr;
+  auto both = std::make_shared<Conditioning>();
+  both->video = at::cat({c.video, u.video}, 0);
+  both->audio = at::cat({c.audio, u.audio}, 0);
+  if (c.mask.defined() || u.mask.defined()) {  // an undefined mask: every row real
+    auto rows = [&](const at::Tensor& m) {
+      return m.defined() ? m : at::ones(c.video.sizes().slice(0, 2), c.video.options().dtype(at::kLong));
+    };
+    both->mask = at::cat({rows(c.mask), rows(u.mask)}, 0);
+  }
+  return both;
 }
 
 pipeline::Media Pipeline::decode(const pipeline::Latents& latents, const pipeline::Settings& s) const {

@@ -106,6 +106,12 @@ class Pipeline : public pipeline::ModelBase {
   // Per stream: v = v_u + g (v_c - v_u), with --guidance on the video and --audio-guidance on the audio.
   pipeline::Latents guide(const pipeline::Latents& cond, const pipeline::Latents& uncond,
                           const pipeline::Settings& s) const override;
+  // The reference pipeline's CFG: both branches as one transformer call of batch 2b (text padded to the same
+  // length in both); not with --offload, where the blocks stream and half the activations leave room for more
+  // resident ones.
+  std::shared_ptr<pipeline::Conditioning> join_branches(const pipeline::Conditioning& cond,
+                                                        const pipeline::Conditioning& uncond,
+                                                        const pipeline::Settings& s) const override;
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings& s) const override;
   // A forward per CFG branch over the grid's video and audio tokens (models/ltx2/work.h).
   pipeline::StepWork step_work(const pipeline::Settings& s) const override;

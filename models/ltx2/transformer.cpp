@@ -255,7 +255,10 @@ class Modulation {
  private:
   at::Tensor rows(const at::Tensor& t) const {  // [n, k, W] -> [n, k, B, T, W]
     const int64_t n = t.size(0), k = t.size(1), W = t.size(2), B = mod_.size(0), T = mod_.size(1);
-    at::Tensor m = t.view({n, k, 1, 1, W}) + mod_.view({B, T, k, W}).permute({2, 0, 1, 3}).unsqueeze(0);
+    // Into rows laid out in this order (the sum alone would follow mod's [B, T, k, W] layout for B > 1, and
+    // every norm would copy its rows).
+    at::Tensor m = at::empty({n, k, B, T, W}, t.options().dtype(at::result_type(t, mod_)));
+    at::add_out(m, t.view({n, k, 1, 1, W}), mod_.view({B, T, k, W}).permute({2, 0, 1, 3}).unsqueeze(0));
     for (int64_t r : scale_rows_) m.select(1, r).add_(1);
     return m;
   }

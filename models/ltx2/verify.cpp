@@ -151,6 +151,7 @@ void verify_pipeline(const verify::Case& c, const verify::CaseOptions& opt, veri
   branches.cond = pipe.condition(c.tensor("in.prompt_embeds"), c.tensor("in.prompt_attention_mask"));
   if (pipe.cfg_off_reason(s).empty())
     branches.uncond = pipe.condition(c.tensor("in.negative_prompt_embeds"), c.tensor("in.negative_prompt_attention_mask"));
+  pipeline::join_branches(pipe, branches, s, *ctx);  // as the generate command (and the reference) run them
   auto result = pipeline::denoise(pipe, s, branches, {latents, audio_latents}, *ctx);
   const pipeline::Media m = pipe.decode(result.latents, s);
 

@@ -151,6 +151,9 @@ TEST_CASE("gpu memory limit: the fit checks count with the cap and say so", "[me
   // Activations after 30 GiB of weights under a 39 GiB cap: 9 GiB left.
   const Room after_load = pipeline::gpu_room(45 * GiB, 30 * GiB, {39, GpuMemoryLimit::From::Env});
   CHECK(error_of([&] { pipeline::check_activations_fit(9 * GiB, after_load, 1); }).empty());
+  // (What the runner asks before it stacks the two CFG branches into one call of twice the activations.)
+  CHECK(pipeline::activations_fit(9 * GiB, after_load, 1));
+  CHECK_FALSE(pipeline::activations_fit(18 * GiB, after_load, 1));
   CHECK_THAT(
       error_of([&] { pipeline::check_activations_fit(10 * GiB, after_load, 1); }),
       Catch::StartsWith("a denoising step needs about 10.00 GiB of activations on each rank but the "

@@ -22,6 +22,7 @@ namespace {
 
 struct FakeConditioning : pipeline::Conditioning {
   double scale = 1;
+  at::Tensor item_scale;  // joined branches: one scale per batch item
 };
 
 // Velocity = scale * latents (scale 1 for the prompt, 3 for the negative prompt), optionally NaN at
@@ -33,7 +34,9 @@ struct FakeModel : pipeline::Model {
                               {"steps", 4},            {"max_sequence_length", 8},
                               {"true_cfg_scale", 2.0}};
   int nan_at_call = -1;
+  bool joins = false;  // stacks the CFG branches (join_branches)
   mutable std::vector<int> branches;
+  mutable std::vector<int64_t> batch_sizes;
 
   const std::string& name() const override { return name_; }
   const nlohmann::json& defaults() const override { return defaults_; }
@@ -56,13 +59,24 @@ struct FakeModel : pipeline::Model {
   pipeline::Latents predict(const pipeline::Latents& latents, float, const pipeline::Conditioning& cond, int branch,
                             const pipeline::Settings&) const override {
     branches.push_back(branch);
-    at::Tensor v = latents[0] * static_cast<const FakeConditioning&>(cond).scale;
+    batch_sizes.push_back(latents[0].size(0));
+    const auto& c = static_cast<const FakeConditioning&>(cond);
+    at::Tensor v = c.item_scale.defined() ? latents[0] * c.item_scale.view({-1, 1, 1}) : latents[0] * c.scale;
     if (static_cast<int>(branches.size()) - 1 == nan_at_call) v[0][0][0] = NAN;
     return {v};
   }
   pipeline::Latents guide(const pipeline::Latents& c, const pipeline::Latents& u,
                           const pipeline::Settings& s) const override {
     return {u[0] + (c[0] - u[0]) * s.true_cfg_scale};
+  }
+  std::shared_ptr<pipeline::Conditioning> join_branches(const pipeline::Conditioning& cond,
+                                                        const pipeline::Conditioning& uncond,
+                                                        const pipeline::Settings& s) const override {
+    if (!joins) return nullptr;
+    auto both = std::make_shared<FakeConditioning>();
+    both->item_scale = at::cat({at::full({s.batch}, static_cast<const FakeConditioning&>(cond).scale),
+                                at::full({s.batch}, static_cast<const FakeConditioning&>(uncond).scale)});
+    return both;
   }
   pipeline::Media decode(const pipeline::Latents& latents, const pipeline::Settings&) const override {
     pipeline::Media m;
@@ -148,6 +162,41 @@ TEST_CASE("runner: true CFG runs both branches and combines them through the mod
   double expect = 1;
   for (int i = 0; i < 4; ++i) expect *= 1 - (r.schedule.sigmas[i + 1] - r.schedule.sigmas[i]);
   CHECK(r.latents[0][0][0][0].item<double>() == Approx(expect).epsilon(1e-6));
+}
+
+TEST_CASE("runner: a model that stacks the CFG branches gets one call of twice the batch a step", "[runner]") {
+  FakeModel m;
+  m.joins = true;
+  pipeline::GenerateRequest req;
+  req.batch = 2;
+  auto s = settings(m, req);
+  const auto ctx = parallel::Context::single();
+  auto b = pipeline::encode_branches(m, s, *ctx);
+  pipeline::join_branches(m, b, s, *ctx);
+  REQUIRE(b.both);
+  CHECK(s.joint_cfg);
+  const auto joint = pipeline::denoise(m, s, b, m.initial_latents(s), *ctx);
+  CHECK(m.branches == std::vector<int>(4, 0));
+  CHECK(m.batch_sizes == std::vector<int64_t>(4, 4));
+  // The same result as the branches one after the other.
+  m.branches.clear();
+  b.both.reset();
+  const auto apart = pipeline::denoise(m, s, b, m.initial_latents(s), *ctx);
+  CHECK(m.branches == std::vector<int>({0, 1, 0, 1, 0, 1, 0, 1}));
+  CHECK(at::equal(joint.latents[0], apart.latents[0]));
+  CHECK(joint.latents[0].size(0) == 2);
+
+  // A model that does not stack them, or no CFG: nothing joined.
+  m.joins = false;
+  pipeline::join_branches(m, b, s, *ctx);
+  CHECK_FALSE(b.both);
+  CHECK_FALSE(s.joint_cfg);
+  m.joins = true;
+  req.true_cfg_scale = 1;
+  auto off = settings(m, req);
+  auto bo = pipeline::encode_branches(m, off, *ctx);
+  pipeline::join_branches(m, bo, off, *ctx);
+  CHECK_FALSE(bo.both);
 }
 
 TEST_CASE("runner: NaN latents stop the loop naming the step, unless allowed", "[runner]") {
