@@ -506,18 +506,31 @@ ResidualNorms gated_residual_rms(const at::Tensor& x, const at::Tensor& y, const
   return r;
 }
 
-at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
-                           const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
-                           const at::Tensor& sin, int64_t head_dim) {
-  const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+namespace {
+
 #ifdef DITGEN_CUDA
+// Whether x [B, S, D] with `weight` and the tables suit the fused RMS + RoPE kernel.
+bool rope_fusable(const at::Tensor& x, const at::Tensor& weight, Rotary rotary, const at::Tensor& cos,
+                  const at::Tensor& sin, int64_t head_dim) {
+  const int64_t S = x.size(1), D = x.size(2);
   const bool tables = rotary == Rotary::None ||
                       (cos.is_cuda() && sin.is_cuda() && cos.scalar_type() == at::kFloat &&
                        sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                        cos.size(0) == S && cos.numel() == S * (rotary == Rotary::SplitHalf ? D / 2 : D) &&
                        sin.sizes() == cos.sizes());
-  if (fusable_bf16_rows(x) && tables && weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() &&
-      weight.numel() == D && (rotary != Rotary::SplitHalf || (head_dim % 2 == 0 && D % head_dim == 0))) {
+  return fusable_bf16_rows(x) && tables && weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() &&
+         weight.numel() == D && (rotary != Rotary::SplitHalf || (head_dim % 2 == 0 && D % head_dim == 0));
+}
+
+// The fused kernel over each (x, weight) of `inputs` (the same shapes, the same tables): their results.
+std::vector<at::Tensor> fused_rms_rope(const std::vector<std::pair<at::Tensor, at::Tensor>>& inputs, double eps,
+                                       int64_t width, const std::function<void(at::Tensor&)>& reduce, Rotary rotary,
+                                       const at::Tensor& cos, const at::Tensor& sin, int64_t head_dim) {
+  const at::Tensor& x0 = inputs.front().first;
+  const int64_t B = x0.size(0), S = x0.size(1), D = x0.size(2);
+  std::vector<at::Tensor> sums, outs;
+  std::vector<RopeRows> rows;
+  for (const auto& [x, weight] : inputs) {
     at::Tensor sumsq;
     if (reduce) {  // the mean square spans other ranks' slices: their sums first
       sumsq = at::empty({B, S, 1}, x.options().dtype(at::kFloat));
@@ -525,16 +538,30 @@ at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double
                    "the fused sum-of-squares kernel failed to launch");
       reduce(sumsq);
     }
-    at::Tensor out = at::empty(x.sizes(), x.options());
-    const bool rotate = rotary != Rotary::None;
-    const bool ok = rms_rope_bf16(
-        x.data_ptr(), weight.data_ptr(), sumsq.defined() ? sumsq.data_ptr<float>() : nullptr,
-        static_cast<float>(width), rotate ? cos.data_ptr<float>() : nullptr, rotate ? sin.data_ptr<float>() : nullptr,
-        rotate ? cos.numel() / S : 0, static_cast<int>(rotary), head_dim / 2, out.data_ptr(), B, S, D,
-        static_cast<float>(eps), stream_of(x));
-    DITGEN_CHECK(ok, "the fused RMS norm + RoPE kernel failed to launch");
-    return out;
+    outs.push_back(at::empty(x.sizes(), x.options()));
+    sums.push_back(sumsq);
+    rows.push_back({x.data_ptr(), weight.data_ptr(), sumsq.defined() ? sumsq.data_ptr<float>() : nullptr,
+                    outs.back().data_ptr()});
   }
+  const bool rotate = rotary != Rotary::None;
+  const bool ok = rms_rope_bf16(rows.data(), static_cast<int>(rows.size()), static_cast<float>(width),
+                                rotate ? cos.data_ptr<float>() : nullptr, rotate ? sin.data_ptr<float>() : nullptr,
+                                rotate ? cos.numel() / S : 0, static_cast<int>(rotary), head_dim / 2, B, S, D,
+                                static_cast<float>(eps), stream_of(x0));
+  DITGEN_CHECK(ok, "the fused RMS norm + RoPE kernel failed to launch");
+  return outs;
+}
+#endif
+
+}  // namespace
+
+at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
+                           const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
+                           const at::Tensor& sin, int64_t head_dim) {
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+#ifdef DITGEN_CUDA
+  if (rope_fusable(x, weight, rotary, cos, sin, head_dim))
+    return fused_rms_rope({{x, weight}}, eps, width, reduce, rotary, cos, sin, head_dim)[0];
 #endif
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor ms = xf.pow(2).sum(-1, true);
@@ -554,6 +581,23 @@ at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double
   at::Tensor pairs = nf.view({B, S, D / 2, 2});
   at::Tensor rot = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).view({B, S, D});
   return (nf * cos.unsqueeze(0) + rot * sin.unsqueeze(0)).to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> rms_norm_rotary_pair(const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& q_weight, const at::Tensor& k_weight,
+                                                       double eps, int64_t width,
+                                                       const std::function<void(at::Tensor&)>& reduce,
+                                                       Rotary rotary, const at::Tensor& cos, const at::Tensor& sin,
+                                                       int64_t head_dim) {
+#ifdef DITGEN_CUDA
+  if (q.sizes() == k.sizes() && rope_fusable(q, q_weight, rotary, cos, sin, head_dim) &&
+      rope_fusable(k, k_weight, rotary, cos, sin, head_dim)) {
+    auto out = fused_rms_rope({{q, q_weight}, {k, k_weight}}, eps, width, reduce, rotary, cos, sin, head_dim);
+    return {out[0], out[1]};
+  }
+#endif
+  return {rms_norm_rotary(q, q_weight, eps, width, reduce, rotary, cos, sin, head_dim),
+          rms_norm_rotary(k, k_weight, eps, width, reduce, rotary, cos, sin, head_dim)};
 }
 
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin) {

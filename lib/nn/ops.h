@@ -118,6 +118,14 @@ enum class Rotary { None = 0, SplitHalf = 1, Interleaved = 2 };
 at::Tensor rms_norm_rotary(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t width,
                            const std::function<void(at::Tensor&)>& reduce, Rotary rotary, const at::Tensor& cos,
                            const at::Tensor& sin, int64_t head_dim);
+// rms_norm_rotary of a self-attention's q and k (the same shape, the same tables), each with its weight: on
+// CUDA one kernel that reads the tables once for both; elsewhere the two calls.
+std::pair<at::Tensor, at::Tensor> rms_norm_rotary_pair(const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& q_weight, const at::Tensor& k_weight,
+                                                       double eps, int64_t width,
+                                                       const std::function<void(at::Tensor&)>& reduce,
+                                                       Rotary rotary, const at::Tensor& cos, const at::Tensor& sin,
+                                                       int64_t head_dim);
 
 // The complex factors from cos/sin tables [S, D] whose entries repeat per pair.
 at::Tensor rope_pair_factors(const at::Tensor& cos, const at::Tensor& sin);

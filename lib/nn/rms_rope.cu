@@ -13,6 +13,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "lib/nn/bf16_rows.cuh"
 #include "lib/nn/rms_rope_cuda.h"
 
@@ -144,11 +147,12 @@ struct NormOutputs {
 
 // gated_residual_kernel then rms_modulate_vec_kernel's row arithmetic into kOuts outputs, with the row of
 // x_out kept in registers in between: rows, vectors per thread and the order of the sum of squares as
-// rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit. The
-// bias, and a per-item gate or modulation row, are loaded once for the block's rows (as the modulation
-// there).
-template <int kVecs, int kOuts>
-__global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x,
+// rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit.
+// kKeep: the bias, and a per-item gate or modulation row, are held in registers for the block's rows;
+// otherwise they are read again for each row where they are used (from L1: the same few rows for the whole
+// block), which leaves a thread only its row's x and y to hold and so more blocks on each SM.
+template <int kVecs, int kOuts, bool kKeep>
+__global__ void __launch_bounds__(kThreads, kKeep || kVecs > 2 ? 1 : 4) gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x,
                                               const __nv_bfloat16* __restrict__ y,
                                               const __nv_bfloat16* __restrict__ gate,
                                               const __nv_bfloat16* __restrict__ bias,
@@ -159,15 +163,16 @@ __global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ 
   const int vecs = D / 8;
   const bool residual = y != nullptr, gated = residual && gate != nullptr,
              biased = residual && bias != nullptr;
-  uint4 g[kVecs], c[kVecs], sc[kOuts][kVecs], sh[kOuts][kVecs];
-  int64_t gate_loaded = -1, mod_loaded[kOuts];  // the gate and modulation rows now in g, sc / sh
+  constexpr int kHeld = kKeep ? kVecs : 1;  // the vectors of bias, gate and modulation a thread holds
+  uint4 g[kHeld], c[kHeld], sc[kOuts][kHeld], sh[kOuts][kHeld];
+  int64_t gate_loaded = -1, mod_loaded[kOuts];  // kKeep: the gate and modulation rows now in g, sc / sh
 #pragma unroll
   for (int j = 0; j < kOuts; ++j) mod_loaded[j] = -1;
-  if (biased) {
+  if (kKeep && biased) {
 #pragma unroll
     for (int k = 0; k < kVecs; ++k) {
       const int i = threadIdx.x + k * blockDim.x;
-      if (i < vecs) c[k] = reinterpret_cast<const uint4*>(bias)[i];
+      if (i < vecs) c[k % kHeld] = reinterpret_cast<const uint4*>(bias)[i];
     }
   }
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kModRows;
@@ -182,25 +187,27 @@ __global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ 
     }
     const int64_t b = row / tokens, s = row % tokens;
     const int64_t gm = b * gate_batch_stride + s * gate_token_stride;
-    if (gated && gm != gate_loaded) {  // the same for the whole block; loaded alongside x
-      gate_loaded = gm;
+    if (kKeep) {
+      if (gated && gm != gate_loaded) {  // the same for the whole block; loaded alongside x
+        gate_loaded = gm;
 #pragma unroll
-      for (int k = 0; k < kVecs; ++k) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < vecs) g[k] = reinterpret_cast<const uint4*>(gate + gm)[i];
+        for (int k = 0; k < kVecs; ++k) {
+          const int i = threadIdx.x + k * blockDim.x;
+          if (i < vecs) g[k % kHeld] = reinterpret_cast<const uint4*>(gate + gm)[i];
+        }
       }
-    }
 #pragma unroll
-    for (int j = 0; j < kOuts; ++j) {
-      const int64_t m = b * outs.batch_stride[j] + s * outs.token_stride[j];
-      if (outs.scale1[j] == nullptr || m == mod_loaded[j]) continue;
-      mod_loaded[j] = m;
+      for (int j = 0; j < kOuts; ++j) {
+        const int64_t m = b * outs.batch_stride[j] + s * outs.token_stride[j];
+        if (outs.scale1[j] == nullptr || m == mod_loaded[j]) continue;
+        mod_loaded[j] = m;
 #pragma unroll
-      for (int k = 0; k < kVecs; ++k) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i < vecs) {
-          sc[j][k] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
-          sh[j][k] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
+        for (int k = 0; k < kVecs; ++k) {
+          const int i = threadIdx.x + k * blockDim.x;
+          if (i < vecs) {
+            sc[j][k % kHeld] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
+            sh[j][k % kHeld] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
+          }
         }
       }
     }
@@ -209,7 +216,11 @@ __global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ 
       for (int k = 0; k < kVecs; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= vecs) continue;  // stays zero for the sum of squares
-        v[k] = gated_residual8(v[k], w[k], g[k], gated, c[k], biased);
+        if (!kKeep) {
+          if (gated) g[0] = reinterpret_cast<const uint4*>(gate + gm)[i];
+          if (biased) c[0] = reinterpret_cast<const uint4*>(bias)[i];
+        }
+        v[k] = gated_residual8(v[k], w[k], g[k % kHeld], gated, c[k % kHeld], biased);
         reinterpret_cast<uint4*>(x_out + row * D)[i] = v[k];
       }
     }
@@ -220,10 +231,17 @@ __global__ void gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ 
 #pragma unroll
     for (int j = 0; j < kOuts; ++j) {
       uint4* dst = reinterpret_cast<uint4*>(outs.out[j] + row * D);
+      const bool modulated = outs.scale1[j] != nullptr;
+      const int64_t m = b * outs.batch_stride[j] + s * outs.token_stride[j];
 #pragma unroll
       for (int k = 0; k < kVecs; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
-        if (i < vecs) dst[i] = norm8(v[k], r, outs.scale1[j] != nullptr, sc[j][k], sh[j][k]);
+        if (i >= vecs) continue;
+        if (!kKeep && modulated) {
+          sc[j][0] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
+          sh[j][0] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
+        }
+        dst[i] = norm8(v[k], r, modulated, sc[j][k % kHeld], sh[j][k % kHeld]);
       }
     }
   }
@@ -244,17 +262,25 @@ __global__ void sum_squares_vec_kernel(const __nv_bfloat16* __restrict__ x, floa
   if (threadIdx.x == 0) out[row] = s;
 }
 
-// One block per token, for all `batch` rows of it: the token's weights and cos / sin entries are loaded
-// once into registers (the fp32 tables are as large as the bf16 rows). A thread's unit is 16 elements:
+// The tensors rms_rope_vec_kernel normalises and rotates with the same tables (as RopeRows).
+struct RopeInputs {
+  const __nv_bfloat16* x[kRopeInputs];
+  const __nv_bfloat16* weight[kRopeInputs];
+  const float* sumsq[kRopeInputs];
+  __nv_bfloat16* out[kRopeInputs];
+  int count;
+};
+
+// One block per token, for all `batch` rows of it in every input: the token's cos / sin entries are loaded
+// once into registers (the fp32 tables are as large as the bf16 rows), and each input's weights. A thread's unit is 16 elements:
 // with split rotary (kRotary 1), elements i..i+7 of a head's first half and their partners i+h..i+h+7 in
 // its second half (h = half_head), which share the 8 table entries j..j+7 (j = head * h + i); otherwise
 // 16 consecutive elements, 8 interleaved pairs whose entries sit at the even places of the repeated
 // table. Thread t holds units t, t + blockDim.x, ... (kUnits of them; those past D / 16 do nothing).
 template <int kRotary, int kUnits>
-__global__ void rms_rope_vec_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ weight,
-                                    const float* __restrict__ sumsq, float width, const float* __restrict__ cos,
-                                    const float* __restrict__ sin, int64_t table_row, int half_head,
-                                    __nv_bfloat16* __restrict__ out, int D, int64_t tokens, int64_t batch, float eps) {
+__global__ void __launch_bounds__(kThreads, kUnits == 1 ? 4 : 1) rms_rope_vec_kernel(const RopeInputs in, float width, const float* __restrict__ cos,
+                                    const float* __restrict__ sin, int64_t table_row, int half_head, int D,
+                                    int64_t tokens, int64_t batch, float eps) {
   __shared__ float shared[32];
   const int64_t s = blockIdx.x;
   const int units = D / 16;
@@ -265,15 +291,12 @@ __global__ void rms_rope_vec_kernel(const __nv_bfloat16* __restrict__ x, const _
   for (int k = 0; k < kUnits; ++k) {
     const int u = threadIdx.x + k * blockDim.x;
     if (u >= units) continue;
-    const int hi_off = kRotary == 1 ? half_head : 8;
     if (kRotary == 1) {
       const int j = 8 * u, head = j / half_head;
       lo[k] = head * 2 * half_head + (j - head * half_head);
     } else {
       lo[k] = 16 * u;
     }
-    wlo[k] = *reinterpret_cast<const uint4*>(weight + lo[k]);
-    whi[k] = *reinterpret_cast<const uint4*>(weight + lo[k] + hi_off);
     if (kRotary == 1) {
       const float4* c4 = reinterpret_cast<const float4*>(cos + s * table_row + 8 * u);
       const float4* n4 = reinterpret_cast<const float4*>(sin + s * table_row + 8 * u);
@@ -293,55 +316,66 @@ __global__ void rms_rope_vec_kernel(const __nv_bfloat16* __restrict__ x, const _
     }
   }
 
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t row = b * tokens + s;
-    const __nv_bfloat16* src = x + row * D;
-    __nv_bfloat16* dst = out + row * D;
-    uint4 vlo[kUnits], vhi[kUnits];
-    float sum = 0.f;
+  for (int input = 0; input < in.count; ++input) {
+    const __nv_bfloat16* __restrict__ x = in.x[input];
+    const float* __restrict__ sumsq = in.sumsq[input];
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
       const int u = threadIdx.x + k * blockDim.x;
-      vlo[k] = vhi[k] = make_uint4(0, 0, 0, 0);
       if (u >= units) continue;
-      vlo[k] = *reinterpret_cast<const uint4*>(src + lo[k]);
-      vhi[k] = *reinterpret_cast<const uint4*>(src + lo[k] + (kRotary == 1 ? half_head : 8));
-      sum += sum_squares8(vlo[k]) + sum_squares8(vhi[k]);
+      wlo[k] = *reinterpret_cast<const uint4*>(in.weight[input] + lo[k]);
+      whi[k] = *reinterpret_cast<const uint4*>(in.weight[input] + lo[k] + (kRotary == 1 ? half_head : 8));
     }
-    const float total = sumsq != nullptr ? sumsq[row] : block_sum(sum, shared);  // sumsq: the same for the block
-    const float r = rsqrtf(total / width + eps);
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t row = b * tokens + s;
+      const __nv_bfloat16* src = x + row * D;
+      __nv_bfloat16* dst = in.out[input] + row * D;
+      uint4 vlo[kUnits], vhi[kUnits];
+      float sum = 0.f;
 #pragma unroll
-    for (int k = 0; k < kUnits; ++k) {
-      const int u = threadIdx.x + k * blockDim.x;
-      if (u >= units) continue;
-      float a1[8], a2[8], w1[8], w2[8];
-      unpack8(vlo[k], a1);
-      unpack8(vhi[k], a2);
-      unpack8(wlo[k], w1);
-      unpack8(whi[k], w2);
-      for (int e = 0; e < 8; ++e) {
-        a1[e] = round_bf16(__fmul_rn(__fmul_rn(a1[e], r), w1[e]));
-        a2[e] = round_bf16(__fmul_rn(__fmul_rn(a2[e], r), w2[e]));
+      for (int k = 0; k < kUnits; ++k) {
+        const int u = threadIdx.x + k * blockDim.x;
+        vlo[k] = vhi[k] = make_uint4(0, 0, 0, 0);
+        if (u >= units) continue;
+        vlo[k] = *reinterpret_cast<const uint4*>(src + lo[k]);
+        vhi[k] = *reinterpret_cast<const uint4*>(src + lo[k] + (kRotary == 1 ? half_head : 8));
+        sum += sum_squares8(vlo[k]) + sum_squares8(vhi[k]);
       }
-      float o1[8], o2[8];
-      if (kRotary == 0) {
-        for (int e = 0; e < 8; ++e) o1[e] = a1[e], o2[e] = a2[e];
-      } else if (kRotary == 1) {  // element e of the first half pairs with element e of the second
+      const float total = sumsq != nullptr ? sumsq[row] : block_sum(sum, shared);  // sumsq: the same for the block
+      const float r = rsqrtf(total / width + eps);
+#pragma unroll
+      for (int k = 0; k < kUnits; ++k) {
+        const int u = threadIdx.x + k * blockDim.x;
+        if (u >= units) continue;
+        float a1[8], a2[8], w1[8], w2[8];
+        unpack8(vlo[k], a1);
+        unpack8(vhi[k], a2);
+        unpack8(wlo[k], w1);
+        unpack8(whi[k], w2);
         for (int e = 0; e < 8; ++e) {
-          o1[e] = __fsub_rn(__fmul_rn(a1[e], c[k][e]), __fmul_rn(a2[e], n[k][e]));
-          o2[e] = __fadd_rn(__fmul_rn(a2[e], c[k][e]), __fmul_rn(a1[e], n[k][e]));
+          a1[e] = round_bf16(__fmul_rn(__fmul_rn(a1[e], r), w1[e]));
+          a2[e] = round_bf16(__fmul_rn(__fmul_rn(a2[e], r), w2[e]));
         }
-      } else {  // pairs (2p, 2p + 1) within each half; pairs 0-3 in the first, 4-7 in the second
-        for (int p = 0; p < 4; ++p) {
-          const float c1 = c[k][p], n1 = n[k][p], c2 = c[k][4 + p], n2 = n[k][4 + p];
-          o1[2 * p] = __fsub_rn(__fmul_rn(a1[2 * p], c1), __fmul_rn(a1[2 * p + 1], n1));
-          o1[2 * p + 1] = __fadd_rn(__fmul_rn(a1[2 * p + 1], c1), __fmul_rn(a1[2 * p], n1));
-          o2[2 * p] = __fsub_rn(__fmul_rn(a2[2 * p], c2), __fmul_rn(a2[2 * p + 1], n2));
-          o2[2 * p + 1] = __fadd_rn(__fmul_rn(a2[2 * p + 1], c2), __fmul_rn(a2[2 * p], n2));
+        float o1[8], o2[8];
+        if (kRotary == 0) {
+          for (int e = 0; e < 8; ++e) o1[e] = a1[e], o2[e] = a2[e];
+        } else if (kRotary == 1) {  // element e of the first half pairs with element e of the second
+          for (int e = 0; e < 8; ++e) {
+            o1[e] = __fsub_rn(__fmul_rn(a1[e], c[k][e]), __fmul_rn(a2[e], n[k][e]));
+            o2[e] = __fadd_rn(__fmul_rn(a2[e], c[k][e]), __fmul_rn(a1[e], n[k][e]));
+          }
+        } else {  // pairs (2p, 2p + 1) within each half; pairs 0-3 in the first, 4-7 in the second
+          for (int p = 0; p < 4; ++p) {
+            const float c1 = c[k][p], n1 = n[k][p], c2 = c[k][4 + p], n2 = n[k][4 + p];
+            o1[2 * p] = __fsub_rn(__fmul_rn(a1[2 * p], c1), __fmul_rn(a1[2 * p + 1], n1));
+            o1[2 * p + 1] = __fadd_rn(__fmul_rn(a1[2 * p + 1], c1), __fmul_rn(a1[2 * p], n1));
+            o2[2 * p] = __fsub_rn(__fmul_rn(a2[2 * p], c2), __fmul_rn(a2[2 * p + 1], n2));
+            o2[2 * p + 1] = __fadd_rn(__fmul_rn(a2[2 * p + 1], c2), __fmul_rn(a2[2 * p], n2));
+          }
         }
+        *reinterpret_cast<uint4*>(dst + lo[k]) = pack8(o1);
+        *reinterpret_cast<uint4*>(dst + lo[k] + (kRotary == 1 ? half_head : 8)) = pack8(o2);
       }
-      *reinterpret_cast<uint4*>(dst + lo[k]) = pack8(o1);
-      *reinterpret_cast<uint4*>(dst + lo[k] + (kRotary == 1 ? half_head : 8)) = pack8(o2);
     }
   }
 }
@@ -465,13 +499,25 @@ void launch_rms_modulate_vec(const void* x, const void* scale1, const void* shif
       mbs, mts, eps);
 }
 
+// DITGEN_ROW_REGISTERS=1: the gated residual + norms kernel holds the bias, gate and modulation rows in
+// registers for its rows (the earlier form, for the A/B); by default it reads them again per row.
+bool keep_rows_in_registers() {
+  static const bool keep = [] {
+    const char* v = std::getenv("DITGEN_ROW_REGISTERS");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return keep;
+}
+
 template <int kVecs, int kOuts>
 void launch_gated_residual_rms_vec(const void* x, const void* y, const void* gate, const void* bias,
                                    void* x_out, const NormOutputs& outs, int64_t rows, int64_t tokens,
                                    int64_t D, int64_t gbs, int64_t gts, float eps, int threads,
                                    cudaStream_t stream) {
   const int64_t blocks = (rows + kModRows - 1) / kModRows;
-  gated_residual_rms_vec_kernel<kVecs, kOuts><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+  const auto kernel = keep_rows_in_registers() ? gated_residual_rms_vec_kernel<kVecs, kOuts, true>
+                                               : gated_residual_rms_vec_kernel<kVecs, kOuts, false>;
+  kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
       static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(y),
       static_cast<const __nv_bfloat16*>(gate), static_cast<const __nv_bfloat16*>(bias),
       static_cast<__nv_bfloat16*>(x_out), outs, rows, static_cast<int>(D), tokens, gbs, gts, eps);
@@ -489,23 +535,21 @@ void launch_gated_residual_rms_vec(int per, const void* x, const void* y, const 
 }
 
 template <int kRotary, int kUnits>
-void launch_rms_rope_vec(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
-                         const float* sin, int64_t table_row, int64_t half_head, void* out, int64_t batch,
-                         int64_t tokens, int64_t D, float eps, int threads, cudaStream_t stream) {
+void launch_rms_rope_vec(const RopeInputs& in, float width, const float* cos, const float* sin, int64_t table_row,
+                         int64_t half_head, int64_t batch, int64_t tokens, int64_t D, float eps, int threads,
+                         cudaStream_t stream) {
   rms_rope_vec_kernel<kRotary, kUnits><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(weight), sumsq, width, cos, sin,
-      table_row, static_cast<int>(half_head), static_cast<__nv_bfloat16*>(out), static_cast<int>(D), tokens, batch,
-      eps);
+      in, width, cos, sin, table_row, static_cast<int>(half_head), static_cast<int>(D), tokens, batch, eps);
 }
 
 template <int kUnits>
-void launch_rms_rope_vec(int rotary, const void* x, const void* weight, const float* sumsq, float width,
-                         const float* cos, const float* sin, int64_t table_row, int64_t half_head, void* out,
-                         int64_t batch, int64_t tokens, int64_t D, float eps, int threads, cudaStream_t stream) {
+void launch_rms_rope_vec(int rotary, const RopeInputs& in, float width, const float* cos, const float* sin,
+                         int64_t table_row, int64_t half_head, int64_t batch, int64_t tokens, int64_t D, float eps,
+                         int threads, cudaStream_t stream) {
   const auto launch = rotary == 1   ? launch_rms_rope_vec<1, kUnits>
                       : rotary == 2 ? launch_rms_rope_vec<2, kUnits>
                                     : launch_rms_rope_vec<0, kUnits>;
-  launch(x, weight, sumsq, width, cos, sin, table_row, half_head, out, batch, tokens, D, eps, threads, stream);
+  launch(in, width, cos, sin, table_row, half_head, batch, tokens, D, eps, threads, stream);
 }
 
 }  // namespace
@@ -584,24 +628,35 @@ bool sum_squares_bf16(const void* x, float* out, int64_t rows, int64_t D, void* 
   return cudaGetLastError() == cudaSuccess;
 }
 
-bool rms_rope_bf16(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
-                   const float* sin, int64_t table_row, int rotary, int64_t half_head, void* out, int64_t batch,
-                   int64_t tokens, int64_t D, float eps, void* stream) {
+bool rms_rope_bf16(const RopeRows* inputs, int count, float width, const float* cos, const float* sin,
+                   int64_t table_row, int rotary, int64_t half_head, int64_t batch, int64_t tokens, int64_t D,
+                   float eps, void* stream) {
+  if (count < 1 || count > kRopeInputs) return false;
   if (batch * tokens == 0) return true;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   int threads = 0, per = 0;
   // 16-element units: split rotary needs them inside a head's half; tables are read as float4.
-  const bool vec = D % 16 == 0 && (rotary != 1 || half_head % 8 == 0) && aligned16(x) && aligned16(out) &&
-                   aligned16(weight) &&
-                   (rotary == 0 || (aligned16(cos) && aligned16(sin) && table_row % 4 == 0)) &&
-                   row_shape(D / 16, 2, threads, per);
+  bool vec = D % 16 == 0 && (rotary != 1 || half_head % 8 == 0) &&
+             (rotary == 0 || (aligned16(cos) && aligned16(sin) && table_row % 4 == 0)) &&
+             row_shape(D / 16, 2, threads, per);
+  RopeInputs in{};
+  in.count = count;
+  for (int j = 0; j < count; ++j) {
+    const RopeRows& r = inputs[j];
+    vec = vec && aligned16(r.x) && aligned16(r.out) && aligned16(r.weight);
+    in.x[j] = static_cast<const __nv_bfloat16*>(r.x);
+    in.weight[j] = static_cast<const __nv_bfloat16*>(r.weight);
+    in.sumsq[j] = r.sumsq;
+    in.out[j] = static_cast<__nv_bfloat16*>(r.out);
+  }
   if (vec) {
     const auto launch = per == 1 ? launch_rms_rope_vec<1> : launch_rms_rope_vec<2>;
-    launch(rotary, x, weight, sumsq, width, cos, sin, table_row, half_head, out, batch, tokens, D, eps, threads, st);
+    launch(rotary, in, width, cos, sin, table_row, half_head, batch, tokens, D, eps, threads, st);
   } else {
-    rms_rope_kernel<<<static_cast<unsigned>(batch * tokens), kThreads, 0, st>>>(
-        static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(weight), sumsq, width, cos, sin,
-        table_row, rotary, half_head, static_cast<__nv_bfloat16*>(out), D, tokens, batch, eps);
+    for (int j = 0; j < count; ++j)
+      rms_rope_kernel<<<static_cast<unsigned>(batch * tokens), kThreads, 0, st>>>(
+          in.x[j], in.weight[j], in.sumsq[j], width, cos, sin, table_row, rotary, half_head, in.out[j], D, tokens,
+          batch, eps);
   }
   return cudaGetLastError() == cudaSuccess;
 }

@@ -35,11 +35,22 @@ bool gated_residual_rms_bf16(const void* x, const void* y, const void* gate, con
 // out[row] = sum of the row's squares, in fp32.
 bool sum_squares_bf16(const void* x, float* out, int64_t rows, int64_t D, void* stream);
 
-// RMS norm with `weight` [D] over a mean square of sumsq[row] / width (sumsq null: this row's own, width D),
-// then rotary 0 none, 1 split halves per head (head = 2 x half_head; tables [tokens, table_row] with one
-// entry per pair), 2 interleaved pairs (tables with each pair's entry repeated). x [batch, tokens, D].
-bool rms_rope_bf16(const void* x, const void* weight, const float* sumsq, float width, const float* cos,
-                   const float* sin, int64_t table_row, int rotary, int64_t half_head, void* out, int64_t batch,
-                   int64_t tokens, int64_t D, float eps, void* stream);
+// One tensor x [batch, tokens, D] for rms_rope_bf16: its norm weight [D], its rows' sums of squares (null:
+// the kernel's own) and where its result goes.
+struct RopeRows {
+  const void* x;
+  const void* weight;
+  const float* sumsq;
+  void* out;
+};
+constexpr int kRopeInputs = 2;  // the most tensors of one pass (a self-attention's q and k)
+
+// RMS norm with each input's `weight` over a mean square of sumsq[row] / width (sumsq null: this row's own,
+// width D), then rotary 0 none, 1 split halves per head (head = 2 x half_head; tables [tokens, table_row]
+// with one entry per pair), 2 interleaved pairs (tables with each pair's entry repeated). Up to kRopeInputs
+// tensors of the same shape share the tables, which the vector kernel then reads once for all of them.
+bool rms_rope_bf16(const RopeRows* inputs, int count, float width, const float* cos, const float* sin,
+                   int64_t table_row, int rotary, int64_t half_head, int64_t batch, int64_t tokens, int64_t D,
+                   float eps, void* stream);
 
 }  // namespace ditgen::nn

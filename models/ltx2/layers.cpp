@@ -1,6 +1,7 @@
 #include "models/ltx2/layers.h"
 
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "lib/io/json.h"
@@ -85,14 +86,18 @@ namespace {
 
 // QK RMSNorm across all heads (torch.nn.RMSNorm): the mean square spans every TP rank's heads; then RoPE in
 // fp32, cast back (§1.6).
+std::function<void(at::Tensor&)> across_tp(const parallel::Context& ctx) {
+  if (ctx.mesh().shape().tp == 1) return {};
+  return [&ctx](at::Tensor& sums) { parallel::tp_all_reduce(sums, ctx); };
+}
+nn::Rotary rotary(const Rope* r, bool split_rope) {
+  return r == nullptr ? nn::Rotary::None : split_rope ? nn::Rotary::SplitHalf : nn::Rotary::Interleaved;
+}
+
 at::Tensor norm_rope(const at::Tensor& t, const at::Tensor& weight, const Rope* r, bool split_rope, double eps,
                      int64_t head_dim, const parallel::Context& ctx) {
-  const int tp = ctx.mesh().shape().tp;
-  std::function<void(at::Tensor&)> across_tp;
-  if (tp > 1) across_tp = [&ctx](at::Tensor& sums) { parallel::tp_all_reduce(sums, ctx); };
-  const nn::Rotary kind = r == nullptr ? nn::Rotary::None : split_rope ? nn::Rotary::SplitHalf : nn::Rotary::Interleaved;
-  return nn::rms_norm_rotary(t, weight, eps, t.size(-1) * tp, across_tp, kind, r ? r->cos : at::Tensor(),
-                             r ? r->sin : at::Tensor(), head_dim);
+  return nn::rms_norm_rotary(t, weight, eps, t.size(-1) * ctx.mesh().shape().tp, across_tp(ctx),
+                             rotary(r, split_rope), r ? r->cos : at::Tensor(), r ? r->sin : at::Tensor(), head_dim);
 }
 
 // o [B, N, heads, head_dim] -> [B, N, heads * head_dim], the output projection's input.
@@ -118,8 +123,16 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
                   const parallel::Context& ctx) {
   const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
   const nn::ReuseQuantisedInput once;  // --fp8: x (and kv) quantised once for q, k and v
-  at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope, split_rope, eps, hd, ctx);
-  at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope, split_rope, eps, hd, ctx);
+  at::Tensor q = nn::linear(x, a.q.w, a.q.b), k = nn::linear(kv, a.k.w, a.k.b);
+  if (q_rope == k_rope && q.sizes() == k.sizes()) {  // self-attention: one pass over the shared tables
+    std::tie(q, k) = nn::rms_norm_rotary_pair(q, k, a.norm_q, a.norm_k, eps, q.size(-1) * ctx.mesh().shape().tp,
+                                              across_tp(ctx), rotary(q_rope, split_rope),
+                                              q_rope ? q_rope->cos : at::Tensor(),
+                                              q_rope ? q_rope->sin : at::Tensor(), hd);
+  } else {
+    q = norm_rope(q, a.norm_q, q_rope, split_rope, eps, hd, ctx);
+    k = norm_rope(k, a.norm_k, k_rope, split_rope, eps, hd, ctx);
+  }
   at::Tensor v = nn::linear(kv, a.v.w, a.v.b);
   auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, n, h, hd}); };
   at::Tensor o;

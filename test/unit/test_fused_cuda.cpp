@@ -110,6 +110,17 @@ void check_rms_norm_rotary(int64_t B, int64_t S, int64_t H, int64_t hd, bool mis
     // A mean square spanning a wider row (TP): the reduce doubles the sums as a second equal rank would.
     auto twice = [](at::Tensor& sums) { sums.mul_(2); };
     CHECK(rel_max(on(at::kCUDA, at::kBFloat16, twice, 2 * D), on(at::kCPU, at::kBFloat16, twice, 2 * D)) < 8e-3);
+    // A self-attention's q and k in one pass over the shared tables: each the same bits as its own call.
+    const at::Tensor k = (at::randn({B, S, D}) * 3).to(at::kBFloat16), wk = (1 + 0.2 * at::randn({D})).to(at::kBFloat16);
+    for (const auto& reduce : {std::function<void(at::Tensor&)>(), std::function<void(at::Tensor&)>(twice)}) {
+      const int64_t width = reduce ? 2 * D : D;
+      const at::Tensor cs = c.cos.defined() ? c.cos.cuda() : at::Tensor(), sn = c.sin.defined() ? c.sin.cuda() : at::Tensor();
+      const at::Tensor xq = misaligned ? cuda_bf16_misaligned(x) : x.cuda(), xk = k.cuda();
+      const auto [q2, k2] =
+          nn::rms_norm_rotary_pair(xq, xk, w.cuda(), wk.cuda(), 1e-6, width, reduce, c.kind, cs, sn, hd);
+      CHECK(at::equal(q2, nn::rms_norm_rotary(xq, w.cuda(), 1e-6, width, reduce, c.kind, cs, sn, hd)));
+      CHECK(at::equal(k2, nn::rms_norm_rotary(xk, wk.cuda(), 1e-6, width, reduce, c.kind, cs, sn, hd)));
+    }
   }
 }
 
