@@ -305,8 +305,8 @@ if [[ $what == profile ]]; then
         grep -E "text keys|CUDA graphs" /tmp/ltx2_default_verbose.log | head -24 | tee -a "$summary" ;;
       # The same step with the residual's GEMM epilogue off (nn::linear_residual: LTX-2's ungated residuals).
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
-      # The gated residual + norms kernel holding its bias, gate and modulation rows in registers (the A/B).
-      ltx2_rowregs) DITGEN_ROW_REGISTERS=1 EXT=mp4 prof ltx2_default_rowregs ltx2 --steps 4 --save-frames ;;
+      # The GEMMs of the feed-forward whole at both CFG branches' rows (DITGEN_GEMM_ROWS=0), for the A/B.
+      ltx2_wholegemm) DITGEN_GEMM_ROWS=0 EXT=mp4 prof ltx2_default_wholegemm ltx2 --steps 4 --save-frames ;;
       # Guidance off: one forward a step, of one item (*_nocfg) or of two (*_nocfg_b2): what batching costs.
       ltx2_nocfg) EXT=mp4 prof ltx2_nocfg ltx2 --steps 4 --guidance 1 --audio-guidance 1 --save-frames ;;
       ltx2_nocfg_b2) EXT=mp4 prof ltx2_nocfg_b2 ltx2 --steps 4 --guidance 1 --audio-guidance 1 --batch-count 2 --save-frames ;;

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "lib/io/safetensors.h"
@@ -29,25 +31,75 @@ at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bi
 #endif
 }
 
+// The most rows one GPU GEMM of a large weight takes (DITGEN_GEMM_ROWS; 0: no limit): cuBLAS's kernel for
+// LTX-2's feed-forward at both CFG branches' 12288 rows is 2-5 % slower than its kernel for half of them, run
+// twice (bench/probes/cublaslt_algos.cu on an H100: K 16384 2.08 ms against 2 x 0.99 ms).
+int64_t gemm_row_limit() {
+  static const int64_t limit = [] {
+    const char* v = std::getenv("DITGEN_GEMM_ROWS");
+    if (v == nullptr) return int64_t{8192};
+    char* end = nullptr;
+    const long long n = std::strtoll(v, &end, 10);
+    DITGEN_CHECK(*v != '\0' && *end == '\0' && n >= 0,
+                 "DITGEN_GEMM_ROWS='{}': expected a whole number of rows (0: no limit)", v);
+    return static_cast<int64_t>(n);
+  }();
+  return limit;
+}
+
+// Rows of a CUDA GEMM with a weight of at least 2^26 elements beyond gemm_row_limit(): `gemm(rows, out)`
+// writes equal chunks of them into row slices of one output (each row's product, by the kernel cuBLAS picks
+// for the chunk's shape).
+// Undefined where it does not apply (the caller runs the whole GEMM).
+at::Tensor in_row_chunks(const at::Tensor& x, const at::Tensor& w,
+                         const std::function<void(const at::Tensor&, at::Tensor&)>& gemm) {
+  const int64_t limit = gemm_row_limit(), K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : 0;
+  if (!x.is_cuda() || limit == 0 || M <= limit || N * K < (int64_t{1} << 26) || w.dim() != 2) return {};
+  const at::Tensor rows = x.reshape({M, K});
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  at::Tensor out = at::empty({M, N}, x.options());
+  const int64_t chunks = (M + limit - 1) / limit, per = (M + chunks - 1) / chunks;
+  for (int64_t r = 0; r < M; r += per) {
+    at::Tensor o = out.narrow(0, r, std::min(per, M - r));
+    gemm(rows.narrow(0, r, o.size(0)), o);
+  }
+  return out.view(shape);
+}
+
 }  // namespace
 
 at::Tensor linear(const at::Tensor& x, const Linear& l) {
-  if (!l.is_fp8()) return at::linear(x, l.weight);
-  return fp8_linear(x, l, at::Tensor());
+  if (l.is_fp8()) return fp8_linear(x, l, at::Tensor());
+  const at::Tensor w = l.weight;
+  if (at::Tensor y = in_row_chunks(x, w, [&](const at::Tensor& a, at::Tensor& o) { at::mm_out(o, a, w.t()); });
+      y.defined())
+    return y;
+  return at::linear(x, w);
 }
 
 at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
-  if (!l.is_fp8()) return at::linear(x, l.weight, bias);
-  return fp8_linear(x, l, bias);
+  if (l.is_fp8()) return fp8_linear(x, l, bias);
+  const at::Tensor w = l.weight;
+  if (bias.defined() && bias.dim() == 1) {
+    auto gemm = [&](const at::Tensor& a, at::Tensor& o) { at::addmm_out(o, bias, a, w.t()); };
+    if (at::Tensor y = in_row_chunks(x, w, gemm); y.defined()) return y;
+  }
+  return at::linear(x, w, bias);
 }
 
 at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
   const bool epilogue = x.is_cuda() && !l.is_fp8() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
                         bias.defined() && bias.dim() == 1 && x.numel() > 0;
   if (!epilogue) return at::gelu(linear(x, l, bias), "tanh");
+  const at::Tensor w = l.weight;
+  auto gemm = [&](const at::Tensor& a, at::Tensor& o) {
+    at::_addmm_activation_out(o, bias, a, w.t(), 1, 1, /*use_gelu=*/true);
+  };
+  if (at::Tensor y = in_row_chunks(x, w, gemm); y.defined()) return y;
   auto shape = x.sizes().vec();
-  shape.back() = l.weight.size(0);
-  return at::_addmm_activation(bias, x.reshape({-1, x.size(-1)}), l.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
+  shape.back() = w.size(0);
+  return at::_addmm_activation(bias, x.reshape({-1, x.size(-1)}), w.t(), 1, 1, /*use_gelu=*/true).view(shape);
 }
 
 #ifdef DITGEN_CUDA

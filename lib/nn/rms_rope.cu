@@ -13,9 +13,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "lib/nn/bf16_rows.cuh"
 #include "lib/nn/rms_rope_cuda.h"
 
@@ -147,34 +144,20 @@ struct NormOutputs {
 
 // gated_residual_kernel then rms_modulate_vec_kernel's row arithmetic into kOuts outputs, with the row of
 // x_out kept in registers in between: rows, vectors per thread and the order of the sum of squares as
-// rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit.
-// kKeep: the bias, and a per-item gate or modulation row, are held in registers for the block's rows;
-// otherwise they are read again for each row where they are used (from L1: the same few rows for the whole
-// block), which leaves a thread only its row's x and y to hold and so more blocks on each SM.
-template <int kVecs, int kOuts, bool kKeep>
-__global__ void __launch_bounds__(kThreads, kKeep || kVecs > 2 ? 1 : 4) gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x,
-                                              const __nv_bfloat16* __restrict__ y,
-                                              const __nv_bfloat16* __restrict__ gate,
-                                              const __nv_bfloat16* __restrict__ bias,
-                                              __nv_bfloat16* __restrict__ x_out, NormOutputs outs,
-                                              int64_t rows, int D, int64_t tokens, int64_t gate_batch_stride,
-                                              int64_t gate_token_stride, float eps) {
+// rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit. The
+// bias, and a per-item gate or modulation row, are read again for each row where they are used (from L1: the
+// same few rows for the whole block): holding them in registers for the block's rows left room for half as
+// many blocks on an SM, and was 10-20 % slower on an H100 (bench/results/2026-12-07_h100_joint_cfg).
+template <int kVecs, int kOuts>
+__global__ void __launch_bounds__(kThreads, kVecs > 2 ? 1 : 4)
+    gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
+                                  const __nv_bfloat16* __restrict__ gate, const __nv_bfloat16* __restrict__ bias,
+                                  __nv_bfloat16* __restrict__ x_out, NormOutputs outs, int64_t rows, int D,
+                                  int64_t tokens, int64_t gate_batch_stride, int64_t gate_token_stride, float eps) {
   __shared__ float shared[32];
   const int vecs = D / 8;
   const bool residual = y != nullptr, gated = residual && gate != nullptr,
              biased = residual && bias != nullptr;
-  constexpr int kHeld = kKeep ? kVecs : 1;  // the vectors of bias, gate and modulation a thread holds
-  uint4 g[kHeld], c[kHeld], sc[kOuts][kHeld], sh[kOuts][kHeld];
-  int64_t gate_loaded = -1, mod_loaded[kOuts];  // kKeep: the gate and modulation rows now in g, sc / sh
-#pragma unroll
-  for (int j = 0; j < kOuts; ++j) mod_loaded[j] = -1;
-  if (kKeep && biased) {
-#pragma unroll
-    for (int k = 0; k < kVecs; ++k) {
-      const int i = threadIdx.x + k * blockDim.x;
-      if (i < vecs) c[k % kHeld] = reinterpret_cast<const uint4*>(bias)[i];
-    }
-  }
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kModRows;
   const int64_t last = first + kModRows < rows ? first + kModRows : rows;
   for (int64_t row = first; row < last; ++row) {
@@ -187,40 +170,15 @@ __global__ void __launch_bounds__(kThreads, kKeep || kVecs > 2 ? 1 : 4) gated_re
     }
     const int64_t b = row / tokens, s = row % tokens;
     const int64_t gm = b * gate_batch_stride + s * gate_token_stride;
-    if (kKeep) {
-      if (gated && gm != gate_loaded) {  // the same for the whole block; loaded alongside x
-        gate_loaded = gm;
-#pragma unroll
-        for (int k = 0; k < kVecs; ++k) {
-          const int i = threadIdx.x + k * blockDim.x;
-          if (i < vecs) g[k % kHeld] = reinterpret_cast<const uint4*>(gate + gm)[i];
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kOuts; ++j) {
-        const int64_t m = b * outs.batch_stride[j] + s * outs.token_stride[j];
-        if (outs.scale1[j] == nullptr || m == mod_loaded[j]) continue;
-        mod_loaded[j] = m;
-#pragma unroll
-        for (int k = 0; k < kVecs; ++k) {
-          const int i = threadIdx.x + k * blockDim.x;
-          if (i < vecs) {
-            sc[j][k % kHeld] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
-            sh[j][k % kHeld] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
-          }
-        }
-      }
-    }
     if (residual) {
 #pragma unroll
       for (int k = 0; k < kVecs; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= vecs) continue;  // stays zero for the sum of squares
-        if (!kKeep) {
-          if (gated) g[0] = reinterpret_cast<const uint4*>(gate + gm)[i];
-          if (biased) c[0] = reinterpret_cast<const uint4*>(bias)[i];
-        }
-        v[k] = gated_residual8(v[k], w[k], g[k % kHeld], gated, c[k % kHeld], biased);
+        uint4 g{}, c{};
+        if (gated) g = reinterpret_cast<const uint4*>(gate + gm)[i];
+        if (biased) c = reinterpret_cast<const uint4*>(bias)[i];
+        v[k] = gated_residual8(v[k], w[k], g, gated, c, biased);
         reinterpret_cast<uint4*>(x_out + row * D)[i] = v[k];
       }
     }
@@ -237,11 +195,12 @@ __global__ void __launch_bounds__(kThreads, kKeep || kVecs > 2 ? 1 : 4) gated_re
       for (int k = 0; k < kVecs; ++k) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= vecs) continue;
-        if (!kKeep && modulated) {
-          sc[j][0] = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
-          sh[j][0] = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
+        uint4 sc{}, sh{};
+        if (modulated) {
+          sc = reinterpret_cast<const uint4*>(outs.scale1[j] + m)[i];
+          sh = reinterpret_cast<const uint4*>(outs.shift[j] + m)[i];
         }
-        dst[i] = norm8(v[k], r, modulated, sc[j][k % kHeld], sh[j][k % kHeld]);
+        dst[i] = norm8(v[k], r, modulated, sc, sh);
       }
     }
   }
@@ -263,6 +222,7 @@ __global__ void sum_squares_vec_kernel(const __nv_bfloat16* __restrict__ x, floa
 }
 
 // The tensors rms_rope_vec_kernel normalises and rotates with the same tables (as RopeRows).
+static_assert(kRopeInputs == 2, "rms_rope_vec_kernel picks an input's pointers as the first or the second");
 struct RopeInputs {
   const __nv_bfloat16* x[kRopeInputs];
   const __nv_bfloat16* weight[kRopeInputs];
@@ -317,19 +277,23 @@ __global__ void __launch_bounds__(kThreads, kUnits == 1 ? 4 : 1) rms_rope_vec_ke
   }
 
   for (int input = 0; input < in.count; ++input) {
-    const __nv_bfloat16* __restrict__ x = in.x[input];
-    const float* __restrict__ sumsq = in.sumsq[input];
+    // (Picked by a constant index: indexing the parameter's arrays by `input` would copy them to the stack.)
+    const bool second = input == 1;
+    const __nv_bfloat16* __restrict__ x = second ? in.x[1] : in.x[0];
+    const __nv_bfloat16* __restrict__ weight = second ? in.weight[1] : in.weight[0];
+    const float* __restrict__ sumsq = second ? in.sumsq[1] : in.sumsq[0];
+    __nv_bfloat16* __restrict__ out = second ? in.out[1] : in.out[0];
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
       const int u = threadIdx.x + k * blockDim.x;
       if (u >= units) continue;
-      wlo[k] = *reinterpret_cast<const uint4*>(in.weight[input] + lo[k]);
-      whi[k] = *reinterpret_cast<const uint4*>(in.weight[input] + lo[k] + (kRotary == 1 ? half_head : 8));
+      wlo[k] = *reinterpret_cast<const uint4*>(weight + lo[k]);
+      whi[k] = *reinterpret_cast<const uint4*>(weight + lo[k] + (kRotary == 1 ? half_head : 8));
     }
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t row = b * tokens + s;
       const __nv_bfloat16* src = x + row * D;
-      __nv_bfloat16* dst = in.out[input] + row * D;
+      __nv_bfloat16* dst = out + row * D;
       uint4 vlo[kUnits], vhi[kUnits];
       float sum = 0.f;
 #pragma unroll
@@ -499,25 +463,13 @@ void launch_rms_modulate_vec(const void* x, const void* scale1, const void* shif
       mbs, mts, eps);
 }
 
-// DITGEN_ROW_REGISTERS=1: the gated residual + norms kernel holds the bias, gate and modulation rows in
-// registers for its rows (the earlier form, for the A/B); by default it reads them again per row.
-bool keep_rows_in_registers() {
-  static const bool keep = [] {
-    const char* v = std::getenv("DITGEN_ROW_REGISTERS");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return keep;
-}
-
 template <int kVecs, int kOuts>
 void launch_gated_residual_rms_vec(const void* x, const void* y, const void* gate, const void* bias,
                                    void* x_out, const NormOutputs& outs, int64_t rows, int64_t tokens,
                                    int64_t D, int64_t gbs, int64_t gts, float eps, int threads,
                                    cudaStream_t stream) {
   const int64_t blocks = (rows + kModRows - 1) / kModRows;
-  const auto kernel = keep_rows_in_registers() ? gated_residual_rms_vec_kernel<kVecs, kOuts, true>
-                                               : gated_residual_rms_vec_kernel<kVecs, kOuts, false>;
-  kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+  gated_residual_rms_vec_kernel<kVecs, kOuts><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
       static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(y),
       static_cast<const __nv_bfloat16*>(gate), static_cast<const __nv_bfloat16*>(bias),
       static_cast<__nv_bfloat16*>(x_out), outs, rows, static_cast<int>(D), tokens, gbs, gts, eps);

@@ -327,6 +327,24 @@ TEST_CASE("fused qk_norm_rope: head sizes, strided views of a fused projection a
   }
 }
 
+TEST_CASE("linears of more rows than one GEMM takes run in row chunks with the same results", "[cuda]") {
+  require_gpu();
+  at::manual_seed(21);
+  // 8200 rows of a 8192 x 8192 weight: two chunks of 4100 rows (DITGEN_GEMM_ROWS' default 8192).
+  const int64_t M = 8200, K = 8192, N = 8192;
+  const at::Tensor x = at::randn({2, M / 2, K}, at::kCUDA).to(at::kBFloat16);
+  const nn::Linear l((at::randn({N, K}, at::kCUDA) * 0.02).to(at::kBFloat16));
+  const at::Tensor bias = at::randn({N}, at::kCUDA).to(at::kBFloat16);
+  const at::Tensor plain = at::linear(x, l.weight), biased = at::linear(x, l.weight, bias);
+  const at::Tensor y = nn::linear(x, l), yb = nn::linear(x, l, bias), yg = nn::linear_gelu_tanh(x, l, bias);
+  CHECK(y.sizes() == plain.sizes());
+  CHECK(rel_max(y, plain) < 1e-2);
+  CHECK(rel_max(yb, biased) < 1e-2);
+  CHECK(rel_max(yg, at::gelu(biased.to(at::kFloat), "tanh").to(at::kBFloat16)) < 2e-2);
+  // Each chunk's rows as that chunk alone gives them.
+  CHECK(at::equal(y.view({M, N}).narrow(0, M / 2, M / 2), nn::linear(x[1], l)));
+}
+
 TEST_CASE("linear_gelu_tanh in the GEMM epilogue equals the linear then GELU", "[cuda]") {
   require_gpu();
   at::manual_seed(4);
