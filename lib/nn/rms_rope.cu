@@ -147,7 +147,7 @@ struct NormOutputs {
 // rms_modulate_vec_kernel's (the block shape of the same D), so its results are the same bit for bit. The
 // bias, and a per-item gate or modulation row, are read again for each row where they are used (from L1: the
 // same few rows for the whole block): holding them in registers for the block's rows left room for half as
-// many blocks on an SM, and was 10-20 % slower on an H100 (bench/results/2026-12-07_h100_joint_cfg).
+// many blocks on an SM, and was 10-20 % slower on an H100 (bench/results/2026-12-06h_h100_joint_cfg).
 template <int kVecs, int kOuts>
 __global__ void __launch_bounds__(kThreads, kVecs > 2 ? 1 : 4)
     gated_residual_rms_vec_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
