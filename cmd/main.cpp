@@ -416,7 +416,8 @@ int main(int argc, char** argv) {
                                       : attention == "fp8"  ? ditgen::nn::AttentionBackend::Fp8
                                                             : ditgen::nn::AttentionBackend::Auto);
     ditgen::nn::set_cuda_graphs(cuda_graphs == "on");
-    ditgen::nn::fused_residual_on();  // a malformed DITGEN_FUSED_RESIDUAL ends the run now
+    ditgen::nn::fused_residual_on();  // a malformed DITGEN_FUSED_RESIDUAL or DITGEN_GEMM_ROWS ends the run now
+    ditgen::nn::gemm_row_limit();
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     const ModelCommand* generate = nullptr;

@@ -95,6 +95,13 @@ add_test(NAME cli.error.activations_do_not_fit
                  ${D} flux2 --warmup 0 --steps 1 -H 1024 -W 1024 -o ${FWORK}/activations/)
 set_tests_properties(cli.error.activations_do_not_fit PROPERTIES LABELS cli TIMEOUT 120)
 
+# The A/B switches (docs/benchmarks.md) are checked at start-up, on every rank, before anything is written.
+add_test(NAME cli.error.env_switches
+         COMMAND ${CMAKE_COMMAND} "-DRUN=${MPIRUN};-np;2;-x;DITGEN_GEMM_ROWS=lots;${D};flux2;--warmup;0;--steps;1;-o;${FWORK}/env_switches/"
+                 "-DREGEX=rank 1/2. error: DITGEN_GEMM_ROWS='lots': expected a whole number of rows"
+                 -DDIR=${FWORK}/env_switches -P ${NO_OUTPUT})
+set_tests_properties(cli.error.env_switches PROPERTIES LABELS "cli;mpi" TIMEOUT 120 PROCESSORS 2)
+
 # --comm: NCCL is for GPU ranks; CPU ranks refuse it on every rank, and --comm mpi runs a CPU mesh.
 add_test(NAME cli.flag.comm_nccl_on_cpu
          COMMAND ${FAIL} "--comm nccl needs GPU tensors" ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root

@@ -13,24 +13,7 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x)                                                                                       \
-  do {                                                                                              \
-    auto ck_status = (x);                                                                           \
-    if (ck_status != 0) {                                                                           \
-      std::printf("error %d at %s:%d: %s\n", static_cast<int>(ck_status), __FILE__, __LINE__, #x); \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
-
-__global__ void fill(__nv_bfloat16* p, size_t n, unsigned seed, float scale) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = __float2bfloat16(scale * ((h & 0xffff) / 32768.0f - 1.0f));
-  }
-}
+#include "probe.cuh"
 
 struct Shape {
   const char* name;

@@ -9,6 +9,7 @@
 
 #include "lib/io/safetensors.h"
 #include "lib/nn/ops.h"
+#include "lib/runtime/env.h"
 #include "lib/runtime/error.h"
 #ifdef DITGEN_CUDA
 #include "lib/nn/fp8_cuda.h"
@@ -29,22 +30,6 @@ at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bi
 #else
   fail("an FP8 linear in a build without CUDA");
 #endif
-}
-
-// The most rows one GPU GEMM of a large weight takes (DITGEN_GEMM_ROWS; 0: no limit): cuBLAS's kernel for
-// LTX-2's feed-forward at both CFG branches' 12288 rows is 2-5 % slower than its kernel for half of them, run
-// twice (bench/probes/cublaslt_algos.cu on an H100: K 16384 2.08 ms against 2 x 0.99 ms).
-int64_t gemm_row_limit() {
-  static const int64_t limit = [] {
-    const char* v = std::getenv("DITGEN_GEMM_ROWS");
-    if (v == nullptr) return int64_t{8192};
-    char* end = nullptr;
-    const long long n = std::strtoll(v, &end, 10);
-    DITGEN_CHECK(*v != '\0' && *end == '\0' && n >= 0,
-                 "DITGEN_GEMM_ROWS='{}': expected a whole number of rows (0: no limit)", v);
-    return static_cast<int64_t>(n);
-  }();
-  return limit;
 }
 
 // Rows of a CUDA GEMM with a weight of at least 2^26 elements beyond gemm_row_limit(): `gemm(rows, out)`
@@ -68,6 +53,14 @@ at::Tensor in_row_chunks(const at::Tensor& x, const at::Tensor& w,
 }
 
 }  // namespace
+
+// cuBLAS's kernel for LTX-2's feed-forward at both CFG branches' 12288 rows is 2-5 % slower than its kernel
+// for half of them, run twice (bench/probes/cublaslt_algos.cu on an H100: K 16384 2.08 ms against 2 x 0.99 ms).
+int64_t gemm_row_limit() {
+  static const int64_t limit =
+      runtime::env_whole_number("DITGEN_GEMM_ROWS", 8192, 0, "a whole number of rows (0: no limit)");
+  return limit;
+}
 
 at::Tensor linear(const at::Tensor& x, const Linear& l) {
   if (l.is_fp8()) return fp8_linear(x, l, at::Tensor());

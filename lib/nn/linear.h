@@ -70,6 +70,10 @@ ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, co
 // The DITGEN_FUSED_RESIDUAL switch: unset or 1 on, 0 off; any other value ends the run naming it (read once;
 // call it at start-up).
 bool fused_residual_on();
+// The most rows one GPU GEMM of a weight of 2^26 elements or more takes (DITGEN_GEMM_ROWS, default 8192; 0: no
+// limit): linear and linear_gelu_tanh run more as equal row chunks. A malformed value ends the run naming it
+// (read once; call it at start-up).
+int64_t gemm_row_limit();
 
 // x + gate * (gelu_tanh_mlp(in_x, in, in_bias, out) + out_bias), `reduce` on the MLP's output first: a GELU
 // MLP into the residual stream. FP8: the GELU in the second GEMM's quantiser (gelu_tanh_mlp); else the GELU

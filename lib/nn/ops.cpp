@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 
+#include "lib/runtime/env.h"
 #include "lib/runtime/error.h"
 
 #ifdef DITGEN_CUDA
@@ -96,15 +97,8 @@ AttentionBackend g_backend = AttentionBackend::Auto;
 // --attention fp8 takes attention of at least this many queries and keys (DITGEN_FP8_ATTENTION_MIN_TOKENS, for
 // A/B measurements): below, the quantisers' passes cost more than FP8 saves (bench/results/*fp8_attention*).
 int64_t fp8_attention_min_tokens() {
-  static const int64_t n = [] {
-    const char* v = std::getenv("DITGEN_FP8_ATTENTION_MIN_TOKENS");
-    if (v == nullptr) return int64_t{2048};
-    char* end = nullptr;
-    const long long x = std::strtoll(v, &end, 10);
-    DITGEN_CHECK(*v != '\0' && *end == '\0' && x > 0,
-                 "DITGEN_FP8_ATTENTION_MIN_TOKENS='{}': expected a positive whole number of tokens", v);
-    return static_cast<int64_t>(x);
-  }();
+  static const int64_t n = runtime::env_whole_number("DITGEN_FP8_ATTENTION_MIN_TOKENS", 2048, 1,
+                                                      "a positive whole number of tokens");
   return n;
 }
 #endif

@@ -417,22 +417,18 @@ void Launch::load_transformer() {
   load_s_ += watch.seconds();
   peaks_->end("load_transformer");
   const Room room = available_room(device_);
-  if (!activations_fit(need, room, ranks_on_host(mesh_))) {
+  const bool joint = std::any_of(settings_.begin(), settings_.end(), [](const Settings& s) { return s.joint_cfg; });
+  if (joint && !activations_fit(need, room, ranks_on_host(mesh_))) {
     // The CFG branches one after the other (half the activations) where together they do not fit.
-    bool joint = false;
+    if (mesh_.rank() == 0)
+      spdlog::info("the two CFG branches run one after the other: as one call they would need about {} of "
+                   "activations but {} once the weights are loaded",
+                   io::human_bytes(need), room.describe());
     for (size_t k = 0; k < settings_.size(); ++k) {
-      joint = joint || settings_[k].joint_cfg;
       branches_[k].both.reset();
       settings_[k].joint_cfg = false;
     }
-    if (joint) {
-      const int64_t alone = step_activations();
-      if (mesh_.rank() == 0)
-        spdlog::info("the two CFG branches run one after the other: as one call they would need about {} of "
-                     "activations but {} once the weights are loaded",
-                     io::human_bytes(need), room.describe());
-      need = alone;
-    }
+    need = step_activations();
   }
   check_activations_fit(need, room, ranks_on_host(mesh_));
 }
