@@ -314,6 +314,10 @@ if [[ $what == profile ]]; then
         nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_algos.cu -lcublasLt -o /tmp/probe_algos &&
           /tmp/probe_algos 20 > "$OUT/gemm_algos.txt" 2>&1; note "gemm_algos: rc=$? $(tail -1 "$OUT/gemm_algos.txt")"
         grep -E "faster|^\S" "$OUT/gemm_algos.txt" | tee -a "$summary" ;;
+      gemm_fp8)  # FP8 GEMMs by scale mode and accumulation, first choice against fastest candidate
+        nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_fp8.cu -lcublasLt -o /tmp/probe_fp8 &&
+          /tmp/probe_fp8 20 > "$OUT/gemm_fp8.txt" 2>&1; note "gemm_fp8: rc=$?"
+        grep -E "faster|^all|^\S" "$OUT/gemm_fp8.txt" | tee -a "$summary" ;;
       *_peer) PEER_MODES=${PEER_MODES:-compile} peers ${row%_peer} ;;  # PEER_MODES="eager compile": both
     esac
   done
