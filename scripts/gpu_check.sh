@@ -318,6 +318,13 @@ if [[ $what == profile ]]; then
         nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_fp8.cu -lcublasLt -o /tmp/probe_fp8 &&
           /tmp/probe_fp8 20 > "$OUT/gemm_fp8.txt" 2>&1; note "gemm_fp8: rc=$?"
         grep -E "faster|^all|^\S" "$OUT/gemm_fp8.txt" | tee -a "$summary" ;;
+      attn_plans)  # cuDNN's bf16 attention plans at the models' shapes, first choice against fastest
+        cudnn_lib=$(ls "$CUDNN_ROOT"/lib*/libcudnn.so* 2>/dev/null | head -1)
+        g++ -O2 -std=c++17 bench/probes/cudnn_sdpa_plans.cpp -I$G/cudnn_frontend/include -I"$CUDNN_ROOT/include" \
+          -I/usr/local/cuda/include "$cudnn_lib" -Wl,-rpath,$(dirname "$cudnn_lib") -L/usr/local/cuda/lib64 -lcudart \
+          -o /tmp/probe_sdpa > "$OUT/attn_plans.txt" 2>&1 && /tmp/probe_sdpa 10 >> "$OUT/attn_plans.txt" 2>&1
+        note "attn_plans: rc=$?"
+        grep -E "faster|^\S|does not" "$OUT/attn_plans.txt" | tee -a "$summary" ;;
       *_peer) PEER_MODES=${PEER_MODES:-compile} peers ${row%_peer} ;;  # PEER_MODES="eager compile": both
     esac
   done
