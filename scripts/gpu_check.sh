@@ -274,6 +274,17 @@ if [[ $what == profile ]]; then
       flux2_attn8) prof flux2_1024_attn8 flux2 --steps 4 --attention fp8 ;;
       flux2_fp8attn) prof flux2_1024_fp8attn flux2 --steps 4 --fp8 --attention fp8 ;;
       qwen_fp8attn) prof qwen_t128_fp8attn "${qwen[@]}" --fp8 --attention fp8 ;;
+      # --fp8 with the partial sums promoted to fp32 (DITGEN_FP8_FAST_ACCUM=0), for the A/B of fast accumulation.
+      ltx2_fp8attn_promoted) DITGEN_FP8_FAST_ACCUM=0 EXT=mp4 prof ltx2_default_fp8attn_promoted ltx2 --steps 4 --fp8 --save-frames --attention fp8 ;;
+      flux2_fp8attn_promoted) DITGEN_FP8_FAST_ACCUM=0 prof flux2_1024_fp8attn_promoted flux2 --steps 4 --fp8 --attention fp8 ;;
+      flux2_fp8_promoted) DITGEN_FP8_FAST_ACCUM=0 prof flux2_1024_fp8_promoted flux2 --steps 4 --fp8 ;;
+      verify_fp8)  # the transformer fixtures' --fp8 error against fp32, both accumulations, beside bf16's
+        for c in models/flux2_transformer_b1_h6w8_t20 models/qwenimage_transformer_b1_h6w8_t12 models/ltx2_transformer_split_b1_f2h4w6_a9; do
+          $D verify $F/$c --device cuda --dtype bf16 --tolerance 5e-2 2>&1 | grep -vE "^\s*$" | tail -3 | sed "s|^|[bf16 $c] |" | tee -a "$summary"
+          for fa in 1 0; do
+            DITGEN_FP8_FAST_ACCUM=$fa $D verify $F/$c --device cuda --dtype bf16 --fp8 2>&1 | grep -vE "^\s*$" | tail -3 | sed "s|^|[fp8 fast accum $fa $c] |" | tee -a "$summary"
+          done
+        done ;;
       diff_attn8)  # FP8 attention's and FP8 GEMMs' effect on the real-size outputs (random weights), against bf16
         for t in ltx2_default_fp8 ltx2_default_fp8attn ltx2_default_attn8; do
           [[ -d /tmp/bench/$t.frames ]] || continue

@@ -101,6 +101,10 @@ add_test(NAME cli.error.env_switches
                  "-DREGEX=rank 1/2. error: DITGEN_GEMM_ROWS='lots': expected a whole number of rows"
                  -DDIR=${FWORK}/env_switches -P ${NO_OUTPUT})
 set_tests_properties(cli.error.env_switches PROPERTIES LABELS "cli;mpi" TIMEOUT 120 PROCESSORS 2)
+add_test(NAME cli.error.env_fp8_accumulation
+         COMMAND ${FAIL} "DITGEN_FP8_FAST_ACCUM='yes': expected 1 .* or 0" ${CMAKE_COMMAND} -E env DITGEN_FP8_FAST_ACCUM=yes
+                 ${D} flux2 --warmup 0 --steps 1 -o ${FWORK}/env_fp8_accumulation.png)
+set_tests_properties(cli.error.env_fp8_accumulation PROPERTIES LABELS cli TIMEOUT 60)
 
 # --comm: NCCL is for GPU ranks; CPU ranks refuse it on every rank, and --comm mpi runs a CPU mesh.
 add_test(NAME cli.flag.comm_nccl_on_cpu

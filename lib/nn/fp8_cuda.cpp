@@ -4,30 +4,16 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <string>
 
 #include "lib/nn/fp8_quant_cuda.h"
+#include "lib/nn/linear.h"
 #include "lib/runtime/error.h"
 
 namespace ditgen::nn {
 
 namespace {
+
 constexpr double kE4m3Max = 448.0;
-
-// Hopper's FP8 GEMMs either promote the partial sums to fp32 regularly (default) or accumulate in the
-// tensor cores' own precision ("fast accumulation"). DITGEN_FP8_FAST_ACCUM=1 picks the latter, for A/B
-// measurements (bench/results/*fp8*).
-bool fast_accum() {
-  static const bool on = [] {
-    const char* v = std::getenv("DITGEN_FP8_FAST_ACCUM");
-    return v && std::string(v) == "1";
-  }();
-  return on;
-}
-}  // namespace
-
-namespace {
 
 // The last activation quantised and its e4m3 rows, kept only inside a ReuseQuantisedInput scope (an
 // attention's q, k and v read the same input): reused while it is the same data: same storage (held, so its
@@ -76,13 +62,13 @@ at::Tensor fp8_linear_cuda(const at::Tensor& x, const at::Tensor& w8, const at::
   at::Tensor y;
   if (bias.defined() && bias_epilogue && bias.scalar_type() == out) {
     try {
-      y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, bias, std::nullopt, out, fast_accum());
+      y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, bias, std::nullopt, out, fp8_fast_accumulation());
     } catch (const c10::Error&) {
       bias_epilogue = false;
     }
   }
   if (!y.defined()) {
-    y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, out, fast_accum());
+    y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, out, fp8_fast_accumulation());
     if (bias.defined()) y.add_(bias);
   }
   return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
@@ -108,7 +94,7 @@ at::Tensor fp8_swiglu_concat_linear_cuda(const at::Tensor& a, const at::Tensor& 
                                                   x_scale.data_ptr<float>(), M,
                                                   c10::cuda::getCurrentCUDAStream(gu.device().index()).stream());
   DITGEN_CHECK(ok, "the fused SwiGLU + FP8 quantiser failed to launch");
-  at::Tensor y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, at::kBFloat16, fast_accum());
+  at::Tensor y = at::_scaled_mm(x8, w8.t(), x_scale, w_scale, std::nullopt, std::nullopt, at::kBFloat16, fp8_fast_accumulation());
   auto shape = gate_up.sizes().vec();
   shape.back() = w8.size(0);
   return y.view(shape);

@@ -118,6 +118,18 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
   return linear(swiglu_concat(a, gate_up), l);
 }
 
+bool fp8_fast_accumulation() {
+  static const bool on = [] {
+    const char* v = std::getenv("DITGEN_FP8_FAST_ACCUM");
+    DITGEN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1",
+                 "DITGEN_FP8_FAST_ACCUM='{}': expected 1 (FP8 GEMMs accumulate in the tensor cores' precision) or "
+                 "0 (partial sums promoted to fp32)",
+                 v ? v : "");
+    return v == nullptr || std::string(v) == "1";
+  }();
+  return on;
+}
+
 bool fused_residual_on() {
   static const bool on = [] {
     const char* v = std::getenv("DITGEN_FUSED_RESIDUAL");

@@ -70,6 +70,10 @@ ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, co
 // The DITGEN_FUSED_RESIDUAL switch: unset or 1 on, 0 off; any other value ends the run naming it (read once;
 // call it at start-up).
 bool fused_residual_on();
+// How --fp8's GEMMs accumulate (DITGEN_FP8_FAST_ACCUM): unset or 1, in the tensor cores' own precision
+// ("fast accumulation", as torchao's FP8 inference runs them); 0, with the partial sums promoted to fp32 at
+// intervals. Any other value ends the run naming it (read once; call it at start-up).
+bool fp8_fast_accumulation();
 // The most rows one GPU GEMM of a weight of 2^26 elements or more takes (DITGEN_GEMM_ROWS, default 8192; 0: no
 // limit): linear and linear_gelu_tanh run more as equal row chunks. A malformed value ends the run naming it
 // (read once; call it at start-up).
