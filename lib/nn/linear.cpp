@@ -32,24 +32,44 @@ at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bi
 #endif
 }
 
-// Rows of a CUDA GEMM with a weight of at least 2^26 elements beyond gemm_row_limit(): `gemm(rows, out)`
-// writes equal chunks of them into row slices of one output (each row's product, by the kernel cuBLAS picks
-// for the chunk's shape).
-// Undefined where it does not apply (the caller runs the whole GEMM).
-at::Tensor in_row_chunks(const at::Tensor& x, const at::Tensor& w,
-                         const std::function<void(const at::Tensor&, at::Tensor&)>& gemm) {
-  const int64_t limit = gemm_row_limit(), K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : 0;
-  if (!x.is_cuda() || limit == 0 || M <= limit || N * K < (int64_t{1} << 26) || w.dim() != 2) return {};
-  const at::Tensor rows = x.reshape({M, K});
-  auto shape = x.sizes().vec();
-  shape.back() = N;
-  at::Tensor out = at::empty({M, N}, x.options());
+using Gemm = std::function<void(const at::Tensor&, at::Tensor&)>;
+
+// gemm(rows, out) over `rows` [M, K] into `out` [M, N] (any row stride): for a CUDA GEMM with a weight of at
+// least 2^26 elements and more than gemm_row_limit() rows, in equal row chunks written into row slices of
+// `out` (each chunk's product by the kernel cuBLAS picks for the chunk's shape); else whole.
+void gemm_in_rows(const at::Tensor& rows, const at::Tensor& w, at::Tensor out, const Gemm& gemm) {
+  const int64_t limit = gemm_row_limit(), M = rows.size(0);
+  if (!rows.is_cuda() || limit == 0 || M <= limit || w.numel() < (int64_t{1} << 26)) {
+    gemm(rows, out);
+    return;
+  }
   const int64_t chunks = (M + limit - 1) / limit, per = (M + chunks - 1) / chunks;
   for (int64_t r = 0; r < M; r += per) {
     at::Tensor o = out.narrow(0, r, std::min(per, M - r));
     gemm(rows.narrow(0, r, o.size(0)), o);
   }
+}
+
+// x's rows' products [..., N] through gemm_in_rows where its row chunks apply; undefined elsewhere (the
+// caller runs its whole GEMM).
+at::Tensor in_row_chunks(const at::Tensor& x, const at::Tensor& w, const Gemm& gemm) {
+  const int64_t limit = gemm_row_limit(), K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : 0;
+  if (!x.is_cuda() || limit == 0 || M <= limit || N * K < (int64_t{1} << 26) || w.dim() != 2) return {};
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  at::Tensor out = at::empty({M, N}, x.options());
+  gemm_in_rows(x.reshape({M, K}), w, out, gemm);
   return out.view(shape);
+}
+
+// `t` [..., N] (last dim contiguous) as a matrix [M, N] over the same memory, where its leading dims merge
+// into one of equal row stride; undefined where they do not (rows of several items in a longer sequence).
+at::Tensor as_matrix(const at::Tensor& t) {
+  if (t.dim() < 2 || t.stride(-1) != 1) return {};
+  for (int64_t i = t.dim() - 2; i > 0; --i)
+    if (t.size(i - 1) != 1 && t.stride(i - 1) != t.stride(i) * t.size(i)) return {};
+  const int64_t N = t.size(-1);
+  return t.as_strided({N > 0 ? t.numel() / N : 0, N}, {t.stride(-2), 1});
 }
 
 }  // namespace
@@ -79,6 +99,25 @@ at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias) 
     if (at::Tensor y = in_row_chunks(x, w, gemm); y.defined()) return y;
   }
   return at::linear(x, w, bias);
+}
+
+void linear_into(const at::Tensor& out, const at::Tensor& x, const Linear& l, const at::Tensor& bias) {
+  const int64_t K = x.size(-1), N = l.out_features(), M = K > 0 ? x.numel() / K : 0;
+  DITGEN_CHECK(out.size(-1) == N && out.numel() == M * N && out.scalar_type() == x.scalar_type(),
+               "linear_into: output {} {} for {} rows of {} features", io::shape_str(out.sizes()),
+               c10::toString(out.scalar_type()), M, N);
+  at::Tensor matrix = as_matrix(out);
+  if (!l.is_fp8() && matrix.defined() && M > 0 && (!bias.defined() || bias.dim() == 1)) {
+    const at::Tensor w = l.weight;
+    gemm_in_rows(x.reshape({M, K}), w, matrix, [&](const at::Tensor& a, at::Tensor& o) {
+      if (bias.defined())
+        at::addmm_out(o, bias, a, w.t());
+      else
+        at::mm_out(o, a, w.t());
+    });
+    return;
+  }
+  out.copy_(linear(x, l, bias).view(out.sizes()));
 }
 
 at::Tensor linear_gelu_tanh(const at::Tensor& x, const Linear& l, const at::Tensor& bias) {

@@ -29,6 +29,11 @@ struct Linear {
 at::Tensor linear(const at::Tensor& x, const Linear& l);
 at::Tensor linear(const at::Tensor& x, const Linear& l, const at::Tensor& bias);
 
+// linear(x, l, bias) written into `out` [..., N] (x's rows, x's dtype), a view such as one stream's rows of
+// joint attention's v: the GEMM writes there itself where out's rows form one matrix (bf16 / fp32 weights);
+// else the product is copied in.
+void linear_into(const at::Tensor& out, const at::Tensor& x, const Linear& l, const at::Tensor& bias = {});
+
 // gelu_tanh(x @ l^T + bias): on CUDA in bf16 / fp16 the GELU runs in the GEMM's epilogue (cuBLASLt, on
 // the fp32 accumulator: one rounding instead of two, no extra pass over the 4x-wide hidden state);
 // elsewhere, and for FP8 weights, the linear then at::gelu(tanh).

@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 
+#include "lib/io/safetensors.h"
 #include "lib/runtime/env.h"
 #include "lib/runtime/error.h"
 
@@ -310,6 +311,16 @@ at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, co
 }
 
 at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs) {
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  qk_norm_rope_into(out, x, weight, eps, freqs);
+  return out;
+}
+
+void qk_norm_rope_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps,
+                       const at::Tensor& freqs) {
+  DITGEN_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
+               "qk_norm_rope_into: output {} {} for input {} {}", io::shape_str(out.sizes()),
+               c10::toString(out.scalar_type()), io::shape_str(x.sizes()), c10::toString(x.scalar_type()));
 #ifdef DITGEN_CUDA
   const int64_t D = x.size(3);
   const bool fused = x.is_cuda() && x.dim() == 4 && x.scalar_type() == at::kBFloat16 &&
@@ -317,16 +328,19 @@ at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double ep
                      D % 2 == 0 && x.stride(0) % 2 == 0 && x.stride(1) % 2 == 0 && x.stride(2) % 2 == 0 &&
                      reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0 && freqs.scalar_type() == at::kComplexFloat &&
                      freqs.is_contiguous() && freqs.size(0) == x.size(1) && freqs.size(1) == D / 2;
-  if (fused) {
-    at::Tensor out = at::empty(x.sizes(), x.options());
+  // Each item's [S, H, D] rows contiguous; items anywhere (4-byte aligned).
+  const bool rows_fit = out.stride(3) == 1 && out.stride(2) == D && out.stride(1) == x.size(2) * D &&
+                        out.stride(0) % 2 == 0 && reinterpret_cast<uintptr_t>(out.data_ptr()) % 4 == 0;
+  if (fused && rows_fit) {
     const bool ok = qk_norm_rope_bf16(x.data_ptr(), x.size(0), x.size(1), x.size(2), D, x.stride(0), x.stride(1),
                                       x.stride(2), weight.data_ptr(), freqs.data_ptr(), static_cast<float>(eps),
-                                      out.data_ptr(), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                                      out.data_ptr(), out.stride(0),
+                                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
     DITGEN_CHECK(ok, "the fused QK norm + RoPE kernel failed to launch");
-    return out;
+    return;
   }
 #endif
-  return rope_interleaved(rms_norm(x, weight, eps), freqs);
+  out.copy_(rope_interleaved(rms_norm(x, weight, eps), freqs));
 }
 
 namespace {

@@ -78,6 +78,10 @@ at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, co
 // Per-head RMSNorm (torch.nn.RMSNorm with `weight` [D]) followed by rope_interleaved: one fused
 // kernel for bf16 on CUDA, the ATen composition elsewhere. x [B, S, H, D] (last dim contiguous).
 at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs);
+// qk_norm_rope written into `out` [B, S, H, D] of x's shape and dtype, a view such as one stream's rows of
+// joint attention's q: in the kernel's own pass where each item's rows are contiguous, else copied in.
+void qk_norm_rope_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps,
+                       const at::Tensor& freqs);
 
 // Weightless RMS norm over the last dim (statistics in fp32, the result rounded to x's dtype), followed
 // where scale1 is given by the adaLN modulation shift + norm * scale1 (scale1 = 1 + scale; both

@@ -30,7 +30,8 @@ template <int kD>
 __global__ void __launch_bounds__(kThreads)
     qk_norm_rope_vec_kernel(const __nv_bfloat16* __restrict__ x, int64_t sb, int64_t ss, int64_t sh,
                             const __nv_bfloat16* __restrict__ weight, const float4* __restrict__ freqs,
-                            __nv_bfloat16* __restrict__ out, uint32_t S, uint32_t H, float eps, uint32_t rows) {
+                            __nv_bfloat16* __restrict__ out, int64_t osb, uint32_t S, uint32_t H, float eps,
+                            uint32_t rows) {
   constexpr int kLanes = kD / 8;
   static_assert(kLanes <= 32 && 32 % kLanes == 0, "a row's lanes sit within one warp");
   const uint32_t row = (blockIdx.x * kThreads + threadIdx.x) / kLanes;
@@ -68,20 +69,20 @@ __global__ void __launch_bounds__(kThreads)
     const float c = norm_weight(v[2 * k + 1], r, w.y);
     o2[k] = __floats2bfloat162_rn(a * f[k].x - c * f[k].y, c * f[k].x + a * f[k].y);
   }
-  reinterpret_cast<uint4*>(out + static_cast<int64_t>(row) * kD)[lane] = res;
+  reinterpret_cast<uint4*>(out + b * osb + (static_cast<int64_t>(s) * H + h) * kD)[lane] = res;
 }
 
 // The general kernel: one warp per row, any even D, 4-byte aligned rows.
 __global__ void qk_norm_rope_kernel(const __nv_bfloat16* __restrict__ x, int64_t sb, int64_t ss, int64_t sh,
                                     const __nv_bfloat16* __restrict__ weight, const float2* __restrict__ freqs,
-                                    __nv_bfloat16* __restrict__ out, int64_t S, int64_t H, int64_t D, float eps,
-                                    int64_t rows) {
+                                    __nv_bfloat16* __restrict__ out, int64_t osb, int64_t S, int64_t H, int64_t D,
+                                    float eps, int64_t rows) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
   const int64_t h = row % H, s = (row / H) % S, b = row / (H * S);
   const __nv_bfloat162* src = reinterpret_cast<const __nv_bfloat162*>(x + b * sb + s * ss + h * sh);
-  __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + row * D);
+  __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + b * osb + (s * H + h) * D);
   const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(weight);
   const int64_t pairs = D / 2;
 
@@ -105,11 +106,11 @@ __global__ void qk_norm_rope_kernel(const __nv_bfloat16* __restrict__ x, int64_t
 
 template <int kD>
 void launch_vec(const void* x, int64_t S, int64_t H, int64_t sb, int64_t ss, int64_t sh, const void* weight,
-                const void* freqs, float eps, void* out, int64_t rows, cudaStream_t stream) {
+                const void* freqs, float eps, void* out, int64_t out_stride_b, int64_t rows, cudaStream_t stream) {
   const int64_t blocks = (rows * (kD / 8) + kThreads - 1) / kThreads;
   qk_norm_rope_vec_kernel<kD><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       static_cast<const __nv_bfloat16*>(x), sb, ss, sh, static_cast<const __nv_bfloat16*>(weight),
-      static_cast<const float4*>(freqs), static_cast<__nv_bfloat16*>(out), static_cast<uint32_t>(S),
+      static_cast<const float4*>(freqs), static_cast<__nv_bfloat16*>(out), out_stride_b, static_cast<uint32_t>(S),
       static_cast<uint32_t>(H), eps, static_cast<uint32_t>(rows));
 }
 
@@ -117,23 +118,23 @@ void launch_vec(const void* x, int64_t S, int64_t H, int64_t sb, int64_t ss, int
 
 bool qk_norm_rope_bf16(const void* x, int64_t B, int64_t S, int64_t H, int64_t D, int64_t stride_b,
                        int64_t stride_s, int64_t stride_h, const void* weight, const void* freqs, float eps, void* out,
-                       void* stream) {
+                       int64_t out_stride_b, void* stream) {
   const int64_t rows = B * S * H;
   if (rows == 0) return true;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   // The vector kernel needs every row, the weight and the table 16-byte aligned, and 32-bit row indices.
   const bool vec = (D == 64 || D == 128 || D == 256) && aligned16(x) && stride_b % 8 == 0 && stride_s % 8 == 0 &&
-                   stride_h % 8 == 0 && aligned16(weight) && aligned16(freqs) && aligned16(out) &&
+                   stride_h % 8 == 0 && aligned16(weight) && aligned16(freqs) && aligned16(out) && out_stride_b % 8 == 0 &&
                    rows * (D / 8) < (int64_t{1} << 31);
   if (vec) {
-    if (D == 64) launch_vec<64>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, rows, st);
-    if (D == 128) launch_vec<128>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, rows, st);
-    if (D == 256) launch_vec<256>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, rows, st);
+    if (D == 64) launch_vec<64>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, out_stride_b, rows, st);
+    if (D == 128) launch_vec<128>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, out_stride_b, rows, st);
+    if (D == 256) launch_vec<256>(x, S, H, stride_b, stride_s, stride_h, weight, freqs, eps, out, out_stride_b, rows, st);
   } else {
     const int64_t blocks = (rows * 32 + kThreads - 1) / kThreads;
     qk_norm_rope_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(
         static_cast<const __nv_bfloat16*>(x), stride_b, stride_s, stride_h, static_cast<const __nv_bfloat16*>(weight),
-        static_cast<const float2*>(freqs), static_cast<__nv_bfloat16*>(out), S, H, D, eps, rows);
+        static_cast<const float2*>(freqs), static_cast<__nv_bfloat16*>(out), out_stride_b, S, H, D, eps, rows);
   }
   return cudaGetLastError() == cudaSuccess;
 }

@@ -2,6 +2,7 @@
 
 #include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
+#include "lib/nn/joint_qkv.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/head_split.h"
 #include "lib/runtime/error.h"
@@ -218,24 +219,13 @@ void Transformer::block(const Block& b, State& s, bool last) const {
 
   at::Tensor nx = nn::layer_norm_modulate(s.x, m[1], m[0], eps);
   at::Tensor nc = nn::layer_norm_modulate(s.c, mc[1], mc[0], eps);
-  auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({B, len, heads_local_, hd}); };
-  auto proj = [&](const at::Tensor& x, const Linear& l, int64_t len) { return heads(nn::linear(x, l.w, l.b), len); };
   // QK norm then RoPE (text rows first in the table), V plain; joint attention over [text, image].
   const at::Tensor rope_txt = s.rope.narrow(0, 0, L), rope_img = s.rope.narrow(0, L, N);
-  // Each input's projections one after the other: under --fp8 each input is quantised once.
-  at::Tensor q, k, v, qc, kc, vc;
-  {
-    const nn::ReuseQuantisedInput once;
-    q = nn::qk_norm_rope(proj(nx, b.to_q, N), b.norm_q, eps, rope_img);
-    k = nn::qk_norm_rope(proj(nx, b.to_k, N), b.norm_k, eps, rope_img);
-    v = proj(nx, b.to_v, N);
-    qc = nn::qk_norm_rope(proj(nc, b.add_q, L), b.norm_added_q, eps, rope_txt);
-    kc = nn::qk_norm_rope(proj(nc, b.add_k, L), b.norm_added_k, eps, rope_txt);
-    vc = proj(nc, b.add_v, L);
-  }
-  at::Tensor Q = at::cat({qc, q}, 1);  // [B, L+N, h, hd]
-  at::Tensor K = at::cat({kc, k}, 1);
-  at::Tensor V = at::cat({vc, v}, 1);
+  const auto [Q, K, V] = nn::joint_qkv({nc, &b.add_q.w, &b.add_k.w, &b.add_v.w, b.add_q.b, b.add_k.b, b.add_v.b,
+                                        b.norm_added_q, b.norm_added_k, rope_txt},
+                                       {nx, &b.to_q.w, &b.to_k.w, &b.to_v.w, b.to_q.b, b.to_k.b, b.to_v.b, b.norm_q,
+                                        b.norm_k, rope_img},
+                                       heads_local_, hd, eps);
   at::Tensor O = parallel::attention(Q, K, V, s.local_lens, *ctx_, s.key_masks).reshape({B, L + N, heads_local_ * hd});
 
   // t + gate * (a @ l^T + the layer's bias), summed over the TP group first (nn::linear_residual).
