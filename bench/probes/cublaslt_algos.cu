@@ -41,17 +41,11 @@ int main(int argc, char** argv) {
       {"qwen img qkv", 4096, 3072, 3072, false},
       {"qwen img ff up", 4096, 12288, 3072, true},
   };
-  cublasLtHandle_t h;
-  CK(cublasLtCreate(&h));
-  const size_t ws = 32u << 20;
-  void* work;
-  CK(cudaMalloc(&work, ws));
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
-  std::printf("%s, cuBLASLt %d, %d reps\n", prop.name, static_cast<int>(cublasLtGetVersion()), reps);
+  LtProbe lt;
+  const cublasLtHandle_t h = lt.handle;
+  const size_t ws = lt.workspace;
+  void* const work = lt.work;
+  std::printf("%s, cuBLASLt %d, %d reps\n", lt.prop.name, lt.version(), reps);
   double total_first = 0, total_best = 0;
   for (const Shape& s : shapes) {
     const size_t nw = size_t(s.N) * s.K, nx = size_t(s.M) * s.K, ny = size_t(s.M) * s.N;
@@ -99,14 +93,7 @@ int main(int argc, char** argv) {
         std::printf("  #%d: does not run\n", i);
         continue;
       }
-      for (int k = 0; k < 3; ++k) run(i);
-      cudaEventRecord(e0);
-      for (int k = 0; k < reps; ++k) run(i);
-      cudaEventRecord(e1);
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      cudaEventElapsedTime(&ms, e0, e1);
-      ms /= reps;
+      const float ms = lt.timer.ms([&] { run(i); }, reps);
       CK(cudaMemcpy(i == 0 ? first.data() : other.data(), y, ny * 2, cudaMemcpyDeviceToHost));
       const bool same = i == 0 || std::memcmp(first.data(), other.data(), ny * 2) == 0;
       int tile = 0, splitk = 0;

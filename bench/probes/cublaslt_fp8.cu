@@ -19,17 +19,6 @@ struct Shape {
   int M, N, K;
 };
 
-// p[i]: e4m3 of a hashed value uniform in [-scale, scale).
-__global__ void fill8(__nv_fp8_e4m3* p, size_t n, unsigned seed, float scale) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = __nv_fp8_e4m3(scale * ((h & 0xffff) / 32768.0f - 1.0f));
-  }
-}
-
 __global__ void fill_scale(float* p, int n, float v) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = v;
 }
@@ -50,17 +39,11 @@ int main(int argc, char** argv) {
       {"ltx2 video ff down (B1)", 6144, 4096, 16384},
       {"qwen img ff up", 4096, 12288, 3072},
   };
-  cublasLtHandle_t h;
-  CK(cublasLtCreate(&h));
-  const size_t ws = 32u << 20;
-  void* work;
-  CK(cudaMalloc(&work, ws));
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
-  std::printf("%s, cuBLASLt %d, %d reps\n", prop.name, static_cast<int>(cublasLtGetVersion()), reps);
+  LtProbe lt;
+  const cublasLtHandle_t h = lt.handle;
+  const size_t ws = lt.workspace;
+  void* const work = lt.work;
+  std::printf("%s, cuBLASLt %d, %d reps\n", lt.prop.name, lt.version(), reps);
   const char* config_names[4] = {"outer-vector scales, promoted", "outer-vector scales, fast accum",
                                  "scalar scales, promoted", "scalar scales, fast accum"};
   double total_first[4] = {}, total_best[4] = {};
@@ -74,8 +57,8 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&y, ny * 2));
     CK(cudaMalloc(&sw, s.N * 4));
     CK(cudaMalloc(&sx, s.M * 4));
-    fill8<<<1024, 256>>>(w, nw, 1, 400.f);
-    fill8<<<1024, 256>>>(x, nx, 2, 400.f);
+    fill<<<1024, 256>>>(w, nw, 1, 400.f);
+    fill<<<1024, 256>>>(x, nx, 2, 400.f);
     fill_scale<<<64, 256>>>(sw, s.N, 1e-4f);
     fill_scale<<<64, 256>>>(sx, s.M, 1e-2f);
     const double flop = 2.0 * s.M * s.N * double(s.K);
@@ -114,14 +97,7 @@ int main(int argc, char** argv) {
       int best = -1, tile_first = 0, tile_best = 0;
       for (int i = 0; hs == CUBLAS_STATUS_SUCCESS && i < found; ++i) {
         if (run(i) != CUBLAS_STATUS_SUCCESS) continue;
-        for (int k = 0; k < 3; ++k) run(i);
-        cudaEventRecord(e0);
-        for (int k = 0; k < reps; ++k) run(i);
-        cudaEventRecord(e1);
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        ms /= reps;
+        const float ms = lt.timer.ms([&] { run(i); }, reps);
         int tile = 0;
         cublasLtMatmulAlgoConfigGetAttribute(&r[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, nullptr);
         if (t_first < 0) t_first = ms, tile_first = tile;

@@ -84,18 +84,11 @@ int main(int argc, char** argv) {
   const Shape shapes[] = {{"ltx2 video attn out", 6144, 4096, 4096}, {"ltx2 video ff out", 6144, 4096, 16384},
                           {"ltx2 a2v out", 6144, 4096, 2048},         {"flux2 single out", 4608, 6144, 24576},
                           {"flux2 double img out", 4096, 6144, 6144}, {"qwen img out", 4096, 3072, 3072}};
-  cublasLtHandle_t h;
-  CK(cublasLtCreate(&h));
-  const size_t ws = 32u << 20;
-  void* work;
-  CK(cudaMalloc(&work, ws));
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
-  int ver = static_cast<int>(cublasLtGetVersion());
-  std::printf("%s, cuBLASLt %d\n", prop.name, ver);
+  LtProbe lt;
+  const cublasLtHandle_t h = lt.handle;
+  const size_t ws = lt.workspace;
+  void* const work = lt.work;
+  std::printf("%s, cuBLASLt %d\n", lt.prop.name, lt.version());
   for (const Shape& s : shapes) {
     const size_t nw = size_t(s.N) * s.K, nx = size_t(s.M) * s.K, ny = size_t(s.M) * s.N;
     __nv_bfloat16 *w, *x, *c, *d, *y, *bias, *gbias;
@@ -131,7 +124,7 @@ int main(int argc, char** argv) {
         CK(cublasLtMatmulDescSetAttribute(plain.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         CK(cublasLtMatmul(h, plain.op, &one, w, plain.la, x, plain.lb, &zero, y, plain.lc, y, plain.lc, &plain.algo,
                           work, ws, 0));
-        if (which == 3) gated<<<prop.multiProcessorCount * 8, 256>>>(c, y, gate, d, ny / 8, s.N);
+        if (which == 3) gated<<<lt.prop.multiProcessorCount * 8, 256>>>(c, y, gate, d, ny / 8, s.N);
       } else if (which == 1) {
         CK(cublasLtMatmulDescSetAttribute(vec.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &gbias, sizeof gbias));
         CK(cublasLtMatmul(h, vec.op, gate, w, vec.la, x, vec.lb, &one, c, vec.lc, d, vec.lc, &vec.algo, work, ws, 0));
@@ -141,16 +134,7 @@ int main(int argc, char** argv) {
                           &scalar_c.algo, work, ws, 0));
       }
     };
-    auto time = [&](int which) {
-      for (int i = 0; i < 3; ++i) run(which);
-      cudaEventRecord(e0);
-      for (int i = 0; i < reps; ++i) run(which);
-      cudaEventRecord(e1);
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      cudaEventElapsedTime(&ms, e0, e1);
-      return ms / reps;
-    };
+    auto time = [&](int which) { return lt.timer.ms([&] { run(which); }, reps); };
     const double flop = 2.0 * s.M * s.N * double(s.K);
     std::printf("%s [M %d, N %d, K %d]\n", s.name, s.M, s.N, s.K);
     if (!plain.ok || !scalar_c.ok) continue;

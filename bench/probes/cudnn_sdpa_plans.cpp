@@ -20,17 +20,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "probe.h"
+
 namespace fe = cudnn_frontend;
 using TensorPtr = std::shared_ptr<fe::graph::Tensor_attributes>;
-
-#define CK(x)                                                                                       \
-  do {                                                                                              \
-    auto ck_status = (x);                                                                           \
-    if (ck_status != 0) {                                                                           \
-      std::printf("error %d at %s:%d: %s\n", static_cast<int>(ck_status), __FILE__, __LINE__, #x); \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -54,9 +47,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("%s, cuDNN %zu, frontend %d, %d reps\n", prop.name, cudnnGetVersion(), CUDNN_FRONTEND_VERSION, reps);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
+  Timer timer;
   for (const Shape& s : shapes) {
     for (int lse = 0; lse < 2; ++lse) {
       fe::graph::Graph g;
@@ -121,13 +112,7 @@ int main(int argc, char** argv) {
           if (work) cudaFree(work);
           continue;
         }
-        cudaEventRecord(e0);
-        for (int r = 0; r < reps; ++r) (void)g.execute_plan_at_index(handle, pack, work, i);
-        cudaEventRecord(e1);
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        ms /= reps;
+        const float ms = timer.ms([&] { (void)g.execute_plan_at_index(handle, pack, work, i); }, reps, 0);
         std::printf("  #%ld: %.4f ms %4.0f TFLOP/s, workspace %ld, %s\n", long(i), ms, flop / ms / 1e9, long(ws),
                     name.c_str());
         if (first < 0) first = ms;
