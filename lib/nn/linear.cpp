@@ -34,12 +34,19 @@ at::Tensor fp8_linear(const at::Tensor& x, const Linear& l, const at::Tensor& bi
 
 using Gemm = std::function<void(const at::Tensor&, at::Tensor&)>;
 
-// gemm(rows, out) over `rows` [M, K] into `out` [M, N] (any row stride): for a CUDA GEMM with a weight of at
-// least 2^26 elements and more than gemm_row_limit() rows, in equal row chunks written into row slices of
-// `out` (each chunk's product by the kernel cuBLAS picks for the chunk's shape); else whole.
+// Whether M rows of x through the weight w run in row chunks: a CUDA GEMM with a weight of at least 2^26
+// elements and more than gemm_row_limit() rows.
+bool in_chunks(const at::Tensor& x, int64_t M, const at::Tensor& w) {
+  const int64_t limit = gemm_row_limit();
+  return x.is_cuda() && limit > 0 && M > limit && w.dim() == 2 && w.numel() >= (int64_t{1} << 26);
+}
+
+// gemm(rows, out) over `rows` [M, K] into `out` [M, N] (any row stride): where in_chunks, in equal row chunks
+// written into row slices of `out` (each chunk's product by the kernel cuBLAS picks for the chunk's shape);
+// else whole.
 void gemm_in_rows(const at::Tensor& rows, const at::Tensor& w, at::Tensor out, const Gemm& gemm) {
   const int64_t limit = gemm_row_limit(), M = rows.size(0);
-  if (!rows.is_cuda() || limit == 0 || M <= limit || w.numel() < (int64_t{1} << 26)) {
+  if (!in_chunks(rows, M, w)) {
     gemm(rows, out);
     return;
   }
@@ -53,8 +60,8 @@ void gemm_in_rows(const at::Tensor& rows, const at::Tensor& w, at::Tensor out, c
 // x's rows' products [..., N] through gemm_in_rows where its row chunks apply; undefined elsewhere (the
 // caller runs its whole GEMM).
 at::Tensor in_row_chunks(const at::Tensor& x, const at::Tensor& w, const Gemm& gemm) {
-  const int64_t limit = gemm_row_limit(), K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : 0;
-  if (!x.is_cuda() || limit == 0 || M <= limit || N * K < (int64_t{1} << 26) || w.dim() != 2) return {};
+  const int64_t K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : 0;
+  if (!in_chunks(x, M, w)) return {};
   auto shape = x.sizes().vec();
   shape.back() = N;
   at::Tensor out = at::empty({M, N}, x.options());
@@ -158,25 +165,15 @@ at::Tensor swiglu_concat_linear(const at::Tensor& a, const at::Tensor& gate_up, 
 }
 
 bool fp8_fast_accumulation() {
-  static const bool on = [] {
-    const char* v = std::getenv("DITGEN_FP8_FAST_ACCUM");
-    DITGEN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1",
-                 "DITGEN_FP8_FAST_ACCUM='{}': expected 1 (FP8 GEMMs accumulate in the tensor cores' precision) or "
-                 "0 (partial sums promoted to fp32)",
-                 v ? v : "");
-    return v == nullptr || std::string(v) == "1";
-  }();
+  static const bool on = runtime::env_switch(
+      "DITGEN_FP8_FAST_ACCUM", true,
+      "1 (FP8 GEMMs accumulate in the tensor cores' precision) or 0 (partial sums promoted to fp32)");
   return on;
 }
 
 bool fused_residual_on() {
-  static const bool on = [] {
-    const char* v = std::getenv("DITGEN_FUSED_RESIDUAL");
-    DITGEN_CHECK(v == nullptr || std::string(v) == "0" || std::string(v) == "1",
-                 "DITGEN_FUSED_RESIDUAL='{}': expected 1 (the residual in the GEMM's epilogue) or 0 (apart)",
-                 v ? v : "");
-    return v == nullptr || std::string(v) == "1";
-  }();
+  static const bool on = runtime::env_switch("DITGEN_FUSED_RESIDUAL", true,
+                                             "1 (the residual in the GEMM's epilogue) or 0 (apart)");
   return on;
 }
 

@@ -310,17 +310,12 @@ at::Tensor layer_norm_modulate(const at::Tensor& x, const at::Tensor& scale1, co
   return at::addcmul(shift, layer_norm(x, eps), scale1);
 }
 
-at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs) {
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  qk_norm_rope_into(out, x, weight, eps, freqs);
-  return out;
-}
+namespace {
 
-void qk_norm_rope_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps,
-                       const at::Tensor& freqs) {
-  DITGEN_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
-               "qk_norm_rope_into: output {} {} for input {} {}", io::shape_str(out.sizes()),
-               c10::toString(out.scalar_type()), io::shape_str(x.sizes()), c10::toString(x.scalar_type()));
+// The fused QK norm + RoPE kernel into `out` where it applies (CUDA build, bf16 on a GPU, each item's [S, H, D]
+// rows of `out` contiguous); false elsewhere.
+bool qk_norm_rope_kernel(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps,
+                         const at::Tensor& freqs) {
 #ifdef DITGEN_CUDA
   const int64_t D = x.size(3);
   const bool fused = x.is_cuda() && x.dim() == 4 && x.scalar_type() == at::kBFloat16 &&
@@ -331,16 +326,34 @@ void qk_norm_rope_into(const at::Tensor& out, const at::Tensor& x, const at::Ten
   // Each item's [S, H, D] rows contiguous; items anywhere (4-byte aligned).
   const bool rows_fit = out.stride(3) == 1 && out.stride(2) == D && out.stride(1) == x.size(2) * D &&
                         out.stride(0) % 2 == 0 && reinterpret_cast<uintptr_t>(out.data_ptr()) % 4 == 0;
-  if (fused && rows_fit) {
-    const bool ok = qk_norm_rope_bf16(x.data_ptr(), x.size(0), x.size(1), x.size(2), D, x.stride(0), x.stride(1),
-                                      x.stride(2), weight.data_ptr(), freqs.data_ptr(), static_cast<float>(eps),
-                                      out.data_ptr(), out.stride(0),
-                                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    DITGEN_CHECK(ok, "the fused QK norm + RoPE kernel failed to launch");
-    return;
-  }
+  if (!fused || !rows_fit) return false;
+  const bool ok = qk_norm_rope_bf16(x.data_ptr(), x.size(0), x.size(1), x.size(2), D, x.stride(0), x.stride(1),
+                                    x.stride(2), weight.data_ptr(), freqs.data_ptr(), static_cast<float>(eps),
+                                    out.data_ptr(), out.stride(0),
+                                    c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  DITGEN_CHECK(ok, "the fused QK norm + RoPE kernel failed to launch");
+  return true;
+#else
+  return false;
 #endif
-  out.copy_(rope_interleaved(rms_norm(x, weight, eps), freqs));
+}
+
+}  // namespace
+
+at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& freqs) {
+  if (x.is_cuda()) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    if (qk_norm_rope_kernel(out, x, weight, eps, freqs)) return out;
+  }
+  return rope_interleaved(rms_norm(x, weight, eps), freqs);
+}
+
+void qk_norm_rope_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps,
+                       const at::Tensor& freqs) {
+  DITGEN_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
+               "qk_norm_rope_into: output {} {} for input {} {}", io::shape_str(out.sizes()),
+               c10::toString(out.scalar_type()), io::shape_str(x.sizes()), c10::toString(x.scalar_type()));
+  if (!qk_norm_rope_kernel(out, x, weight, eps, freqs)) out.copy_(rope_interleaved(rms_norm(x, weight, eps), freqs));
 }
 
 namespace {
