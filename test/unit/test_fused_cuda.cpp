@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include "joint_qkv_cases.h"
 #include "lib/nn/joint_qkv.h"
 #include "lib/nn/linear.h"
 #include "lib/nn/ops.h"
@@ -335,33 +336,15 @@ TEST_CASE("joint_qkv on the GPU: each stream's rows written in place equal the c
   for (const int64_t B : {1, 2}) {
     for (const bool biased : {false, true}) {
       INFO("B " << B << " biases " << biased);
-      auto weight = [&] { return nn::Linear(cuda_bf16(at::randn({H * D, W}) * 0.06)); };
-      auto bias = [&] { return biased ? cuda_bf16(at::randn({H * D})) : at::Tensor(); };
-      auto rope = [&](int64_t S) {
-        const at::Tensor angle = at::randn({S, D / 2});
-        return at::complex(at::cos(angle), at::sin(angle)).cuda();
-      };
-      auto norm = [&] { return cuda_bf16(1 + 0.1 * at::randn({D})); };
-      const nn::Linear tq = weight(), tk = weight(), tv = weight(), iq = weight(), ik = weight(), iv = weight();
-      const nn::JointStream text{cuda_bf16(at::randn({B, L, W})), &tq, &tk, &tv, bias(), bias(), bias(), norm(), norm(),
-                                 rope(L)};
-      const nn::JointStream image{cuda_bf16(at::randn({B, N, W})), &iq, &ik, &iv, bias(), bias(), bias(), norm(),
-                                  norm(), rope(N)};
-      const auto [Q, K, V] = nn::joint_qkv(text, image, H, D, 1e-6);
-      auto project = [&](const nn::JointStream& s, const nn::Linear* l, const at::Tensor& b) {
-        return nn::linear(s.x, *l, b).view({B, s.x.size(1), H, D});
-      };
-      auto normed = [&](const nn::JointStream& s, const nn::Linear* l, const at::Tensor& b, const at::Tensor& w) {
-        return nn::qk_norm_rope(project(s, l, b), w, 1e-6, s.rope);
-      };
+      const RandomJointStreams s(B, L, N, W, H, D, biased, 0.06,
+                                 at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+      const auto [Q, K, V] = nn::joint_qkv(s.text, s.image, H, D, 1e-6);
+      const auto [Qcat, Kcat, Vcat] = concatenated_qkv(s.text, s.image, H, D, 1e-6);
       // q and k: the same kernel on the same projections, written at an item stride of (L + N) rows.
-      CHECK(at::equal(Q, at::cat({normed(text, text.q, text.q_bias, text.norm_q),
-                                  normed(image, image.q, image.q_bias, image.norm_q)}, 1)));
-      CHECK(at::equal(K, at::cat({normed(text, text.k, text.k_bias, text.norm_k),
-                                  normed(image, image.k, image.k_bias, image.norm_k)}, 1)));
+      CHECK(at::equal(Q, Qcat));
+      CHECK(at::equal(K, Kcat));
       // v: with one item the GEMM writes its rows of the joint tensor (a row stride cuBLAS may pick another
       // kernel for); with two the product is copied in.
-      const at::Tensor Vcat = at::cat({project(text, text.v, text.v_bias), project(image, image.v, image.v_bias)}, 1);
       CHECK(rel_max(V, Vcat) < 1e-2);
       if (B == 2) CHECK(at::equal(V, Vcat));
     }

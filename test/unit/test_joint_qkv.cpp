@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include "joint_qkv_cases.h"
 #include "lib/nn/joint_qkv.h"
 #include "lib/nn/linear.h"
 #include "lib/nn/ops.h"
@@ -18,30 +19,12 @@ TEST_CASE("joint_qkv equals the streams' projections concatenated text first, bi
     for (const int64_t B : {1, 2}) {
       for (const bool biased : {false, true}) {
         INFO("dtype " << c10::toString(dt) << " B " << B << " biases " << biased);
-        auto weight = [&] { return nn::Linear(at::randn({H * D, W}).to(dt) * 0.2); };
-        auto bias = [&] { return biased ? at::randn({H * D}).to(dt) : at::Tensor(); };
-        auto rope = [&](int64_t S) {
-          const at::Tensor angle = at::randn({S, D / 2});
-          return at::complex(at::cos(angle), at::sin(angle));
-        };
-        const nn::Linear tq = weight(), tk = weight(), tv = weight(), iq = weight(), ik = weight(), iv = weight();
-        const nn::JointStream text{at::randn({B, L, W}).to(dt), &tq, &tk, &tv, bias(), bias(), bias(),
-                                   (1 + 0.1 * at::randn({D})).to(dt), (1 + 0.1 * at::randn({D})).to(dt), rope(L)};
-        const nn::JointStream image{at::randn({B, N, W}).to(dt), &iq, &ik, &iv, bias(), bias(), bias(),
-                                    (1 + 0.1 * at::randn({D})).to(dt), (1 + 0.1 * at::randn({D})).to(dt), rope(N)};
-        const auto [Q, K, V] = nn::joint_qkv(text, image, H, D, 1e-6);
-
-        auto project = [&](const nn::JointStream& s, const nn::Linear* l, const at::Tensor& b) {
-          return nn::linear(s.x, *l, b).view({B, s.x.size(1), H, D});
-        };
-        auto normed = [&](const nn::JointStream& s, const nn::Linear* l, const at::Tensor& b, const at::Tensor& w) {
-          return nn::qk_norm_rope(project(s, l, b), w, 1e-6, s.rope);
-        };
-        CHECK(at::equal(Q, at::cat({normed(text, text.q, text.q_bias, text.norm_q),
-                                    normed(image, image.q, image.q_bias, image.norm_q)}, 1)));
-        CHECK(at::equal(K, at::cat({normed(text, text.k, text.k_bias, text.norm_k),
-                                    normed(image, image.k, image.k_bias, image.norm_k)}, 1)));
-        CHECK(at::equal(V, at::cat({project(text, text.v, text.v_bias), project(image, image.v, image.v_bias)}, 1)));
+        const RandomJointStreams s(B, L, N, W, H, D, biased, 0.2, at::TensorOptions().dtype(dt));
+        const auto [Q, K, V] = nn::joint_qkv(s.text, s.image, H, D, 1e-6);
+        const auto [Qcat, Kcat, Vcat] = concatenated_qkv(s.text, s.image, H, D, 1e-6);
+        CHECK(at::equal(Q, Qcat));
+        CHECK(at::equal(K, Kcat));
+        CHECK(at::equal(V, Vcat));
       }
     }
   }
