@@ -59,6 +59,13 @@ at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const
   return nn::attention(q, kv[0], kv[1]);
 }
 
+bool on_every_rank(bool mine, comm::Communicator& group, const at::Device& device) {
+  if (group.size() == 1) return mine;
+  at::Tensor no = at::full({1}, mine ? 0.0 : 1.0, at::TensorOptions().dtype(at::kFloat).device(device));
+  group.all_reduce(no, comm::ReduceOp::Max);
+  return no.item<float>() == 0.0f;
+}
+
 void tp_all_reduce(at::Tensor& partial, const Context& ctx) {
   if (ctx.mesh().shape().tp > 1) ctx.tp().all_reduce(partial, comm::ReduceOp::Sum);
 }

@@ -69,6 +69,11 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 at::Tensor attention_gathered_kv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t kv_full_len,
                                  const Context& ctx);
 
+// Whether `mine` holds on every rank of `group` (collective over it, through a tensor on `device`). Ranks that
+// decide alone whether to keep a tensor that saves work (by their free memory) would otherwise run different
+// collectives, or compute the same values in different ways.
+bool on_every_rank(bool mine, comm::Communicator& group, const at::Device& device);
+
 // ---- tensor parallelism --------------------------------------------------------------------------
 
 // Sums a row-parallel layer's partial outputs over the TP group (in place).

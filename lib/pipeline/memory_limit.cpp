@@ -120,4 +120,11 @@ Room available_room(const c10::Device& device) {
   return {hook ? pretend : host_available(), Room::Bound::Host, {}};
 }
 
+int64_t allocatable_bytes(const c10::Device& device) {
+  int64_t bytes = available_room(device).bytes;
+  if (device.is_cuda() && bytes >= 0)
+    bytes += std::max<int64_t>(runtime::device_memory(device).reserved - runtime::read_memory(device).device_allocated, 0);
+  return bytes;
+}
+
 }  // namespace ditgen::pipeline

@@ -62,4 +62,9 @@ Room gpu_room(int64_t card_free, int64_t reserved, const GpuMemoryLimit& cap);
 // bytes (tests).
 Room available_room(const c10::Device& device);
 
+// What this rank may still allocate on `device`: available_room plus, on a GPU, the caching allocator's free
+// blocks (-1: unknown). Kept tensors that only save work (LTX-2's text keys, Qwen-Image's modulation table)
+// are made only where they take at most a quarter of it.
+int64_t allocatable_bytes(const c10::Device& device);
+
 }  // namespace ditgen::pipeline

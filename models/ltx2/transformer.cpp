@@ -9,7 +9,6 @@
 #include "lib/nn/embeddings.h"
 #include "lib/nn/ops.h"
 #include "lib/pipeline/memory_limit.h"
-#include "lib/runtime/metrics.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -323,12 +322,9 @@ const Transformer::TextCache* Transformer::text_cache(const TransformerInput& in
   const std::vector<at::Tensor> old = c.tensors();
   int64_t held = 0;
   for (const at::Tensor& t : old) held += t.defined() ? t.numel() * elem : 0;
-  // What this rank may still allocate, the caching allocator's free blocks included.
-  const pipeline::Room room = pipeline::available_room(dev);
-  int64_t room_bytes = room.bytes;
-  if (dev.is_cuda() && room_bytes >= 0)
-    room_bytes += std::max<int64_t>(runtime::device_memory(dev).reserved - runtime::read_memory(dev).device_allocated, 0);
-  if (bytes > held && room_bytes >= 0 && bytes - held > room_bytes / 4) {
+  const int64_t room_bytes = pipeline::allocatable_bytes(dev);
+  const bool fits = !(bytes > held && room_bytes >= 0 && bytes - held > room_bytes / 4);
+  if (!parallel::on_every_rank(fits, ctx_->tp(), dev)) {  // the keys' QK norm is a TP collective
     spdlog::debug("LTX-2 branch {}: the text keys ({:.2f} GiB) are projected in every step ({:.2f} GiB room)", branch,
                   bytes / 1073741824.0, room_bytes / 1073741824.0);
     c = TextCache();

@@ -247,6 +247,9 @@ pipeline::Latents Pipeline::predict(const pipeline::Latents& latents, float t,
   in.height = h;
   in.width = w;
   in.rope = c.rope;
+  const sched::Schedule steps = schedule(s);  // `t` is one of its timesteps: the modulation table's key
+  in.schedule = &steps.timesteps;
+  in.t = t;
   return {transformer_->forward(in, cache_.get(s.cache, ctx_, "Qwen-Image"), branch)};
 }
 

@@ -1,10 +1,16 @@
 #include "models/qwen_image/transformer.h"
 
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
 #include "lib/io/json_fields.h"
 #include "lib/nn/embeddings.h"
 #include "lib/nn/joint_qkv.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/head_split.h"
+#include "lib/pipeline/memory_limit.h"
+#include "lib/pipeline/model.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -144,19 +150,62 @@ Transformer::Transformer(const TransformerConfig& config, const nn::Weights& wb_
 
 // ---- forward ------------------------------------------------------------------------------------
 
-std::vector<at::Tensor> Transformer::modulation(const Linear& l, const at::Tensor& silu_temb) const {
+at::Tensor Transformer::time_embedding(const at::Tensor& timestep) const {
+  // Timestep: sigma in the model dtype, sinusoid of 1000 * sigma (the scale after the product).
+  const at::ScalarType dt = img_in_.w.weight.scalar_type();
+  at::Tensor f = nn::timestep_features(timestep.to(img_in_.w.weight.device(), dt), 256, 1000.0).to(dt);  // [M, 256]
+  return nn::linear(at::silu(nn::linear(f, t_lin1_.w, t_lin1_.b)), t_lin2_.w, t_lin2_.b);                  // [M, D]
+}
+
+at::Tensor Transformer::modulation_rows(const Linear& l, const at::Tensor& silu_temb) const {
   // Column-parallel with a gathered output: every rank needs all six vectors (§2.3 of the cache-dit notes).
-  at::Tensor m = nn::linear(silu_temb, l.w, l.b);  // [B, 6D/tp]
+  at::Tensor m = nn::linear(silu_temb, l.w, l.b);  // [M, 6D/tp]
   if (ctx_->mesh().shape().tp > 1) {
     const int tp = ctx_->mesh().shape().tp;
     m = ctx_->tp().all_gather(m.contiguous(), 1, std::vector<int64_t>(tp, m.size(1)));
   }
-  // (shift, 1 + scale, gate) for the attention, then the same for the MLP; each [B, 1, D].
-  std::vector<at::Tensor> out;
-  for (auto& p : m.unsqueeze(1).chunk(6, -1)) out.push_back(p.contiguous());
-  out[1] = out[1] + 1;
-  out[4] = out[4] + 1;
-  return out;
+  return m;
+}
+
+at::Tensor Transformer::modulation_table(const std::vector<float>& schedule, at::ScalarType timestep_dtype,
+                                         const at::Device& dev) const {
+  std::vector<at::Tensor> ts;  // as the pipeline makes each forward's timestep
+  for (float t : schedule) ts.push_back(pipeline::model_timestep(t, 1, timestep_dtype, dev));
+  const at::Tensor st = at::silu(time_embedding(at::cat(ts)));  // [S, D]
+  const int64_t S = st.size(0), D = st.size(1);
+  at::Tensor table = at::empty({S, cfg_.num_layers, 2, 6, D}, st.options());
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    const Block& b = blocks_[i];
+    table.select(1, i).select(1, 0).copy_(modulation_rows(b.img_mod, st).view({S, 6, D}));
+    table.select(1, i).select(1, 1).copy_(modulation_rows(b.txt_mod, st).view({S, 6, D}));
+  }
+  table.select(3, 1).add_(1);
+  table.select(3, 4).add_(1);
+  return table;
+}
+
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> Transformer::block_modulation(const Block& b, int64_t i,
+                                                                                           const State& s) const {
+  const int64_t B = s.x.size(0);
+  auto six = [&](const at::Tensor& rows) {  // [6, D] -> six [B, 1, D]
+    std::vector<at::Tensor> out;
+    for (int64_t k = 0; k < 6; ++k) {
+      const at::Tensor v = rows[k].view({1, 1, -1});
+      out.push_back(B == 1 ? v : v.expand({B, 1, v.size(2)}).contiguous());
+    }
+    return out;
+  };
+  if (s.mods.defined()) return {six(s.mods[i][0]), six(s.mods[i][1])};
+  // Without a schedule (or with --offload, whose blocks are streamed in turn): this block's GEMVs, per item.
+  const at::Tensor st = at::silu(s.temb);
+  auto per_item = [&](const Linear& l) {
+    std::vector<at::Tensor> out;
+    for (auto& p : modulation_rows(l, st).unsqueeze(1).chunk(6, -1)) out.push_back(p.contiguous());
+    out[1] = out[1] + 1;
+    out[4] = out[4] + 1;
+    return out;
+  };
+  return {per_item(b.img_mod), per_item(b.txt_mod)};
 }
 
 Transformer::State Transformer::prepare(const TransformerInput& in) const {
@@ -178,9 +227,28 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   State s;
   s.img_full = n_img;
 
-  // Timestep: sigma in the model dtype, sinusoid of 1000 * sigma (the scale after the product).
-  at::Tensor f = nn::timestep_features(in.timestep.to(dev, dt), 256, 1000.0).to(dt);  // [B, 256]
-  s.temb = nn::linear(at::silu(nn::linear(f, t_lin1_.w, t_lin1_.b)), t_lin2_.w, t_lin2_.b);  // [B, D]
+  s.temb = time_embedding(in.timestep);  // [B, D]
+  if (in.schedule != nullptr && !blocks_.offloaded()) {
+    const auto& sched = *in.schedule;
+    const auto at_t = std::find(sched.begin(), sched.end(), in.t);
+    if (at_t != sched.end()) {
+      const at::ScalarType tdt = in.timestep.scalar_type();  // the dtype model_timestep made it in
+      if (mods_.schedule != sched || mods_.dtype != tdt) {  // decided once per schedule, the same on every rank
+        mods_ = {};
+        const int64_t bytes = static_cast<int64_t>(sched.size()) * cfg_.num_layers * 12 * cfg_.inner_dim() *
+                              static_cast<int64_t>(c10::elementSize(dt));
+        const int64_t room = pipeline::allocatable_bytes(dev);
+        // Agreed over the world: the table's GEMMs gather over TP, and its values may differ in the last bit
+        // from the per-forward GEMVs, which every replica and CFG half must then run alike.
+        const bool keep = parallel::on_every_rank(room < 0 || bytes <= room / 4, ctx_->world(), dev);
+        spdlog::debug("Qwen-Image: the modulation vectors of {} steps ({:.2f} GiB) are {} ({:.2f} GiB room)",
+                      sched.size(), bytes / 1073741824.0, keep ? "kept" : "computed in every forward",
+                      room / 1073741824.0);
+        mods_ = {sched, tdt, keep ? modulation_table(sched, tdt, dev) : at::Tensor()};
+      }
+      if (mods_.table.defined()) s.mods = mods_.table[at_t - sched.begin()];
+    }
+  }
 
   // Split text and image tokens over the CP group once; positions stay global through the tables.
   at::Tensor ctx_local = parallel::split_sequence(in.encoder_hidden_states, 1, ctx).to(dev, dt);
@@ -210,12 +278,10 @@ Transformer::State Transformer::prepare(const TransformerInput& in) const {
   return s;
 }
 
-void Transformer::block(const Block& b, State& s, bool last) const {
+void Transformer::block(const Block& b, int64_t i, State& s) const {
   const int64_t B = s.x.size(0), N = s.x.size(1), L = s.c.size(1), hd = cfg_.attention_head_dim;
   const double eps = TransformerConfig::kEps;
-  at::Tensor st = at::silu(s.temb);
-  const auto m = modulation(b.img_mod, st);   // shift, 1 + scale, gate (attention) then (MLP)
-  const auto mc = modulation(b.txt_mod, st);
+  const auto [m, mc] = block_modulation(b, i, s);  // shift, 1 + scale, gate (attention) then (MLP)
 
   at::Tensor nx = nn::layer_norm_modulate(s.x, m[1], m[0], eps);
   at::Tensor nc = nn::layer_norm_modulate(s.c, mc[1], mc[0], eps);
@@ -240,7 +306,7 @@ void Transformer::block(const Block& b, State& s, bool last) const {
   s.x = residual(s.x, m[2], O.narrow(1, L, N), b.to_out);
   s.x = mlp(s.x, m[5], nn::layer_norm_modulate(s.x, m[4], m[3], eps), b.img_mlp_in, b.img_mlp_out);
   // The last block's text output is discarded by the model (§1.4 step 9): skip its dead compute.
-  if (!last) {
+  if (i + 1 < cfg_.num_layers) {
     s.c = residual(s.c, mc[2], O.narrow(1, 0, L), b.to_add_out);
     s.c = mlp(s.c, mc[5], nn::layer_norm_modulate(s.c, mc[4], mc[3], eps), b.txt_mlp_in, b.txt_mlp_out);
   }
@@ -252,7 +318,7 @@ void Transformer::block(const Block& b, State& s, bool last) const {
 
 void Transformer::run_blocks(State& s, int64_t begin, int64_t end) const {
   for (int64_t i = begin; i < end; ++i) {
-    block(blocks_[i], s, i == cfg_.num_layers - 1);
+    block(blocks_[i], i, s);
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), s.x);  // [B, N_loc, D]
     runtime::trace(fmt::format("transformer_blocks.{}.c", i), s.c);  // [B, L_loc, D]
   }
@@ -273,7 +339,9 @@ at::Tensor Transformer::forward(const TransformerInput& in, cache::Cache* cache,
   if (cache == nullptr) {
     // As one CUDA graph where no collective, copy or host mask runs inside (the padded-key masks are CPU tensors).
     const bool eligible = ctx_->mesh().model_size() == 1 && !blocks_.offloaded() && s.key_masks.empty();
-    graphs_.run(eligible, {&s.x, &s.c, &s.temb, &s.rope}, {}, [&] { run_blocks(s, 0, cfg_.num_layers); });
+    std::vector<at::Tensor*> state{&s.x, &s.c, &s.temb, &s.rope};
+    if (s.mods.defined()) state.push_back(&s.mods);  // this step's row of the table: copied in, not captured
+    graphs_.run(eligible, state, {}, [&] { run_blocks(s, 0, cfg_.num_layers); });
   } else {  // DBCache (cache-dit-semantics §5.1): one dual-stream list, the image stream decides
     cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, s.x, &s.c,
                [&](int64_t b, int64_t e) { run_blocks(s, b, e); });

@@ -50,6 +50,12 @@ struct TransformerInput {
   at::Tensor timestep;               // [B] sigma in [0, 1]
   int64_t frames = 1, height = 0, width = 0;  // img_shapes[0]: the packed latent grid, N_img = f*h*w
   at::Tensor rope;                   // optional: rope(...) for these shapes, reused across steps
+  // Optional: the schedule's timesteps (pipeline::model_timestep's `t`, which made `timestep`) and this forward's
+  // `t` among them. The blocks' modulation vectors depend on the timestep alone: given the schedule, they are
+  // computed once for all its steps (a GEMM per layer instead of two GEMVs per layer and forward, each reading
+  // the layer's 2 x 6 D x D weights) and kept while the schedule stays the same.
+  const std::vector<float>* schedule = nullptr;
+  float t = 0.f;
 };
 
 class Transformer {
@@ -64,6 +70,7 @@ class Transformer {
   at::Tensor forward(const TransformerInput& in, cache::Cache* cache = nullptr, int branch = 0) const;
 
   const TransformerConfig& config() const { return cfg_; }
+  int64_t graphs_captured() const { return graphs_.captured(); }  // (the tests)
 
   // This rank's RoPE factors for its [text chunk, image chunk]: [L_loc + N_loc, head_dim/2] complex64
   // (§2). Constant over a generation, so the pipeline computes it once.
@@ -73,6 +80,7 @@ class Transformer {
   struct State {
     at::Tensor x, c;                  // [B, N_loc, D] image and [B, L_loc, D] text streams
     at::Tensor temb;                  // [B, D]
+    at::Tensor mods;                  // [layers, 2, 6, D] (image, text) for this timestep, or undefined
     at::Tensor rope;                  // [L_loc + N_loc, head_dim/2] complex64, text first
     std::vector<int64_t> local_lens;  // joint local length of every CP chunk
     std::vector<at::Tensor> key_masks;  // per CP chunk [B, len] bool (CPU); empty: no mask
@@ -106,8 +114,16 @@ class Transformer {
   // `fp8`: the weight as an FP8 linear (nn::load_linear: an FP8 checkpoint's e4m3 as stored, else quantised).
   Linear column(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
   Linear row(const nn::Weights& wb, const std::string& name, int64_t out, int64_t in, bool fp8 = false) const;
-  std::vector<at::Tensor> modulation(const Linear& l, const at::Tensor& silu_temb) const;
-  void block(const Block& b, State& s, bool last) const;
+  at::Tensor time_embedding(const at::Tensor& timestep) const;
+  // The modulation GEMM [M, 6 D], gathered over the TP group.
+  at::Tensor modulation_rows(const Linear& l, const at::Tensor& silu_temb) const;
+  // [S, layers, 2, 6, D]: shift, 1 + scale, gate (attention) then (MLP), of the image then the text stream.
+  at::Tensor modulation_table(const std::vector<float>& schedule, at::ScalarType timestep_dtype,
+                              const at::Device& dev) const;
+  // Block i's (image, text) vectors, each six [B, 1, D]: from s.mods, else computed.
+  std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> block_modulation(const Block& b, int64_t i,
+                                                                                const State& s) const;
+  void block(const Block& b, int64_t i, State& s) const;
 
   TransformerConfig cfg_;
   std::shared_ptr<parallel::Context> ctx_;
@@ -116,6 +132,12 @@ class Transformer {
   at::Tensor txt_norm_;
   nn::BlockList<Block> blocks_;  // resident, or streamed (--offload)
   nn::BlockGraphs graphs_;       // the blocks of a step as one CUDA graph
+  struct ModulationTable {
+    std::vector<float> schedule;
+    at::ScalarType dtype = at::kFloat;  // of the timesteps
+    at::Tensor table;  // modulation_table(schedule)
+  };
+  mutable ModulationTable mods_;
 };
 
 // Positions of the scaled 3-axis RoPE (§2): [S, 3] (frame, row, col) for the f x h x w image grid,

@@ -14,7 +14,9 @@
 #include "lib/parallel/context.h"
 #include "lib/runtime/embedded_configs.h"
 #include "lib/runtime/error.h"
+#include "lib/pipeline/model.h"
 #include "models/ltx2/transformer.h"
+#include "models/qwen_image/transformer.h"
 
 using namespace ditgen;
 
@@ -123,6 +125,34 @@ TEST_CASE("LTX-2 with kept text keys: a new prompt of the same length replays th
     const auto a = kept.forward(*in), b = make().forward(*in);
     CHECK(at::allclose(a.video, b.video, 1e-5, 1e-5));
     CHECK(at::allclose(a.audio, b.audio, 1e-5, 1e-5));
+  }
+  CHECK(kept.graphs_captured() == 1);
+}
+
+TEST_CASE("Qwen-Image with its modulation table: each step's replay reads that step's row", "[cuda]") {
+  require_gpu();
+  const auto cfg = qwen_image::TransformerConfig::from_json(
+      nlohmann::json::parse(embedded_configs().at("qwen_image"))["tiny"]["transformer"], "tiny");
+  const auto weights = std::make_shared<nn::RandomSource>(29);
+  const auto make = [&] {
+    return qwen_image::Transformer(cfg, nn::Weights(weights, at::kFloat, at::kCUDA), parallel::Context::single());
+  };
+  const qwen_image::Transformer kept = make(), plain = make();
+  at::manual_seed(9);
+  const auto f = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  const std::vector<float> schedule{1000.f, 800.f, 600.f, 400.f, 200.f};
+  qwen_image::TransformerInput in;
+  in.hidden_states = at::randn({1, 12, cfg.in_channels}, f);
+  in.encoder_hidden_states = at::randn({1, 5, cfg.joint_attention_dim}, f);
+  in.height = 3;
+  in.width = 4;
+  for (float t : schedule) {  // eager, captured, then replayed with the later steps' rows
+    in.timestep = pipeline::model_timestep(t, 1, at::kFloat, at::kCUDA);
+    in.schedule = &schedule;
+    in.t = t;
+    const at::Tensor a = kept.forward(in);
+    in.schedule = nullptr;
+    CHECK(at::allclose(a, plain.forward(in), 1e-5, 1e-5));
   }
   CHECK(kept.graphs_captured() == 1);
 }
