@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from torch_timing import timed
+
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 dev, dt = "cuda", torch.bfloat16
 torch.manual_seed(0)
@@ -31,17 +33,6 @@ kernels = {
 }
 
 
-def timed(fn, iters=20):
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / iters * 1e3  # microseconds
-
-
 print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
       f"{rounds} rounds, median us per call")
 for name, (B, Sq, Sk, H, D) in shapes.items():
@@ -52,7 +43,7 @@ for name, (B, Sq, Sk, H, D) in shapes.items():
     times = {n: [] for n in kernels}
     for _ in range(rounds):
         for n, fn in kernels.items():
-            times[n].append(timed(lambda: fn(q, k, v)))
+            times[n].append(timed(lambda: fn(q, k, v), 20))
     flops = 4 * B * H * Sq * Sk * D
     print(f"\n{name}: B {B}, S {Sq}/{Sk}, H {H}, D {D}")
     base = statistics.median(times["cudnn"])

@@ -10,6 +10,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from torch_timing import timed
+
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 dev, dt = "cuda", torch.bfloat16
 torch.manual_seed(0)
@@ -21,17 +23,6 @@ shapes = {
     "flux2 image q/k/v (4096 tokens)": (4096, 6144, [6144, 6144, 6144]),
     "qwen image q/k/v (4096 tokens)": (4096, 3072, [3072, 3072, 3072]),
 }
-
-
-def timed(fn, iters=10):
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / iters * 1e3  # microseconds
 
 
 print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {rounds} rounds, median us per call set")
@@ -49,7 +40,7 @@ for name, (M, K, Ns) in shapes.items():
     times = {v: [] for v in variants}
     for _ in range(rounds):
         for v, fn in variants.items():
-            times[v].append(timed(fn))
+            times[v].append(timed(fn, 10))
     flops = 2 * M * K * sum(Ns)
     print(f"\n{name}: M {M}, K {K}, N {'+'.join(map(str, Ns))}")
     base = statistics.median(times["separate, bias epilogue"])

@@ -323,7 +323,7 @@ const Transformer::TextCache* Transformer::text_cache(const TransformerInput& in
   int64_t held = 0;
   for (const at::Tensor& t : old) held += t.defined() ? t.numel() * elem : 0;
   const int64_t room_bytes = pipeline::allocatable_bytes(dev);
-  const bool fits = !(bytes > held && room_bytes >= 0 && bytes - held > room_bytes / 4);
+  const bool fits = bytes <= held || room_bytes < 0 || bytes - held <= room_bytes / 4;
   if (!parallel::on_every_rank(fits, ctx_->tp(), dev)) {  // the keys' QK norm is a TP collective
     spdlog::debug("LTX-2 branch {}: the text keys ({:.2f} GiB) are projected in every step ({:.2f} GiB room)", branch,
                   bytes / 1073741824.0, room_bytes / 1073741824.0);
