@@ -416,10 +416,12 @@ int main(int argc, char** argv) {
                                       : attention == "fp8"  ? ditgen::nn::AttentionBackend::Fp8
                                                             : ditgen::nn::AttentionBackend::Auto);
     ditgen::nn::set_cuda_graphs(cuda_graphs == "on");
-    // A malformed A/B switch (DITGEN_FUSED_RESIDUAL, DITGEN_GEMM_ROWS, DITGEN_FP8_FAST_ACCUM) ends the run now.
+    // A malformed A/B switch (DITGEN_FUSED_RESIDUAL, DITGEN_GEMM_ROWS, DITGEN_FP8_FAST_ACCUM, DITGEN_SIDE_STREAM)
+    // ends the run now.
     ditgen::nn::fused_residual_on();
     ditgen::nn::gemm_row_limit();
     ditgen::nn::fp8_fast_accumulation();
+    ditgen::nn::side_streams_on();
     if (!trace_dir.empty()) ditgen::runtime::trace_enable(trace_dir);
 
     const ModelCommand* generate = nullptr;

@@ -318,6 +318,9 @@ if [[ $what == profile ]]; then
       ltx2_unfused) DITGEN_FUSED_RESIDUAL=0 EXT=mp4 prof ltx2_default_unfused ltx2 --steps 4 --save-frames ;;
       # The GEMMs of the feed-forward whole at both CFG branches' rows (DITGEN_GEMM_ROWS=0), for the A/B.
       ltx2_wholegemm) DITGEN_GEMM_ROWS=0 EXT=mp4 prof ltx2_default_wholegemm ltx2 --steps 4 --save-frames ;;
+      # The audio stream on the video's stream (DITGEN_SIDE_STREAM=0), for the A/B; *_fp8: the same under --fp8.
+      ltx2_onestream) DITGEN_SIDE_STREAM=0 EXT=mp4 prof ltx2_default_onestream ltx2 --steps 4 --save-frames ;;
+      ltx2_fp8_onestream) DITGEN_SIDE_STREAM=0 EXT=mp4 prof ltx2_default_fp8_onestream ltx2 --steps 4 --fp8 --save-frames ;;
       # Probes of LibTorch's GEMM variants and fused attention kernels at the models' shapes (Python, this card).
       gemm_bias_fused) python3 bench/probes/gemm_bias_fused.py 7 > "$OUT/gemm_bias_fused.txt" 2>&1
         note "gemm_bias_fused: rc=$?"; grep -E "^\S|one GEMM|no bias" "$OUT/gemm_bias_fused.txt" | tee -a "$summary" ;;

@@ -105,6 +105,10 @@ add_test(NAME cli.error.env_fp8_accumulation
          COMMAND ${FAIL} "DITGEN_FP8_FAST_ACCUM='yes': expected 1 .* or 0" ${CMAKE_COMMAND} -E env DITGEN_FP8_FAST_ACCUM=yes
                  ${D} flux2 --warmup 0 --steps 1 -o ${FWORK}/env_fp8_accumulation.png)
 set_tests_properties(cli.error.env_fp8_accumulation PROPERTIES LABELS cli TIMEOUT 60)
+add_test(NAME cli.error.env_side_stream
+         COMMAND ${FAIL} "DITGEN_SIDE_STREAM='2': expected 1 .* or 0" ${CMAKE_COMMAND} -E env DITGEN_SIDE_STREAM=2
+                 ${D} ltx2 --warmup 0 --steps 1 -o ${FWORK}/env_side_stream.mp4)
+set_tests_properties(cli.error.env_side_stream PROPERTIES LABELS cli TIMEOUT 60)
 
 # --comm: NCCL is for GPU ranks; CPU ranks refuse it on every rank, and --comm mpi runs a CPU mesh.
 add_test(NAME cli.flag.comm_nccl_on_cpu

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "lib/runtime/env.h"
 #include "lib/runtime/error.h"
 #include "lib/runtime/trace.h"
 
@@ -26,6 +27,12 @@ bool g_graphs_on = true;
 
 void set_cuda_graphs(bool on) { g_graphs_on = on; }
 bool cuda_graphs_on() { return g_graphs_on; }
+
+bool side_streams_on() {
+  static const bool on = runtime::env_switch("DITGEN_SIDE_STREAM", true,
+                                             "1 (LTX-2's audio stream beside the video's) or 0 (one stream)");
+  return on;
+}
 
 #ifdef DITGEN_CUDA
 
@@ -161,7 +168,62 @@ void BlockGraphs::run(bool eligible, const std::vector<at::Tensor*>& state, cons
 
 int64_t BlockGraphs::captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
 
+struct SideStream::Impl {
+  Impl(at::cuda::CUDAStream main, at::cuda::CUDAStream side) : main(main), side(side) {}
+  at::cuda::CUDAStream main, side;
+  std::optional<c10::cuda::CUDAStreamGuard> guard;  // while a Scope runs
+  // Handed-over tensors, held until the stream that made them next waits for the one that reads them: from then on
+  // its new work (which may get their memory) follows the reads. (record_stream would do it too, but under graph
+  // capture it holds their memory until the capture ends: GBs for LTX-2's 48 blocks.)
+  std::vector<at::Tensor> read_on_side, read_on_main;
+};
+
+SideStream::SideStream(bool on, std::initializer_list<at::Tensor> inputs) {
+  if (!on) return;
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  impl_ = std::make_unique<Impl>(main, at::cuda::getStreamFromPool(/*isHighPriority=*/true, main.device_index()));
+  wait_main(inputs);
+}
+
+SideStream::~SideStream() {
+  if (!impl_) return;
+  try {
+    wait_for(impl_->side, impl_->main);
+  } catch (const std::exception& e) {  // (unwinding from a failed step: the error that ended it is the one to see)
+    spdlog::error("joining the side stream: {}", e.what());
+  }
+}
+
+void SideStream::wait_main(std::initializer_list<at::Tensor> tensors) {
+  if (!impl_) return;
+  wait_for(impl_->main, impl_->side);
+  impl_->read_on_main.clear();
+  impl_->read_on_side.insert(impl_->read_on_side.end(), tensors.begin(), tensors.end());
+}
+
+void SideStream::main_waits(std::initializer_list<at::Tensor> tensors) {
+  if (!impl_) return;
+  wait_for(impl_->side, impl_->main);
+  impl_->read_on_side.clear();
+  impl_->read_on_main.insert(impl_->read_on_main.end(), tensors.begin(), tensors.end());
+}
+
+SideStream::Scope::Scope(SideStream& s) : s(s) {
+  if (s.impl_) s.impl_->guard.emplace(s.impl_->side);
+}
+SideStream::Scope::~Scope() {
+  if (s.impl_) s.impl_->guard.reset();
+}
+
 #else  // CPU build: nothing to capture
+
+struct SideStream::Impl {};
+SideStream::SideStream(bool, std::initializer_list<at::Tensor>) {}
+SideStream::~SideStream() = default;
+void SideStream::wait_main(std::initializer_list<at::Tensor>) {}
+void SideStream::main_waits(std::initializer_list<at::Tensor>) {}
+SideStream::Scope::Scope(SideStream& s) : s(s) {}
+SideStream::Scope::~Scope() = default;
 
 struct BlockGraphs::Impl {};
 BlockGraphs::BlockGraphs() : impl_(std::make_unique<Impl>()) {}

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -35,6 +36,51 @@ class BlockGraphs {
   int64_t captured() const;
 
  private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// DITGEN_SIDE_STREAM=0 keeps a model's side-stream work on the main stream (the A/B switch; on by default).
+bool side_streams_on();
+
+// A second CUDA stream beside the current ("main") one, for a model's small work that is independent of the
+// main stream's except where the two meet (LTX-2's audio stream: 126 tokens, ~45 kernels of 5-10 us a block,
+// which otherwise queue one after another between the video stream's large kernels). Its kernels have the
+// higher priority, so the GPU runs them as soon as they are ready. Ordered by events only where the work
+// meets; captured with the main stream into the blocks' CUDA graph (a fork and a join of the capture).
+//
+// Off (the CPU, collectives in the work, --offload, --trace), everything runs on the current stream in the same
+// order. On, every tensor made on one stream and read on the other must be handed over (wait_main / main_waits
+// name it) unless it outlives the SideStream: the caching allocator must not give its memory to new work on the
+// stream that made it while the other may still read it.
+class SideStream {
+ public:
+  // Forks: the side stream's work follows the main stream's so far; `inputs` (made on the main stream) are
+  // handed over to it.
+  SideStream(bool on, std::initializer_list<at::Tensor> inputs);
+  // Joins: the main stream's later work follows the side stream's.
+  ~SideStream();
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+
+  bool on() const { return impl_ != nullptr; }
+  // Runs `work` with the side stream as the current stream.
+  template <class F>
+  auto run(F&& work) -> decltype(work()) {
+    const Scope scope(*this);
+    return work();
+  }
+  // The side stream waits for the main stream's work so far, and reads `tensors` made there.
+  void wait_main(std::initializer_list<at::Tensor> tensors);
+  // The main stream waits for the side stream's work so far, and reads `tensors` made there.
+  void main_waits(std::initializer_list<at::Tensor> tensors);
+
+ private:
+  struct Scope {
+    explicit Scope(SideStream& s);
+    ~Scope();
+    SideStream& s;
+  };
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

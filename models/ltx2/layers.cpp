@@ -121,6 +121,8 @@ nn::ResidualNorms out_residual_norms(const Attention& a, const at::Tensor& x, co
 at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv, const Rope* q_rope,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
                   const parallel::Context& ctx) {
+  if (keys == Keys::OtherStream)
+    return attend_keys(a, x, q_rope, project_keys(a, kv, k_rope, split_rope, eps, ctx), kv_full, split_rope, eps, ctx);
   const int64_t B = x.size(0), Nq = x.size(1), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
   const nn::ReuseQuantisedInput once;  // --fp8: x (and kv) quantised once for q, k and v
   at::Tensor q = nn::linear(x, a.q.w, a.q.b), k = nn::linear(kv, a.k.w, a.k.b);
@@ -135,15 +137,25 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
   }
   at::Tensor v = nn::linear(kv, a.v.w, a.v.b);
   auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, n, h, hd}); };
-  at::Tensor o;
-  if (keys == Keys::Self) {
-    o = parallel::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk), parallel::chunk_sizes(kv_full, ctx), ctx);
-  } else if (keys == Keys::OtherStream) {
-    o = parallel::attention_gathered_kv(heads(q, Nq), heads(k, Nk), heads(v, Nk), kv_full, ctx);
-  } else {
-    o = nn::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk));
-  }
+  const at::Tensor o = keys == Keys::Self ? parallel::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk),
+                                                                parallel::chunk_sizes(kv_full, ctx), ctx)
+                                          : nn::attention(heads(q, Nq), heads(k, Nk), heads(v, Nk));
   return merge_heads(a, o);
+}
+
+ProjectedKeys project_keys(const Attention& a, const at::Tensor& kv, const Rope* k_rope, bool split_rope, double eps,
+                           const parallel::Context& ctx) {
+  const int64_t B = kv.size(0), Nk = kv.size(1), h = a.heads, hd = a.head_dim;
+  const nn::ReuseQuantisedInput once;  // --fp8: kv quantised once for k and v
+  const at::Tensor k = norm_rope(nn::linear(kv, a.k.w, a.k.b), a.norm_k, k_rope, split_rope, eps, hd, ctx);
+  return {k.view({B, Nk, h, hd}), nn::linear(kv, a.v.w, a.v.b).view({B, Nk, h, hd})};
+}
+
+at::Tensor attend_keys(const Attention& a, const at::Tensor& x, const Rope* q_rope, const ProjectedKeys& keys,
+                       int64_t kv_full, bool split_rope, double eps, const parallel::Context& ctx) {
+  const at::Tensor q = norm_rope(nn::linear(x, a.q.w, a.q.b), a.norm_q, q_rope, split_rope, eps, a.head_dim, ctx);
+  return merge_heads(a, parallel::attention_gathered_kv(q.view({x.size(0), x.size(1), a.heads, a.head_dim}), keys.k,
+                                                        keys.v, kv_full, ctx));
 }
 
 TextContext text_context(const at::Tensor& context, const at::Tensor& key_mask) {

@@ -65,6 +65,17 @@ at::Tensor attend(const Attention& a, const at::Tensor& x, const at::Tensor& kv,
                   const Rope* k_rope, Keys keys, int64_t kv_full, bool split_rope, double eps,
                   const parallel::Context& ctx);
 
+// attend() with Keys::OtherStream in two parts, so that another stream can make the keys: the keys (normalised,
+// rotated by `k_rope`) and values of `a` from kv [B, Nk_loc, kv_in], [B, Nk_loc, heads, head_dim] each; then x's
+// queries over them (`kv_full`: the key stream's global length).
+struct ProjectedKeys {
+  at::Tensor k, v;
+};
+ProjectedKeys project_keys(const Attention& a, const at::Tensor& kv, const Rope* k_rope, bool split_rope, double eps,
+                           const parallel::Context& ctx);
+at::Tensor attend_keys(const Attention& a, const at::Tensor& x, const Rope* q_rope, const ProjectedKeys& keys,
+                       int64_t kv_full, bool split_rope, double eps, const parallel::Context& ctx);
+
 // x + gate * (o @ out^T + out bias): the output projection (summed over the TP group) into the residual stream,
 // in the GEMM's epilogue where it can (nn::linear_residual). gate [B, 1, out] or undefined (1).
 at::Tensor out_residual(const Attention& a, const at::Tensor& x, const at::Tensor& o, const at::Tensor& gate,

@@ -422,6 +422,10 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale1, const at::Tensor& shift) {
     return nn::rms_modulate(t, cfg_.norm_eps, scale1, shift);
   };
+  // The audio stream beside the video's where nothing in the blocks needs a fixed order: no collective (one rank
+  // per replica), no streamed block (--offload), no host read (--trace).
+  const bool side_stream = dev.is_cuda() && nn::side_streams_on() && ctx_->mesh().model_size() == 1 &&
+                           !blocks_.offloaded() && !runtime::trace_enabled();
   auto run_blocks = [&](int64_t begin, int64_t end) {
   if (begin >= end) return;  // (DBCache: an empty range)
   // shift, 1 + scale, gate (MSA), shift, 1 + scale, gate (MLP); the A/V tables' first four rows are
@@ -435,44 +439,71 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   // the feed-forward's, the next block's first ones.
   const double eps = cfg_.norm_eps;
   const auto plain = NormMods{{at::Tensor(), at::Tensor()}};
-  std::vector<at::Tensor> mv = mod_v.block(begin), ma = mod_a.block(begin);
-  at::Tensor nx0 = rms_mod(x, mv[1], mv[0]), ny0 = rms_mod(y, ma[1], ma[0]);
+  // The audio stream's work (126 tokens: ~45 small kernels a block) on a CUDA stream of its own, beside the
+  // video's large kernels; the two meet at the audio <-> video attention (nn::SideStream). Made after every
+  // tensor it reads that lives through the blocks (the modulation rows), so it joins before they are freed.
+  nn::SideStream audio(side_stream, {y});
+  std::vector<at::Tensor> mv = mod_v.block(begin), ma;
+  at::Tensor nx0 = rms_mod(x, mv[1], mv[0]), ny0;
+  audio.run([&] {
+    ma = mod_a.block(begin);
+    ny0 = rms_mod(y, ma[1], ma[0]);
+  });
   for (int64_t i = begin; i < end; ++i) {
     const Block& b = blocks_[i];
+    const auto bi = static_cast<size_t>(i);
+    // Self-attention, then the text's: each residual pass makes both norms the audio <-> video attention takes
+    // of its stream (a2v then v2a inputs): both streams' norms come before either stream's update.
     auto xr = out_residual_norms(b.attn1, x, attend(b.attn1, nx0, nx0, &r.video, &r.video, Keys::Self, Nv), mv[2],
                                  eps, plain, *ctx_);
-    auto yr = out_residual_norms(b.audio_attn1, y, attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na),
-                                 ma[2], eps, plain, *ctx_);
     const TextKeys tv = text ? TextKeys() : text_keys(b.attn2, ctx_v, eps, *ctx_);
-    const TextKeys ta = text ? TextKeys() : text_keys(b.audio_attn2, ctx_a, eps, *ctx_);
-    const auto bi = static_cast<size_t>(i);
-
-    // Audio <-> video: both streams' norms taken before either update (the text residuals' passes make them);
-    // tables are (1 + scale, shift) pairs.
-    const auto cv = av_v.block(i), ca = av_a.block(i);
-    const at::Tensor g_a2v = gate_av_v.block(i)[0], g_v2a = gate_av_a.block(i)[0];
+    const auto cv = av_v.block(i);
     xr = out_residual_norms(b.attn2, xr.x, attend_text(b.attn2, xr.norms[0], text ? text->video[bi] : tv, eps, *ctx_),
                             {}, eps, {{cv[0], cv[1]}, {cv[2], cv[3]}}, *ctx_);
-    yr = out_residual_norms(b.audio_attn2, yr.x,
-                            attend_text(b.audio_attn2, yr.norms[0], text ? text->audio[bi] : ta, eps, *ctx_), {}, eps,
-                            {{ca[0], ca[1]}, {ca[2], ca[3]}}, *ctx_);
-    const auto xa = std::move(xr.norms), ya = std::move(yr.norms);  // (a2v, v2a) inputs of each stream
-    xr = out_residual_norms(b.a2v, xr.x, attend(b.a2v, xa[0], ya[0], &r.cross_video, &r.cross_audio, Keys::OtherStream, Na),
-                            g_a2v, eps, {{mv[4], mv[3]}}, *ctx_);
-    yr = out_residual_norms(b.v2a, yr.x, attend(b.v2a, ya[1], xa[1], &r.cross_audio, &r.cross_video, Keys::OtherStream, Nv),
-                            g_v2a, eps, {{ma[4], ma[3]}}, *ctx_);
+    const auto xa = std::move(xr.norms);
+    nn::ResidualNorms yr;
+    std::vector<at::Tensor> ya;
+    ProjectedKeys a2v_keys;
+    audio.run([&] {
+      yr = out_residual_norms(b.audio_attn1, y, attend(b.audio_attn1, ny0, ny0, &r.audio, &r.audio, Keys::Self, Na),
+                              ma[2], eps, plain, *ctx_);
+      const TextKeys ta = text ? TextKeys() : text_keys(b.audio_attn2, ctx_a, eps, *ctx_);
+      const auto ca = av_a.block(i);
+      yr = out_residual_norms(b.audio_attn2, yr.x,
+                              attend_text(b.audio_attn2, yr.norms[0], text ? text->audio[bi] : ta, eps, *ctx_), {},
+                              eps, {{ca[0], ca[1]}, {ca[2], ca[3]}}, *ctx_);
+      ya = std::move(yr.norms);
+      a2v_keys = project_keys(b.a2v, ya[0], &r.cross_audio, cfg_.rope_split, eps, *ctx_);
+    });
+    // v2a's keys are the video's (large GEMMs: on the video's stream); a2v's the audio's.
+    const ProjectedKeys v2a_keys = project_keys(b.v2a, xa[1], &r.cross_video, cfg_.rope_split, eps, *ctx_);
+    audio.wait_main({v2a_keys.k, v2a_keys.v});
+    audio.main_waits({a2v_keys.k, a2v_keys.v});
+    xr = out_residual_norms(b.a2v, xr.x, attend_keys(b.a2v, xa[0], &r.cross_video, a2v_keys, Na, cfg_.rope_split, eps, *ctx_),
+                            gate_av_v.block(i)[0], eps, {{mv[4], mv[3]}}, *ctx_);
+    audio.run([&] {
+      yr = out_residual_norms(b.v2a, yr.x, attend_keys(b.v2a, ya[1], &r.cross_audio, v2a_keys, Nv, cfg_.rope_split, eps, *ctx_),
+                              gate_av_a.block(i)[0], eps, {{ma[4], ma[3]}}, *ctx_);
+    });
 
-    const at::Tensor gv = mv[5], ga = ma[5];
+    const at::Tensor gv = mv[5];
     if (i + 1 < end) {  // the next block's modulated norms in the feed-forward's residual pass
       mv = mod_v.block(i + 1);
-      ma = mod_a.block(i + 1);
       auto xf = ff_residual_norms(b.ff, xr.x, xr.norms[0], gv, eps, {{mv[1], mv[0]}}, *ctx_);
-      auto yf = ff_residual_norms(b.audio_ff, yr.x, yr.norms[0], ga, eps, {{ma[1], ma[0]}}, *ctx_);
-      x = xf.x, nx0 = xf.norms[0], y = yf.x, ny0 = yf.norms[0];
+      x = xf.x, nx0 = xf.norms[0];
     } else {
       x = ff_residual(b.ff, xr.x, xr.norms[0], gv, *ctx_);
-      y = ff_residual(b.audio_ff, yr.x, yr.norms[0], ga, *ctx_);
     }
+    audio.run([&] {
+      const at::Tensor ga = ma[5];
+      if (i + 1 < end) {
+        ma = mod_a.block(i + 1);
+        auto yf = ff_residual_norms(b.audio_ff, yr.x, yr.norms[0], ga, eps, {{ma[1], ma[0]}}, *ctx_);
+        y = yf.x, ny0 = yf.norms[0];
+      } else {
+        y = ff_residual(b.audio_ff, yr.x, yr.norms[0], ga, *ctx_);
+      }
+    });
     runtime::trace(fmt::format("transformer_blocks.{}.x", i), x);
     runtime::trace(fmt::format("transformer_blocks.{}.audio", i), y);
   }

@@ -129,6 +129,38 @@ TEST_CASE("LTX-2 with kept text keys: a new prompt of the same length replays th
   CHECK(kept.graphs_captured() == 1);
 }
 
+TEST_CASE("LTX-2's audio stream beside the video's (nn::SideStream): eager, captured and replayed forwards equal "
+          "the CPU's",
+          "[cuda]") {
+  require_gpu();
+  const auto cfg = ltx2::TransformerConfig::from_json(
+      nlohmann::json::parse(embedded_configs().at("ltx2"))["tiny"]["transformer"], "tiny");
+  const auto weights = std::make_shared<nn::RandomSource>(31);
+  const ltx2::Transformer gpu(cfg, nn::Weights(weights, at::kFloat, at::kCUDA), parallel::Context::single());
+  const ltx2::Transformer cpu(cfg, nn::Weights(weights, at::kFloat, at::kCPU), parallel::Context::single());
+  at::manual_seed(10);
+  ltx2::TransformerInput in;
+  in.frames = 2;
+  in.height = 2;
+  in.width = 3;
+  in.hidden_states = at::randn({2, 12, cfg.in_channels});
+  in.audio_hidden_states = at::randn({2, 5, cfg.audio_in_channels});
+  in.encoder_hidden_states = at::randn({2, 4, cfg.caption_channels});
+  in.audio_encoder_hidden_states = at::randn({2, 4, cfg.caption_channels});
+  in.timestep = at::full({2}, 600.0f);
+  ltx2::TransformerInput on_gpu = in;
+  for (at::Tensor* t : {&on_gpu.hidden_states, &on_gpu.audio_hidden_states, &on_gpu.encoder_hidden_states,
+                        &on_gpu.audio_encoder_hidden_states, &on_gpu.timestep})
+    *t = t->cuda();
+  const auto want = cpu.forward(in);
+  for (int i = 0; i < 4; ++i) {  // eager, captured, replayed twice
+    const auto got = gpu.forward(on_gpu);
+    CHECK(at::allclose(got.video.cpu(), want.video, 1e-4, 1e-5));
+    CHECK(at::allclose(got.audio.cpu(), want.audio, 1e-4, 1e-5));
+  }
+  CHECK(gpu.graphs_captured() == 1);
+}
+
 TEST_CASE("Qwen-Image with its modulation table: each step's replay reads that step's row", "[cuda]") {
   require_gpu();
   const auto cfg = qwen_image::TransformerConfig::from_json(
