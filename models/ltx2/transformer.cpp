@@ -383,16 +383,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
                "transformer: timestep must be [{}] or [{}, {}], got {}", B, B, Nv, io::shape_str(in.timestep.sizes()));
   DITGEN_CHECK(in.timestep.dim() == 1 || in.audio_timestep.defined(),
                "transformer: a per-token video timestep needs its own audio_timestep [B]");
-  const at::Tensor tv = in.timestep.dim() == 2 ? parallel::split_sequence(in.timestep.to(at::kFloat), 1, *ctx_).to(dev)
-                                               : in.timestep.to(dev, at::kFloat);
-  const at::Tensor ta = in.audio_timestep.defined() ? in.audio_timestep.to(dev, at::kFloat) : tv;
+  // (Not const, like x and y below: the inputs of the blocks' CUDA graph, which a replay swaps for its own copies.)
+  at::Tensor tv = in.timestep.dim() == 2 ? parallel::split_sequence(in.timestep.to(at::kFloat), 1, *ctx_).to(dev)
+                                         : in.timestep.to(dev, at::kFloat);
+  at::Tensor ta = in.audio_timestep.defined() ? in.audio_timestep.to(dev, at::kFloat) : tv;
   const double gate_scale = cfg_.cross_attn_timestep_scale_multiplier / cfg_.timestep_scale_multiplier;
-  // (Not const: the blocks' inputs, which a CUDA graph's replay swaps for its own copies.)
-  auto [temb_v, e_v] = embed(time_, tv, dt);
-  auto [temb_a, e_a] = embed(audio_time_, ta, dt);
-  at::Tensor ca_v = embed(av_video_ss_, tv, dt).first, ca_a = embed(av_audio_ss_, ta, dt).first;
-  at::Tensor gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
-  at::Tensor gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
+  at::Tensor temb_v, e_v, temb_a, e_a, ca_v, ca_a, gate_v, gate_a;
 
   // The text's keys and values of every block, once per prompt; with --offload (the blocks streamed) each
   // block projects them as it runs.
@@ -405,18 +401,28 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   const TextContext &ctx_v = contexts.first, &ctx_a = contexts.second;
 
   // Video and audio tokens split over the CP group once; gathered once at the end.
-  at::Tensor x = nn::linear(parallel::split_sequence(in.hidden_states, 1, *ctx_).to(dev, dt), proj_in_.w,
-                            proj_in_.b);  // [B, Nv_loc, D]
-  at::Tensor y = nn::linear(parallel::split_sequence(in.audio_hidden_states, 1, *ctx_).to(dev, dt),
-                            audio_proj_in_.w, audio_proj_in_.b);  // [B, Na_loc, Da]
+  at::Tensor x = parallel::split_sequence(in.hidden_states, 1, *ctx_).to(dev, dt);        // [B, Nv_loc, in]
+  at::Tensor y = parallel::split_sequence(in.audio_hidden_states, 1, *ctx_).to(dev, dt);  // [B, Na_loc, in]
+  // The timestep embeddings and the tokens' input projections. Inside the blocks' CUDA graph: eagerly, their
+  // ~90 small kernels left the GPU waiting for the host for ~3 ms at the start of every step.
+  auto embed_inputs = [&] {
+    std::tie(temb_v, e_v) = embed(time_, tv, dt);
+    std::tie(temb_a, e_a) = embed(audio_time_, ta, dt);
+    ca_v = embed(av_video_ss_, tv, dt).first;
+    ca_a = embed(av_audio_ss_, ta, dt).first;
+    gate_v = embed(av_video_gate_, tv * gate_scale, dt).first;
+    gate_a = embed(av_audio_gate_, ta * gate_scale, dt).first;
+    x = nn::linear(x, proj_in_.w, proj_in_.b);              // [B, Nv_loc, D]
+    y = nn::linear(y, audio_proj_in_.w, audio_proj_in_.b);  // [B, Na_loc, Da]
+    runtime::trace("transformer.x_embedded", x);
+    runtime::trace("transformer.audio_embedded", y);
+  };
   const RopeKey key{in.frames, in.height, in.width, Na, in.fps};
   if (!rope_cache_ || !(key == rope_key_)) {
     rope_cache_ = std::make_shared<const Ropes>(ropes(in.frames, in.height, in.width, in.fps, Na));
     rope_key_ = key;
   }
   const Ropes& r = *rope_cache_;
-  runtime::trace("transformer.x_embedded", x);
-  runtime::trace("transformer.audio_embedded", y);
 
   // modulate(rms(t), 1 + scale, shift) as one pass on the GPU.
   auto rms_mod = [&](const at::Tensor& t, const at::Tensor& scale1, const at::Tensor& shift) {
@@ -511,7 +517,7 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
   blocks_.may_skip_from(cache::decision_block(cache));  // --offload: no copy runs past DBCache's decision
   if (cache == nullptr) {
     // As one CUDA graph where no collective or copy runs inside (one rank per replica, resident blocks).
-    std::vector<at::Tensor*> state{&x, &y, &temb_v, &temb_a, &ca_v, &ca_a, &gate_v, &gate_a};
+    std::vector<at::Tensor*> state{&x, &y, &tv, &ta, &e_v, &e_a};  // (e_v, e_a: outputs only)
     // Text keys not kept: the contexts are inputs. Kept: the blocks do not read the contexts (set only when the
     // slot was just filled), and leaving them out keeps that forward's graph the one of the later forwards.
     for (TextContext* c : {&contexts.first, &contexts.second}) {
@@ -525,8 +531,12 @@ Transformer::Output Transformer::forward(const TransformerInput& in, cache::Cach
       tables.push_back(rope->sin);
     }
     const bool eligible = ctx_->mesh().model_size() == 1 && !blocks_.offloaded();
-    graphs_.run(eligible, state, tables, [&] { run_blocks(0, cfg_.num_layers); });
+    graphs_.run(eligible, state, tables, [&] {
+      embed_inputs();
+      run_blocks(0, cfg_.num_layers);
+    });
   } else {  // DBCache (cache-dit-semantics §5.1): one list; the video stream decides, the audio rides along
+    embed_inputs();
     cache->run("transformer_blocks", cfg_.num_layers, 1.0, branch, x, &y, run_blocks);
   }
 
