@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "bench/timing.h"
+#include "lib/nn/linear.h"
 #include "lib/nn/ops.h"
 #include "lib/parallel/context.h"
 #include "lib/runtime/metrics.h"
@@ -24,6 +25,7 @@ using namespace ditgen;
 using bench::time_it;  // median of `reps` device-synchronised runs (bench/timing.h)
 
 int main(int argc, char** argv) {
+  ditgen::nn::gemms_without_workspace();  // as ditgen runs its GEMMs
   CLI::App app{"FLUX.2 block benchmark"};
   int64_t tokens = 4608, txt = 512;
   int tp = 1, reps = 20;

@@ -62,6 +62,7 @@ std::string dtype_name(at::ScalarType t) { return t == at::kBFloat16 ? "bf16" : 
 }  // namespace
 
 int main(int argc, char** argv) {
+  ditgen::nn::gemms_without_workspace();  // as ditgen runs its GEMMs
   CLI::App app{"ditgen_bench_floor: matmul and attention rates of this device at given shapes"};
   std::vector<std::string> matmuls, attentions;
   std::string dtype_arg = "auto", device_arg = "auto", json_path, backend = "auto";

@@ -37,6 +37,7 @@ double median_seconds(const at::Device& dev, int reps, F&& fn) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ditgen::nn::gemms_without_workspace();  // as ditgen runs its GEMMs
   CLI::App app{"FLUX.2 transformer: FP8 against bf16"};
   int64_t height = 1024, width = 1024, txt = 512, layers = -1, single_layers = -1;
   int reps = 5;

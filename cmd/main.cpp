@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) then fails the write with EFBIG, reported, instead of killing the
   // process halfway through a file.
   signal(SIGXFSZ, SIG_IGN);
+  ditgen::nn::gemms_without_workspace();
   const ditgen::comm::LaunchInfo launch = ditgen::comm::launch(&argc, &argv);
 
   CLI::App app{"ditgen: diffusion transformers on many GPUs (mpirun -np N ditgen <command> ...)"};

@@ -321,6 +321,9 @@ if [[ $what == profile ]]; then
       # The audio stream on the video's stream (DITGEN_SIDE_STREAM=0), for the A/B; *_fp8: the same under --fp8.
       ltx2_onestream) DITGEN_SIDE_STREAM=0 EXT=mp4 prof ltx2_default_onestream ltx2 --steps 4 --save-frames ;;
       ltx2_fp8_onestream) DITGEN_SIDE_STREAM=0 EXT=mp4 prof ltx2_default_fp8_onestream ltx2 --steps 4 --fp8 --save-frames ;;
+      # cuBLAS with LibTorch's default workspaces (ditgen runs its GEMMs without: nn::gemms_without_workspace), for the A/B.
+      ltx2_workspace) CUBLASLT_WORKSPACE_SIZE=32768 CUBLAS_WORKSPACE_CONFIG=:4096:8 EXT=mp4 prof ltx2_default_workspace ltx2 --steps 4 --save-frames ;;
+      flux2_fp8_workspace) CUBLASLT_WORKSPACE_SIZE=32768 CUBLAS_WORKSPACE_CONFIG=:4096:8 prof flux2_1024_fp8_workspace flux2 --steps 4 --fp8 ;;
       # Probes of LibTorch's GEMM variants and fused attention kernels at the models' shapes (Python, this card).
       gemm_bias_fused) python3 bench/probes/gemm_bias_fused.py 7 > "$OUT/gemm_bias_fused.txt" 2>&1
         note "gemm_bias_fused: rc=$?"; grep -E "^\S|one GEMM|no bias" "$OUT/gemm_bias_fused.txt" | tee -a "$summary" ;;

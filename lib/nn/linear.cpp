@@ -171,6 +171,11 @@ bool fp8_fast_accumulation() {
   return on;
 }
 
+void gemms_without_workspace() {
+  setenv("CUBLASLT_WORKSPACE_SIZE", "0", /*overwrite=*/0);
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0", /*overwrite=*/0);
+}
+
 bool fused_residual_on() {
   static const bool on = runtime::env_switch("DITGEN_FUSED_RESIDUAL", true,
                                              "1 (the residual in the GEMM's epilogue) or 0 (apart)");
