@@ -74,7 +74,7 @@ ResidualNorms linear_residual_norms(const at::Tensor& x, const at::Tensor& a, co
                                     double eps, const std::vector<std::pair<at::Tensor, at::Tensor>>& mods);
 // cuBLAS and cuBLASLt without a workspace, unless CUBLASLT_WORKSPACE_SIZE / CUBLAS_WORKSPACE_CONFIG are set
 // (LibTorch's defaults: 32768 and :4096:8 on Hopper). With one, cuBLAS clears part of it before each of its Hopper
-// GEMM kernels: LTX-2's step ran 961 memsets and their launch gaps (idle 4.8 -> 2.0 ms, 6 ms shorter a step on an
+// GEMM kernels: LTX-2's step ran 961 memsets and their launch gaps (idle 4.8 -> 1.8 ms, 6-8 ms shorter a step on an
 // H100), for the same GEMM kernels (bench/results/2026-12-07c_h100_side_stream). LibTorch reads both at its first
 // GEMM: call this first thing in main.
 void gemms_without_workspace();
