@@ -42,4 +42,18 @@ if git --git-dir="$fe_git" rev-parse -q --verify "$fe_tag^{commit}" > /dev/null 
 else
   echo "gpu_bundle: no cudnn-frontend clone at $fe_git (CUDNN_FRONTEND_GIT): the GPU build gets no FP8 attention"
 fi
+# CUTLASS's headers (header-only, BSD-3-Clause; the probe bench/probes/cutlass_gemm.cu, not the build) at a
+# recorded tag, from a clone of github.com/NVIDIA/cutlass (CUTLASS_GIT, default: this workplace's mirror), as an
+# xz tarball (1 MB against 27 MB of headers: the carry limit); scripts/gpu_check.sh unpacks it.
+cutlass_git=${CUTLASS_GIT:-/work/.mirror/NVIDIA+cutlass/repo}
+cutlass_tag=v4.7.0
+if git --git-dir="$cutlass_git" rev-parse -q --verify "$cutlass_tag^{commit}" > /dev/null 2>&1; then
+  ct=$(mktemp -d)  # (the tree, not pathspecs: the mirror lacks some large blobs elsewhere in the repository)
+  git --git-dir="$cutlass_git" archive --prefix=cutlass/include/ "$cutlass_tag:include" | tar -x -C "$ct"
+  git --git-dir="$cutlass_git" show "$cutlass_tag:LICENSE.txt" > "$ct/cutlass/LICENSE.txt"
+  tar -C "$ct" -cJf .gpu/cutlass.tar.xz cutlass && rm -rf "$ct"
+  echo "$cutlass_tag" > .gpu/CUTLASS_VERSION
+else
+  echo "gpu_bundle: no CUTLASS clone at $cutlass_git (CUTLASS_GIT): no cutlass_gemm probe row"
+fi
 du -sh .gpu

@@ -52,6 +52,8 @@ for r in roots:
         break
 PY
 )
+  # CUTLASS's headers (the cutlass_gemm probe row), carried as a tarball by scripts/gpu_bundle.sh.
+  [[ -f $G/cutlass.tar.xz && ! -f $G/cutlass/include/cutlass/cutlass.h ]] && tar -xJf $G/cutlass.tar.xz -C $G
   t0=$(date +%s)
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITGEN_CUDA=ON -DCMAKE_PREFIX_PATH="$TP" \
     -DCLI11_ROOT=$G/include -DSTB_ROOT=$G/include/stb -DFMT_ROOT=$G/include -DSPDLOG_ROOT=$G/include -DNLOHMANN_JSON_ROOT=$G/include \
@@ -336,6 +338,10 @@ if [[ $what == profile ]]; then
         nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_algos.cu -lcublasLt -o /tmp/probe_algos &&
           /tmp/probe_algos 20 > "$OUT/gemm_algos.txt" 2>&1; note "gemm_algos: rc=$? $(tail -1 "$OUT/gemm_algos.txt")"
         grep -E "faster|^\S" "$OUT/gemm_algos.txt" | tee -a "$summary" ;;
+      cutlass_gemm)  # CUTLASS's Hopper GEMMs against cuBLASLt's, and SwiGLU / gated residual epilogues, at the models' shapes
+        nvcc -O3 -std=c++17 -arch=sm_90a --expt-relaxed-constexpr -diag-suppress 20012 -I$G/cutlass/include \
+          bench/probes/cutlass_gemm.cu -lcublasLt -o /tmp/probe_cutlass && /tmp/probe_cutlass 10 > "$OUT/cutlass_gemm.txt" 2>&1
+        note "cutlass_gemm: rc=$?"; grep -E "^\S|best|today|fused" "$OUT/cutlass_gemm.txt" | tee -a "$summary" ;;
       gemm_fp8)  # FP8 GEMMs by scale mode and accumulation, first choice against fastest candidate
         nvcc -O2 -std=c++17 -arch=sm_90a bench/probes/cublaslt_fp8.cu -lcublasLt -o /tmp/probe_fp8 &&
           /tmp/probe_fp8 20 > "$OUT/gemm_fp8.txt" 2>&1; note "gemm_fp8: rc=$?"
