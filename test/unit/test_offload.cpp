@@ -503,7 +503,18 @@ TEST_CASE("offload: every model's pipeline with --offload gives the resident lat
       }
     }
     REQUIRE(results[0].size() == results[1].size());
-    for (size_t k = 0; k < results[0].size(); ++k) CHECK(at::equal(results[0][k], results[1][k]));
+    // Resident, Qwen-Image makes its blocks' modulation vectors for the whole schedule with one GEMM per block; its
+    // streamed blocks make them per forward (GEMVs), which BLAS may round differently in the last bit (which depends
+    // on the CPU's kernels): equal up to that there, bit for bit elsewhere.
+    const bool table = entry.command == "qwen-image";
+    for (size_t k = 0; k < results[0].size(); ++k) {
+      INFO("max |diff| " << (results[0][k] - results[1][k]).abs().max().item<double>() << " of "
+                         << results[0][k].abs().max().item<double>());
+      if (table)
+        CHECK(at::allclose(results[0][k], results[1][k], 1e-5, 1e-5));
+      else
+        CHECK(at::equal(results[0][k], results[1][k]));
+    }
 
     const nlohmann::json& t = report["transformer"];
     const int64_t blocks = t["blocks"];
