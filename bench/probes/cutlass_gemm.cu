@@ -57,26 +57,15 @@ struct SiluGateMul<cutlass::Array<float, N>> {
 };
 
 using StrideRow = cute::Stride<int64_t, cute::Int<1>, int64_t>;  // row-major [M, N] with a leading dimension
+using Raster = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90Params::RasterOrderOptions;
 
-// One CUTLASS GEMM configuration: y[M, N] = x[M, K] w[N, K]^T, bf16 in and out, fp32 accumulation; with
-// SwiGLU, y = silu(aux) * (x w^T), aux [M, N] bf16 read in the epilogue.
-template <class Tile, class Cluster, class KernelSchedule, class EpilogueSchedule, bool SwiGLU>
-struct Config {
-  using EpiDesc = cutlass::epilogue::collective::detail::EpilogueDescriptor<Tile, cutlass::epilogue::collective::EpilogueTileAuto,
-                                                                    void, bf16, EpilogueSchedule>;
-  using AuxDesc = cutlass::epilogue::collective::detail::AuxLoadDescriptor<EpiDesc, cutlass::layout::RowMajor, bf16>;
-  using AuxLoad = cutlass::epilogue::fusion::Sm90AuxLoad<AuxDesc::Stages, typename EpiDesc::EpilogueTile, bf16,
-                                                         typename AuxDesc::Stride, typename AuxDesc::SmemLayoutAtom,
-                                                         typename AuxDesc::CopyOpS2R>;
-  using SwiGLUFusion = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<SiluGateMul, bf16, float, cutlass::FloatRoundStyle::round_to_nearest>,
-      cutlass::epilogue::fusion::Sm90AccFetch, AuxLoad>;
-  using PlainFusion = cutlass::epilogue::fusion::ScaledAcc<bf16, float, float>;
-  using Fusion = std::conditional_t<SwiGLU, SwiGLUFusion, PlainFusion>;
-
+// One CUTLASS Hopper GEMM: y[M, N] = Fusion(x[M, K] w[N, K]^T, C), bf16 in and out, fp32 accumulation, C (ElementC;
+// void: none) and y row-major.
+template <class Tile, class Cluster, class KernelSchedule, class EpilogueSchedule, class Fusion, class ElementC>
+struct Cutlass {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::RowMajor, 8, bf16,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, cutlass::layout::RowMajor, 8, bf16,
       cutlass::layout::RowMajor, 8, EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, bf16, cutlass::layout::RowMajor, 8, bf16,
@@ -85,15 +74,15 @@ struct Config {
       KernelSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-  using Raster = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90Params::RasterOrderOptions;
 
   Gemm gemm;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
-  // Sets up y = x w^T (ldy: y's row stride) and, with SwiGLU, aux (row stride ldaux). False if CUTLASS refuses.
-  bool init(const bf16* x, const bf16* w, bf16* y, int64_t ldy, const bf16* aux, int64_t ldaux, int M, int N, int K,
-            int swizzle, Raster raster) {
+  // The arguments of x w^T into y (row stride ldy) with C = c (row stride ldy too; null: none), the epilogue's
+  // own arguments left for the caller.
+  static typename Gemm::Arguments arguments(const bf16* x, const bf16* w, const bf16* c, bf16* y, int64_t ldy, int M,
+                                            int N, int K, int swizzle, Raster raster) {
     typename Kernel::StrideA sa{};  // x: K-major rows
     cute::get<0>(sa) = K;
     cute::get<2>(sa) = int64_t(M) * K;
@@ -103,23 +92,20 @@ struct Config {
     typename Kernel::StrideD sd{};
     cute::get<0>(sd) = ldy;
     cute::get<2>(sd) = ldy * M;
-    typename Kernel::StrideC sc = sd;
+    typename Kernel::StrideC sc{};
+    cute::get<0>(sc) = ldy;
+    cute::get<2>(sc) = ldy * M;
     cutlass::KernelHardwareInfo hw;
     hw.device_id = 0;
     hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
-    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                  {M, N, K, 1},
-                                  {x, sa, w, sb},
-                                  {{}, nullptr, sc, y, sd},
-                                  hw};
-    if constexpr (SwiGLU) {
-      StrideRow s_aux{ldaux, cute::Int<1>{}, ldaux * M};
-      args.epilogue.thread = {{}, {aux, bf16(0), s_aux}, {}};
-    } else {
-      args.epilogue.thread.alpha = 1.f;
-    }
+    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm, {M, N, K, 1}, {x, sa, w, sb},
+                                  {{}, c, sc, y, sd}, hw};
     args.scheduler.max_swizzle_size = swizzle;
     args.scheduler.raster_order = raster;
+    return args;
+  }
+  // False if CUTLASS refuses the arguments.
+  bool initialize(const typename Gemm::Arguments& args) {
     if (gemm.can_implement(args) != cutlass::Status::kSuccess) return false;
     const size_t need = Gemm::get_workspace_size(args);
     if (need > workspace_bytes) {
@@ -132,61 +118,60 @@ struct Config {
   void run() { CK(static_cast<int>(gemm.run())); }
 };
 
-// out = x + gate[col] * bf16(x_in w^T + bias[col]) with x the GEMM's C operand: a DiT block's gated residual in the
-// epilogue (the product rounded to bf16 first, as the separate pass reads it).
-template <class Tile, class Cluster, class KernelSchedule, class EpilogueSchedule>
-struct ResidualConfig {
-  using Row = cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, bf16, float, cute::Stride<_0, _1, int64_t>>;
-  using Fusion = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<cutlass::multiply_add, bf16, float,
-                                             cutlass::FloatRoundStyle::round_to_nearest>,  // gate * y + x
-      Row,                                                                                     // gate
-      cutlass::epilogue::fusion::Sm90EVT<
-          cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, bf16, float, cutlass::FloatRoundStyle::round_to_nearest>,
-          cutlass::epilogue::fusion::Sm90AccFetch, Row>,  // y = bf16(acc + bias)
-      cutlass::epilogue::fusion::Sm90SrcFetch<bf16>>;     // x
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, bf16, cutlass::layout::RowMajor, 8, bf16,
-      cutlass::layout::RowMajor, 8, EpilogueSchedule, Fusion>::CollectiveOp;
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, bf16, cutlass::layout::RowMajor, 8, bf16,
-      cutlass::layout::ColumnMajor, 8, float, Tile, Cluster,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-  using Raster = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90Params::RasterOrderOptions;
-  Gemm gemm;
+// y = silu(aux) * (x w^T), aux [M, N] bf16 read in the epilogue (the builder's descriptors give its tile loads).
+template <class Tile, class EpilogueSchedule>
+struct SwiGLUFusion {
+  using EpiDesc = cutlass::epilogue::collective::detail::EpilogueDescriptor<
+      Tile, cutlass::epilogue::collective::EpilogueTileAuto, void, bf16, EpilogueSchedule>;
+  using AuxDesc = cutlass::epilogue::collective::detail::AuxLoadDescriptor<EpiDesc, cutlass::layout::RowMajor, bf16>;
+  using AuxLoad = cutlass::epilogue::fusion::Sm90AuxLoad<AuxDesc::Stages, typename EpiDesc::EpilogueTile, bf16,
+                                                         typename AuxDesc::Stride, typename AuxDesc::SmemLayoutAtom,
+                                                         typename AuxDesc::CopyOpS2R>;
+  using type = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<SiluGateMul, bf16, float, cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90AccFetch, AuxLoad>;
+};
 
+// y = x w^T, or with SwiGLU y = silu(aux) * (x w^T).
+template <class Tile, class Cluster, class KernelSchedule, class EpilogueSchedule, bool SwiGLU>
+struct Config : Cutlass<Tile, Cluster, KernelSchedule, EpilogueSchedule,
+                        std::conditional_t<SwiGLU, typename SwiGLUFusion<Tile, EpilogueSchedule>::type,
+                                           cutlass::epilogue::fusion::ScaledAcc<bf16, float, float>>,
+                        void> {
+  // y's row stride ldy, aux's ldaux (SwiGLU only). False if CUTLASS refuses.
+  bool init(const bf16* x, const bf16* w, bf16* y, int64_t ldy, const bf16* aux, int64_t ldaux, int M, int N, int K,
+            int swizzle, Raster raster) {
+    auto args = this->arguments(x, w, nullptr, y, ldy, M, N, K, swizzle, raster);
+    if constexpr (SwiGLU)
+      args.epilogue.thread = {{}, {aux, bf16(0), StrideRow{ldaux, cute::Int<1>{}, ldaux * M}}, {}};
+    else
+      args.epilogue.thread.alpha = 1.f;
+    return this->initialize(args);
+  }
+};
+
+// out = x + gate[col] * bf16(a w^T + bias[col]) with x the GEMM's C operand: a DiT block's gated residual in the
+// epilogue (the product rounded to bf16 first, as the separate pass reads it).
+template <class Tile>
+using GatedResidualFusion = cutlass::epilogue::fusion::Sm90EVT<
+    cutlass::epilogue::fusion::Sm90Compute<cutlass::multiply_add, bf16, float,
+                                           cutlass::FloatRoundStyle::round_to_nearest>,  // gate * y + x
+    cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, bf16, float, cute::Stride<_0, _1, int64_t>>,  // gate
+    cutlass::epilogue::fusion::Sm90EVT<
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, bf16, float, cutlass::FloatRoundStyle::round_to_nearest>,
+        cutlass::epilogue::fusion::Sm90AccFetch,
+        cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, bf16, float, cute::Stride<_0, _1, int64_t>>>,  // y
+    cutlass::epilogue::fusion::Sm90SrcFetch<bf16>>;                                                       // x
+
+template <class Tile, class Cluster, class KernelSchedule, class EpilogueSchedule>
+struct ResidualConfig : Cutlass<Tile, Cluster, KernelSchedule, EpilogueSchedule, GatedResidualFusion<Tile>, bf16> {
   bool init(const bf16* a, const bf16* w, const bf16* x, bf16* out, const bf16* gate, const bf16* bias, int M, int N,
             int K, int swizzle, Raster raster) {
-    typename Kernel::StrideA sa{};
-    cute::get<0>(sa) = K;
-    cute::get<2>(sa) = int64_t(M) * K;
-    typename Kernel::StrideB sb{};
-    cute::get<0>(sb) = K;
-    cute::get<2>(sb) = int64_t(N) * K;
-    typename Kernel::StrideD sd{};
-    cute::get<0>(sd) = N;
-    cute::get<2>(sd) = int64_t(M) * N;
-    typename Kernel::StrideC sc{};
-    cute::get<0>(sc) = N;
-    cute::get<2>(sc) = int64_t(M) * N;
-    cutlass::KernelHardwareInfo hw;
-    hw.device_id = 0;
-    hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
-    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm, {M, N, K, 1}, {a, sa, w, sb},
-                                  {{}, x, sc, out, sd}, hw};
+    auto args = this->arguments(a, w, x, out, N, M, N, K, swizzle, raster);
     const cute::Stride<_0, _1, int64_t> row{};
     args.epilogue.thread = {{gate, bf16(0), row}, {{}, {bias, bf16(0), row}, {}}, {}, {}};
-    args.scheduler.max_swizzle_size = swizzle;
-    args.scheduler.raster_order = raster;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return false;
-    if (Gemm::get_workspace_size(args) != 0) return false;
-    return gemm.initialize(args, nullptr) == cutlass::Status::kSuccess;
+    return this->initialize(args);
   }
-  void run() { CK(static_cast<int>(gemm.run())); }
 };
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -305,7 +290,6 @@ int main(int argc, char** argv) {
   LtProbe lt;
   std::printf("%s, cuBLASLt %d, CUTLASS %d.%d.%d\n", lt.prop.name, lt.version(), CUTLASS_MAJOR, CUTLASS_MINOR,
               CUTLASS_PATCH);
-  using Raster = C256x128<false>::Raster;
   struct Shape3 {
     const char* name;
     int M, N, K;
